@@ -1,0 +1,42 @@
+"""Shared CLI plumbing: the workspace option, JSON output, Rich consoles on stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--workspace", "-w", envvar="GIGAVISION_WORKSPACE", show_envvar=True,
+        help="Workspace folder (default: the current folder).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+class State:
+    debug: bool = False
+    workspace: Path | None = None
+
+
+def workspace_path(option: Path | None) -> Path:
+    return (option or State.workspace or Path(os.environ.get("GIGAVISION_WORKSPACE", "."))).expanduser()
+
+
+def open_ws(option: Path | None) -> Any:
+    from gigavision.workspace import open_workspace
+
+    return open_workspace(workspace_path(option))
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))

@@ -1,0 +1,133 @@
+"""``gigavision ingest``, ``gigavision info`` and ``gigavision images list|show``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, out_console, print_json
+
+images_app = typer.Typer(help="List and inspect the workspace's images.", no_args_is_help=True)
+
+
+def run_ingest(ws: Any, paths: list[Path], *, recursive: bool, follow_symlinks: bool, json_out: bool) -> int:
+    from gigavision.workspace import IngestResult
+
+    results: list[IngestResult] = []
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=json_out,
+    ) as bar:
+        files = bar.add_task("ingest", total=None)
+        current = bar.add_task("", total=1.0, visible=False)
+
+        def on_start(n: int) -> None:
+            bar.update(files, total=n)
+
+        def on_result(r: IngestResult) -> None:
+            results.append(r)
+            bar.update(current, visible=False, completed=0)
+            bar.advance(files)
+            if not json_out:
+                style = {"added": "green", "duplicate": "yellow", "rejected": "red"}[r.status]
+                size = f"{r.width:,}x{r.height:,}" if r.width else ""
+                extra = r.reason if r.status == "rejected" else size
+                bar.console.print(f"[{style}]{r.status:9}[/] {r.name}  {extra}", markup=True, highlight=False)
+
+        def on_progress(fraction: float) -> None:
+            bar.update(current, visible=True, description="  pyramid", completed=fraction)
+
+        ws.ingest(
+            paths, recursive=recursive, follow_symlinks=follow_symlinks,
+            on_start=on_start, on_result=on_result, progress=on_progress,
+        )
+    counts = {s: sum(r.status == s for r in results) for s in ("added", "duplicate", "rejected")}
+    if json_out:
+        print_json({"images": [r.as_dict() for r in results], "summary": counts})
+    else:
+        err_console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 1 if results and counts["rejected"] == len(results) else 0
+
+
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
+    workspace_opt: WorkspaceOpt = None,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into folders.")] = False,
+    follow_symlinks: Annotated[
+        bool, typer.Option(help="Follow symlinks that point outside the folder being ingested.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> int:
+    """Add images to the workspace: originals stored once by sha256; big or untiled images get a pyramid.
+
+    Exit code 1 when every input was rejected.
+    """
+    with open_ws(workspace_opt) as ws:
+        return run_ingest(ws, paths, recursive=recursive, follow_symlinks=follow_symlinks, json_out=json_out)
+
+
+def info(
+    path: Annotated[Path, typer.Argument(help="An image file (not ingested).")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Describe an image file: reader, size, levels, bands, microns per pixel, CRS."""
+    from gigavision.images.registry import open_image
+
+    with open_image(path) as src:
+        i = src.info
+        data = {
+            "path": str(path), "reader": i.reader, "format": i.format, "width": i.width, "height": i.height,
+            "bands": i.bands, "dtype": i.dtype, "tiled": i.tiled, "mpp_x": i.mpp_x, "mpp_y": i.mpp_y, "crs": i.crs,
+            "transform": i.transform, "modality": i.modality,
+            "levels": [{"width": lv.width, "height": lv.height, "downsample": lv.downsample} for lv in i.levels],
+        }
+    if json_out:
+        print_json(data)
+        return
+    for key, value in data.items():
+        if key != "levels" and value not in (None, ""):
+            out_console.print(f"{key:>10}: {value}", highlight=False)
+    out_console.print("    levels: " + ", ".join(f"{lv['width']}x{lv['height']}" for lv in data["levels"]))
+
+
+@images_app.command("list")
+def list_cmd(
+    workspace_opt: WorkspaceOpt = None,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """List images, oldest first."""
+    with open_ws(workspace_opt) as ws:
+        rows, total = ws.list_images(offset, limit)
+    if json_out:
+        print_json({"items": [_row_dict(r) for r in rows], "total": total, "offset": offset, "limit": limit})
+        return
+    table = Table("id", "name", "size", "levels", "mpp", "reader")
+    for r in rows:
+        table.add_row(r.id[:12], r.name, f"{r.width:,}x{r.height:,}", str(len(r.levels)),
+                      f"{r.mpp_x:.3g}" if r.mpp_x else "", r.reader)
+    out_console.print(table)
+    out_console.print(f"{len(rows)} of {total}")
+
+
+@images_app.command("show")
+def show_cmd(image_id: str, workspace_opt: WorkspaceOpt = None, json_out: JsonOpt = False) -> None:
+    """Everything stored about one image."""
+    with open_ws(workspace_opt) as ws:
+        data = _row_dict(ws.get_image(image_id))
+    if json_out:
+        print_json(data)
+    else:
+        for key, value in data.items():
+            out_console.print(f"{key:>20}: {value}", highlight=False)
+
+
+def _row_dict(row: Any) -> dict[str, Any]:
+    from gigavision.server.routers.images import ImageOut
+
+    return ImageOut.from_row(row).model_dump(mode="json")

@@ -1,0 +1,79 @@
+"""``gigavision`` command line (Typer). Errors: one line on stderr, exit code 2; ``--debug`` for tracebacks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from gigavision import __version__
+from gigavision.cli import images, serve, workspace
+from gigavision.cli.common import State, WorkspaceOpt, err_console
+from gigavision.errors import GigavisionError
+
+app = typer.Typer(
+    name="gigavision",
+    help="Build, train and deploy image recognition on images of any size.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gigavision {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    workspace_opt: WorkspaceOpt = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    State.debug = debug
+    State.workspace = workspace_opt
+
+
+app.command("init")(workspace.init)
+app.command("ingest")(images.ingest)
+app.command("info")(images.info)
+app.add_typer(images.images_app, name="images")
+app.command("serve")(serve.serve)
+app.command("demo")(workspace.demo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code instead of exiting (tests call this)."""
+    try:
+        result = app(args=argv, prog_name="gigavision", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except GigavisionError as exc:
+        if State.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,45 @@
+"""``gigavision serve``: the API, tiles and the viewer."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Any
+
+import typer
+
+from gigavision.cli.common import WorkspaceOpt, err_console, open_ws
+from gigavision.errors import InvalidInput
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_server(ws: Any, host: str, port: int, log_level: str = "warning") -> None:
+    import uvicorn
+
+    from gigavision.server.main import create_app
+
+    if not is_loopback(host):
+        raise InvalidInput(
+            f"--host {host}: without configured users the server binds to loopback only "
+            "(127.0.0.1 or ::1); put a reverse proxy with authentication in front to share it"
+        )
+    err_console.print(f"gigavision serving {ws.root} at [bold]http://{host}:{port}/[/]  (Ctrl+C stops)")
+    uvicorn.run(create_app(ws), host=host, port=port, log_level=log_level, access_log=False)
+
+
+def serve(
+    workspace_opt: WorkspaceOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to bind (loopback only until auth is configured).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Serve the REST API, IIIF/Deep Zoom tiles and the web viewer."""
+    with open_ws(workspace_opt) as ws:
+        run_server(ws, host, port, log_level)

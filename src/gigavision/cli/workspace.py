@@ -1,0 +1,51 @@
+"""``gigavision init`` and ``gigavision demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gigavision.cli.common import JsonOpt, err_console, print_json, workspace_path
+
+
+def init(
+    directory: Annotated[Path | None, typer.Argument(help="Folder to create (default: --workspace or .).")] = None,
+    db_url: Annotated[str, typer.Option(help="Database URL (default: SQLite inside the workspace).")] = "",
+    blob_url: Annotated[str, typer.Option(help="Blob store URL, any fsspec URL (default: ./blobs).")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a workspace: gigavision.toml, the database, blobs/ and pyramids/."""
+    from gigavision.workspace import init_workspace
+
+    with init_workspace(directory or workspace_path(None), db_url=db_url, blob_url=blob_url) as ws:
+        if json_out:
+            print_json({"workspace": str(ws.root), "db_url": ws.settings.resolved_db_url()})
+        else:
+            err_console.print(f"workspace ready: [bold]{ws.root}[/]")
+
+
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Workspace folder for the demo.")] = Path("demo-workspace"),
+    width: Annotated[int, typer.Option(help="Width of the generated slide (px).")] = 40_000,
+    height: Annotated[int, typer.Option(help="Height of the generated slide (px).")] = 25_000,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the server when done.")] = True,
+    port: Annotated[int, typer.Option(help="Port for the server.")] = 8000,
+) -> None:
+    """Make a workspace with scikit-image's real images plus a generated gigapixel slide, then serve it."""
+    from gigavision.cli.images import run_ingest
+    from gigavision.demo import bundled_images, make_slide
+    from gigavision.workspace import init_workspace
+
+    ws = init_workspace(directory)
+    inputs = ws.root / "demo-inputs"
+    err_console.print(f"writing sample images into {inputs} ...")
+    files = bundled_images(inputs)
+    with err_console.status(f"generating a {width:,} x {height:,} slide from real IHC texture ..."):
+        files.append(make_slide(inputs / "ihc_slide.tif", width, height))
+    run_ingest(ws, files, recursive=False, follow_symlinks=False, json_out=False)
+    if serve_after:
+        from gigavision.cli.serve import run_server
+
+        run_server(ws, "127.0.0.1", port)

@@ -1,0 +1,106 @@
+"""Workspace settings: ``gigavision.toml`` in the workspace, overridable by ``GIGAVISION_*`` variables.
+
+Every setting can move to a service: ``db_url`` (PostgreSQL), ``blob_url`` (any fsspec URL).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gigavision.errors import ConfigError
+
+CONFIG_NAME = "gigavision.toml"
+
+
+class Limits(BaseModel):
+    """Guards against decompression bombs and oversized requests."""
+
+    max_decode_pixels: int = Field(
+        2_500_000_000,
+        gt=0,
+        description="Most pixels decoded from an image that has no tiles (JPEG, PNG, strip TIFF), streamed or not.",
+    )
+    max_image_pixels: int = Field(
+        60_000_000_000,
+        gt=0,
+        description="Most pixels an image may declare at all (the largest real slides are ~2e10).",
+    )
+    max_tile_pixels: int = Field(4096 * 4096, gt=0, description="Most pixels in one tile/region response.")
+    max_upload_bytes: int = Field(8 * 1024**3, gt=0, description="Largest accepted upload.")
+
+
+class IngestSettings(BaseModel):
+    pyramid_threshold: int = Field(4096, gt=0, description="Build a pyramid when a side exceeds this (px).")
+    tile_size: int = Field(256, ge=64, le=4096, multiple_of=16)
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    thumbnail_size: int = Field(512, ge=32, le=2048)
+    follow_symlinks: bool = False
+
+
+class Settings(BaseSettings):
+    """Resolved settings of one workspace. Relative paths resolve against the workspace."""
+
+    model_config = SettingsConfigDict(env_prefix="GIGAVISION_", env_nested_delimiter="__", extra="forbid")
+
+    workspace: Path = Path()
+    db_url: str = ""
+    blob_url: str = ""
+    limits: Limits = Limits()
+    ingest: IngestSettings = IngestSettings()
+    tile_cache_mb: int = Field(256, ge=0)
+
+    def resolved_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.workspace / 'gigavision.db'}"
+
+    def resolved_blob_url(self) -> str:
+        return self.blob_url or str(self.workspace / "blobs")
+
+    @property
+    def pyramids_dir(self) -> Path:
+        return self.workspace / "pyramids"
+
+
+def default_toml() -> str:
+    return (
+        "# gigavision workspace settings. Environment variables GIGAVISION_<NAME> override them\n"
+        "# (nested: GIGAVISION_LIMITS__MAX_DECODE_PIXELS).\n"
+        '# db_url = "postgresql+psycopg://user@127.0.0.1:5432/gigavision"  # default: SQLite in this folder\n'
+        '# blob_url = "s3://bucket/prefix"                                   # default: ./blobs\n'
+        "\n[limits]\n"
+        f"max_decode_pixels = {Limits().max_decode_pixels}\n"
+        f"max_image_pixels = {Limits().max_image_pixels}\n"
+        f"max_tile_pixels = {Limits().max_tile_pixels}\n"
+        "\n[ingest]\n"
+        f"pyramid_threshold = {IngestSettings().pyramid_threshold}\n"
+        f"tile_size = {IngestSettings().tile_size}\n"
+        f"jpeg_quality = {IngestSettings().jpeg_quality}\n"
+    )
+
+
+def load_settings(workspace: Path, **overrides: Any) -> Settings:
+    """Read ``workspace/gigavision.toml``; environment variables win over the file, ``overrides`` over both."""
+    workspace = workspace.expanduser().resolve()
+    path = workspace / CONFIG_NAME
+    if not path.is_file():
+        raise ConfigError(f"{workspace} is not a gigavision workspace (no {CONFIG_NAME}); run 'gigavision init {workspace}'")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    env_keys = {k.removeprefix("GIGAVISION_").lower().split("__")[0] for k in os.environ if k.startswith("GIGAVISION_")}
+    for key in env_keys & data.keys():
+        data.pop(key)  # the environment wins over the file for the keys it sets
+    data.update(overrides)
+    data["workspace"] = workspace
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from exc

@@ -1,0 +1,58 @@
+"""One exception tree: every user-facing failure is a ``GigavisionError`` with a short code.
+
+The CLI prints ``str(error)`` on one line and exits non-zero; the server maps ``http_status``
+to the response status and ``code`` into ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+
+class GigavisionError(Exception):
+    """Base class. ``code`` is stable and machine-readable; the message says what and why."""
+
+    code = "error"
+    http_status = 400
+
+
+class InvalidInput(GigavisionError):
+    """A parameter, path or id supplied by the user is malformed."""
+
+    code = "invalid_input"
+
+
+class InvalidImage(GigavisionError):
+    """A file is not an image we can read: wrong type, truncated, malformed."""
+
+    code = "invalid_image"
+    http_status = 422
+
+
+class LimitExceeded(GigavisionError):
+    """The request or file exceeds a configured limit (``limits.*`` in gigavision.toml)."""
+
+    code = "limit_exceeded"
+    http_status = 413
+
+
+class NotFound(GigavisionError):
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(GigavisionError):
+    code = "conflict"
+    http_status = 409
+
+
+class ConfigError(GigavisionError):
+    """The workspace or its settings are missing or invalid."""
+
+    code = "config_error"
+    http_status = 500
+
+
+class MissingDependency(GigavisionError):
+    """An optional dependency is needed for this feature; the message names the install command."""
+
+    code = "missing_dependency"
+    http_status = 501

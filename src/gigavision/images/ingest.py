@@ -1,0 +1,156 @@
+"""The pixel side of ingest: find input files, then derive what the store keeps next to an original
+(a pyramid when needed, a thumbnail, a foreground mask, a display window) into a scratch folder.
+The database and blob side lives in ``gigavision.workspace``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gigavision.config import Settings
+from gigavision.images.display import display_window
+from gigavision.images.pyramid import build_pyramid
+from gigavision.images.registry import check_file, open_image
+from gigavision.images.source import ImageInfo, ImageSource
+from gigavision.images.thumbnail import foreground_mask, overview
+
+PYRAMID_NAME, THUMBNAIL_NAME, MASK_NAME = "pyramid.tif", "thumbnail.jpg", "mask.png"
+MASK_SIDE = 1024
+ProgressFn = Callable[[float], None]
+
+
+@dataclass(slots=True)
+class InputFile:
+    path: Path
+    name: str
+    rejected: str | None = None  # reason, when the path cannot be ingested at all
+
+
+@dataclass(slots=True)
+class Prepared:
+    """Everything derived from one image, written into ``folder``."""
+
+    info: ImageInfo
+    reader: str
+    folder: Path
+    pyramid: bool
+    foreground_fraction: float
+    display_window: tuple[float, float] | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _escapes(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return True
+    return False
+
+
+def collect_inputs(paths: Iterable[Path], *, recursive: bool = False, follow_symlinks: bool = False) -> list[InputFile]:
+    """Expand the user's paths into files, in a stable order. Nothing is opened yet.
+
+    Inside a folder, a symlink that resolves outside that folder is rejected unless ``follow_symlinks``;
+    hidden files (``.name``) are skipped. A folder without ``recursive`` is rejected with the fix.
+    """
+    found: list[InputFile] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if "\x00" in str(raw):
+            found.append(InputFile(path, str(raw), rejected="path contains a NUL byte"))
+        elif not path.exists():
+            found.append(InputFile(path, path.name, rejected="no such file or directory"))
+        elif path.is_dir():
+            if not recursive:
+                found.append(InputFile(path, path.name, rejected="is a directory; pass --recursive to ingest the images inside"))
+                continue
+            for dirpath, dirnames, filenames in os.walk(path, followlinks=follow_symlinks):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for fname in sorted(filenames):
+                    if fname.startswith("."):
+                        continue
+                    file = Path(dirpath) / fname
+                    rel = str(file.relative_to(path))
+                    if file.is_symlink() and not follow_symlinks and _escapes(file, path):
+                        found.append(InputFile(file, rel, rejected=f"symlink points outside {path}; pass --follow-symlinks to follow it"))
+                    else:
+                        found.append(InputFile(file, rel))
+        else:
+            found.append(InputFile(path, path.name))
+    return found
+
+
+def _is_label_mask(source: ImageSource, sample: np.ndarray) -> bool:
+    """Single-band 8-bit data with a handful of values is a label mask: JPEG would corrupt its labels."""
+    return source.info.bands == 1 and source.info.dtype == "uint8" and np.unique(sample).size <= 32
+
+
+def prepare(
+    path: Path, settings: Settings, folder: Path, *, progress: ProgressFn | None = None
+) -> Prepared:
+    """Validate ``path`` fully and write the derived files into ``folder`` (which must exist).
+
+    Raises ``InvalidImage`` / ``LimitExceeded`` with a one-line reason; the caller discards ``folder``.
+    """
+    check_file(path)
+    limits, opts = settings.limits, settings.ingest
+    source = open_image(path, limits=limits)
+    try:
+        info = source.info
+        reader = source.name
+        smallest = source.levels[-1]
+        coarse = source.read_window(len(source.levels) - 1, 0, 0, smallest.width, smallest.height) if (
+            smallest.width * smallest.height <= 16 * 1024 * 1024
+        ) else None
+        window = None
+        if info.dtype != "uint8":
+            meta_window = info.metadata.get("display_window")
+            window = tuple(meta_window) if meta_window else display_window(coarse if coarse is not None else np.zeros(1))
+        big = max(info.width, info.height) > opts.pyramid_threshold
+        needs_pyramid = big and (not info.tiled or len(info.levels) == 1)
+        if needs_pyramid and not info.tiled and reader not in ("pyvips", "pillow", "tiff"):
+            needs_pyramid = info.pixels <= limits.max_decode_pixels
+        extra: dict[str, Any] = {}
+        if needs_pyramid:
+            lossless = coarse is not None and _is_label_mask(source, coarse)
+            extra["pyramid"] = build_pyramid(
+                path, source, folder / PYRAMID_NAME, tile_size=opts.tile_size,
+                jpeg_quality=opts.jpeg_quality, progress=progress, lossless=lossless,
+            )
+            source.close()
+            source = open_image(folder / PYRAMID_NAME, reader="tiff", limits=limits)
+            source.info.mpp_x, source.info.mpp_y = info.mpp_x, info.mpp_y
+            levels = source.info.levels
+            info.levels, info.tiled = levels, True
+        else:
+            # Small images are decoded whole once, so a truncated file is caught now rather than in the
+            # viewer; big tiled files were checked structurally (offsets inside the file) when opened.
+            if max(info.width, info.height) <= opts.pyramid_threshold:
+                source.read_window(0, 0, 0, info.width, info.height)
+        thumb = overview(source, opts.thumbnail_size, window)
+        _save_jpeg(thumb, folder / THUMBNAIL_NAME)
+        mask = foreground_mask(overview(source, MASK_SIDE, window))
+        _save_png(mask.astype(np.uint8) * 255, folder / MASK_NAME)
+        return Prepared(
+            info=info, reader=reader, folder=folder, pyramid=needs_pyramid,
+            foreground_fraction=float(mask.mean()), display_window=window, extra=extra,
+        )
+    finally:
+        source.close()
+
+
+def _save_jpeg(arr: np.ndarray, out: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(out, "JPEG", quality=85)
+
+
+def _save_png(arr: np.ndarray, out: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(arr).save(out, "PNG", optimize=True)

@@ -1,0 +1,1 @@
+"""HTTP server: REST API, IIIF/Deep Zoom tiles and the web viewer (FastAPI)."""

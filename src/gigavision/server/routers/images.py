@@ -1,0 +1,166 @@
+"""``/api/v1/images``: list, get, thumbnail, mask, upload."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel
+
+from gigavision.errors import InvalidInput, LimitExceeded
+from gigavision.server.deps import WorkspaceDep
+from gigavision.store.schema import ImageRow
+from gigavision.workspace import IngestResult
+
+router = APIRouter(prefix="/api/v1/images", tags=["images"])
+IMMUTABLE = "public, max-age=31536000, immutable"
+COPY_CHUNK = 1024 * 1024
+
+
+class LevelOut(BaseModel):
+    width: int
+    height: int
+    downsample: float
+
+
+class ImageOut(BaseModel):
+    id: str
+    name: str
+    width: int
+    height: int
+    levels: list[LevelOut]
+    bands: int
+    dtype: str
+    mpp_x: float | None
+    mpp_y: float | None
+    crs: str | None
+    transform: list[float] | None
+    modality: str | None
+    reader: str
+    format: str
+    size_bytes: int
+    foreground_fraction: float | None
+    created_at: datetime
+    urls: dict[str, str]
+
+    @classmethod
+    def from_row(cls, row: ImageRow) -> ImageOut:
+        return cls(
+            id=row.id, name=row.name, width=row.width, height=row.height,
+            levels=[LevelOut(**lv) for lv in row.levels], bands=row.bands, dtype=row.dtype,
+            mpp_x=row.mpp_x, mpp_y=row.mpp_y, crs=row.crs, transform=row.transform, modality=row.modality,
+            reader=row.reader, format=row.format, size_bytes=row.size_bytes,
+            foreground_fraction=row.foreground_fraction, created_at=row.created_at,
+            urls={
+                "thumbnail": f"/api/v1/images/{row.id}/thumbnail",
+                "mask": f"/api/v1/images/{row.id}/mask",
+                "dzi": f"/dzi/{row.id}.dzi",
+                "iiif": f"/iiif/3/{row.id}/info.json",
+            },
+        )
+
+
+class ImagePage(BaseModel):
+    items: list[ImageOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class IngestOut(BaseModel):
+    path: str
+    name: str
+    status: str
+    id: str | None
+    width: int | None
+    height: int | None
+    levels: int | None
+    mpp: float | None
+    crs: str | None
+    reason: str | None
+
+
+@router.get("", response_model=ImagePage)
+def list_images(
+    ws: WorkspaceDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> ImagePage:
+    rows, total = ws.list_images(offset, limit)
+    return ImagePage(items=[ImageOut.from_row(r) for r in rows], total=total, offset=offset, limit=limit)
+
+
+@router.get("/{image_id}", response_model=ImageOut)
+def get_image(image_id: str, ws: WorkspaceDep) -> ImageOut:
+    return ImageOut.from_row(ws.get_image(image_id))
+
+
+@router.get("/{image_id}/thumbnail", response_class=FileResponse)
+def thumbnail(image_id: str, ws: WorkspaceDep) -> FileResponse:
+    return FileResponse(ws.thumbnail_path(image_id), media_type="image/jpeg", headers={"Cache-Control": IMMUTABLE})
+
+
+@router.get("/{image_id}/mask", response_class=FileResponse)
+def mask(image_id: str, ws: WorkspaceDep) -> FileResponse:
+    """The foreground (tissue) mask at low resolution: white where there is something to look at."""
+    return FileResponse(ws.mask_path(image_id), media_type="image/png", headers={"Cache-Control": IMMUTABLE})
+
+
+def safe_filename(raw: str | None) -> str:
+    """The last path component of a client-supplied file name, without control characters."""
+    name = re.split(r"[\\/]", raw or "")[-1]
+    name = "".join(ch for ch in name if ch.isprintable() and ch != "\x00").strip()
+    if name in ("", ".", ".."):
+        return "upload"
+    return name[:255]
+
+
+def _save_upload(upload: UploadFile, dest: Path, max_bytes: int) -> int:
+    written = 0
+    with dest.open("wb") as out:
+        while chunk := upload.file.read(COPY_CHUNK):
+            written += len(chunk)
+            if written > max_bytes:
+                raise LimitExceeded(f"upload is larger than limits.max_upload_bytes ({max_bytes:,} bytes)")
+            out.write(chunk)
+    return written
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=IngestOut,
+    responses={200: {"description": "the same bytes were already ingested"}, 413: {}, 422: {}},
+)
+async def upload_image(request: Request, file: UploadFile, ws: WorkspaceDep) -> Any:
+    """Upload one image (multipart field ``file``); it is spooled to disk, never held whole in memory."""
+    limit = ws.settings.limits.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise LimitExceeded(f"upload is larger than limits.max_upload_bytes ({limit:,} bytes)")
+    name = safe_filename(file.filename)
+    incoming = ws.root / "cache" / "uploads"
+    incoming.mkdir(parents=True, exist_ok=True)
+    suffix = Path(name).suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,10}", Path(name).suffix) else ""
+    tmp = incoming / f"{uuid.uuid4().hex}{suffix}"
+    try:
+        size = await run_in_threadpool(_save_upload, file, tmp, limit)
+        if size == 0:
+            raise InvalidInput(f"{name}: empty upload (0 bytes)")
+        result: IngestResult = await run_in_threadpool(ws.ingest_file, tmp, name=name, source_path=f"upload:{name}")
+    finally:
+        await file.close()
+        tmp.unlink(missing_ok=True)
+    body = result.as_dict()
+    if result.status == "rejected":
+        status = 413 if result.code == "limit_exceeded" else 422
+        return JSONResponse(
+            {"error": {"code": result.code or "invalid_image", "message": result.reason}, "result": body}, status
+        )
+    return JSONResponse(body, status_code=201 if result.status == "added" else 200)

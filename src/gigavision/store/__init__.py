@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy schema + Alembic migrations, content-addressed blobs, queries."""

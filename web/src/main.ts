@@ -1,0 +1,33 @@
+// Entry point: hash routing between the image list and the viewer.
+//   #/              the workspace's images
+//   #/image/{id}    one image in the viewer
+
+import "./style.css";
+
+import { showList } from "./list";
+import { showViewer } from "./viewer";
+
+type Route = { view: "list" } | { view: "image"; id: string };
+
+export function parseRoute(hash: string): Route {
+  const match = /^#\/image\/([^/?#]+)$/.exec(hash);
+  if (match?.[1]) return { view: "image", id: decodeURIComponent(match[1]) };
+  return { view: "list" };
+}
+
+const root = document.getElementById("app");
+if (!root) throw new Error("#app is missing from index.html");
+const app: HTMLElement = root;
+
+let dispose: (() => void) | null = null;
+
+function render(): void {
+  dispose?.();
+  const route = parseRoute(window.location.hash);
+  document.body.dataset["view"] = route.view;
+  dispose = route.view === "image" ? showViewer(app, route.id) : showList(app);
+  window.scrollTo(0, 0);
+}
+
+window.addEventListener("hashchange", render);
+render();

@@ -1,0 +1,123 @@
+// Full-window Deep Zoom viewer for one image.
+
+import OpenSeadragon from "openseadragon";
+
+import { ApiError, dziUrl, getImage, type ImageInfo } from "./api";
+import { el } from "./dom";
+import { formatMpp, formatPixels, formatSize } from "./format";
+import { attachScaleBar } from "./scalebar";
+
+declare global {
+  interface Window {
+    /** Test hook: the open viewer and its image's metadata. */
+    __gv?: { viewer: OpenSeadragon.Viewer; image: ImageInfo };
+  }
+}
+
+/** Deepest Deep Zoom level (full resolution): ceil(log2(max(width, height))). */
+export function maxDziLevel(width: number, height: number): number {
+  return Math.ceil(Math.log2(Math.max(width, height, 1)));
+}
+
+function button(label: string, title: string, onClick: () => void): HTMLButtonElement {
+  const node = el("button", { type: "button", class: "tool", title, "aria-label": title }, label);
+  node.addEventListener("click", onClick);
+  return node;
+}
+
+function toolbar(viewer: OpenSeadragon.Viewer): HTMLElement {
+  const zoomBy = (factor: number) => () => {
+    viewer.viewport.zoomBy(factor);
+    viewer.viewport.applyConstraints();
+  };
+  const actualPixels = (): void => {
+    const item = viewer.world.getItemAt(0);
+    if (item) viewer.viewport.zoomTo(item.imageToViewportZoom(1));
+  };
+  return el(
+    "div",
+    { class: "tools", role: "toolbar", "aria-label": "Zoom" },
+    button("+", "Zoom in", zoomBy(2)),
+    button("−", "Zoom out", zoomBy(0.5)),
+    button("⌂", "Whole image", () => viewer.viewport.goHome()),
+    button("1:1", "Actual pixels (one image pixel per screen pixel)", actualPixels),
+  );
+}
+
+function header(image: ImageInfo | null, title: string): HTMLElement {
+  const info = el("div", { class: "info" }, el("h1", { class: "name", title }, title));
+  if (image) {
+    const parts = [`${formatSize(image.width, image.height)} px`, formatPixels(image.width, image.height)];
+    if (image.mpp_x !== null) parts.push(formatMpp(image.mpp_x, image.mpp_y));
+    info.append(el("span", { class: "dims", "data-testid": "image-size" }, parts.join(" · ")));
+  }
+  return el("header", { class: "bar" }, el("a", { class: "back", href: "#/" }, "← Images"), info);
+}
+
+/** Opens image `id` in `root`; returns a function that tears the viewer down. */
+export function showViewer(root: HTMLElement, id: string): () => void {
+  const abort = new AbortController();
+  let viewer: OpenSeadragon.Viewer | null = null;
+  let detachScaleBar: (() => void) | null = null;
+
+  root.replaceChildren(header(null, "Loading…"), el("div", { class: "status" }, "Loading…"));
+
+  const fail = (message: string): void => {
+    root.replaceChildren(
+      header(null, "Image unavailable"),
+      el("div", { class: "error", role: "alert" }, message),
+    );
+  };
+
+  getImage(id, abort.signal).then(
+    (image) => {
+      if (abort.signal.aborted) return;
+      document.title = `${image.name} — gigavision`;
+      const container = el("div", { class: "viewer", "data-testid": "viewer" });
+      root.replaceChildren(header(image, image.name), container);
+
+      viewer = OpenSeadragon({
+        element: container,
+        tileSources: dziUrl(image.id),
+        // Our own buttons (no button images to fetch); the prefix points nowhere remote.
+        showNavigationControl: false,
+        prefixUrl: "/",
+        showNavigator: true,
+        navigatorPosition: "BOTTOM_RIGHT",
+        // The 2D canvas drawer works everywhere, including GPU-less and headless browsers.
+        drawer: "canvas",
+        maxZoomPixelRatio: 2,
+        visibilityRatio: 0.5,
+        animationTime: 0.6,
+        timeout: 60000,
+        gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true },
+      });
+      const opened = viewer;
+      container.append(toolbar(opened));
+
+      opened.addHandler("open-failed", (event) => {
+        const message = typeof event.message === "string" ? event.message : "unknown error";
+        container.append(el("div", { class: "error overlay", role: "alert" }, `Could not open tiles: ${message}`));
+      });
+      if (image.mpp_x !== null && image.mpp_x > 0) {
+        detachScaleBar = attachScaleBar(opened, image.mpp_x);
+      }
+      window.__gv = { viewer: opened, image };
+    },
+    (err: unknown) => {
+      if (abort.signal.aborted) return;
+      if (err instanceof ApiError && err.status === 404) fail("This image does not exist (any more).");
+      else fail(`Could not load the image: ${err instanceof ApiError ? err.message : String(err)}`);
+    },
+  );
+
+  return () => {
+    abort.abort();
+    detachScaleBar?.();
+    if (viewer) {
+      viewer.destroy();
+      viewer = null;
+    }
+    delete window.__gv;
+  };
+}
