@@ -88,7 +88,9 @@ def load_settings(workspace: Path, **overrides: Any) -> Settings:
     workspace = workspace.expanduser().resolve()
     path = workspace / CONFIG_NAME
     if not path.is_file():
-        raise ConfigError(f"{workspace} is not a gigavision workspace (no {CONFIG_NAME}); run 'gigavision init {workspace}'")
+        raise ConfigError(
+            f"{workspace} is not a gigavision workspace (no {CONFIG_NAME}); run 'gigavision init {workspace}'"
+        )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

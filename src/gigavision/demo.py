@@ -36,7 +36,13 @@ def _islands(cols: int, rows: int, rng: np.random.Generator, n: int = 6) -> np.n
 
 
 def make_slide(
-    out: Path, width: int = 40_000, height: int = 25_000, *, mpp: float = 0.25, seed: int = 0, quality: int = 80
+    out: Path,
+    width: int = 40_000,
+    height: int = 25_000,
+    *,
+    mpp: float = 0.25,
+    seed: int = 0,
+    quality: int = 80,
 ) -> Path:
     """Write a tiled pyramidal JPEG TIFF (256² tiles) of ``width × height`` made of real IHC texture.
 
@@ -52,14 +58,25 @@ def make_slide(
     white = pyvips.Image.black(PATCH, PATCH, bands=3).invert().cast("uchar")
     cols, rows = math.ceil(width / PATCH), math.ceil(height / PATCH)
     tissue = _islands(cols, rows, rng)
-    cells = [patches[int(rng.integers(len(patches)))] if tissue[r, c] else white for r in range(rows) for c in range(cols)]
+    cells = [
+        patches[int(rng.integers(len(patches)))] if tissue[r, c] else white for r in range(rows) for c in range(cols)
+    ]
     image = pyvips.Image.arrayjoin(cells, across=cols).crop(0, 0, width, height).copy(interpretation="srgb")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         image.tiffsave(
-            str(tmp), tile=True, pyramid=True, tile_width=256, tile_height=256, compression="jpeg", Q=quality,
-            bigtiff=True, resunit="cm", xres=1000.0 / mpp, yres=1000.0 / mpp,
+            str(tmp),
+            tile=True,
+            pyramid=True,
+            tile_width=256,
+            tile_height=256,
+            compression="jpeg",
+            Q=quality,
+            bigtiff=True,
+            resunit="cm",
+            xres=1000.0 / mpp,
+            yres=1000.0 / mpp,
         )
         os.replace(tmp, out)
     finally:
@@ -94,8 +111,8 @@ def bundled_images(folder: Path) -> list[Path]:
         import pyvips
 
         tile = pyvips.Image.new_from_array(np.concatenate([data.chelsea(), data.chelsea()[:, ::-1]], axis=1))
-        tile.replicate(math.ceil(12_000 / tile.width), math.ceil(8_000 / tile.height)).crop(0, 0, 12_000, 8_000).jpegsave(
-            str(big), Q=85
-        )
+        tile.replicate(math.ceil(12_000 / tile.width), math.ceil(8_000 / tile.height)).crop(
+            0, 0, 12_000, 8_000
+        ).jpegsave(str(big), Q=85)
     paths.append(big)
     return paths

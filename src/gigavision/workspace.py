@@ -269,8 +269,15 @@ class Workspace:
     @staticmethod
     def _result(row: ImageRow, path: str, name: str, status: str) -> IngestResult:
         return IngestResult(
-            path=path, name=name, status=status, id=row.id, width=row.width, height=row.height,
-            levels=len(row.levels), mpp=row.mpp_x, crs=row.crs,
+            path=path,
+            name=name,
+            status=status,
+            id=row.id,
+            width=row.width,
+            height=row.height,
+            levels=len(row.levels),
+            mpp=row.mpp_x,
+            crs=row.crs,
         )
 
     def close(self) -> None:

@@ -16,7 +16,10 @@ out_console = Console()
 WorkspaceOpt = Annotated[
     Path | None,
     typer.Option(
-        "--workspace", "-w", envvar="GIGAVISION_WORKSPACE", show_envvar=True,
+        "--workspace",
+        "-w",
+        envvar="GIGAVISION_WORKSPACE",
+        show_envvar=True,
         help="Workspace folder (default: the current folder).",
     ),
 ]

@@ -19,8 +19,12 @@ def run_ingest(ws: Any, paths: list[Path], *, recursive: bool, follow_symlinks: 
 
     results: list[IngestResult] = []
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=json_out,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=json_out,
     ) as bar:
         files = bar.add_task("ingest", total=None)
         current = bar.add_task("", total=1.0, visible=False)
@@ -42,8 +46,12 @@ def run_ingest(ws: Any, paths: list[Path], *, recursive: bool, follow_symlinks: 
             bar.update(current, visible=True, description="  pyramid", completed=fraction)
 
         ws.ingest(
-            paths, recursive=recursive, follow_symlinks=follow_symlinks,
-            on_start=on_start, on_result=on_result, progress=on_progress,
+            paths,
+            recursive=recursive,
+            follow_symlinks=follow_symlinks,
+            on_start=on_start,
+            on_result=on_result,
+            progress=on_progress,
         )
     counts = {s: sum(r.status == s for r in results) for s in ("added", "duplicate", "rejected")}
     if json_out:
@@ -79,10 +87,21 @@ def info(
 
     with open_image(path) as src:
         i = src.info
-        data = {
-            "path": str(path), "reader": i.reader, "format": i.format, "width": i.width, "height": i.height,
-            "bands": i.bands, "dtype": i.dtype, "tiled": i.tiled, "mpp_x": i.mpp_x, "mpp_y": i.mpp_y, "crs": i.crs,
-            "transform": i.transform, "modality": i.modality,
+        levels = [{"width": lv.width, "height": lv.height, "downsample": lv.downsample} for lv in i.levels]
+        data: dict[str, Any] = {
+            "path": str(path),
+            "reader": i.reader,
+            "format": i.format,
+            "width": i.width,
+            "height": i.height,
+            "bands": i.bands,
+            "dtype": i.dtype,
+            "tiled": i.tiled,
+            "mpp_x": i.mpp_x,
+            "mpp_y": i.mpp_y,
+            "crs": i.crs,
+            "transform": i.transform,
+            "modality": i.modality,
             "levels": [{"width": lv.width, "height": lv.height, "downsample": lv.downsample} for lv in i.levels],
         }
     if json_out:
@@ -91,7 +110,7 @@ def info(
     for key, value in data.items():
         if key != "levels" and value not in (None, ""):
             out_console.print(f"{key:>10}: {value}", highlight=False)
-    out_console.print("    levels: " + ", ".join(f"{lv['width']}x{lv['height']}" for lv in data["levels"]))
+    out_console.print("    levels: " + ", ".join(f"{lv['width']}x{lv['height']}" for lv in levels))
 
 
 @images_app.command("list")
@@ -109,8 +128,14 @@ def list_cmd(
         return
     table = Table("id", "name", "size", "levels", "mpp", "reader")
     for r in rows:
-        table.add_row(r.id[:12], r.name, f"{r.width:,}x{r.height:,}", str(len(r.levels)),
-                      f"{r.mpp_x:.3g}" if r.mpp_x else "", r.reader)
+        table.add_row(
+            r.id[:12],
+            r.name,
+            f"{r.width:,}x{r.height:,}",
+            str(len(r.levels)),
+            f"{r.mpp_x:.3g}" if r.mpp_x else "",
+            r.reader,
+        )
     out_console.print(table)
     out_console.print(f"{len(rows)} of {total}")
 

@@ -36,7 +36,9 @@ def run_server(ws: Any, host: str, port: int, log_level: str = "warning") -> Non
 
 def serve(
     workspace_opt: WorkspaceOpt = None,
-    host: Annotated[str, typer.Option(help="Interface to bind (loopback only until auth is configured).")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to bind (loopback only until auth is configured).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:

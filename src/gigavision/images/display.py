@@ -23,4 +23,5 @@ def to_uint8(arr: np.ndarray, window: tuple[float, float] | None = None) -> np.n
         return arr
     lo, hi = window if window is not None else display_window(arr)
     scaled = (arr.astype(np.float32) - lo) * (255.0 / (hi - lo))
-    return np.clip(np.nan_to_num(scaled), 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(np.nan_to_num(scaled), 0, 255).astype(np.uint8)
+    return out

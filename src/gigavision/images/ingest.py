@@ -67,7 +67,13 @@ def collect_inputs(paths: Iterable[Path], *, recursive: bool = False, follow_sym
             found.append(InputFile(path, path.name, rejected="no such file or directory"))
         elif path.is_dir():
             if not recursive:
-                found.append(InputFile(path, path.name, rejected="is a directory; pass --recursive to ingest the images inside"))
+                found.append(
+                    InputFile(
+                        path,
+                        path.name,
+                        rejected="is a directory; pass --recursive to ingest the images inside",
+                    )
+                )
                 continue
             for dirpath, dirnames, filenames in os.walk(path, followlinks=follow_symlinks):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -77,7 +83,13 @@ def collect_inputs(paths: Iterable[Path], *, recursive: bool = False, follow_sym
                     file = Path(dirpath) / fname
                     rel = str(file.relative_to(path))
                     if file.is_symlink() and not follow_symlinks and _escapes(file, path):
-                        found.append(InputFile(file, rel, rejected=f"symlink points outside {path}; pass --follow-symlinks to follow it"))
+                        found.append(
+                            InputFile(
+                                file,
+                                rel,
+                                rejected=f"symlink points outside {path}; pass --follow-symlinks to follow it",
+                            )
+                        )
                     else:
                         found.append(InputFile(file, rel))
         else:
@@ -90,9 +102,7 @@ def _is_label_mask(source: ImageSource, sample: np.ndarray) -> bool:
     return source.info.bands == 1 and source.info.dtype == "uint8" and np.unique(sample).size <= 32
 
 
-def prepare(
-    path: Path, settings: Settings, folder: Path, *, progress: ProgressFn | None = None
-) -> Prepared:
+def prepare(path: Path, settings: Settings, folder: Path, *, progress: ProgressFn | None = None) -> Prepared:
     """Validate ``path`` fully and write the derived files into ``folder`` (which must exist).
 
     Raises ``InvalidImage`` / ``LimitExceeded`` with a one-line reason; the caller discards ``folder``.
@@ -104,13 +114,17 @@ def prepare(
         info = source.info
         reader = source.name
         smallest = source.levels[-1]
-        coarse = source.read_window(len(source.levels) - 1, 0, 0, smallest.width, smallest.height) if (
-            smallest.width * smallest.height <= 16 * 1024 * 1024
-        ) else None
+        coarse = (
+            source.read_window(len(source.levels) - 1, 0, 0, smallest.width, smallest.height)
+            if (smallest.width * smallest.height <= 16 * 1024 * 1024)
+            else None
+        )
         window = None
         if info.dtype != "uint8":
             meta_window = info.metadata.get("display_window")
-            window = tuple(meta_window) if meta_window else display_window(coarse if coarse is not None else np.zeros(1))
+            window = (
+                tuple(meta_window) if meta_window else display_window(coarse if coarse is not None else np.zeros(1))
+            )
         big = max(info.width, info.height) > opts.pyramid_threshold
         needs_pyramid = big and (not info.tiled or len(info.levels) == 1)
         if needs_pyramid and not info.tiled and reader not in ("pyvips", "pillow", "tiff"):
@@ -119,8 +133,13 @@ def prepare(
         if needs_pyramid:
             lossless = coarse is not None and _is_label_mask(source, coarse)
             extra["pyramid"] = build_pyramid(
-                path, source, folder / PYRAMID_NAME, tile_size=opts.tile_size,
-                jpeg_quality=opts.jpeg_quality, progress=progress, lossless=lossless,
+                path,
+                source,
+                folder / PYRAMID_NAME,
+                tile_size=opts.tile_size,
+                jpeg_quality=opts.jpeg_quality,
+                progress=progress,
+                lossless=lossless,
             )
             source.close()
             source = open_image(folder / PYRAMID_NAME, reader="tiff", limits=limits)
@@ -137,8 +156,13 @@ def prepare(
         mask = foreground_mask(overview(source, MASK_SIDE, window))
         _save_png(mask.astype(np.uint8) * 255, folder / MASK_NAME)
         return Prepared(
-            info=info, reader=reader, folder=folder, pyramid=needs_pyramid,
-            foreground_fraction=float(mask.mean()), display_window=window, extra=extra,
+            info=info,
+            reader=reader,
+            folder=folder,
+            pyramid=needs_pyramid,
+            foreground_fraction=float(mask.mean()),
+            display_window=window,
+            extra=extra,
         )
     finally:
         source.close()

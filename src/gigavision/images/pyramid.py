@@ -47,7 +47,11 @@ def build_pyramid(
     """
     import pyvips
 
-    image = _pyramid_input(path, source)
+    image = _pyramid_input(path, source).copy()
+    if image.get_typeof("image-description"):
+        # libvips copies the source's description; a stale one (e.g. tifffile's JSON "shape") would
+        # describe the source, not this pyramid, and mislead TIFF readers
+        image.remove("image-description")
     lossy = not lossless and image.format == "uchar" and image.bands in (1, 3)
     options: dict[str, Any] = {
         "tile": True,
@@ -74,8 +78,14 @@ def build_pyramid(
     except pyvips.Error as exc:
         tmp.unlink(missing_ok=True)
         lines = str(exc).strip().splitlines()
-        raise InvalidImage(f"{path.name}: cannot build pyramid (truncated or corrupt?): {lines[-1] if lines else exc}") from exc
+        raise InvalidImage(
+            f"{path.name}: cannot build pyramid (truncated or corrupt?): {lines[-1] if lines else exc}"
+        ) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return {"compression": options["compression"], "tile_size": tile_size, "quality": jpeg_quality if lossy else None}
+    return {
+        "compression": options["compression"],
+        "tile_size": tile_size,
+        "quality": jpeg_quality if lossy else None,
+    }

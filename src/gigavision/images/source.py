@@ -138,7 +138,9 @@ class ImageSource(ABC):
                 # intersection of the tile and the request, in level coordinates
                 ix0, iy0 = max(x0, tx * tw), max(y0, ty * th)
                 ix1, iy1 = min(x1, tx * tw + tw), min(y1, ty * th + th)
-                out[iy0 - y : iy1 - y, ix0 - x : ix1 - x] = tile[iy0 - ty * th : iy1 - ty * th, ix0 - tx * tw : ix1 - tx * tw]
+                out[iy0 - y : iy1 - y, ix0 - x : ix1 - x] = tile[
+                    iy0 - ty * th : iy1 - ty * th, ix0 - tx * tw : ix1 - tx * tw
+                ]
         return out
 
     def read_region(self, region: Region, level: int = 0) -> np.ndarray:
@@ -151,7 +153,9 @@ class ImageSource(ABC):
         """One decoded tile, through the shared LRU cache."""
         lvl = self._level(level)
         if not (0 <= tx < lvl.tiles_across and 0 <= ty < lvl.tiles_down):
-            raise InvalidInput(f"tile ({tx}, {ty}) is outside level {level} ({lvl.tiles_across}x{lvl.tiles_down} tiles)")
+            raise InvalidInput(
+                f"tile ({tx}, {ty}) is outside level {level} ({lvl.tiles_across}x{lvl.tiles_down} tiles)"
+            )
         key = (self._key, level, tx, ty)
         cached = self.cache.get(key)
         if cached is not None:

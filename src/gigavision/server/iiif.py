@@ -1,7 +1,8 @@
 """IIIF Image API 3.0 request parsing (pure functions): region, size, rotation, quality, format.
 
 https://iiif.io/api/image/3.0/ — we implement level 2 plus ``square`` regions, upscaling (``^``) and
-mirroring. Syntax errors raise ``InvalidInput`` (400); valid but unsupported values raise ``NotImplementedFeature`` (501).
+mirroring. Syntax errors raise ``InvalidInput`` (400); valid but unsupported values raise
+``NotImplementedFeature`` (501).
 """
 
 from __future__ import annotations
@@ -16,9 +17,22 @@ from gigavision.geometry import Region
 FORMATS = {"jpg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 QUALITIES = ("default", "color", "gray", "bitonal")
 FEATURES = [
-    "baseUriRedirect", "canonicalLinkHeader", "cors", "jsonldMediaType", "mirroring", "profileLinkHeader",
-    "regionByPct", "regionByPx", "regionSquare", "rotationBy90s", "sizeByConfinedWh", "sizeByH", "sizeByPct",
-    "sizeByW", "sizeByWh", "sizeUpscaling",
+    "baseUriRedirect",
+    "canonicalLinkHeader",
+    "cors",
+    "jsonldMediaType",
+    "mirroring",
+    "profileLinkHeader",
+    "regionByPct",
+    "regionByPx",
+    "regionSquare",
+    "rotationBy90s",
+    "sizeByConfinedWh",
+    "sizeByH",
+    "sizeByPct",
+    "sizeByW",
+    "sizeByWh",
+    "sizeUpscaling",
 ]
 _INT = r"(0|[1-9][0-9]*)"
 _NUM = r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
@@ -43,8 +57,10 @@ class ImageRequest:
 
     def canonical(self, image_width: int, image_height: int, max_size: tuple[int, int]) -> str:
         r = self.region
-        region = "full" if (r.x, r.y, r.width, r.height) == (0, 0, image_width, image_height) else (
-            f"{r.x},{r.y},{r.width},{r.height}"
+        region = (
+            "full"
+            if (r.x, r.y, r.width, r.height) == (0, 0, image_width, image_height)
+            else (f"{r.x},{r.y},{r.width},{r.height}")
         )
         size = "max" if (self.width, self.height) == max_size else f"{self.width},{self.height}"
         if self.width > r.width or self.height > r.height:

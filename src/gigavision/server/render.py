@@ -68,15 +68,21 @@ def read_scaled(source: ImageSource, region: Region, out_w: int, out_h: int) -> 
     if arr.dtype != np.uint8:
         arr = arr.astype(np.float32)
         planes = [
-            np.asarray(Image.fromarray(arr[:, :, b], mode="F").resize(
-                (out_w, out_h), Image.Resampling.BILINEAR, box=(fx0 - ix0, fy0 - iy0, fx1 - ix0, fy1 - iy0)
-            ))
+            np.asarray(
+                Image.fromarray(arr[:, :, b], mode="F").resize(
+                    (out_w, out_h),
+                    Image.Resampling.BILINEAR,
+                    box=(fx0 - ix0, fy0 - iy0, fx1 - ix0, fy1 - iy0),
+                )
+            )
             for b in range(arr.shape[2])
         ]
         return np.stack(planes, axis=2)
     im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr[:, :, :3])
     out = im.resize(
-        (out_w, out_h), Image.Resampling.LANCZOS, box=(fx0 - ix0, fy0 - iy0, fx1 - ix0, fy1 - iy0),
+        (out_w, out_h),
+        Image.Resampling.LANCZOS,
+        box=(fx0 - ix0, fy0 - iy0, fx1 - ix0, fy1 - iy0),
         reducing_gap=3.0,
     )
     res = np.asarray(out)
@@ -154,7 +160,13 @@ class TileRenderer:
         return Rendered(body, FORMATS[req.format], False)
 
     def dzi_tile(
-        self, image_id: str, source: ImageSource, level: int, col: int, row: int, fmt: str,
+        self,
+        image_id: str,
+        source: ImageSource,
+        level: int,
+        col: int,
+        row: int,
+        fmt: str,
         window: tuple[float, float] | None,
     ) -> Rendered:
         lw, lh, scale = dzi_level_size(source.width, source.height, level)

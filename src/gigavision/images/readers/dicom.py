@@ -41,8 +41,10 @@ class DicomSource(ImageSource):
         self._decode_lock = threading.Lock()
         frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
         spp = int(getattr(ds, "SamplesPerPixel", 1))
-        self._tiled = frames > 1 and getattr(ds, "DimensionOrganizationType", "") == "TILED_FULL" and hasattr(
-            ds, "TotalPixelMatrixColumns"
+        self._tiled = (
+            frames > 1
+            and getattr(ds, "DimensionOrganizationType", "") == "TILED_FULL"
+            and hasattr(ds, "TotalPixelMatrixColumns")
         )
         if self._tiled:
             w, h = int(ds.TotalPixelMatrixColumns), int(ds.TotalPixelMatrixRows)
@@ -51,7 +53,8 @@ class DicomSource(ImageSource):
             w, h = cols, rows
             if w * h > self.limits.max_decode_pixels:
                 raise LimitExceeded(
-                    f"{self.path.name}: {w}x{h} pixels is more than limits.max_decode_pixels ({self.limits.max_decode_pixels:,})"
+                    f"{self.path.name}: {w}x{h} pixels is more than limits.max_decode_pixels "
+                    f"({self.limits.max_decode_pixels:,})"
                 )
             levels = [Level(w, h, 1.0, w, h)]
         bits = int(getattr(ds, "BitsAllocated", 8))
@@ -66,9 +69,18 @@ class DicomSource(ImageSource):
         if center is not None and width is not None and width > 0:
             meta["display_window"] = [center - width / 2, center + width / 2]
         return ImageInfo(
-            width=w, height=h, levels=levels, bands=3 if spp == 3 else 1, dtype=dtype, reader=self.name,
-            format="dicom", mpp_x=mpp, mpp_y=mpp, modality=str(getattr(ds, "Modality", "") or "") or None,
-            tiled=self._tiled, metadata=meta,
+            width=w,
+            height=h,
+            levels=levels,
+            bands=3 if spp == 3 else 1,
+            dtype=dtype,
+            reader=self.name,
+            format="dicom",
+            mpp_x=mpp,
+            mpp_y=mpp,
+            modality=str(getattr(ds, "Modality", "") or "") or None,
+            tiled=self._tiled,
+            metadata=meta,
         )
 
     @staticmethod
@@ -82,7 +94,8 @@ class DicomSource(ImageSource):
         return value * 1000.0 if value else None  # DICOM spacing is in mm
 
     def _read_tile(self, level: int, tx: int, ty: int) -> np.ndarray:
-        from pydicom.pixels import apply_modality_lut, pixel_array
+        from pydicom.pixels.processing import apply_modality_lut
+        from pydicom.pixels.utils import pixel_array
 
         if self._tiled:
             index = ty * self.levels[0].tiles_across + tx

@@ -81,19 +81,26 @@ class PillowSource(ImageSource):
             lw, lh = -(-lw // 2), -(-lh // 2)
             levels.append(Level(lw, lh, w / lw, lw, lh))
         bands, dtype = {
-            "L": (1, "uint8"), "1": (1, "uint8"), "LA": (1, "uint8"), "I;16": (1, "uint16"), "I;16B": (1, "uint16"),
-            "I": (1, "int32"), "F": (1, "float32"),
+            "L": (1, "uint8"),
+            "1": (1, "uint8"),
+            "LA": (1, "uint8"),
+            "I;16": (1, "uint16"),
+            "I;16B": (1, "uint16"),
+            "I": (1, "int32"),
+            "F": (1, "float32"),
         }.get(mode, (3, "uint8"))
-        return ImageInfo(width=w, height=h, levels=levels, bands=bands, dtype=dtype, reader=self.name, format=fmt.lower())
+        return ImageInfo(
+            width=w, height=h, levels=levels, bands=bands, dtype=dtype, reader=self.name, format=fmt.lower()
+        )
 
     def _decode(self) -> np.ndarray:
         from PIL import Image, ImageOps
 
         Image.MAX_IMAGE_PIXELS = self.limits.max_decode_pixels
         try:
-            with Image.open(self.path) as im:
-                im.load()
-                im = ImageOps.exif_transpose(im) if self._orientation != 1 else im
+            with Image.open(self.path) as opened:
+                opened.load()
+                im = ImageOps.exif_transpose(opened) if self._orientation != 1 else opened
                 arr = to_array(im)
         except Exception as exc:
             raise InvalidImage(f"{self.path.name}: cannot decode image (truncated or corrupt?): {exc}") from exc

@@ -12,7 +12,10 @@ from gigavision.images.registry import register_reader
 from gigavision.images.source import ImageInfo, ImageSource, Level
 
 TILE = 512
-GENERIC = {None, "generic-tiff"}  # plain tiled TIFFs go to the tifffile reader, which can pass JPEG tiles through
+GENERIC = {
+    None,
+    "generic-tiff",
+}  # plain tiled TIFFs go to the tifffile reader, which can pass JPEG tiles through
 
 
 def _is_vendor_slide(path: Path, head: bytes) -> bool:
@@ -67,13 +70,14 @@ class SlideSource(ImageSource):
 
     def _read_tile(self, level: int, tx: int, ty: int) -> np.ndarray:
         lvl = self.levels[level]
-        x0 = int(round(tx * TILE * lvl.downsample))
-        y0 = int(round(ty * TILE * lvl.downsample))
+        x0 = round(tx * TILE * lvl.downsample)
+        y0 = round(ty * TILE * lvl.downsample)
         rgba = np.asarray(self._slide.read_region((x0, y0), level, (TILE, TILE)))
         alpha = rgba[:, :, 3:4].astype(np.uint16)
         # OpenSlide returns premultiplied RGBA with alpha 0 outside scanned areas: composite on white
         rgb = rgba[:, :, :3].astype(np.uint16) + (255 - alpha)
-        return np.clip(rgb, 0, 255).astype(np.uint8)
+        out: np.ndarray = np.clip(rgb, 0, 255).astype(np.uint8)
+        return out
 
     def close(self) -> None:
         slide = getattr(self, "_slide", None)

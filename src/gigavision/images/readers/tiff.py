@@ -39,21 +39,29 @@ class TiffSource(ImageSource):
     def _probe(self) -> ImageInfo:
         import tifffile
 
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self._tif: Any = None
+        self._fd: int | None = os.open(self.path, os.O_RDONLY)
         self._size = os.fstat(self._fd).st_size
         self._passthrough: dict[int, bool] = {}
         self._passthrough_lock = threading.Lock()
         try:
             self._tif = tifffile.TiffFile(self.path)
-            series = self._tif.series
+            try:
+                series = self._tif.series
+            except RuntimeError:
+                # a description written for another layout (tifffile's JSON "shape") can make series
+                # detection fail; the pages themselves are fine, so read them as a generic pyramid
+                self._tif.close()
+                self._tif = tifffile.TiffFile(self.path, is_shaped=False)
+                series = self._tif.series
             if not series:
                 raise InvalidImage(f"{self.path.name}: TIFF has no image data")
             self._pages = [lvl.keyframe for lvl in series[0].levels]
         except InvalidImage:
-            os.close(self._fd)
+            self.close()
             raise
         except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ... on bad files
-            os.close(self._fd)
+            self.close()
             raise InvalidImage(f"{self.path.name}: malformed TIFF: {exc}") from exc
         try:
             return self._info(series[0])
@@ -118,14 +126,18 @@ class TiffSource(ImageSource):
             raise InvalidImage(f"{self.path.name}: TIFF page has no tile or strip offsets")
         ends = np.asarray(offsets, dtype=np.uint64) + np.asarray(counts, dtype=np.uint64)
         if int(ends.max()) > self._size:
-            raise InvalidImage(f"{self.path.name}: truncated or malformed TIFF: tile data points past the end of the file")
+            raise InvalidImage(
+                f"{self.path.name}: truncated or malformed TIFF: tile data points past the end of the file"
+            )
         lw, lh = int(page.imagewidth), int(page.imagelength)
         if page.is_tiled:
             expected = math.ceil(lw / page.tilewidth) * math.ceil(lh / page.tilelength)
         else:
             expected = math.ceil(lh / max(1, int(page.rowsperstrip or lh)))
         if len(offsets) < expected:
-            raise InvalidImage(f"{self.path.name}: TIFF lists {len(offsets)} tiles/strips but its size needs {expected}")
+            raise InvalidImage(
+                f"{self.path.name}: TIFF lists {len(offsets)} tiles/strips but its size needs {expected}"
+            )
 
     def _mpp(self, page: Any) -> tuple[float, float] | None:
         if self._tif.is_ome and self._tif.ome_metadata:
@@ -139,7 +151,9 @@ class TiffSource(ImageSource):
                 for el in root.iter():
                     if el.tag.endswith("Pixels") and el.get("PhysicalSizeX"):
                         unit_scale = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
-                        sx = float(el.get("PhysicalSizeX", "0")) * unit_scale.get(el.get("PhysicalSizeXUnit", "µm"), 1.0)
+                        sx = float(el.get("PhysicalSizeX", "0")) * unit_scale.get(
+                            el.get("PhysicalSizeXUnit", "µm"), 1.0
+                        )
                         sy = float(el.get("PhysicalSizeY", el.get("PhysicalSizeX", "0")))
                         sy *= unit_scale.get(el.get("PhysicalSizeYUnit", "µm"), 1.0)
                         if sx > 0 and sy > 0:
@@ -193,6 +207,8 @@ class TiffSource(ImageSource):
         offset, count = int(page.dataoffsets[index]), int(page.databytecounts[index])
         if count == 0 or offset == 0:
             return None  # sparse tile: tifffile fills it
+        if self._fd is None:
+            raise InvalidImage(f"{self.path.name}: image is closed")
         data = os.pread(self._fd, count, offset)
         if len(data) != count:
             raise InvalidImage(f"{self.path.name}: tile data truncated at offset {offset}")
@@ -203,7 +219,7 @@ class TiffSource(ImageSource):
         index = self._segment_index(level, tx, ty)
         data = self._segment_bytes(level, index)
         segment, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
-        tile = np.asarray(segment)[0]  # (depth=1, h, w, samples) -> (h, w, samples)
+        tile: np.ndarray = np.asarray(segment)[0]  # (depth=1, h, w, samples) -> (h, w, samples)
         if tile.ndim == 2:
             tile = tile[:, :, None]
         if page.photometric == PHOTOMETRIC_MINISWHITE and tile.dtype == np.uint8:

@@ -16,8 +16,14 @@ from gigavision.images.source import ImageInfo, ImageSource, Level
 
 TILE = 512
 VIPS_DTYPES = {
-    "uchar": "uint8", "char": "int8", "ushort": "uint16", "short": "int16",
-    "uint": "uint32", "int": "int32", "float": "float32", "double": "float64",
+    "uchar": "uint8",
+    "char": "int8",
+    "ushort": "uint16",
+    "short": "int16",
+    "uint": "uint32",
+    "int": "int32",
+    "float": "float32",
+    "double": "float64",
 }
 
 
@@ -63,8 +69,13 @@ class VipsSource(ImageSource):
             raise InvalidImage(f"{self.path.name}: unsupported band format {self._image.format}")
         loader = str(header.get("vips-loader")) if header.get_typeof("vips-loader") else "vips"
         return ImageInfo(
-            width=w, height=h, levels=[Level(w, h, 1.0, TILE, TILE)], bands=int(self._image.bands),
-            dtype=fmt, reader=self.name, format=loader.removesuffix("load").removesuffix("_source"),
+            width=w,
+            height=h,
+            levels=[Level(w, h, 1.0, TILE, TILE)],
+            bands=int(self._image.bands),
+            dtype=fmt,
+            reader=self.name,
+            format=loader.removesuffix("load").removesuffix("_source"),
         )
 
     def _read_tile(self, level: int, tx: int, ty: int) -> np.ndarray:

@@ -52,11 +52,23 @@ class ImageOut(BaseModel):
     @classmethod
     def from_row(cls, row: ImageRow) -> ImageOut:
         return cls(
-            id=row.id, name=row.name, width=row.width, height=row.height,
-            levels=[LevelOut(**lv) for lv in row.levels], bands=row.bands, dtype=row.dtype,
-            mpp_x=row.mpp_x, mpp_y=row.mpp_y, crs=row.crs, transform=row.transform, modality=row.modality,
-            reader=row.reader, format=row.format, size_bytes=row.size_bytes,
-            foreground_fraction=row.foreground_fraction, created_at=row.created_at,
+            id=row.id,
+            name=row.name,
+            width=row.width,
+            height=row.height,
+            levels=[LevelOut(**lv) for lv in row.levels],
+            bands=row.bands,
+            dtype=row.dtype,
+            mpp_x=row.mpp_x,
+            mpp_y=row.mpp_y,
+            crs=row.crs,
+            transform=row.transform,
+            modality=row.modality,
+            reader=row.reader,
+            format=row.format,
+            size_bytes=row.size_bytes,
+            foreground_fraction=row.foreground_fraction,
+            created_at=row.created_at,
             urls={
                 "thumbnail": f"/api/v1/images/{row.id}/thumbnail",
                 "mask": f"/api/v1/images/{row.id}/mask",
@@ -161,6 +173,7 @@ async def upload_image(request: Request, file: UploadFile, ws: WorkspaceDep) -> 
     if result.status == "rejected":
         status = 413 if result.code == "limit_exceeded" else 422
         return JSONResponse(
-            {"error": {"code": result.code or "invalid_image", "message": result.reason}, "result": body}, status
+            {"error": {"code": result.code or "invalid_image", "message": result.reason}, "result": body},
+            status,
         )
     return JSONResponse(body, status_code=201 if result.status == "added" else 200)

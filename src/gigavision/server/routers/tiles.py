@@ -26,6 +26,10 @@ def _etag(*parts: object) -> str:
     return '"' + hashlib.sha256("|".join(map(str, (RENDER_VERSION, *parts))).encode()).hexdigest()[:32] + '"'
 
 
+def _window(stored: list[float] | None) -> tuple[float, float] | None:
+    return (float(stored[0]), float(stored[1])) if stored else None
+
+
 def _not_modified(request: Request, etag: str) -> Response | None:
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"ETag": etag, "Cache-Control": IMMUTABLE})
@@ -54,16 +58,27 @@ def iiif_info(image_id: str, request: Request, ws: WorkspaceDep) -> Any:
         return resp
     body = info_json(base, row.width, row.height, DZI_TILE, ws.settings.limits.max_tile_pixels)
     accept = request.headers.get("accept", "")
-    media = 'application/ld+json;profile="http://iiif.io/api/image/3/context.json"' if "ld+json" in accept else (
-        "application/json"
+    media = (
+        'application/ld+json;profile="http://iiif.io/api/image/3/context.json"'
+        if "ld+json" in accept
+        else ("application/json")
     )
-    return JSONResponse(body, media_type=media, headers={"ETag": etag, "Cache-Control": IMMUTABLE, "Link": PROFILE_LINK})
+    return JSONResponse(
+        body, media_type=media, headers={"ETag": etag, "Cache-Control": IMMUTABLE, "Link": PROFILE_LINK}
+    )
 
 
 @router.get("/iiif/3/{image_id}/{region}/{size}/{rotation}/{quality}.{fmt}")
 def iiif_image(
-    image_id: str, region: str, size: str, rotation: str, quality: str, fmt: str,
-    request: Request, ws: WorkspaceDep, renderer: RendererDep,
+    image_id: str,
+    region: str,
+    size: str,
+    rotation: str,
+    quality: str,
+    fmt: str,
+    request: Request,
+    ws: WorkspaceDep,
+    renderer: RendererDep,
 ) -> Response:
     row = ws.get_image(image_id)
     limit = ws.settings.limits.max_tile_pixels
@@ -72,8 +87,8 @@ def iiif_image(
     etag = _etag(image_id, canonical)
     if (resp := _not_modified(request, etag)) is not None:
         return resp
-    window = tuple(row.display_window) if row.display_window else None
-    rendered = renderer.render(image_id, ws.open_source(image_id), req, window)  # type: ignore[arg-type]
+    window = _window(row.display_window)
+    rendered = renderer.render(image_id, ws.open_source(image_id), req, window)
     link = f'<{request.url_for("iiif_base", image_id=image_id)}/{canonical}>;rel="canonical", {PROFILE_LINK}'
     return _image_response(rendered, etag, {"Link": link})
 
@@ -85,15 +100,22 @@ def dzi_descriptor(image_id: str, request: Request, ws: WorkspaceDep) -> Respons
     if (resp := _not_modified(request, etag)) is not None:
         return resp
     return Response(
-        dzi_xml(row.width, row.height), media_type="application/xml",
+        dzi_xml(row.width, row.height),
+        media_type="application/xml",
         headers={"ETag": etag, "Cache-Control": IMMUTABLE},
     )
 
 
 @router.get("/dzi/{image_id}_files/{level}/{col}_{row}.{fmt}")
 def dzi_tile(
-    image_id: str, level: str, col: str, row: str, fmt: str,
-    request: Request, ws: WorkspaceDep, renderer: RendererDep,
+    image_id: str,
+    level: str,
+    col: str,
+    row: str,
+    fmt: str,
+    request: Request,
+    ws: WorkspaceDep,
+    renderer: RendererDep,
 ) -> Response:
     check_image_id(image_id)
     if not (level.isdigit() and col.isdigit() and row.isdigit()):
@@ -104,8 +126,14 @@ def dzi_tile(
     etag = _etag(image_id, "dzi", level, col, row, fmt)
     if (resp := _not_modified(request, etag)) is not None:
         return resp
-    window = tuple(record.display_window) if record.display_window else None
+    window = _window(record.display_window)
     rendered = renderer.dzi_tile(
-        image_id, ws.open_source(image_id), int(level), int(col), int(row), fmt, window  # type: ignore[arg-type]
+        image_id,
+        ws.open_source(image_id),
+        int(level),
+        int(col),
+        int(row),
+        fmt,
+        window,
     )
     return _image_response(rendered, etag)

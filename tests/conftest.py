@@ -1,0 +1,122 @@
+"""Shared fixtures: real bundled images, a generated gigapixel slide, workspaces on SQLite and PostgreSQL.
+
+PostgreSQL tests run against 127.0.0.1:5432 (trust auth). Under CI=true an unreachable server fails the
+run instead of skipping, so the PostgreSQL path is always exercised in CI.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import gigavision as gv
+from gigavision.demo import bundled_images, make_slide
+
+PG_ADMIN = os.environ.get("GIGAVISION_TEST_PG", "postgresql://127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# -- no network: tests only talk to this machine ---------------------------------------------------------
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self: socket.socket, address: object) -> object:
+    host = address[0] if isinstance(address, tuple) else None
+    if isinstance(host, str) and self.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host.split("%")[0]).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise OSError(f"tests must not reach the network (tried {host})")
+    return _real_connect(self, address)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+
+
+# -- data ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def fixture_cache(request: pytest.FixtureRequest) -> Path:
+    """A folder that survives between runs (pytest's cache), for fixtures that are slow to build."""
+    return Path(request.config.cache.mkdir("gigavision-fixtures"))
+
+
+@pytest.fixture(scope="session")
+def samples(fixture_cache: Path) -> dict[str, Path]:
+    """scikit-image's real photographs and scans written as ordinary files, by file name."""
+    return {p.name: p for p in bundled_images(fixture_cache / "samples")}
+
+
+@pytest.fixture(scope="session")
+def gigapixel_tiff(fixture_cache: Path) -> Path:
+    """A 40,000 × 25,000 (1 gigapixel) pyramidal JPEG TIFF of real IHC texture at 0.25 µm/px."""
+    return make_slide(fixture_cache / "ihc_slide_40000x25000.tif", 40_000, 25_000, mpp=0.25)
+
+
+# -- databases -----------------------------------------------------------------------------------------
+def _pg_available() -> str | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(PG_ADMIN, connect_timeout=3):
+            return None
+    except Exception as exc:
+        return str(exc).strip().splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    import psycopg
+
+    problem = _pg_available()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL at {PG_ADMIN} is required under CI=true: {problem}")
+        pytest.skip(f"PostgreSQL not reachable: {problem}")
+    name = f"gv_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test using this runs on SQLite and on PostgreSQL (a clean schema per test)."""
+    if request.param == "sqlite":
+        yield ""
+        return
+    import psycopg
+
+    url: str = request.getfixturevalue("postgres_url")
+    yield url
+    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, db_url: str) -> Iterator[gv.Workspace]:
+    ws = gv.init_workspace(tmp_path / "ws", db_url=db_url)
+    yield ws
+    ws.close()
+
+
+@pytest.fixture
+def sqlite_workspace(tmp_path: Path) -> Iterator[gv.Workspace]:
+    ws = gv.init_workspace(tmp_path / "ws")
+    yield ws
+    ws.close()
