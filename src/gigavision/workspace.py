@@ -176,7 +176,7 @@ class Workspace:
         results = []
         for item in inputs:
             if item.rejected:
-                result = IngestResult(str(item.path), item.name, "rejected", reason=item.rejected)
+                result = IngestResult(str(item.path), item.name, "rejected", reason=item.rejected, code="invalid_input")
             else:
                 result = self.ingest_file(item.path, name=item.name, progress=progress)
             results.append(result)

@@ -40,7 +40,9 @@ def run_ingest(ws: Any, paths: list[Path], *, recursive: bool, follow_symlinks: 
                 style = {"added": "green", "duplicate": "yellow", "rejected": "red"}[r.status]
                 size = f"{r.width:,}x{r.height:,}" if r.width else ""
                 extra = r.reason if r.status == "rejected" else size
-                bar.console.print(f"[{style}]{r.status:9}[/] {r.name}  {extra}", markup=True, highlight=False)
+                bar.console.print(
+                    f"[{style}]{r.status:9}[/] {r.name}  {extra}", markup=True, highlight=False, soft_wrap=True
+                )
 
         def on_progress(fraction: float) -> None:
             bar.update(current, visible=True, description="  pyramid", completed=fraction)

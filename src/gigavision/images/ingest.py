@@ -46,10 +46,21 @@ class Prepared:
 
 def _escapes(path: Path, root: Path) -> bool:
     try:
-        path.resolve().relative_to(root.resolve())
+        path.resolve(strict=True).relative_to(root.resolve())
     except ValueError:
         return True
     return False
+
+
+def _broken_link(path: Path) -> str | None:
+    """Why a symlink cannot be read (missing target, loop), else None."""
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python 3.11 raises this for loops
+        return "symlink loop"
+    except OSError as exc:
+        return "symlink loop" if exc.errno == 40 else "broken symlink (its target does not exist)"
+    return None
 
 
 def collect_inputs(paths: Iterable[Path], *, recursive: bool = False, follow_symlinks: bool = False) -> list[InputFile]:
@@ -82,7 +93,10 @@ def collect_inputs(paths: Iterable[Path], *, recursive: bool = False, follow_sym
                         continue
                     file = Path(dirpath) / fname
                     rel = str(file.relative_to(path))
-                    if file.is_symlink() and not follow_symlinks and _escapes(file, path):
+                    broken = _broken_link(file) if file.is_symlink() else None
+                    if broken:
+                        found.append(InputFile(file, rel, rejected=broken))
+                    elif file.is_symlink() and not follow_symlinks and _escapes(file, path):
                         found.append(
                             InputFile(
                                 file,
@@ -92,6 +106,8 @@ def collect_inputs(paths: Iterable[Path], *, recursive: bool = False, follow_sym
                         )
                     else:
                         found.append(InputFile(file, rel))
+        elif not path.is_file():
+            found.append(InputFile(path, path.name, rejected="not a regular file (a pipe, socket or device)"))
         else:
             found.append(InputFile(path, path.name))
     return found

@@ -34,7 +34,7 @@ FEATURES = [
     "sizeByWh",
     "sizeUpscaling",
 ]
-_INT = r"(0|[1-9][0-9]*)"
+_INT = r"(0|[1-9][0-9]{0,9})"
 _NUM = r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
 _PX = re.compile(rf"^{_INT},{_INT},{_INT},{_INT}$")
 _PCT = re.compile(rf"^pct:{_NUM},{_NUM},{_NUM},{_NUM}$")
@@ -80,6 +80,9 @@ def parse_region(text: str, width: int, height: int) -> Region:
         x, y, w, h = (int(v) for v in m.groups())
     elif m := _PCT.match(text):
         px, py, pw, ph = (float(v) for v in m.groups())
+        if not all(math.isfinite(v) and v <= 100 for v in (px, py)) or not all(math.isfinite(v) for v in (pw, ph)):
+            raise InvalidInput(f"region {text!r}: percentages must be finite, x and y at most 100")
+        pw, ph = min(pw, 100.0), min(ph, 100.0)
         x, y = math.floor(px * width / 100), math.floor(py * height / 100)
         w, h = math.ceil(pw * width / 100), math.ceil(ph * height / 100)
     else:
@@ -111,13 +114,13 @@ def parse_size(text: str, rw: int, rh: int, max_pixels: int) -> tuple[int, int]:
             pct = float(spec[4:])
         except ValueError:
             raise InvalidInput(f"size {text!r}: pct:n needs a number") from None
-        if not math.isfinite(pct) or pct <= 0:
-            raise InvalidInput(f"size {text!r}: percentage must be positive")
+        if not math.isfinite(pct) or pct <= 0 or pct > 1e6:
+            raise InvalidInput(f"size {text!r}: percentage must be positive and finite")
         w, h = max(1, round(rw * pct / 100)), max(1, round(rh * pct / 100))
     else:
         confined = spec.startswith("!")
         parts = (spec[1:] if confined else spec).split(",")
-        if len(parts) != 2 or not all(p == "" or p.isdigit() for p in parts) or parts == ["", ""]:
+        if len(parts) != 2 or not all(re.fullmatch(r"[0-9]{0,9}", p) for p in parts) or parts == ["", ""]:
             raise InvalidInput(f"size {text!r} is not max, w,  ,h  w,h  !w,h or pct:n")
         pw, ph = (int(p) if p else None for p in parts)
         if (pw is not None and pw <= 0) or (ph is not None and ph <= 0):

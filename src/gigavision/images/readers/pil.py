@@ -96,7 +96,6 @@ class PillowSource(ImageSource):
     def _decode(self) -> np.ndarray:
         from PIL import Image, ImageOps
 
-        Image.MAX_IMAGE_PIXELS = self.limits.max_decode_pixels
         try:
             with Image.open(self.path) as opened:
                 opened.load()

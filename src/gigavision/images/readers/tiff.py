@@ -26,6 +26,7 @@ JPEG = 7
 PHOTOMETRIC_MINISWHITE, PHOTOMETRIC_MINISBLACK, PHOTOMETRIC_RGB, PHOTOMETRIC_YCBCR = 0, 1, 2, 6
 RESUNIT_CM, RESUNIT_INCH = 3, 2
 MAX_SEGMENT_PIXELS = 64 * 1024 * 1024  # a "tile" bigger than this is a malformed file, not a real tile
+MAX_SEGMENT_BYTES = 256 * 1024 * 1024  # decoded size of one tile/strip: bounds what a tiny file can allocate
 
 
 def _is_generic_tiff(path: Path, head: bytes) -> bool:
@@ -55,7 +56,7 @@ class TiffSource(ImageSource):
                 self._tif = tifffile.TiffFile(self.path, is_shaped=False)
                 series = self._tif.series
             if not series:
-                raise InvalidImage(f"{self.path.name}: TIFF has no image data")
+                raise InvalidImage(f"{self.path.name}: TIFF has no readable image data (truncated or malformed)")
             self._pages = [lvl.keyframe for lvl in series[0].levels]
         except InvalidImage:
             self.close()
@@ -89,10 +90,12 @@ class TiffSource(ImageSource):
                 tw, th = int(page.tilewidth), int(page.tilelength)
             else:
                 tw, th = lw, min(int(page.rowsperstrip or lh), lh)
-            if tw * th > MAX_SEGMENT_PIXELS:
+            segment_bytes = tw * th * int(page.samplesperpixel) * np.dtype(page.dtype).itemsize
+            if tw * th > MAX_SEGMENT_PIXELS or segment_bytes > MAX_SEGMENT_BYTES:
                 raise InvalidImage(
-                    f"{self.path.name}: a tile/strip of {tw}x{th} pixels is larger than any real tile "
-                    f"(limit {MAX_SEGMENT_PIXELS:,} pixels); the file is malformed"
+                    f"{self.path.name}: a tile/strip of {tw}x{th} pixels ({segment_bytes:,} bytes decoded) is larger "
+                    f"than any real tile (limits {MAX_SEGMENT_PIXELS:,} pixels, {MAX_SEGMENT_BYTES:,} bytes); "
+                    "the file is malformed"
                 )
             self._check_offsets(page)
             levels.append(Level(lw, lh, width / lw, tw, th))

@@ -101,7 +101,7 @@ class IngestOut(BaseModel):
 @router.get("", response_model=ImagePage)
 def list_images(
     ws: WorkspaceDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> ImagePage:
     rows, total = ws.list_images(offset, limit)
@@ -159,8 +159,9 @@ async def upload_image(request: Request, file: UploadFile, ws: WorkspaceDep) -> 
     name = safe_filename(file.filename)
     incoming = ws.root / "cache" / "uploads"
     incoming.mkdir(parents=True, exist_ok=True)
-    suffix = Path(name).suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,10}", Path(name).suffix) else ""
-    tmp = incoming / f"{uuid.uuid4().hex}{suffix}"
+    spool = incoming / uuid.uuid4().hex
+    spool.mkdir()
+    tmp = spool / name
     try:
         size = await run_in_threadpool(_save_upload, file, tmp, limit)
         if size == 0:
@@ -169,6 +170,7 @@ async def upload_image(request: Request, file: UploadFile, ws: WorkspaceDep) -> 
     finally:
         await file.close()
         tmp.unlink(missing_ok=True)
+        spool.rmdir()
     body = result.as_dict()
     if result.status == "rejected":
         status = 413 if result.code == "limit_exceeded" else 422

@@ -6,6 +6,7 @@ Image ids are content hashes, so every response here is immutable: strong ETags,
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -118,7 +119,7 @@ def dzi_tile(
     renderer: RendererDep,
 ) -> Response:
     check_image_id(image_id)
-    if not (level.isdigit() and col.isdigit() and row.isdigit()):
+    if not all(re.fullmatch(r"[0-9]{1,9}", v) for v in (level, col, row)):
         raise InvalidInput(f"Deep Zoom tile {level}/{col}_{row} must use non-negative integers")
     if fmt not in ("jpeg", "jpg", "png", "webp"):
         raise InvalidInput(f"Deep Zoom tile format {fmt!r} is not jpeg, png or webp")
