@@ -46,7 +46,7 @@ bench-tools:
 	@command -v vips >/dev/null && command -v nginx >/dev/null && command -v wrk >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libvips-tools nginx-light wrk >/dev/null; }
 
-bench: install web bench-tools
+bench: install bench-tools
 	@for b in benchmarks/bench_*.py; do echo "== $$b" >&2; $(PY) $$b || exit 1; done
 
 clean:

@@ -95,14 +95,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_answers_over_http(tmp_path: Path, samples: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_answers_over_http(
+    tmp_path: Path, samples: dict[str, Path], capsys: pytest.CaptureFixture[str], workers: int
+) -> None:
     ws = str(tmp_path / "ws")
     run(capsys, "init", ws)
     _, out, _ = run(capsys, "-w", ws, "ingest", str(samples["astronaut.jpg"]), "--json")
     image_id = json.loads(out)["images"][0]["id"]
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gigavision.cli.main", "-w", ws, "serve", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "gigavision.cli.main",
+            "-w",
+            ws,
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -119,6 +133,9 @@ def test_serve_answers_over_http(tmp_path: Path, samples: dict[str, Path], capsy
                     time.sleep(0.05)
             tile = client.get(f"/iiif/3/{image_id}/0,0,256,256/max/0/default.jpg")
             assert tile.status_code == 200 and tile.headers["content-type"] == "image/jpeg"
+            assert tile.headers["x-content-type-options"] == "nosniff"
+            missing = client.get("/api/v1/images/" + "f" * 64)
+            assert missing.status_code == 404 and "default-src 'self'" in missing.headers["content-security-policy"]
     finally:
         proc.terminate()
         proc.wait(timeout=30)

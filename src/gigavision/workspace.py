@@ -29,6 +29,7 @@ from gigavision.store.schema import ImageRow
 
 IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 OPEN_SOURCES = 64
+CACHED_ROWS = 4096
 
 
 @dataclass(slots=True)
@@ -93,6 +94,9 @@ class Workspace:
         self.tile_cache = TileCache(settings.tile_cache_mb * 1024 * 1024)
         self._sources: OrderedDict[str, ImageSource] = OrderedDict()
         self._sources_lock = threading.Lock()
+        # Image rows never change once written (the id is the content hash), so the tile routes read
+        # them from memory instead of querying the database for every tile.
+        self._rows: OrderedDict[str, ImageRow] = OrderedDict()
 
     # -- images -----------------------------------------------------------------------------------------
     def image_dir(self, image_id: str) -> Path:
@@ -101,10 +105,19 @@ class Workspace:
 
     def get_image(self, image_id: str) -> ImageRow:
         check_image_id(image_id)
+        with self._sources_lock:
+            row = self._rows.get(image_id)
+            if row is not None:
+                self._rows.move_to_end(image_id)
+                return row
         with self.session() as s:
             row = s.get(ImageRow, image_id)
         if row is None:
             raise NotFound(f"no image with id {image_id}")
+        with self._sources_lock:
+            self._rows[image_id] = row
+            while len(self._rows) > CACHED_ROWS:
+                self._rows.popitem(last=False)
         return row
 
     def list_images(self, offset: int = 0, limit: int = 50) -> tuple[list[ImageRow], int]:

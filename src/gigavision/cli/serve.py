@@ -20,7 +20,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def run_server(ws: Any, host: str, port: int, log_level: str = "warning") -> None:
+def run_server(ws: Any, host: str, port: int, log_level: str = "warning", workers: int = 1) -> None:
+    import os
+
     import uvicorn
 
     from gigavision.server.main import create_app
@@ -31,7 +33,21 @@ def run_server(ws: Any, host: str, port: int, log_level: str = "warning") -> Non
             "(127.0.0.1 or ::1); put a reverse proxy with authentication in front to share it"
         )
     err_console.print(f"gigavision serving {ws.root} at [bold]http://{host}:{port}/[/]  (Ctrl+C stops)")
-    uvicorn.run(create_app(ws), host=host, port=port, log_level=log_level, access_log=False)
+    if workers == 1:
+        uvicorn.run(create_app(ws), host=host, port=port, log_level=log_level, access_log=False)
+        return
+    # Several processes: each worker opens the workspace itself (tile work is CPU-bound Python).
+    os.environ["GIGAVISION_WORKSPACE"] = str(ws.root)
+    ws.close()
+    uvicorn.run(
+        "gigavision.server.main:app_from_environment",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+    )
 
 
 def serve(
@@ -41,7 +57,10 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Server processes; one per core serves tiles fastest.")
+    ] = 1,
 ) -> None:
     """Serve the REST API, IIIF/Deep Zoom tiles and the web viewer."""
     with open_ws(workspace_opt) as ws:
-        run_server(ws, host, port, log_level)
+        run_server(ws, host, port, log_level, workers)

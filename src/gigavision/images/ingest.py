@@ -13,14 +13,16 @@ from typing import Any
 import numpy as np
 
 from gigavision.config import Settings
+from gigavision.images.cache import TileCache
 from gigavision.images.display import display_window
 from gigavision.images.pyramid import build_pyramid
 from gigavision.images.registry import check_file, open_image
 from gigavision.images.source import ImageInfo, ImageSource
-from gigavision.images.thumbnail import foreground_mask, overview
+from gigavision.images.thumbnail import foreground_mask, overview, shrink
 
 PYRAMID_NAME, THUMBNAIL_NAME, MASK_NAME = "pyramid.tif", "thumbnail.jpg", "mask.png"
 MASK_SIDE = 1024
+PREPARE_CACHE_BYTES = 512 * 1024 * 1024  # per image being prepared; freed with it
 ProgressFn = Callable[[float], None]
 
 
@@ -125,7 +127,10 @@ def prepare(path: Path, settings: Settings, folder: Path, *, progress: ProgressF
     """
     check_file(path)
     limits, opts = settings.limits, settings.ingest
-    source = open_image(path, limits=limits)
+    # A private cache: the pixels of one image are reused while preparing it, then dropped with it,
+    # instead of lingering in the process-wide cache through a 1,000-file ingest.
+    cache = TileCache(PREPARE_CACHE_BYTES)
+    source = open_image(path, limits=limits, cache=cache)
     try:
         info = source.info
         reader = source.name
@@ -158,7 +163,8 @@ def prepare(path: Path, settings: Settings, folder: Path, *, progress: ProgressF
                 lossless=lossless,
             )
             source.close()
-            source = open_image(folder / PYRAMID_NAME, reader="tiff", limits=limits)
+            cache.clear()
+            source = open_image(folder / PYRAMID_NAME, reader="tiff", limits=limits, cache=cache)
             source.info.mpp_x, source.info.mpp_y = info.mpp_x, info.mpp_y
             levels = source.info.levels
             info.levels, info.tiled = levels, True
@@ -167,9 +173,9 @@ def prepare(path: Path, settings: Settings, folder: Path, *, progress: ProgressF
             # viewer; big tiled files were checked structurally (offsets inside the file) when opened.
             if max(info.width, info.height) <= opts.pyramid_threshold:
                 source.read_window(0, 0, 0, info.width, info.height)
-        thumb = overview(source, opts.thumbnail_size, window)
-        _save_jpeg(thumb, folder / THUMBNAIL_NAME)
-        mask = foreground_mask(overview(source, MASK_SIDE, window))
+        view = overview(source, max(MASK_SIDE, opts.thumbnail_size), window)
+        _save_jpeg(shrink(view, opts.thumbnail_size), folder / THUMBNAIL_NAME)
+        mask = foreground_mask(view)
         _save_png(mask.astype(np.uint8) * 255, folder / MASK_NAME)
         return Prepared(
             info=info,

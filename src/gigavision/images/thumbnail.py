@@ -14,7 +14,6 @@ MAX_OVERVIEW_PIXELS = 16 * 1024 * 1024
 
 def overview(source: ImageSource, max_side: int, window: tuple[float, float] | None = None) -> np.ndarray:
     """The whole image as 8-bit ``(h, w, 1|3)`` with its longest side ≤ ``max_side``."""
-    from PIL import Image
 
     # the smallest level that is still at least max_side on its longest side (or the smallest level)
     level = len(source.levels) - 1
@@ -22,10 +21,17 @@ def overview(source: ImageSource, max_side: int, window: tuple[float, float] | N
         if max(lvl.width, lvl.height) >= max_side and lvl.width * lvl.height <= MAX_OVERVIEW_PIXELS:
             level = i
     lvl = source.levels[level]
-    arr = to_uint8(source.read_window(level, 0, 0, lvl.width, lvl.height), window)
-    scale = max_side / max(lvl.width, lvl.height)
+    return shrink(to_uint8(source.read_window(level, 0, 0, lvl.width, lvl.height), window), max_side)
+
+
+def shrink(arr: np.ndarray, max_side: int) -> np.ndarray:
+    """8-bit ``(h, w, 1|3)`` resized (aspect kept) so its longest side is at most ``max_side``."""
+    from PIL import Image
+
+    h, w = arr.shape[:2]
+    scale = max_side / max(w, h)
     if scale < 1:
-        size = (max(1, round(lvl.width * scale)), max(1, round(lvl.height * scale)))
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
         im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
         im = im.reduce(max(1, math.floor(1 / scale))) if 1 / scale >= 2 else im
         arr = np.asarray(im.resize(size, Image.Resampling.LANCZOS))

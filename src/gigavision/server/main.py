@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gigavision import __version__
 from gigavision.server.errors import install_error_handlers
@@ -27,13 +28,35 @@ NOT_BUILT = (
 )
 
 
-class SecurityHeaders(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        return response
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", CSP.encode()),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response. Pure ASGI: ``BaseHTTPMiddleware`` cost ~27% of a
+    tile request's CPU in the tile benchmark."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *((n, v) for n, v in SECURITY_HEADERS if n not in present),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def create_app(workspace: Workspace) -> FastAPI:
@@ -62,3 +85,10 @@ def create_app(workspace: Workspace) -> FastAPI:
         return HTMLResponse(NOT_BUILT)
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """App factory for ``uvicorn --factory`` / several workers: the workspace comes from the environment."""
+    from gigavision.workspace import open_workspace
+
+    return create_app(open_workspace(os.environ["GIGAVISION_WORKSPACE"]))
