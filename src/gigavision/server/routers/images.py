@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from gigavision.errors import InvalidInput, LimitExceeded
 from gigavision.server.deps import WorkspaceDep
@@ -30,6 +30,8 @@ class LevelOut(BaseModel):
 
 
 class ImageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     name: str
     width: int
@@ -47,35 +49,20 @@ class ImageOut(BaseModel):
     size_bytes: int
     foreground_fraction: float | None
     created_at: datetime
-    urls: dict[str, str]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def urls(self) -> dict[str, str]:
+        return {
+            "thumbnail": f"/api/v1/images/{self.id}/thumbnail",
+            "mask": f"/api/v1/images/{self.id}/mask",
+            "dzi": f"/dzi/{self.id}.dzi",
+            "iiif": f"/iiif/3/{self.id}/info.json",
+        }
 
     @classmethod
     def from_row(cls, row: ImageRow) -> ImageOut:
-        return cls(
-            id=row.id,
-            name=row.name,
-            width=row.width,
-            height=row.height,
-            levels=[LevelOut(**lv) for lv in row.levels],
-            bands=row.bands,
-            dtype=row.dtype,
-            mpp_x=row.mpp_x,
-            mpp_y=row.mpp_y,
-            crs=row.crs,
-            transform=row.transform,
-            modality=row.modality,
-            reader=row.reader,
-            format=row.format,
-            size_bytes=row.size_bytes,
-            foreground_fraction=row.foreground_fraction,
-            created_at=row.created_at,
-            urls={
-                "thumbnail": f"/api/v1/images/{row.id}/thumbnail",
-                "mask": f"/api/v1/images/{row.id}/mask",
-                "dzi": f"/dzi/{row.id}.dzi",
-                "iiif": f"/iiif/3/{row.id}/info.json",
-            },
-        )
+        return cls.model_validate(row)
 
 
 class ImagePage(BaseModel):
