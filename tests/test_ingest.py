@@ -127,6 +127,9 @@ def test_concurrent_ingest_of_the_same_file_stores_it_once(
     assert statuses.count("added") == 1 and statuses.count("duplicate") == 3
     assert len(_files(sqlite_workspace.root / "blobs")) == 1
     assert [p.name for p in (sqlite_workspace.root / "pyramids").iterdir() if p.name.startswith(".tmp")] == []
+    image_id = results[0].id
+    assert image_id is not None  # the committed image kept its derived files (a loser must not delete them)
+    assert sqlite_workspace.thumbnail_path(image_id).is_file() and sqlite_workspace.mask_path(image_id).is_file()
 
 
 def test_folder_ingest_recursive_and_symlinks(

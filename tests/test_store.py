@@ -92,8 +92,12 @@ def test_settings_file_env_and_errors(tmp_path: Path, monkeypatch: pytest.Monkey
     ws.close()
     settings = load_settings(tmp_path / "ws")
     assert settings.ingest.tile_size == 256 and settings.resolved_db_url().endswith("gigavision.db")
+    (tmp_path / "ws" / "gigavision.toml").write_text("[limits]\nmax_tile_pixels = 5000\nmax_decode_pixels = 99\n")
     monkeypatch.setenv("GIGAVISION_LIMITS__MAX_DECODE_PIXELS", "1234")
-    assert load_settings(tmp_path / "ws").limits.max_decode_pixels == 1234
+    overridden = load_settings(tmp_path / "ws").limits
+    assert overridden.max_decode_pixels == 1234  # the environment wins for the key it sets ...
+    assert overridden.max_tile_pixels == 5000  # ... and the file's other limits still apply
+    monkeypatch.delenv("GIGAVISION_LIMITS__MAX_DECODE_PIXELS")
     (tmp_path / "ws" / "gigavision.toml").write_text("[ingest]\ntile_size = 100\n")
     with pytest.raises(ConfigError, match="tile_size"):
         load_settings(tmp_path / "ws")

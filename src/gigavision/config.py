@@ -95,9 +95,17 @@ def load_settings(workspace: Path, **overrides: Any) -> Settings:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    env_keys = {k.removeprefix("GIGAVISION_").lower().split("__")[0] for k in os.environ if k.startswith("GIGAVISION_")}
-    for key in env_keys & data.keys():
-        data.pop(key)  # the environment wins over the file for the keys it sets
+    for name in os.environ:
+        if not name.startswith("GIGAVISION_"):
+            continue
+        # The environment wins over the file, key by key: GIGAVISION_LIMITS__MAX_DECODE_PIXELS replaces
+        # only that limit (pydantic-settings deep-merges the rest of [limits] from the file).
+        *parents, leaf = name.removeprefix("GIGAVISION_").lower().split("__")
+        table: Any = data
+        for part in parents:
+            table = table.get(part) if isinstance(table, dict) else None
+        if isinstance(table, dict):
+            table.pop(leaf, None)
     data.update(overrides)
     data["workspace"] = workspace
     try:

@@ -6,18 +6,19 @@ This is what the CLI, the server and ``import gigavision as gv`` share: ``gv.ini
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import re
 import shutil
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
 from gigavision.config import CONFIG_NAME, Settings, default_toml, load_settings
 from gigavision.errors import ConfigError, GigavisionError, InvalidInput, NotFound
@@ -26,6 +27,9 @@ from gigavision.images.source import ImageSource
 from gigavision.store.blobs import BlobStore, blob_key, sha256_file
 from gigavision.store.db import make_engine, migrate, session_factory
 from gigavision.store.schema import ImageRow
+
+if TYPE_CHECKING:
+    from gigavision.images.ingest import Prepared
 
 IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 OPEN_SOURCES = 64
@@ -206,7 +210,7 @@ class Workspace:
         progress: Callable[[float], None] | None = None,
     ) -> IngestResult:
         """Ingest one file. Rejections are returned, not raised; nothing is left behind for them."""
-        from gigavision.images.ingest import PYRAMID_NAME, collect_inputs, prepare
+        from gigavision.images.ingest import collect_inputs, prepare
 
         path = Path(path)
         name = name or path.name
@@ -224,19 +228,51 @@ class Workspace:
             return self._result(existing, shown, name, "duplicate")
         scratch = self.root / "pyramids" / f".tmp-{uuid.uuid4().hex}"
         scratch.mkdir(parents=True)
-        key = blob_key(sha, path.suffix)
-        stored_blob = False
-        final = self.image_dir(sha)
         try:
+            # The expensive part (validation, pyramid, thumbnail, mask) runs outside the lock.
             try:
                 prepared = prepare(path, self.settings, scratch, progress=progress)
             except GigavisionError as exc:
                 return IngestResult(shown, name, "rejected", reason=str(exc), code=exc.code)
+            with self._publish_lock():
+                with self.session() as s:
+                    winner = s.get(ImageRow, sha)
+                if winner is not None:  # the same bytes were ingested while we prepared them
+                    return self._result(winner, shown, name, "duplicate")
+                row = self._publish(path, sha, name, shown, scratch, prepared)
+            return self._result(row, shown, name, "added")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _publish_lock(self) -> Iterator[None]:
+        """Serialises the short "check, store, move, insert" step of ingest across threads and processes
+        (flock on a file in the workspace), so two ingests of the same bytes never both publish, and a
+        failing one never deletes files that another one committed."""
+        with (self.root / "pyramids" / ".publish.lock").open("a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _publish(self, path: Path, sha: str, name: str, shown: str, scratch: Path, prepared: Prepared) -> ImageRow:
+        """Store the blob, move the derived files into place, insert the row; undo all of it on failure.
+
+        Called with the publish lock held and no row for ``sha``.
+        """
+        from gigavision.images.ingest import PYRAMID_NAME
+
+        key = blob_key(sha, path.suffix)
+        final = self.image_dir(sha)
+        stored_blob = moved = False
+        try:
             stored_blob = self.blobs.put_file(path, key)
             final.parent.mkdir(parents=True, exist_ok=True)
-            if final.exists():  # leftover of an ingest killed before its database commit
+            if final.exists():  # no row owns it: leftover of an ingest killed before its commit
                 shutil.rmtree(final)
             scratch.rename(final)
+            moved = True
             info = prepared.info
             row = ImageRow(
                 id=sha,
@@ -264,20 +300,13 @@ class Workspace:
             with self.session() as s:
                 s.add(row)
                 s.commit()
-            return self._result(row, shown, name, "added")
-        except IntegrityError:  # the same bytes were ingested concurrently: theirs stands
-            with self.session() as s:
-                winner = s.get(ImageRow, sha)
-            if winner is None:
-                raise
-            return self._result(winner, shown, name, "duplicate")
+            return row
         except BaseException:
             if stored_blob:
                 self.blobs.delete(key)
-            shutil.rmtree(final, ignore_errors=True)
+            if moved:
+                shutil.rmtree(final, ignore_errors=True)
             raise
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
 
     @staticmethod
     def _result(row: ImageRow, path: str, name: str, status: str) -> IngestResult:
