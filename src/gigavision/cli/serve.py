@@ -32,7 +32,7 @@ def run_server(ws: Any, host: str, port: int, log_level: str = "warning", worker
             f"--host {host}: without configured users the server binds to loopback only "
             "(127.0.0.1 or ::1); put a reverse proxy with authentication in front to share it"
         )
-    err_console.print(f"gigavision serving {ws.root} at [bold]http://{host}:{port}/[/]  (Ctrl+C stops)")
+    err_console.print(f"gigavision serving {ws.root} at [bold]http://{host}:{port}/[/]  (Ctrl+C stops)", soft_wrap=True)
     if workers == 1:
         uvicorn.run(create_app(ws), host=host, port=port, log_level=log_level, access_log=False)
         return
