@@ -1,0 +1,368 @@
+"""``Annotations``: the one exchange type for "what is in this image" (DESIGN.md §3).
+
+Columnar like ``supervision.Detections``: N rows held as NumPy columns, validated on construction,
+boolean/integer indexable, mergeable. Geometry is always in level-0 pixel coordinates of one image.
+
+Columns
+    kind        (N,) str   tag | box | polygon | mask | point
+    label       (N,) str   class name from the label schema
+    xyxy        (N, 4) float64  bounding box [x0, y0, x1, y1]; NaN for image-level tags
+    geometry    (N,) object  shapely Polygon/MultiPolygon (polygons), Point (points), else None
+    mask        (N,) object  COCO RLE ``{"size": [h, w], "counts": str}`` of the bbox window
+                             ``[floor(x0), floor(y0)]`` + size, for masks; else None
+    score       (N,) float64  model confidence; NaN for human labels
+    source      (N,) str   who said it: ``user:<name>`` or ``model:<id>@<version>``
+    status      (N,) str   proposed | accepted | rejected | adjudicated
+    attributes  (N,) object  dict of attribute name -> value (e.g. {"overhang": "low"})
+    id          (N,) int64  store id, -1 when not stored
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from gigavision.errors import InvalidInput
+
+KINDS = ("tag", "box", "polygon", "mask", "point")
+STATUSES = ("proposed", "accepted", "rejected", "adjudicated")
+
+
+def _object_column(values: Sequence[Any], n: int) -> np.ndarray:
+    out = np.empty(n, dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
+
+
+def _str_column(values: Any, n: int, name: str) -> np.ndarray:
+    if isinstance(values, str):
+        values = [values] * n
+    arr = np.asarray(list(values), dtype=object)
+    if arr.shape != (n,):
+        raise InvalidInput(f"{name} must have one entry per annotation ({n}), got shape {arr.shape}")
+    for v in arr:
+        if not isinstance(v, str):
+            raise InvalidInput(f"{name} entries must be text, got {type(v).__name__}: {v!r}")
+    return arr
+
+
+@dataclass(eq=False)
+class Annotations:
+    """N annotations of one image. Build with the ``from_*`` constructors; index with masks or ints."""
+
+    kind: np.ndarray
+    label: np.ndarray
+    xyxy: np.ndarray
+    geometry: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
+    mask: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
+    score: np.ndarray = field(default_factory=lambda: np.empty(0))
+    source: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
+    status: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
+    attributes: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
+    id: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+    def __post_init__(self) -> None:
+        n = len(self.kind)
+        self.kind = _str_column(self.kind, n, "kind")
+        bad = sorted({k for k in self.kind if k not in KINDS})
+        if bad:
+            raise InvalidInput(f"kind must be one of {', '.join(KINDS)}, got {bad}")
+        self.label = _str_column(self.label, n, "label")
+        self.xyxy = np.asarray(self.xyxy, dtype=np.float64).reshape(-1, 4) if n else np.zeros((0, 4))
+        if self.xyxy.shape != (n, 4):
+            raise InvalidInput(f"xyxy must have shape ({n}, 4), got {self.xyxy.shape}")
+        spatial = self.kind != "tag"
+        boxes = self.xyxy[spatial]
+        if not np.isfinite(boxes).all():
+            raise InvalidInput("xyxy must be finite for boxes, polygons, masks and points (NaN/inf found)")
+        if (boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any():
+            raise InvalidInput("xyxy must have x1 >= x0 and y1 >= y0")
+        self.geometry = self._optional(self.geometry, n, "geometry")
+        self.mask = self._optional(self.mask, n, "mask")
+        self.score = np.full(n, np.nan) if len(self.score) == 0 and n else np.asarray(self.score, dtype=np.float64)
+        if self.score.shape != (n,):
+            raise InvalidInput(f"score must have shape ({n},), got {self.score.shape}")
+        self.source = _str_column(self.source if len(self.source) else ["unknown"] * n, n, "source")
+        self.status = _str_column(self.status if len(self.status) else ["proposed"] * n, n, "status")
+        bad = sorted({s for s in self.status if s not in STATUSES})
+        if bad:
+            raise InvalidInput(f"status must be one of {', '.join(STATUSES)}, got {bad}")
+        attrs = list(self.attributes) if len(self.attributes) else [{} for _ in range(n)]
+        if len(attrs) != n or not all(isinstance(a, Mapping) for a in attrs):
+            raise InvalidInput(f"attributes must be one mapping per annotation ({n})")
+        self.attributes = _object_column([dict(a) for a in attrs], n)
+        self.id = np.full(n, -1, dtype=np.int64) if len(self.id) == 0 and n else np.asarray(self.id, dtype=np.int64)
+        if self.id.shape != (n,):
+            raise InvalidInput(f"id must have shape ({n},), got {self.id.shape}")
+        for i in range(n):
+            k, g, m = self.kind[i], self.geometry[i], self.mask[i]
+            if k in ("polygon", "point") and g is None:
+                raise InvalidInput(f"annotation {i}: a {k} needs a geometry")
+            if k == "mask" and m is None:
+                raise InvalidInput(f"annotation {i}: a mask needs an RLE mask")
+
+    @staticmethod
+    def _optional(values: Any, n: int, name: str) -> np.ndarray:
+        vals = list(values) if len(values) else [None] * n
+        if len(vals) != n:
+            raise InvalidInput(f"{name} must have one entry per annotation ({n}), got {len(vals)}")
+        return _object_column(vals, n)
+
+    # -- constructors ------------------------------------------------------------------------------------
+    @classmethod
+    def empty(cls) -> Annotations:
+        return cls(kind=np.empty(0, dtype=object), label=np.empty(0, dtype=object), xyxy=np.zeros((0, 4)))
+
+    @classmethod
+    def from_boxes(cls, xyxy: Any, labels: Sequence[str] | str, **columns: Any) -> Annotations:
+        boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+        return cls(kind=_text(["box"] * len(boxes)), label=_labels(labels, len(boxes)), xyxy=boxes, **columns)
+
+    @classmethod
+    def from_polygons(cls, polygons: Sequence[Any], labels: Sequence[str] | str, **columns: Any) -> Annotations:
+        """Polygons as shapely geometries or ``[(x, y), ...]`` rings (exterior only)."""
+        import shapely
+
+        geoms = [p if isinstance(p, shapely.Geometry) else shapely.Polygon(p) for p in polygons]
+        for i, g in enumerate(geoms):
+            if not isinstance(g, shapely.Polygon | shapely.MultiPolygon) or g.is_empty:
+                raise InvalidInput(f"polygon {i}: not a non-empty Polygon or MultiPolygon ({g.geom_type})")
+        xyxy = np.array([g.bounds for g in geoms], dtype=np.float64).reshape(-1, 4)
+        n = len(geoms)
+        return cls(
+            kind=_text(["polygon"] * n),
+            label=_labels(labels, n),
+            xyxy=xyxy,
+            geometry=_object_column(geoms, n),
+            **columns,
+        )
+
+    @classmethod
+    def from_points(cls, xy: Any, labels: Sequence[str] | str, **columns: Any) -> Annotations:
+        import shapely
+
+        pts = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        geoms = [shapely.Point(float(x), float(y)) for x, y in pts]
+        xyxy = np.concatenate([pts, pts], axis=1)
+        n = len(pts)
+        return cls(
+            kind=_text(["point"] * n), label=_labels(labels, n), xyxy=xyxy, geometry=_object_column(geoms, n), **columns
+        )
+
+    @classmethod
+    def from_tags(cls, labels: Sequence[str], **columns: Any) -> Annotations:
+        """Image-level labels (binary, multi-class or multi-label classification)."""
+        n = len(labels)
+        return cls(kind=_text(["tag"] * n), label=_text(labels), xyxy=np.full((n, 4), np.nan), **columns)
+
+    @classmethod
+    def from_masks(
+        cls,
+        masks: Sequence[np.ndarray],
+        offsets: Sequence[tuple[int, int]],
+        labels: Sequence[str] | str,
+        **columns: Any,
+    ) -> Annotations:
+        """Binary masks ``(h, w)`` placed at level-0 ``(x, y)`` offsets; stored as COCO RLE of the mask window.
+
+        The box is the tight box of the set pixels (the mask is cropped to it).
+        """
+        import pycocotools.mask as rle
+
+        rles, boxes = [], []
+        for i, (m, (ox, oy)) in enumerate(zip(masks, offsets, strict=True)):
+            m = np.asarray(m, dtype=bool)
+            if m.ndim != 2 or not m.any():
+                raise InvalidInput(f"mask {i}: needs a 2-D boolean array with at least one set pixel")
+            ys, xs = np.nonzero(m)
+            y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+            encoded = rle.encode(np.asfortranarray(m[y0:y1, x0:x1].astype(np.uint8)))
+            rles.append({"size": [y1 - y0, x1 - x0], "counts": encoded["counts"].decode("ascii")})
+            boxes.append([ox + x0, oy + y0, ox + x1, oy + y1])
+        n = len(rles)
+        return cls(
+            kind=_text(["mask"] * n),
+            label=_labels(labels, n),
+            xyxy=np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+            mask=_object_column(rles, n),
+            **columns,
+        )
+
+    # -- access ------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    def __getitem__(self, index: Any) -> Annotations:
+        """Rows selected by a boolean mask, an int array, a slice or one int (``a[a.label == "cell"]``)."""
+        if isinstance(index, int | np.integer):
+            index = [int(index)]
+        return Annotations(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.to_records())
+
+    def __repr__(self) -> str:
+        kinds = {k: int((self.kind == k).sum()) for k in KINDS if (self.kind == k).any()}
+        return f"Annotations(n={len(self)}, kinds={kinds})"
+
+    @staticmethod
+    def merge(parts: Sequence[Annotations]) -> Annotations:
+        """Concatenate annotations of the same image."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Annotations.empty()
+        return Annotations(
+            **{f.name: np.concatenate([getattr(p, f.name) for p in parts], axis=0) for f in fields(Annotations)}
+        )
+
+    def shapes(self) -> list[Any]:
+        """Each row as a shapely geometry in level-0 pixels (boxes and masks as polygons; tags as None)."""
+        import shapely
+
+        out: list[Any] = []
+        for i in range(len(self)):
+            k = self.kind[i]
+            if k in ("polygon", "point"):
+                out.append(self.geometry[i])
+            elif k == "box":
+                out.append(shapely.box(*self.xyxy[i]))
+            elif k == "mask":
+                out.append(mask_to_polygon(self.mask[i], self.xyxy[i]))
+            else:
+                out.append(None)
+        return out
+
+    def decode_mask(self, i: int) -> np.ndarray:
+        """The boolean mask of row ``i`` over its bbox window (``(h, w)``, origin at ``floor(x0), floor(y0)``)."""
+        import pycocotools.mask as rle
+
+        m = self.mask[i]
+        if m is None:
+            raise InvalidInput(f"annotation {i} is a {self.kind[i]}, not a mask")
+        return np.asarray(rle.decode({"size": m["size"], "counts": m["counts"].encode("ascii")}), dtype=bool)
+
+    @property
+    def area(self) -> np.ndarray:
+        """Area in level-0 pixels² (polygons: exact; masks: set pixels; boxes: w×h; points and tags: 0)."""
+        import pycocotools.mask as rle
+
+        out = np.zeros(len(self))
+        for i in range(len(self)):
+            k = self.kind[i]
+            if k == "polygon":
+                out[i] = self.geometry[i].area
+            elif k == "box":
+                x0, y0, x1, y1 = self.xyxy[i]
+                out[i] = (x1 - x0) * (y1 - y0)
+            elif k == "mask":
+                m = self.mask[i]
+                out[i] = float(rle.area({"size": m["size"], "counts": m["counts"].encode("ascii")}))
+        return out
+
+    # -- converters --------------------------------------------------------------------------------------
+    def to_records(self) -> list[dict[str, Any]]:
+        """JSON-able dicts, one per row (the REST and database representation); geometry as GeoJSON."""
+        import shapely
+
+        records = []
+        for i in range(len(self)):
+            g = self.geometry[i]
+            score = float(self.score[i])
+            records.append(
+                {
+                    "id": int(self.id[i]) if self.id[i] >= 0 else None,
+                    "kind": str(self.kind[i]),
+                    "label": str(self.label[i]),
+                    "bbox": None if self.kind[i] == "tag" else [float(v) for v in self.xyxy[i]],
+                    "geometry": shapely.geometry.mapping(g) if g is not None else None,
+                    "mask": self.mask[i],
+                    "score": None if math.isnan(score) else score,
+                    "source": str(self.source[i]),
+                    "status": str(self.status[i]),
+                    "attributes": dict(self.attributes[i]),
+                }
+            )
+        return records
+
+    @classmethod
+    def from_records(cls, records: Sequence[Mapping[str, Any]]) -> Annotations:
+        """Inverse of ``to_records``; raises ``InvalidInput`` naming the first bad record."""
+        import shapely
+
+        cols: dict[str, list[Any]] = {
+            k: []
+            for k in ("kind", "label", "xyxy", "geometry", "mask", "score", "source", "status", "attributes", "id")
+        }
+        for i, r in enumerate(records):
+            try:
+                kind = r["kind"]
+                geom = shapely.geometry.shape(r["geometry"]) if r.get("geometry") else None
+                if kind == "tag":
+                    box = [math.nan] * 4
+                elif r.get("bbox") is not None:
+                    box = [float(v) for v in r["bbox"]]
+                elif geom is not None:
+                    box = list(geom.bounds)
+                else:
+                    raise InvalidInput(f"a {kind} needs a bbox or a geometry")
+                cols["kind"].append(kind)
+                cols["label"].append(r["label"])
+                cols["xyxy"].append(box)
+                cols["geometry"].append(geom)
+                cols["mask"].append(r.get("mask"))
+                cols["score"].append(math.nan if r.get("score") is None else float(r["score"]))
+                cols["source"].append(r.get("source") or "unknown")
+                cols["status"].append(r.get("status") or "proposed")
+                cols["attributes"].append(r.get("attributes") or {})
+                cols["id"].append(-1 if r.get("id") is None else int(r["id"]))
+            except InvalidInput as exc:
+                raise InvalidInput(f"annotation record {i}: {exc}") from exc
+            except (KeyError, TypeError, ValueError, shapely.errors.GEOSException) as exc:
+                raise InvalidInput(f"annotation record {i}: {type(exc).__name__}: {exc}") from exc
+        n = len(cols["kind"])
+        if n == 0:
+            return cls.empty()
+        return cls(
+            kind=_text(cols["kind"]),
+            label=_text(cols["label"]),
+            xyxy=np.asarray(cols["xyxy"], dtype=np.float64),
+            geometry=_object_column(cols["geometry"], n),
+            mask=_object_column(cols["mask"], n),
+            score=np.asarray(cols["score"]),
+            source=_text(cols["source"]),
+            status=_text(cols["status"]),
+            attributes=_object_column(cols["attributes"], n),
+            id=np.asarray(cols["id"], dtype=np.int64),
+        )
+
+
+def _labels(labels: Sequence[str] | str, n: int) -> np.ndarray:
+    return _text([labels] * n if isinstance(labels, str) else list(labels))
+
+
+def _text(values: Sequence[Any]) -> np.ndarray:
+    return _object_column(list(values), len(values))
+
+
+def mask_to_polygon(rle_mask: Mapping[str, Any], xyxy: np.ndarray) -> Any:
+    """The outline of an RLE mask as a shapely (Multi)Polygon in level-0 pixels, exact to pixel edges.
+
+    Each horizontal run of set pixels becomes one rectangle; their union is the outline (holes kept).
+    """
+    import pycocotools.mask as rle
+    import shapely
+
+    m = np.asarray(rle.decode({"size": rle_mask["size"], "counts": rle_mask["counts"].encode("ascii")}), dtype=bool)
+    ox, oy = math.floor(xyxy[0]), math.floor(xyxy[1])
+    padded = np.zeros((m.shape[0], m.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = m
+    edges = np.diff(padded, axis=1)  # +1 where a run starts, -1 one past where it ends
+    rows_s, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)
+    boxes = shapely.box(ox + starts, oy + rows_s, ox + ends, oy + rows_s + 1)
+    return shapely.union_all(boxes) if len(boxes) else shapely.Polygon()
