@@ -72,7 +72,8 @@ def test_migrations_are_idempotent_on_both_databases(workspace: gv.Workspace) ->
         "metadata",
     }
     with workspace.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+    assert {"annotations", "annotation_events", "label_classes"} <= set(insp.get_table_names())
 
 
 def test_sqlite_is_wal_with_full_sync(tmp_path: Path) -> None:

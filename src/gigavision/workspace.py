@@ -94,6 +94,9 @@ class Workspace:
         self.engine = make_engine(settings.resolved_db_url())
         migrate(self.engine)
         self.session = session_factory(self.engine)
+        from gigavision.store.annotations import AnnotationStore
+
+        self.annotations = AnnotationStore(self.engine, self.session)
         self.blobs = BlobStore(settings.resolved_blob_url(), cache_dir=self.root / "cache" / "blobs")
         self.tile_cache = TileCache(settings.tile_cache_mb * 1024 * 1024)
         self._sources: OrderedDict[str, ImageSource] = OrderedDict()
