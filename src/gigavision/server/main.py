@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gigavision import __version__
 from gigavision.server.errors import install_error_handlers
 from gigavision.server.render import TileRenderer
+from gigavision.server.routers import annotations as annotation_routes
 from gigavision.server.routers import health, images, tiles
 from gigavision.workspace import Workspace
 
@@ -70,6 +71,7 @@ def create_app(workspace: Workspace) -> FastAPI:
     app.include_router(health.router)
     app.include_router(images.router)
     app.include_router(tiles.router)
+    app.include_router(annotation_routes.router)
 
     if (STATIC / "assets").is_dir():
         app.mount("/assets", StaticFiles(directory=STATIC / "assets"), name="assets")

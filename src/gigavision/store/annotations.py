@@ -283,6 +283,24 @@ class AnnotationStore:
 
         ``simplify`` (level-0 px) simplifies polygons for low zoom levels (topology kept).
         """
+        return Annotations.from_records(
+            self.query_records(
+                image_id, viewport, labels=labels, sources=sources, statuses=statuses, limit=limit, simplify=simplify
+            )
+        )
+
+    def query_records(
+        self,
+        image_id: str,
+        viewport: Viewport | None = None,
+        *,
+        labels: Sequence[str] = (),
+        sources: Sequence[str] = (),
+        statuses: Sequence[str] = (),
+        limit: int = 10_000,
+        simplify: float = 0.0,
+    ) -> list[dict[str, Any]]:
+        """As ``query``, as JSON records that also carry each annotation's ``version`` (needed to edit it)."""
         import shapely
 
         if not 1 <= limit <= 1_000_000:
@@ -319,8 +337,7 @@ class AnnotationStore:
                 geom = shapely.from_wkb(r.geometry).simplify(simplify, preserve_topology=True)
                 rec["geometry"] = shapely.geometry.mapping(geom)
             records.append(rec)
-        out = Annotations.from_records(records)
-        return out
+        return records
 
     def count(self, image_id: str) -> int:
         with self.session() as s:

@@ -1,0 +1,111 @@
+"""``/api/v1/images/{id}/annotations``, ``/api/v1/annotations/{id}`` and ``/api/v1/labels``.
+
+Until users and roles exist (a later issue), the acting user is the ``actor`` field/parameter and is
+recorded in the history as given.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field
+
+from gigavision.annotations import Annotations
+from gigavision.server.deps import WorkspaceDep
+from gigavision.store.annotations import Viewport
+
+router = APIRouter(tags=["annotations"])
+
+
+class AnnotationPage(BaseModel):
+    items: list[dict[str, Any]]
+    count: int
+
+
+class AddAnnotations(BaseModel):
+    annotations: list[dict[str, Any]] = Field(
+        description="records: kind, label, bbox [x0,y0,x1,y1] and/or GeoJSON geometry, mask (COCO RLE), "
+        "score, source, status, attributes"
+    )
+    actor: str = Field("anonymous", max_length=256)
+
+
+class EditAnnotation(BaseModel):
+    version: int = Field(ge=1, description="the version your edit is based on; a newer one gives 409")
+    changes: dict[str, Any]
+    actor: str = Field("anonymous", max_length=256)
+
+
+class LabelClass(BaseModel):
+    kind: str
+    color: str = Field("#ff0000", max_length=16)
+    parent: str | None = None
+    attributes: dict[str, list[str]] = Field(default_factory=dict)
+
+
+@router.get("/api/v1/images/{image_id}/annotations", response_model=AnnotationPage)
+def list_annotations(
+    image_id: str,
+    ws: WorkspaceDep,
+    bbox: Annotated[str | None, Query(description="viewport x0,y0,x1,y1 in level-0 pixels")] = None,
+    label: Annotated[list[str] | None, Query()] = None,
+    source: Annotated[list[str] | None, Query()] = None,
+    status: Annotated[list[str] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    simplify: Annotated[float, Query(ge=0, le=1e6, description="polygon simplification tolerance (px)")] = 0.0,
+) -> AnnotationPage:
+    ws.get_image(image_id)
+    items = ws.annotations.query_records(
+        image_id,
+        Viewport.parse(bbox) if bbox else None,
+        labels=label or (),
+        sources=source or (),
+        statuses=status or (),
+        limit=limit,
+        simplify=simplify,
+    )
+    return AnnotationPage(items=items, count=len(items))
+
+
+@router.post("/api/v1/images/{image_id}/annotations", status_code=201)
+def add_annotations(image_id: str, body: AddAnnotations, ws: WorkspaceDep) -> dict[str, Any]:
+    """Add annotations in one transaction: all are stored, or none (400 with the reasons)."""
+    ws.get_image(image_id)
+    ids = ws.annotations.add(image_id, Annotations.from_records(body.annotations), actor=body.actor)
+    return {"ids": ids, "count": len(ids)}
+
+
+@router.patch("/api/v1/annotations/{annotation_id}")
+def edit_annotation(annotation_id: int, body: EditAnnotation, ws: WorkspaceDep) -> dict[str, Any]:
+    return ws.annotations.update(annotation_id, body.version, body.changes, actor=body.actor)
+
+
+@router.delete("/api/v1/annotations/{annotation_id}", status_code=204)
+def delete_annotation(
+    annotation_id: int,
+    ws: WorkspaceDep,
+    version: Annotated[int, Query(ge=1)],
+    actor: Annotated[str, Query(max_length=256)] = "anonymous",
+) -> Response:
+    ws.annotations.delete(annotation_id, version, actor=actor)
+    return Response(status_code=204)
+
+
+@router.get("/api/v1/annotations/{annotation_id}/history")
+def annotation_history(annotation_id: int, ws: WorkspaceDep) -> list[dict[str, Any]]:
+    return ws.annotations.history(annotation_id)
+
+
+@router.get("/api/v1/labels")
+def list_labels(ws: WorkspaceDep) -> dict[str, LabelClass]:
+    return {
+        name: LabelClass(kind=c.kind, color=c.color, parent=c.parent, attributes=c.attributes)
+        for name, c in ws.annotations.classes().items()
+    }
+
+
+@router.put("/api/v1/labels/{name}")
+def put_label(name: str, body: LabelClass, ws: WorkspaceDep) -> LabelClass:
+    ws.annotations.set_class(name, body.kind, body.color, body.parent, body.attributes)
+    return body
