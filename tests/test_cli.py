@@ -139,3 +139,33 @@ def test_serve_answers_over_http(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_labels_and_annotations_commands(
+    tmp_path: Path, samples: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = str(tmp_path / "ws")
+    run(capsys, "init", ws)
+    _, out, _ = run(capsys, "-w", ws, "ingest", str(samples["coins.png"]), "--json")
+    image_id = json.loads(out)["images"][0]["id"]
+    code, _, _ = run(capsys, "-w", ws, "labels", "add", "coin", "--kind", "box", "-a", "metal=copper,silver")
+    assert code == 0
+    code, out, _ = run(capsys, "-w", ws, "labels", "list", "--json")
+    assert json.loads(out) == {
+        "coin": {"kind": "box", "color": "#ff0000", "parent": None, "attributes": {"metal": ["copper", "silver"]}}
+    }
+    records = [
+        {"kind": "box", "label": "coin", "bbox": [10, 10, 60, 60], "attributes": {"metal": "silver"}},
+        {"kind": "box", "label": "coin", "bbox": [200, 100, 250, 150]},
+    ]
+    (tmp_path / "coins.json").write_text(json.dumps(records))
+    code, out, _ = run(capsys, "-w", ws, "annotations", "add", image_id, str(tmp_path / "coins.json"), "--json")
+    assert code == 0 and json.loads(out)["count"] == 2
+    code, out, _ = run(capsys, "-w", ws, "annotations", "list", image_id, "--bbox", "0,0,100,100", "--json")
+    found = json.loads(out)["items"]
+    assert [r["bbox"] for r in found] == [[10, 10, 60, 60]]
+    code, out, _ = run(capsys, "-w", ws, "annotations", "history", str(found[0]["id"]), "--json")
+    assert [e["action"] for e in json.loads(out)] == ["create"]
+    (tmp_path / "bad.json").write_text(json.dumps([{"kind": "box", "label": "cat", "bbox": [0, 0, 1, 1]}]))
+    code, _, err = run(capsys, "-w", ws, "annotations", "add", image_id, str(tmp_path / "bad.json"))
+    assert code == 2 and "not in the schema" in err

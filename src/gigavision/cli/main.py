@@ -9,6 +9,7 @@ import click
 import typer
 
 from gigavision import __version__
+from gigavision.cli import annotations as annotation_commands
 from gigavision.cli import images, serve, workspace
 from gigavision.cli.common import State, WorkspaceOpt, err_console
 from gigavision.errors import GigavisionError
@@ -46,6 +47,8 @@ app.command("info")(images.info)
 app.add_typer(images.images_app, name="images")
 app.command("serve")(serve.serve)
 app.command("demo")(workspace.demo)
+app.add_typer(annotation_commands.labels_app, name="labels")
+app.add_typer(annotation_commands.annotations_app, name="annotations")
 
 
 def main(argv: list[str] | None = None) -> int:

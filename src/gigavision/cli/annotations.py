@@ -1,0 +1,128 @@
+"""``gigavision labels add|list`` and ``gigavision annotations add|list|history``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, out_console, print_json
+from gigavision.errors import InvalidInput
+
+labels_app = typer.Typer(
+    help="The workspace's label schema: classes, kinds, colours, attributes.", no_args_is_help=True
+)
+annotations_app = typer.Typer(help="Annotations of images: add, query by viewport, history.", no_args_is_help=True)
+
+
+def _parse_attribute(spec: str) -> tuple[str, list[str]]:
+    name, sep, values = spec.partition("=")
+    if not sep or not name:
+        raise InvalidInput(f"--attribute {spec!r} must look like name=value1,value2")
+    return name, [v for v in values.split(",") if v]
+
+
+@labels_app.command("add")
+def labels_add(
+    name: str,
+    kind: Annotated[str, typer.Option(help="tag | box | polygon | mask | point")],
+    color: Annotated[str, typer.Option(help="Display colour.")] = "#ff0000",
+    parent: Annotated[str | None, typer.Option(help="Parent class.")] = None,
+    attribute: Annotated[
+        list[str] | None, typer.Option("--attribute", "-a", help="name=allowed1,allowed2 (repeatable)")
+    ] = None,
+    workspace_opt: WorkspaceOpt = None,
+) -> None:
+    """Add or replace a class, e.g. ``labels add roof --kind polygon -a overhang=none,low,high``."""
+    attrs = dict(_parse_attribute(a) for a in attribute or [])
+    with open_ws(workspace_opt) as ws:
+        ws.annotations.set_class(name, kind, color, parent, attrs)
+    err_console.print(f"class [bold]{name}[/] ({kind}) saved")
+
+
+@labels_app.command("list")
+def labels_list(workspace_opt: WorkspaceOpt = None, json_out: JsonOpt = False) -> None:
+    """Show the label schema."""
+    with open_ws(workspace_opt) as ws:
+        classes = ws.annotations.classes()
+    data = {
+        n: {"kind": c.kind, "color": c.color, "parent": c.parent, "attributes": c.attributes}
+        for n, c in classes.items()
+    }
+    if json_out:
+        print_json(data)
+        return
+    table = Table("class", "kind", "colour", "parent", "attributes")
+    for name, c in data.items():
+        attrs = "; ".join(f"{k}: {', '.join(v)}" for k, v in c["attributes"].items())
+        table.add_row(name, c["kind"], c["color"], c["parent"] or "", attrs)
+    out_console.print(table)
+
+
+@annotations_app.command("add")
+def annotations_add(
+    image_id: str,
+    file: Annotated[Path, typer.Argument(help="JSON: a list of annotation records (as the REST API takes).")],
+    actor: Annotated[str, typer.Option(help="Who is adding them (recorded in the history).")] = "cli",
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add annotations from a JSON file of records, all or none."""
+    from gigavision.annotations import Annotations
+
+    try:
+        records = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"{file}: not a readable JSON file: {exc}") from exc
+    if not isinstance(records, list):
+        raise InvalidInput(f"{file}: expected a JSON list of annotation records")
+    with open_ws(workspace_opt) as ws:
+        ws.get_image(image_id)
+        ids = ws.annotations.add(image_id, Annotations.from_records(records), actor=actor)
+    if json_out:
+        print_json({"ids": ids, "count": len(ids)})
+    else:
+        err_console.print(f"{len(ids)} annotations added")
+
+
+@annotations_app.command("list")
+def annotations_list(
+    image_id: str,
+    bbox: Annotated[str | None, typer.Option(help="Viewport x0,y0,x1,y1 in level-0 pixels.")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="Only these labels (repeatable).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000)] = 10_000,
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Annotations of an image, optionally inside a viewport."""
+    from gigavision.store.annotations import Viewport
+
+    with open_ws(workspace_opt) as ws:
+        ws.get_image(image_id)
+        items = ws.annotations.query_records(
+            image_id, Viewport.parse(bbox) if bbox else None, labels=label or (), limit=limit
+        )
+    if json_out:
+        print_json({"items": items, "count": len(items)})
+        return
+    table = Table("id", "kind", "label", "bbox", "status", "source", "v")
+    for r in items:
+        box = ", ".join(f"{v:.0f}" for v in r["bbox"]) if r["bbox"] else ""
+        table.add_row(str(r["id"]), r["kind"], r["label"], box, r["status"], r["source"], str(r["version"]))
+    out_console.print(table)
+    out_console.print(f"{len(items)} annotations")
+
+
+@annotations_app.command("history")
+def annotations_history(annotation_id: int, workspace_opt: WorkspaceOpt = None, json_out: JsonOpt = False) -> None:
+    """Every change of one annotation: who, when, what."""
+    with open_ws(workspace_opt) as ws:
+        events = ws.annotations.history(annotation_id)
+    if json_out:
+        print_json(events)
+        return
+    for e in events:
+        out_console.print(f"v{e['version']}  {e['at']}  {e['action']:7} by {e['actor']}", highlight=False)
