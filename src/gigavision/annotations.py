@@ -128,19 +128,15 @@ class Annotations:
         """Polygons as shapely geometries or ``[(x, y), ...]`` rings (exterior only)."""
         import shapely
 
-        geoms = [p if isinstance(p, shapely.Geometry) else shapely.Polygon(p) for p in polygons]
-        for i, g in enumerate(geoms):
-            if not isinstance(g, shapely.Polygon | shapely.MultiPolygon) or g.is_empty:
-                raise InvalidInput(f"polygon {i}: not a non-empty Polygon or MultiPolygon ({g.geom_type})")
-        xyxy = np.array([g.bounds for g in geoms], dtype=np.float64).reshape(-1, 4)
+        geoms = np.empty(len(polygons), dtype=object)
+        geoms[:] = [p if isinstance(p, shapely.Geometry) else shapely.Polygon(p) for p in polygons]
+        ok = np.isin(shapely.get_type_id(geoms), (3, 6)) & ~shapely.is_empty(geoms)  # Polygon, MultiPolygon
+        if not ok.all():
+            i = int(np.nonzero(~ok)[0][0])
+            raise InvalidInput(f"polygon {i}: not a non-empty Polygon or MultiPolygon ({geoms[i].geom_type})")
+        xyxy = shapely.bounds(geoms).reshape(-1, 4)
         n = len(geoms)
-        return cls(
-            kind=_text(["polygon"] * n),
-            label=_labels(labels, n),
-            xyxy=xyxy,
-            geometry=_object_column(geoms, n),
-            **columns,
-        )
+        return cls(kind=_text(["polygon"] * n), label=_labels(labels, n), xyxy=xyxy, geometry=geoms, **columns)
 
     @classmethod
     def from_points(cls, xy: Any, labels: Sequence[str] | str, **columns: Any) -> Annotations:

@@ -13,18 +13,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, and_, func, select, text, update
+from sqlalchemy import Engine, and_, func, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gigavision.annotations import KINDS, STATUSES, Annotations
 from gigavision.errors import Conflict, InvalidInput, NotFound
 from gigavision.store.schema import AnnotationEventRow, AnnotationRow, LabelClassRow, utcnow
 
+CHUNK = 10_000
+ANALYZE_AFTER = 50_000  # rows added at once after which query-planner statistics are refreshed
 EDITABLE = ("label", "status", "attributes", "geometry", "bbox", "score", "mask")
 
 
 def image_key(image_id: str) -> int:
-    """The first 24 bits of the image id: exact in float32, the R*Tree's image dimension."""
+    """The first 24 bits of the image id: a small integer index for "all annotations of this image"."""
     return int(image_id[:6], 16)
 
 
@@ -111,10 +113,13 @@ class AnnotationStore:
         if not classes:
             return []
         problems = []
-        for i in range(len(ann)):
+        unknown = sorted(set(np.unique(ann.label).tolist()) - set(classes)) if len(ann) else []
+        for label in unknown:
+            first = int(np.nonzero(ann.label == label)[0][0])
+            problems.append(f"annotation {first}: label {label!r} is not in the schema")
+        for i in np.nonzero([bool(a) for a in ann.attributes])[0]:
             cls = classes.get(str(ann.label[i]))
             if cls is None:
-                problems.append(f"annotation {i}: label {ann.label[i]!r} is not in the schema")
                 continue
             for key, value in ann.attributes[i].items():
                 allowed = cls.attributes.get(key)
@@ -126,61 +131,60 @@ class AnnotationStore:
 
     # -- writes ----------------------------------------------------------------------------------------------
     def add(self, image_id: str, ann: Annotations, actor: str) -> list[int]:
-        """Insert all rows in one transaction (all or nothing); returns their new ids, in order."""
+        """Insert all rows in one transaction (all or nothing); returns their new ids, in order.
+
+        Chunked Core inserts (not ORM objects), so millions of rows stream in bounded memory. Creation is
+        recorded on the row itself (``created_by``, ``created_at``, version 1) rather than as an event row,
+        and the first update's event keeps the created state as ``before``: nothing is lost, and a bulk
+        load does not write every annotation twice. After large loads the planner statistics are refreshed.
+        """
         import shapely
 
         problems = self.check_labels(ann)
         if problems:
-            raise InvalidInput(
-                "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
-            )
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise InvalidInput("; ".join(problems[:5]) + more)
         now = utcnow()
         key = image_key(image_id)
-        rows = []
-        for i in range(len(ann)):
-            tag = ann.kind[i] == "tag"
-            x0, y0, x1, y1 = (None,) * 4 if tag else (float(v) for v in ann.xyxy[i])
-            geom = ann.geometry[i]
-            score = float(ann.score[i])
-            rows.append(
-                AnnotationRow(
-                    image_id=image_id,
-                    image_key=key,
-                    kind=str(ann.kind[i]),
-                    label=str(ann.label[i]),
-                    x0=x0,
-                    y0=y0,
-                    x1=x1,
-                    y1=y1,
-                    geometry=shapely.to_wkb(geom) if geom is not None else None,
-                    mask=ann.mask[i],
-                    score=None if math.isnan(score) else score,
-                    source=str(ann.source[i]),
-                    status=str(ann.status[i]),
-                    attributes=dict(ann.attributes[i]),
-                    version=1,
-                    deleted=False,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+        ids: list[int] = []
+        insert_rows = insert(AnnotationRow).returning(AnnotationRow.id, sort_by_parameter_order=True)
         with self.session.begin() as s:
-            s.add_all(rows)
-            s.flush()
-            s.add_all(
-                AnnotationEventRow(
-                    annotation_id=r.id,
-                    image_id=image_id,
-                    action="create",
-                    actor=actor,
-                    at=now,
-                    version=1,
-                    before=None,
-                    after=_record(r),
-                )
-                for r in rows
-            )
-        return [r.id for r in rows]
+            for start in range(0, len(ann), CHUNK):
+                part = ann[start : start + CHUNK]
+                wkb = shapely.to_wkb(part.geometry.tolist()) if len(part) else []
+                values = []
+                for i in range(len(part)):
+                    tag = part.kind[i] == "tag"
+                    box = (None,) * 4 if tag else tuple(float(v) for v in part.xyxy[i])
+                    score = float(part.score[i])
+                    values.append(
+                        {
+                            "image_id": image_id,
+                            "image_key": key,
+                            "kind": str(part.kind[i]),
+                            "label": str(part.label[i]),
+                            "x0": box[0],
+                            "y0": box[1],
+                            "x1": box[2],
+                            "y1": box[3],
+                            "geometry": wkb[i],
+                            "mask": part.mask[i],
+                            "score": None if math.isnan(score) else score,
+                            "source": str(part.source[i]),
+                            "status": str(part.status[i]),
+                            "attributes": part.attributes[i],
+                            "version": 1,
+                            "deleted": False,
+                            "created_by": actor,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                    )
+                ids.extend(s.scalars(insert_rows, values))
+        if len(ids) >= ANALYZE_AFTER:
+            with self.engine.begin() as conn:
+                conn.execute(text("PRAGMA optimize" if self.sqlite else "ANALYZE annotations"))
+        return ids
 
     def _locked(self, s: Session, annotation_id: int, version: int) -> AnnotationRow:
         row = s.get(AnnotationRow, annotation_id)
@@ -306,21 +310,7 @@ class AnnotationStore:
         if not 1 <= limit <= 1_000_000:
             raise InvalidInput(f"limit must be 1..1000000, got {limit}")
         a = AnnotationRow
-        stmt = select(a).where(a.image_id == image_id, a.deleted.is_(False))
-        if viewport is not None:
-            v = viewport
-            if self.sqlite:
-                hits = text(
-                    "SELECT id FROM annotations_rtree WHERE x0 <= :qx1 AND x1 >= :qx0 AND y0 <= :qy1 "
-                    "AND y1 >= :qy0 AND k0 <= :k AND k1 >= :k"
-                ).bindparams(qx0=v.x0, qy0=v.y0, qx1=v.x1, qy1=v.y1, k=image_key(image_id))
-                stmt = stmt.where(a.id.in_(hits.columns(a.id)))
-            else:
-                query_box = func.box(func.point(v.x0, v.y0), func.point(v.x1, v.y1))
-                row_box = func.box(func.point(a.x0, a.y0), func.point(a.x1, a.y1))
-                stmt = stmt.where(a.x0.is_not(None), row_box.op("&&")(query_box))
-            # exact test: the R*Tree stores float32 bounds rounded outwards
-            stmt = stmt.where(a.x0 <= v.x1, a.x1 >= v.x0, a.y0 <= v.y1, a.y1 >= v.y0)
+        stmt = select(a).where(*self._viewport_filter(image_id, viewport))
         if labels:
             stmt = stmt.where(a.label.in_(list(labels)))
         if sources:
@@ -339,25 +329,62 @@ class AnnotationStore:
             records.append(rec)
         return records
 
+    def _viewport_filter(self, image_id: str, viewport: Viewport | None) -> list[Any]:
+        """WHERE clauses: live annotations of ``image_id`` overlapping ``viewport``, through the spatial index."""
+        a = AnnotationRow
+        key = image_key(image_id)
+        clauses: list[Any] = [a.image_id == image_id, ~a.deleted]  # NOT deleted: matches the partial GiST index
+        if viewport is None:
+            return [a.image_key == key, *clauses]
+        v = viewport
+        if self.sqlite:
+            # "+ 0" keeps SQLite from walking the image_key index over every row of the image: the R*Tree
+            # subquery drives the plan instead.
+            clauses.append((a.image_key + 0) == key)
+            hits = text(
+                "SELECT id FROM annotations_rtree WHERE x0 <= :qx1 AND x1 >= :qx0 AND y0 <= :qy1 AND y1 >= :qy0"
+            ).bindparams(qx0=v.x0, qy0=v.y0, qx1=v.x1, qy1=v.y1)
+            clauses.append(a.id.in_(hits.columns(a.id)))
+        else:
+            query_box = func.box(func.point(v.x0, v.y0), func.point(v.x1, v.y1))
+            row_box = func.box(func.point(a.x0, a.y0), func.point(a.x1, a.y1))
+            clauses += [a.x0.is_not(None), row_box.op("&&")(query_box)]
+        # exact test: the R*Tree stores float32 bounds rounded outwards
+        clauses += [a.x0 <= v.x1, a.x1 >= v.x0, a.y0 <= v.y1, a.y1 >= v.y0]
+        return clauses
+
+    def count_in(self, image_id: str, viewport: Viewport) -> int:
+        """How many annotations of ``image_id`` overlap ``viewport`` (through the spatial index only)."""
+        a = AnnotationRow
+        with self.session() as s:
+            stmt = select(func.count()).select_from(a).where(*self._viewport_filter(image_id, viewport))
+            return int(s.scalar(stmt) or 0)
+
     def count(self, image_id: str) -> int:
         with self.session() as s:
-            n = s.scalar(
-                select(func.count())
-                .select_from(AnnotationRow)
-                .where(AnnotationRow.image_id == image_id, AnnotationRow.deleted.is_(False))
-            )
+            n = s.scalar(select(func.count()).select_from(AnnotationRow).where(*self._viewport_filter(image_id, None)))
         return int(n or 0)
 
     def history(self, annotation_id: int) -> list[dict[str, Any]]:
+        """Creation (from the row), then every update and deletion event, oldest first."""
         with self.session() as s:
+            row = s.get(AnnotationRow, annotation_id)
+            if row is None:
+                raise NotFound(f"no annotation with id {annotation_id}")
             events = s.scalars(
                 select(AnnotationEventRow)
                 .where(AnnotationEventRow.annotation_id == annotation_id)
                 .order_by(AnnotationEventRow.id)
             ).all()
-        if not events:
-            raise NotFound(f"no annotation with id {annotation_id}")
-        return [
+        created = {
+            "action": "create",
+            "actor": row.created_by,
+            "at": row.created_at.isoformat(),
+            "version": 1,
+            "before": None,
+            "after": None,
+        }
+        return [created] + [
             {
                 "action": e.action,
                 "actor": e.actor,

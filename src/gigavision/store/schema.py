@@ -64,22 +64,23 @@ class AnnotationRow(Base):
     __tablename__ = "annotations"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    image_id: Mapped[str] = mapped_column(String(64), ForeignKey("images.id"), index=True)
-    image_key: Mapped[int] = mapped_column(Integer)  # int(image_id[:6], 16): the R*Tree's image dimension
+    image_id: Mapped[str] = mapped_column(String(64), ForeignKey("images.id"))
+    image_key: Mapped[int] = mapped_column(Integer, index=True)  # int(image_id[:6], 16): a compact per-image index
     kind: Mapped[str] = mapped_column(String(16))
-    label: Mapped[str] = mapped_column(String(256), index=True)
+    label: Mapped[str] = mapped_column(String(256))
     x0: Mapped[float | None] = mapped_column(Float)
     y0: Mapped[float | None] = mapped_column(Float)
     x1: Mapped[float | None] = mapped_column(Float)
     y1: Mapped[float | None] = mapped_column(Float)
     geometry: Mapped[bytes | None] = mapped_column(LargeBinary)  # WKB
-    mask: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # COCO RLE of the bbox window
+    mask: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # COCO RLE of the bbox window
     score: Mapped[float | None] = mapped_column(Float)
-    source: Mapped[str] = mapped_column(String(256), index=True)
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    source: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16))
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     version: Mapped[int] = mapped_column(Integer, default=1)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -91,7 +92,7 @@ class AnnotationEventRow(Base):
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     annotation_id: Mapped[int] = mapped_column(BigInteger, index=True)
-    image_id: Mapped[str] = mapped_column(String(64), index=True)
+    image_id: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(16))  # create | update | delete
     actor: Mapped[str] = mapped_column(String(256))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
