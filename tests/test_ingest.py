@@ -212,3 +212,17 @@ def test_gigapixel_tiles_read_in_bounded_memory(tmp_path: Path, gigapixel_tiff: 
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["images"][0]["width"] == 40_000
     assert peak_mb < 400, f"peak RSS {peak_mb:.0f} MB"
+
+
+def test_big_untiled_label_mask_stays_lossless(sqlite_workspace: gv.Workspace, tmp_path: Path) -> None:
+    """A 9,000 × 8,000 label PNG (above the whole-decode size, so read by libvips) keeps every label value."""
+    labels = np.zeros((8000, 9000), dtype=np.uint8)
+    coins = (data.coins() > 110).astype(np.uint8)
+    labels[:303, :384] = coins * 2
+    labels[4000:4303, 5000:5384] = coins * 7
+    Image.fromarray(labels).save(tmp_path / "labels.png")
+    (r,) = sqlite_workspace.ingest([tmp_path / "labels.png"])
+    row = sqlite_workspace.get_image(r.id)
+    assert row.reader == "pyvips" and row.meta["pyramid"]["compression"] == "deflate"
+    arr = sqlite_workspace.open_source(r.id).read_region(gv.Region(4900, 3900, 600, 500))
+    assert np.array_equal(arr[:, :, 0], labels[3900:4400, 4900:5500])

@@ -180,3 +180,4 @@ def test_health_openapi_and_index(served: tuple[TestClient, gv.Workspace, dict[s
     assert {"/api/v1/images", "/api/v1/images/{image_id}", "/iiif/3/{image_id}/info.json"} <= set(spec["paths"])
     index = client.get("/")
     assert index.status_code == 200 and "text/html" in index.headers["content-type"]
+    assert client.head("/").status_code == 200  # health checkers often use HEAD

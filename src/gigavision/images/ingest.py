@@ -115,6 +115,24 @@ def collect_inputs(paths: Iterable[Path], *, recursive: bool = False, follow_sym
     return found
 
 
+def coarse_sample(path: Path, source: ImageSource, max_side: int = 1024) -> np.ndarray:
+    """The whole image at low resolution, native dtype, values kept (nearest neighbour, no averaging).
+
+    From the smallest level when it is small; for big single-level files (a 30,000 px PNG) libvips
+    shrinks the file while streaming it with a nearest-neighbour kernel, so label values and 16-bit ranges
+    survive and memory stays bounded (a random-access subsample would decode the whole image).
+    """
+    small = source.levels[-1]
+    if small.width * small.height <= 16 * 1024 * 1024:
+        return source.read_window(len(source.levels) - 1, 0, 0, small.width, small.height)
+    from gigavision.images.readers.vips import flatten_for_output, vips_open
+
+    image = flatten_for_output(vips_open(path, access="sequential"))
+    step = max(1, -(-max(image.width, image.height) // max_side))
+    arr = np.asarray(image.reduce(step, step, kernel="nearest").numpy())
+    return arr if arr.ndim == 3 else arr[:, :, None]
+
+
 def _is_label_mask(source: ImageSource, sample: np.ndarray) -> bool:
     """Single-band 8-bit data with a handful of values is a label mask: JPEG would corrupt its labels."""
     return source.info.bands == 1 and source.info.dtype == "uint8" and np.unique(sample).size <= 32
@@ -134,25 +152,18 @@ def prepare(path: Path, settings: Settings, folder: Path, *, progress: ProgressF
     try:
         info = source.info
         reader = source.name
-        smallest = source.levels[-1]
-        coarse = (
-            source.read_window(len(source.levels) - 1, 0, 0, smallest.width, smallest.height)
-            if (smallest.width * smallest.height <= 16 * 1024 * 1024)
-            else None
-        )
+        coarse = coarse_sample(path, source)
         window = None
         if info.dtype != "uint8":
             meta_window = info.metadata.get("display_window")
-            window = (
-                tuple(meta_window) if meta_window else display_window(coarse if coarse is not None else np.zeros(1))
-            )
+            window = tuple(meta_window) if meta_window else display_window(coarse)
         big = max(info.width, info.height) > opts.pyramid_threshold
         needs_pyramid = big and (not info.tiled or len(info.levels) == 1)
         if needs_pyramid and not info.tiled and reader not in ("pyvips", "pillow", "tiff"):
             needs_pyramid = info.pixels <= limits.max_decode_pixels
         extra: dict[str, Any] = {}
         if needs_pyramid:
-            lossless = coarse is not None and _is_label_mask(source, coarse)
+            lossless = _is_label_mask(source, coarse)
             extra["pyramid"] = build_pyramid(
                 path,
                 source,

@@ -75,11 +75,8 @@ def create_app(workspace: Workspace) -> FastAPI:
 
     if (STATIC / "assets").is_dir():
         app.mount("/assets", StaticFiles(directory=STATIC / "assets"), name="assets")
-    for extra in ("images",):  # OpenSeadragon's button images, when the build copies them
-        if (STATIC / extra).is_dir():
-            app.mount(f"/{extra}", StaticFiles(directory=STATIC / extra), name=extra)
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index() -> Response:
         page = STATIC / "index.html"
         if page.is_file():
