@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 from sqlalchemy import Engine, and_, func, insert, select, text, update
@@ -28,6 +28,14 @@ EDITABLE = ("label", "status", "attributes", "geometry", "bbox", "score", "mask"
 def image_key(image_id: str) -> int:
     """The first 24 bits of the image id: a small integer index for "all annotations of this image"."""
     return int(image_id[:6], 16)
+
+
+class QueryOptions(TypedDict, total=False):
+    labels: Sequence[str]
+    sources: Sequence[str]
+    statuses: Sequence[str]
+    limit: int
+    simplify: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,26 +280,13 @@ class AnnotationStore:
             )
 
     # -- reads -----------------------------------------------------------------------------------------------
-    def query(
-        self,
-        image_id: str,
-        viewport: Viewport | None = None,
-        *,
-        labels: Sequence[str] = (),
-        sources: Sequence[str] = (),
-        statuses: Sequence[str] = (),
-        limit: int = 10_000,
-        simplify: float = 0.0,
-    ) -> Annotations:
+    def query(self, image_id: str, viewport: Viewport | None = None, **options: Unpack[QueryOptions]) -> Annotations:
         """Annotations of ``image_id`` overlapping ``viewport`` (all when None), newest edits included.
 
-        ``simplify`` (level-0 px) simplifies polygons for low zoom levels (topology kept).
+        Options: ``labels``, ``sources``, ``statuses`` (filters), ``limit``, and ``simplify`` (level-0 px
+        tolerance that simplifies polygons for low zoom levels, topology kept).
         """
-        return Annotations.from_records(
-            self.query_records(
-                image_id, viewport, labels=labels, sources=sources, statuses=statuses, limit=limit, simplify=simplify
-            )
-        )
+        return Annotations.from_records(self.query_records(image_id, viewport, **options))
 
     def query_records(
         self,
