@@ -16,7 +16,7 @@ from gigavision.config import Settings
 from gigavision.images.cache import TileCache
 from gigavision.images.display import display_window
 from gigavision.images.pyramid import build_pyramid
-from gigavision.images.registry import check_file, open_image
+from gigavision.images.registry import open_image
 from gigavision.images.source import ImageInfo, ImageSource
 from gigavision.images.thumbnail import foreground_mask, overview, shrink
 
@@ -143,7 +143,6 @@ def prepare(path: Path, settings: Settings, folder: Path, *, progress: ProgressF
 
     Raises ``InvalidImage`` / ``LimitExceeded`` with a one-line reason; the caller discards ``folder``.
     """
-    check_file(path)
     limits, opts = settings.limits, settings.ingest
     # A private cache: the pixels of one image are reused while preparing it, then dropped with it,
     # instead of lingering in the process-wide cache through a 1,000-file ingest.

@@ -84,6 +84,24 @@ def _record(row: AnnotationRow) -> dict[str, Any]:
     }
 
 
+def _record_event(
+    s: Session, row: AnnotationRow, action: str, actor: str, before: dict[str, Any], after: dict[str, Any] | None
+) -> None:
+    """Append to the audit trail, in the caller's transaction, stamped with the row's new version and time."""
+    s.add(
+        AnnotationEventRow(
+            annotation_id=row.id,
+            image_id=row.image_id,
+            action=action,
+            actor=actor,
+            at=row.updated_at,
+            version=row.version,
+            before=before,
+            after=after,
+        )
+    )
+
+
 class AnnotationStore:
     """Annotations of a workspace's images in its database (SQLite R*Tree or PostgreSQL GiST)."""
 
@@ -246,18 +264,7 @@ class AnnotationStore:
                 raise Conflict(f"annotation {annotation_id} changed while it was being edited; reload it")
             s.refresh(row)
             after = _record(row)
-            s.add(
-                AnnotationEventRow(
-                    annotation_id=annotation_id,
-                    image_id=row.image_id,
-                    action="update",
-                    actor=actor,
-                    at=values["updated_at"],
-                    version=row.version,
-                    before=before,
-                    after=after,
-                )
-            )
+            _record_event(s, row, "update", actor, before, after)
         return after
 
     def delete(self, annotation_id: int, version: int, actor: str) -> None:
@@ -266,18 +273,7 @@ class AnnotationStore:
             row = self._locked(s, annotation_id, version)
             before = _record(row)
             row.deleted, row.version, row.updated_at = True, row.version + 1, utcnow()
-            s.add(
-                AnnotationEventRow(
-                    annotation_id=annotation_id,
-                    image_id=row.image_id,
-                    action="delete",
-                    actor=actor,
-                    at=row.updated_at,
-                    version=row.version,
-                    before=before,
-                    after=None,
-                )
-            )
+            _record_event(s, row, "delete", actor, before, None)
 
     # -- reads -----------------------------------------------------------------------------------------------
     def query(self, image_id: str, viewport: Viewport | None = None, **options: Unpack[QueryOptions]) -> Annotations:
@@ -390,11 +386,3 @@ class AnnotationStore:
             }
             for e in events
         ]
-
-    def versions(self, ids: Sequence[int]) -> np.ndarray:
-        """Current version of each id (for clients that edit what they queried)."""
-        with self.session() as s:
-            found = dict(
-                s.execute(select(AnnotationRow.id, AnnotationRow.version).where(AnnotationRow.id.in_(list(ids)))).all()
-            )
-        return np.array([found.get(i, 0) for i in ids], dtype=np.int64)
