@@ -1,0 +1,1 @@
+"""Annotation formats: COCO, Pascal VOC, YOLO, QuPath GeoJSON, ImageFolder, CSV (import and export)."""
