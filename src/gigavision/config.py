@@ -1,6 +1,7 @@
 """Workspace settings: ``gigavision.toml`` in the workspace, overridable by ``GIGAVISION_*`` variables.
 
-Every setting can move to a service: ``db_url`` (PostgreSQL), ``blob_url`` (any fsspec URL).
+Every setting can move to a service: ``db_url`` (PostgreSQL), ``blob_url`` (any fsspec URL),
+``queue_url`` (Redis).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class Settings(BaseSettings):
     workspace: Path = Path()
     db_url: str = ""
     blob_url: str = ""
+    queue_url: str = Field("", description="Job queue: empty = SQLite file in the workspace; redis://host:port/db.")
+    job_workers: int = Field(1, ge=0, le=64, description="Job threads inside the server (0: run `gigavision worker`).")
     limits: Limits = Limits()
     ingest: IngestSettings = IngestSettings()
     tile_cache_mb: int = Field(256, ge=0)
@@ -65,6 +68,10 @@ class Settings(BaseSettings):
     def pyramids_dir(self) -> Path:
         return self.workspace / "pyramids"
 
+    @property
+    def jobs_dir(self) -> Path:
+        return self.workspace / "jobs"
+
 
 def default_toml() -> str:
     return (
@@ -72,6 +79,7 @@ def default_toml() -> str:
         "# (nested: GIGAVISION_LIMITS__MAX_DECODE_PIXELS).\n"
         '# db_url = "postgresql+psycopg://user@127.0.0.1:5432/gigavision"  # default: SQLite in this folder\n'
         '# blob_url = "s3://bucket/prefix"                                   # default: ./blobs\n'
+        '# queue_url = "redis://127.0.0.1:6379/0"                           # default: ./queue.db (SQLite)\n'
         "\n[limits]\n"
         f"max_decode_pixels = {Limits().max_decode_pixels}\n"
         f"max_image_pixels = {Limits().max_image_pixels}\n"

@@ -97,6 +97,12 @@ class Workspace:
         from gigavision.store.annotations import AnnotationStore
 
         self.annotations = AnnotationStore(self.engine, self.session)
+        from gigavision.jobs.manager import JobManager
+        from gigavision.store.labels import LabelSchema
+
+        self.labels = LabelSchema(self.session)
+
+        self.jobs = JobManager(self)
         self.blobs = BlobStore(settings.resolved_blob_url(), cache_dir=self.root / "cache" / "blobs")
         self.tile_cache = TileCache(settings.tile_cache_mb * 1024 * 1024)
         self._sources: OrderedDict[str, ImageSource] = OrderedDict()

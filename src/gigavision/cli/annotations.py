@@ -39,7 +39,7 @@ def labels_add(
     """Add or replace a class, e.g. ``labels add roof --kind polygon -a overhang=none,low,high``."""
     attrs = dict(_parse_attribute(a) for a in attribute or [])
     with open_ws(workspace_opt) as ws:
-        ws.annotations.set_class(name, kind, color, parent, attrs)
+        ws.labels.set(name, kind, color, parent, attrs, actor="cli")
     err_console.print(f"class [bold]{name}[/] ({kind}) saved")
 
 
@@ -59,6 +59,71 @@ def labels_list(workspace_opt: WorkspaceOpt = None, json_out: JsonOpt = False) -
     for name, c in data.items():
         attrs = "; ".join(f"{k}: {', '.join(v)}" for k, v in c["attributes"].items())
         table.add_row(name, c["kind"], c["color"], c["parent"] or "", attrs)
+    out_console.print(table)
+
+
+@labels_app.command("rename")
+def labels_rename(
+    old: str,
+    new: str,
+    actor: Annotated[str, typer.Option(help="Who is renaming (recorded).")] = "cli",
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Rename a class; its annotations are relabelled (and their version bumped), nothing is lost."""
+    with open_ws(workspace_opt) as ws:
+        done = ws.labels.rename(old, new, actor)
+    if json_out:
+        print_json(done)
+    else:
+        err_console.print(f"class {old!r} renamed to {new!r}; {done['annotations_changed']} annotations relabelled")
+
+
+@labels_app.command("merge")
+def labels_merge(
+    sources: Annotated[list[str], typer.Argument(help="Classes to fold into --into.")],
+    into: Annotated[str, typer.Option(help="Target class (created if new).")],
+    actor: Annotated[str, typer.Option(help="Who is merging (recorded).")] = "cli",
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Merge classes of one kind into one: annotations relabelled, allowed attribute values united."""
+    with open_ws(workspace_opt) as ws:
+        done = ws.labels.merge(sources, into, actor)
+    if json_out:
+        print_json(done)
+    else:
+        err_console.print(f"merged {', '.join(sources)} into {into!r}; {done['annotations_changed']} relabelled")
+
+
+@labels_app.command("remove")
+def labels_remove(
+    name: str,
+    actor: Annotated[str, typer.Option(help="Who is removing (recorded).")] = "cli",
+    workspace_opt: WorkspaceOpt = None,
+) -> None:
+    """Remove a class no live annotation uses (merge it into another class otherwise)."""
+    with open_ws(workspace_opt) as ws:
+        ws.labels.remove(name, actor)
+    err_console.print(f"class {name!r} removed")
+
+
+@labels_app.command("history")
+def labels_history(
+    workspace_opt: WorkspaceOpt = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    json_out: JsonOpt = False,
+) -> None:
+    """Changes to the label schema, newest first."""
+    with open_ws(workspace_opt) as ws:
+        events = ws.labels.events(limit)
+    if json_out:
+        print_json(events)
+        return
+    table = Table("when", "who", "action", "class", "annotations moved")
+    for e in events:
+        what = e["after"] or e["before"] or {}
+        table.add_row(e["at"][:19], e["actor"], e["action"], str(what.get("name", "")), str(e["annotations_changed"]))
     out_console.print(table)
 
 

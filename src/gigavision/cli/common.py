@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,3 +45,25 @@ def open_ws(option: Path | None) -> Any:
 
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@contextmanager
+def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[float, str], None]]:
+    """A Rich progress bar on stderr; yields ``update(fraction, message)`` (the job progress callback)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}"),
+    )
+    with Progress(*columns, console=err_console, disable=quiet) as bar:
+        task = bar.add_task(description, total=1.0, note="")
+
+        def update(fraction: float, message: str = "") -> None:
+            bar.update(task, completed=fraction, note=message)
+
+        yield update

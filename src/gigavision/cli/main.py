@@ -10,7 +10,7 @@ import typer
 
 from gigavision import __version__
 from gigavision.cli import annotations as annotation_commands
-from gigavision.cli import images, serve, workspace
+from gigavision.cli import images, jobs, serve, workspace
 from gigavision.cli.common import State, WorkspaceOpt, err_console
 from gigavision.errors import GigavisionError
 
@@ -49,6 +49,8 @@ app.command("serve")(serve.serve)
 app.command("demo")(workspace.demo)
 app.add_typer(annotation_commands.labels_app, name="labels")
 app.add_typer(annotation_commands.annotations_app, name="annotations")
+app.add_typer(jobs.jobs_app, name="jobs")
+app.command("worker")(jobs.worker)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def run_server(ws: Any, host: str, port: int, log_level: str = "warning", workers: int = 1) -> None:
+def run_server(
+    ws: Any, host: str, port: int, log_level: str = "warning", workers: int = 1, job_workers: int | None = None
+) -> None:
     import os
 
     import uvicorn
@@ -32,6 +34,9 @@ def run_server(ws: Any, host: str, port: int, log_level: str = "warning", worker
             f"--host {host}: without configured users the server binds to loopback only "
             "(127.0.0.1 or ::1); put a reverse proxy with authentication in front to share it"
         )
+    if job_workers is not None:
+        ws.settings.job_workers = job_workers
+        os.environ["GIGAVISION_JOB_WORKERS"] = str(job_workers)  # for the worker processes below
     err_console.print(f"gigavision serving {ws.root} at [bold]http://{host}:{port}/[/]  (Ctrl+C stops)", soft_wrap=True)
     if workers == 1:
         uvicorn.run(create_app(ws), host=host, port=port, log_level=log_level, access_log=False)
@@ -60,7 +65,11 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, max=64, help="Server processes; one per core serves tiles fastest.")
     ] = 1,
+    job_workers: Annotated[
+        int | None,
+        typer.Option(min=0, max=64, help="Job threads per server process (default: job_workers setting, 1)."),
+    ] = None,
 ) -> None:
-    """Serve the REST API, IIIF/Deep Zoom tiles and the web viewer."""
+    """Serve the REST API, IIIF/Deep Zoom tiles and the web viewer; runs queued jobs too."""
     with open_ws(workspace_opt) as ws:
-        run_server(ws, host, port, log_level, workers)
+        run_server(ws, host, port, log_level, workers, job_workers)

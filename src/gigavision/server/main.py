@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Response
@@ -15,7 +17,7 @@ from gigavision import __version__
 from gigavision.server.errors import install_error_handlers
 from gigavision.server.render import TileRenderer
 from gigavision.server.routers import annotations as annotation_routes
-from gigavision.server.routers import health, images, tiles
+from gigavision.server.routers import health, images, jobs, labels, tiles
 from gigavision.workspace import Workspace
 
 STATIC = Path(__file__).parent / "static"
@@ -61,7 +63,21 @@ class SecurityHeaders:
 
 
 def create_app(workspace: Workspace) -> FastAPI:
-    app = FastAPI(title="gigavision", version=__version__, docs_url="/docs", openapi_url="/openapi.json")
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The embedded job consumer: threads of this process run queued jobs (exports, imports, ...),
+        # unless ``job_workers = 0`` leaves them to separate ``gigavision worker`` processes.
+        workers = workspace.settings.job_workers
+        consumer = workspace.jobs.start_consumer(workers) if workers else None
+        try:
+            yield
+        finally:
+            if consumer is not None:
+                consumer.stop(graceful=True)
+
+    app = FastAPI(
+        title="gigavision", version=__version__, docs_url="/docs", openapi_url="/openapi.json", lifespan=lifespan
+    )
     app.state.workspace = workspace
     app.state.renderer = TileRenderer()
     install_error_handlers(app)
@@ -72,6 +88,8 @@ def create_app(workspace: Workspace) -> FastAPI:
     app.include_router(images.router)
     app.include_router(tiles.router)
     app.include_router(annotation_routes.router)
+    app.include_router(jobs.router)
+    app.include_router(labels.router)
 
     if (STATIC / "assets").is_dir():
         app.mount("/assets", StaticFiles(directory=STATIC / "assets"), name="assets")

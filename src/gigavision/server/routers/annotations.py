@@ -107,5 +107,5 @@ def list_labels(ws: WorkspaceDep) -> dict[str, LabelClass]:
 
 @router.put("/api/v1/labels/{name}")
 def put_label(name: str, body: LabelClass, ws: WorkspaceDep) -> LabelClass:
-    ws.annotations.set_class(name, body.kind, body.color, body.parent, body.attributes)
+    ws.labels.set(name, body.kind, body.color, body.parent, body.attributes, actor="rest")
     return body

@@ -1,0 +1,50 @@
+"""``/api/v1/jobs``: watch, cancel and download the output of background jobs (exports, imports, ...)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+
+from gigavision.server.deps import WorkspaceDep
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+
+class JobPage(BaseModel):
+    items: list[dict[str, Any]]
+    total: int
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    ws: WorkspaceDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    kind: str | None = None,
+    status: str | None = None,
+) -> JobPage:
+    """Newest first; filter by ``kind`` (export, import, ...) and ``status``."""
+    items, total = ws.jobs.list_jobs(offset, limit, kind=kind, status=status)
+    return JobPage(items=items, total=total)
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, ws: WorkspaceDep) -> dict[str, Any]:
+    """Status (queued/running/done/failed/cancelled), progress 0–1, message, result or error, output files."""
+    return ws.jobs.get(job_id)
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job_id: str, ws: WorkspaceDep) -> dict[str, Any]:
+    """A queued job is cancelled at once; a running one stops at its next progress report (409 if finished)."""
+    return ws.jobs.cancel(job_id)
+
+
+@router.get("/{job_id}/files/{path:path}")
+def download(job_id: str, path: str, ws: WorkspaceDep) -> FileResponse:
+    """An output file of a finished job, as an attachment."""
+    file = ws.jobs.file_path(job_id, path)
+    return FileResponse(file, filename=file.name, media_type="application/octet-stream")

@@ -1,0 +1,51 @@
+"""Label-schema migrations over REST: rename, merge and remove classes; the schema's change log.
+
+Listing and setting classes are ``GET /api/v1/labels`` and ``PUT /api/v1/labels/{name}``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, Field
+
+from gigavision.server.deps import WorkspaceDep
+
+router = APIRouter(prefix="/api/v1/labels", tags=["labels"])
+
+
+class Rename(BaseModel):
+    to: str = Field(min_length=1, max_length=256)
+    actor: str = Field("anonymous", max_length=256)
+
+
+class Merge(BaseModel):
+    sources: list[str] = Field(min_length=1, description="classes folded into `into` and then removed")
+    into: str = Field(min_length=1, max_length=256, description="an existing class, or a new one")
+    actor: str = Field("anonymous", max_length=256)
+
+
+@router.get("/events")
+def label_events(ws: WorkspaceDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+    """Schema changes, newest first, with how many annotations each moved."""
+    return ws.labels.events(limit)
+
+
+@router.post("/merge")
+def merge_labels(body: Merge, ws: WorkspaceDep) -> dict[str, Any]:
+    """Relabel every annotation of ``sources`` as ``into``; 400 if the kinds differ."""
+    return ws.labels.merge(body.sources, body.into, body.actor)
+
+
+@router.post("/{name}/rename")
+def rename_label(name: str, body: Rename, ws: WorkspaceDep) -> dict[str, Any]:
+    """Rename a class and relabel its annotations; 409 if the new name exists (merge instead)."""
+    return ws.labels.rename(name, body.to, body.actor)
+
+
+@router.delete("/{name}", status_code=204)
+def remove_label(name: str, ws: WorkspaceDep, actor: Annotated[str, Query(max_length=256)] = "anonymous") -> Response:
+    """Remove an unused class; 409 while annotations use it."""
+    ws.labels.remove(name, actor)
+    return Response(status_code=204)
