@@ -8,14 +8,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Region", "Workspace", "init_workspace", "open_image", "open_workspace"]
+__all__ = ["Annotations", "Region", "Viewport", "Workspace", "init_workspace", "open_image", "open_workspace"]
 
 if TYPE_CHECKING:
+    from gigavision.annotations import Annotations
     from gigavision.geometry import Region
     from gigavision.images.registry import open_image
+    from gigavision.store.annotations import Viewport
     from gigavision.workspace import Workspace, init_workspace, open_workspace
 
 _LAZY = {
+    "Annotations": "gigavision.annotations",
+    "Viewport": "gigavision.store.annotations",
     "Region": "gigavision.geometry",
     "open_image": "gigavision.images.registry",
     "Workspace": "gigavision.workspace",
