@@ -80,6 +80,9 @@ def test_errors_are_one_line_with_exit_code(tmp_path: Path, capsys: pytest.Captu
     assert code == 2 and "loopback" in err
     code, _, err = run(capsys, "-w", str(tmp_path / "ws"), "images", "show", "deadbeef")
     assert code == 2 and "no image with id" in err
+    # bad parameters are usage errors, not tracebacks (typer raises its own copy of click's exceptions)
+    code, _, err = run(capsys, "-w", str(tmp_path / "ws"), "images", "list", "--limit", "abc")
+    assert code == 2 and "Invalid value for '--limit'" in err and "Traceback" not in err
 
 
 def test_all_rejected_exits_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,6 +1,8 @@
 import { fileURLToPath } from "node:url";
 import { defineConfig } from "vite";
 
+import { pixiWithoutEval } from "./plugins/pixi-without-eval.ts";
+
 // The production build is served by the Python app (src/gigavision/server/static/).
 const outDir = fileURLToPath(new URL("../src/gigavision/server/static", import.meta.url));
 
@@ -11,6 +13,10 @@ const proxied = ["/api", "/dzi", "/iiif", "/healthz"];
 export default defineConfig({
   base: "/",
   publicDir: false,
+  // Annotorious's bundled PixiJS is patched to run without eval (CSP `script-src 'self'`).
+  plugins: [pixiWithoutEval()],
+  // Served through the plugin pipeline in `npm run dev` too (pre-bundled deps skip plugin transforms).
+  optimizeDeps: { exclude: ["@annotorious/openseadragon"] },
   build: {
     outDir,
     emptyOutDir: true,

@@ -56,27 +56,41 @@ function imagePath(id: string): string {
   return `/api/v1/images/${id}`;
 }
 
-async function getJson<T>(url: string, signal?: AbortSignal): Promise<T> {
+async function errorFrom(response: Response): Promise<ApiError> {
+  let code = "http_error";
+  let message = `${response.status} ${response.statusText}`.trim();
+  try {
+    const body = (await response.json()) as { error?: { code?: unknown; message?: unknown } };
+    if (typeof body.error?.code === "string") code = body.error.code;
+    if (typeof body.error?.message === "string") message = body.error.message;
+  } catch {
+    // Not a JSON error body: keep the status line.
+  }
+  return new ApiError(response.status, code, message);
+}
+
+/** One API call: JSON in (optional), JSON out (or nothing for 204); errors as `ApiError`. */
+async function request<T>(method: string, url: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  const headers: Record<string, string> = { Accept: "application/json" };
+  const init: RequestInit = { method, headers, signal: signal ?? null };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
   let response: Response;
   try {
-    response = await fetch(url, { headers: { Accept: "application/json" }, signal: signal ?? null });
+    response = await fetch(url, init);
   } catch (err) {
     if (err instanceof DOMException && err.name === "AbortError") throw err;
     throw new ApiError(0, "network", "The server could not be reached.");
   }
-  if (!response.ok) {
-    let code = "http_error";
-    let message = `${response.status} ${response.statusText}`.trim();
-    try {
-      const body = (await response.json()) as { error?: { code?: unknown; message?: unknown } };
-      if (typeof body.error?.code === "string") code = body.error.code;
-      if (typeof body.error?.message === "string") message = body.error.message;
-    } catch {
-      // Not a JSON error body: keep the status line.
-    }
-    throw new ApiError(response.status, code, message);
-  }
+  if (!response.ok) throw await errorFrom(response);
+  if (response.status === 204) return undefined as T;
   return (await response.json()) as T;
+}
+
+async function getJson<T>(url: string, signal?: AbortSignal): Promise<T> {
+  return request<T>("GET", url, undefined, signal);
 }
 
 export async function listImages(offset: number, limit: number, signal?: AbortSignal): Promise<ImagePage> {
@@ -95,4 +109,116 @@ export function thumbnailUrl(id: string): string {
 export function dziUrl(id: string): string {
   if (!isImageId(id)) throw new ApiError(404, "not_found", "No such image.");
   return `/dzi/${id}.dzi`;
+}
+
+// -- annotations -----------------------------------------------------------------------------------
+
+export type AnnotationKind = "tag" | "box" | "polygon" | "mask" | "point";
+export type AnnotationStatus = "proposed" | "accepted" | "rejected" | "adjudicated";
+export const STATUSES: readonly AnnotationStatus[] = ["proposed", "accepted", "rejected", "adjudicated"];
+
+/** [x0, y0, x1, y1] in level-0 pixels. */
+export type BBox = [number, number, number, number];
+
+export type Position = [number, number];
+export type GeoJsonGeometry =
+  | { type: "Point"; coordinates: Position }
+  | { type: "Polygon"; coordinates: Position[][] }
+  | { type: "MultiPolygon"; coordinates: Position[][][] }
+  | { type: string; coordinates: unknown };
+
+/** One stored annotation as the API returns it (geometry in level-0 pixels). */
+export interface AnnotationRecord {
+  id: number;
+  version: number;
+  kind: AnnotationKind;
+  label: string;
+  bbox: BBox | null;
+  geometry: GeoJsonGeometry | null;
+  mask: { size: [number, number]; counts: string } | null;
+  score: number | null;
+  source: string;
+  status: AnnotationStatus;
+  attributes: Record<string, unknown>;
+}
+
+/** What a new annotation is made of (POST). */
+export interface NewAnnotation {
+  kind: AnnotationKind;
+  label: string;
+  bbox?: BBox;
+  geometry?: GeoJsonGeometry;
+  source: string;
+  status?: AnnotationStatus;
+}
+
+export interface LabelClass {
+  kind: AnnotationKind;
+  color: string;
+  parent: string | null;
+  attributes: Record<string, string[]>;
+}
+
+export interface AnnotationQuery {
+  /** Viewport in level-0 pixels. */
+  bbox?: BBox;
+  labels?: string[];
+  limit?: number;
+  /** Polygon simplification tolerance in level-0 pixels (0: exact). */
+  simplify?: number;
+}
+
+function annotationPath(id: number): string {
+  if (!Number.isSafeInteger(id) || id < 0) throw new ApiError(404, "not_found", "No such annotation.");
+  return `/api/v1/annotations/${id}`;
+}
+
+export async function listAnnotations(
+  imageId: string,
+  query: AnnotationQuery,
+  signal?: AbortSignal,
+): Promise<AnnotationRecord[]> {
+  const params = new URLSearchParams();
+  if (query.bbox) params.set("bbox", query.bbox.map((v) => String(Math.round(v * 100) / 100)).join(","));
+  for (const label of query.labels ?? []) params.append("label", label);
+  if (query.limit !== undefined) params.set("limit", String(query.limit));
+  if (query.simplify !== undefined && query.simplify > 0) params.set("simplify", String(query.simplify));
+  const page = await getJson<{ items: AnnotationRecord[] }>(
+    `${imagePath(imageId)}/annotations?${params.toString()}`,
+    signal,
+  );
+  return page.items;
+}
+
+export async function getAnnotation(id: number, signal?: AbortSignal): Promise<AnnotationRecord> {
+  return getJson<AnnotationRecord>(annotationPath(id), signal);
+}
+
+/** Stores annotations of one image in one transaction; returns their new ids (version 1 each). */
+export async function createAnnotations(
+  imageId: string,
+  annotations: NewAnnotation[],
+  actor: string,
+): Promise<number[]> {
+  const answer = await request<{ ids: number[] }>("POST", `${imagePath(imageId)}/annotations`, { annotations, actor });
+  return answer.ids;
+}
+
+/** Changes an annotation that is still at `version` (else 409); returns the new record. */
+export async function updateAnnotation(
+  id: number,
+  version: number,
+  changes: Partial<Pick<AnnotationRecord, "label" | "status" | "geometry" | "bbox" | "attributes">>,
+  actor: string,
+): Promise<AnnotationRecord> {
+  return request<AnnotationRecord>("PATCH", annotationPath(id), { version, changes, actor });
+}
+
+export async function deleteAnnotation(id: number, version: number, actor: string): Promise<void> {
+  const query = new URLSearchParams({ version: String(version), actor });
+  await request<void>("DELETE", `${annotationPath(id)}?${query.toString()}`);
+}
+
+export async function listLabels(signal?: AbortSignal): Promise<Record<string, LabelClass>> {
+  return getJson<Record<string, LabelClass>>("/api/v1/labels", signal);
 }

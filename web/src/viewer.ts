@@ -5,12 +5,13 @@ import OpenSeadragon from "openseadragon";
 import { ApiError, dziUrl, getImage, type ImageInfo } from "./api";
 import { el } from "./dom";
 import { formatMpp, formatPixels, formatSize } from "./format";
+import type { OverlayHandle } from "./overlay";
 import { attachScaleBar } from "./scalebar";
 
 declare global {
   interface Window {
-    /** Test hook: the open viewer and its image's metadata. */
-    __gv?: { viewer: OpenSeadragon.Viewer; image: ImageInfo };
+    /** Test hook: the open viewer, its image's metadata and (once loaded) the annotation overlay. */
+    __gv?: { viewer: OpenSeadragon.Viewer; image: ImageInfo; overlay?: OverlayHandle };
   }
 }
 
@@ -59,6 +60,7 @@ export function showViewer(root: HTMLElement, id: string): () => void {
   const abort = new AbortController();
   let viewer: OpenSeadragon.Viewer | null = null;
   let detachScaleBar: (() => void) | null = null;
+  let overlay: OverlayHandle | null = null;
 
   root.replaceChildren(header(null, "Loading…"), el("div", { class: "status" }, "Loading…"));
 
@@ -74,7 +76,8 @@ export function showViewer(root: HTMLElement, id: string): () => void {
       if (abort.signal.aborted) return;
       document.title = `${image.name} — gigavision`;
       const container = el("div", { class: "viewer", "data-testid": "viewer" });
-      root.replaceChildren(header(image, image.name), container);
+      const panel = el("aside", { class: "panel", "aria-label": "Annotations", "data-testid": "annotation-panel" });
+      root.replaceChildren(header(image, image.name), el("div", { class: "stage" }, container, panel));
 
       viewer = OpenSeadragon({
         element: container,
@@ -102,7 +105,28 @@ export function showViewer(root: HTMLElement, id: string): () => void {
       if (image.mpp_x !== null && image.mpp_x > 0) {
         detachScaleBar = attachScaleBar(opened, image.mpp_x);
       }
-      window.__gv = { viewer: opened, image };
+      const hook: NonNullable<Window["__gv"]> = { viewer: opened, image };
+      window.__gv = hook;
+
+      // The overlay (Annotorious + WebGL) is a separate chunk: the image list never loads it.
+      panel.append(el("p", { class: "panel-count" }, "Loading annotations…"));
+      import("./overlay").then(
+        ({ attachOverlay }) => {
+          if (abort.signal.aborted) return;
+          try {
+            overlay = attachOverlay(opened, image, panel);
+            hook.overlay = overlay;
+          } catch (err) {
+            // E.g. no WebGL: the image stays viewable without its annotations.
+            const text = `Annotations unavailable: ${String(err)}`;
+            panel.replaceChildren(el("p", { class: "error", role: "alert" }, text));
+          }
+        },
+        (err: unknown) => {
+          if (abort.signal.aborted) return;
+          panel.replaceChildren(el("p", { class: "error", role: "alert" }, `Annotations unavailable: ${String(err)}`));
+        },
+      );
     },
     (err: unknown) => {
       if (abort.signal.aborted) return;
@@ -113,6 +137,8 @@ export function showViewer(root: HTMLElement, id: string): () => void {
 
   return () => {
     abort.abort();
+    overlay?.destroy();
+    overlay = null;
     detachScaleBar?.();
     if (viewer) {
       viewer.destroy();

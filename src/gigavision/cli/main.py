@@ -10,9 +10,18 @@ import typer
 
 from gigavision import __version__
 from gigavision.cli import annotations as annotation_commands
-from gigavision.cli import images, jobs, serve, workspace
+from gigavision.cli import datasets as dataset_commands
+from gigavision.cli import images, jobs, serve, transfer, workspace
+from gigavision.cli import quality as quality_commands
 from gigavision.cli.common import State, WorkspaceOpt, err_console
 from gigavision.errors import GigavisionError
+
+try:  # typer >= 0.29 raises its own vendored copy of click's exceptions
+    from typer._click.exceptions import ClickException as _TyperClickException
+
+    CLICK_ERRORS: tuple[type[Exception], ...] = (click.ClickException, _TyperClickException)
+except ImportError:  # pragma: no cover - older typer uses click itself
+    CLICK_ERRORS = (click.ClickException,)
 
 app = typer.Typer(
     name="gigavision",
@@ -51,6 +60,10 @@ app.add_typer(annotation_commands.labels_app, name="labels")
 app.add_typer(annotation_commands.annotations_app, name="annotations")
 app.add_typer(jobs.jobs_app, name="jobs")
 app.command("worker")(jobs.worker)
+app.add_typer(dataset_commands.dataset_app, name="dataset")
+app.add_typer(quality_commands.qc_app, name="qc")
+app.command("import")(transfer.import_cmd)
+app.command("export")(transfer.export_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,14 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, prog_name="gigavision", standalone_mode=False)
         return result if isinstance(result, int) else 0
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Exit, typer.Exit) as exc:
+        return int(exc.exit_code)
+    except (click.exceptions.Abort, typer.Abort):
         err_console.print("aborted")
         return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+    except CLICK_ERRORS as exc:
+        exc.show()  # type: ignore[attr-defined]
+        return int(exc.exit_code)  # type: ignore[attr-defined]
     except GigavisionError as exc:
         if State.debug:
             raise

@@ -15,13 +15,17 @@ from gigavision.annotations import Annotations
 
 @dataclass(frozen=True, slots=True)
 class ImageEntry:
-    """One image to export: its id (sha256), file name, level-0 size and split (None outside a dataset)."""
+    """One image to export: its id (sha256), file name, level-0 size and split (None outside a dataset).
+
+    ``bands`` (channels) is optional: formats that record it (Pascal VOC ``depth``) assume 3 when it is None.
+    """
 
     id: str
     name: str
     width: int
     height: int
     split: str | None = None
+    bands: int | None = None
 
 
 class AnnotatedImages(Protocol):

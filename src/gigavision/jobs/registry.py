@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 JobFunction = Callable[["JobContext", dict[str, Any]], dict[str, Any]]
 
 KINDS: dict[str, str] = {
+    "dataset": "gigavision.datasets.jobs:run_create",
     "export": "gigavision.formats.jobs:run_export",
     "import": "gigavision.formats.jobs:run_import",
 }

@@ -17,7 +17,10 @@ from gigavision import __version__
 from gigavision.server.errors import install_error_handlers
 from gigavision.server.render import TileRenderer
 from gigavision.server.routers import annotations as annotation_routes
+from gigavision.server.routers import datasets as dataset_routes
 from gigavision.server.routers import health, images, jobs, labels, tiles
+from gigavision.server.routers import quality as quality_routes
+from gigavision.server.routers import transfer as transfer_routes
 from gigavision.workspace import Workspace
 
 STATIC = Path(__file__).parent / "static"
@@ -90,6 +93,9 @@ def create_app(workspace: Workspace) -> FastAPI:
     app.include_router(annotation_routes.router)
     app.include_router(jobs.router)
     app.include_router(labels.router)
+    app.include_router(dataset_routes.router)
+    app.include_router(quality_routes.router)
+    app.include_router(transfer_routes.router)
 
     if (STATIC / "assets").is_dir():
         app.mount("/assets", StaticFiles(directory=STATIC / "assets"), name="assets")

@@ -133,3 +133,107 @@ class LabelEventRow(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     annotations_changed: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class DatasetVersionRow(Base):
+    """One immutable dataset version ``name@version`` (``gigavision.datasets``): written once, never updated."""
+
+    __tablename__ = "dataset_versions"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    ref: Mapped[str] = mapped_column(String(80), unique=True)  # "name@version": one row per version number
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    content_hash: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(256))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # filters, statuses, split ratios, grouping, seed
+    label_schema: Mapped[list[Any]] = mapped_column(JSON)  # the frozen label classes
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON)  # images/annotations per split and class
+
+
+class DatasetImageRow(Base):
+    """One image of a dataset version: its split and the blob of its frozen annotations."""
+
+    __tablename__ = "dataset_images"
+
+    version_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("dataset_versions.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)  # rank by (name, id): the listing order
+    image_id: Mapped[str] = mapped_column(String(64), ForeignKey("images.id"), index=True)
+    name: Mapped[str] = mapped_column(String(1024))
+    width: Mapped[int] = mapped_column(BigInteger)
+    height: Mapped[int] = mapped_column(BigInteger)
+    bands: Mapped[int] = mapped_column(Integer)
+    split: Mapped[str] = mapped_column(String(32))
+    group_index: Mapped[int] = mapped_column(Integer)  # images of one group always share a split
+    label: Mapped[str | None] = mapped_column(String(256))  # majority label (the stratum), None: no annotations
+    n_annotations: Mapped[int] = mapped_column(Integer)
+    annotations_sha: Mapped[str] = mapped_column(String(64))  # sha256 of the canonical JSON
+    annotations_key: Mapped[str] = mapped_column(Text)  # blob key of the gzipped canonical JSON
+
+
+class ImageHashRow(Base):
+    """Cached 64-bit perceptual hash of an image's thumbnail (images never change, so neither does this)."""
+
+    __tablename__ = "image_hashes"
+
+    image_id: Mapped[str] = mapped_column(String(64), ForeignKey("images.id"), primary_key=True)
+    phash: Mapped[str] = mapped_column(String(16))  # hex
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class QcItemRow(Base):
+    """A unit of multi-annotator quality control (``gigavision.active.quality``): a whole image or a region
+    of one, labelled independently by ``required`` annotators; agreement decides between consensus and
+    adjudication."""
+
+    __tablename__ = "qc_items"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(String(64), ForeignKey("images.id"), index=True)
+    x0: Mapped[float | None] = mapped_column(Float)  # region in level-0 pixels; all None: the whole image
+    y0: Mapped[float | None] = mapped_column(Float)
+    x1: Mapped[float | None] = mapped_column(Float)
+    y1: Mapped[float | None] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(16))  # what is labelled: tag | box | polygon | mask | point
+    labels: Mapped[list[Any]] = mapped_column(JSON)  # candidate classes; empty: any
+    required: Mapped[int] = mapped_column(Integer)  # independent labellings needed (≥ 2)
+    threshold: Mapped[float] = mapped_column(Float)  # least agreement for an automatic consensus
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)  # matching: iou_threshold, match_labels, point_radius
+    status: Mapped[str] = mapped_column(String(16), index=True)  # open | agreed | adjudication | adjudicated
+    agreement: Mapped[float | None] = mapped_column(Float)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # pairwise table, decision
+    version: Mapped[int] = mapped_column(Integer, default=1)  # bumped by every locked write
+    created_by: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decided_by: Mapped[str | None] = mapped_column(String(256))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class QcAssignmentRow(Base):
+    """Who labels (role annotator) or decides (role adjudicator) a QC item. Migration 0005 makes
+    (item_id, annotator) unique: nobody holds two roles, or one role twice, on the same item."""
+
+    __tablename__ = "qc_assignments"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("qc_items.id"), index=True)
+    annotator: Mapped[str] = mapped_column(String(256), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # annotator | adjudicator
+    status: Mapped[str] = mapped_column(String(16))  # assigned | submitted
+    assigned_by: Mapped[str] = mapped_column(String(256))
+    assigned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class QcLabelRow(Base):
+    """Which annotations make up an annotator's submission (role submission) or an item's consensus."""
+
+    __tablename__ = "qc_labels"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("qc_items.id"), index=True)
+    annotation_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("annotations.id"))
+    annotator: Mapped[str | None] = mapped_column(String(256))  # None for the consensus
+    role: Mapped[str] = mapped_column(String(16))  # submission | consensus
+    verdict: Mapped[str | None] = mapped_column(String(16))  # submissions, once decided: accepted | rejected

@@ -1,0 +1,190 @@
+"""COCO import and export at scale: 100,000 boxes over 10,000 images (issue 3: import / export).
+
+Each step runs as a child process (Python start-up included; exact peak RSS of that child from ``wait4``):
+
+  export      ``gigavision -w A export coco OUT --json``: the live workspace, streamed image by image
+  import      ``gigavision -w B import coco OUT/annotations.json --json`` into a workspace that holds the same
+              images (matched by file name), one transaction per image
+  reference   pycocotools ``COCO(OUT/annotations.json)``: only parses and indexes the file, the floor any COCO
+              reader pays (our import also validates every record and stores it); ``import_vs_reference`` is
+              our import time ÷ its time
+  round trip  B is exported again and compared with A's export byte for byte (``round_trip_identical``)
+
+Fixture: image rows are inserted directly (``--images`` 1024×768 images; a COCO export or import never reads
+pixels), then ``--boxes-per-image`` random boxes per image through ``AnnotationStore.add`` (fractional
+coordinates, 5 classes). Built fresh in ``.bench/formats/`` on every run.
+
+Usage: .venv/bin/python benchmarks/bench_formats.py [--quick] [--images N] [--boxes-per-image K]
+                                                    [--db sqlite|postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _util as u
+
+PG_ADMIN = "postgresql://127.0.0.1:5432/test"
+LABELS = ("car", "person", "roof", "tree", "window")
+WIDTH, HEIGHT = 1024, 768
+
+
+def image_rows(count: int) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(count):
+        sha = hashlib.sha256(f"bench-formats-{i}".encode()).hexdigest()
+        rows.append(
+            {
+                "id": sha,
+                "name": f"img_{i:06d}.jpg",
+                "source_path": None,
+                "size_bytes": 100_000,
+                "blob_key": f"{sha[:2]}/{sha}.jpg",
+                "pyramid": None,
+                "reader": "pil",
+                "format": "JPEG",
+                "width": WIDTH,
+                "height": HEIGHT,
+                "levels": [{"width": WIDTH, "height": HEIGHT, "downsample": 1.0}],
+                "bands": 3,
+                "dtype": "uint8",
+                "meta": {},
+            }
+        )
+    return rows
+
+
+def make_workspace(root: Path, db_url: str, rows: list[dict[str, Any]], boxes_per_image: int) -> float:
+    """A workspace with ``rows`` as images and (unless 0) that many boxes on each; returns the seconds taken."""
+    from sqlalchemy import insert
+
+    import gigavision as gv
+    from gigavision.annotations import Annotations
+    from gigavision.store.schema import ImageRow
+
+    t0 = time.perf_counter()
+    ws = gv.init_workspace(root, db_url=db_url)
+    with ws.engine.begin() as conn:
+        conn.execute(insert(ImageRow), rows)
+    if boxes_per_image:
+        for name in LABELS:
+            ws.annotations.set_class(name, "box")
+        rng = np.random.default_rng(0)
+        for n, row in enumerate(rows):
+            xy = rng.uniform(0, [WIDTH - 100, HEIGHT - 100], (boxes_per_image, 2)).round(2)
+            wh = rng.uniform(4, 100, (boxes_per_image, 2)).round(2)
+            labels = rng.choice(LABELS, boxes_per_image).tolist()
+            boxes = Annotations.from_boxes(np.hstack([xy, xy + wh]), labels, status="accepted", source="bench")
+            ws.annotations.add(row["id"], boxes, "bench")
+            if (n + 1) % 2000 == 0:
+                u.log(f"  fixture: {n + 1:,} / {len(rows):,} images annotated")
+    ws.close()
+    return time.perf_counter() - t0
+
+
+def reference_load(path: Path) -> u.ChildResult:
+    code = f"from pycocotools.coco import COCO\nc = COCO({str(path)!r})\nprint(len(c.anns))"
+    return u.run_child([u.PY, "-c", code]).check()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1,000 images, 10,000 boxes")
+    ap.add_argument("--images", type=int, help="number of images (default 10,000)")
+    ap.add_argument("--boxes-per-image", type=int, default=10)
+    ap.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    args = ap.parse_args()
+    quick = args.quick or u.quick_requested([])
+    count = args.images or (1_000 if quick else 10_000)
+    total_boxes = count * args.boxes_per_image
+
+    root = u.BENCH / "formats"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    pg_names: list[str] = []
+
+    def db_url() -> str:
+        if args.db == "sqlite":
+            return ""
+        import psycopg
+
+        name = f"gv_bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        pg_names.append(name)
+        return f"postgresql+psycopg://127.0.0.1:5432/{name}"
+
+    try:
+        rows = image_rows(count)
+        u.log(f"fixture: {count:,} images x {args.boxes_per_image} boxes on {args.db} ...")
+        build_s = make_workspace(root / "a", db_url(), rows, args.boxes_per_image)
+        make_workspace(root / "b", db_url(), rows, 0)
+        u.log(f"fixture ready in {build_s:.0f}s; exporting ...")
+        export = u.run_child([u.GIGAVISION, "-w", str(root / "a"), "export", "coco", str(root / "out"), "--json"])
+        exported = json.loads(export.check().stdout)
+        coco_file = root / "out" / "annotations.json"
+        u.log(f"export {export.wall_s:.1f}s; importing ...")
+        imp = u.run_child([u.GIGAVISION, "-w", str(root / "b"), "import", "coco", str(coco_file), "--json"])
+        if imp.returncode not in (0, 1):
+            imp.check()
+        report = json.loads(imp.stdout)
+        u.log(f"import {imp.wall_s:.1f}s; reference load and round trip ...")
+        reference = reference_load(coco_file)
+        again = u.run_child([u.GIGAVISION, "-w", str(root / "b"), "export", "coco", str(root / "again"), "--json"])
+        again.check()
+        identical = (root / "again" / "annotations.json").read_bytes() == coco_file.read_bytes()
+        u.emit(
+            {
+                "benchmark": "formats",
+                "quick": quick,
+                "db": args.db,
+                "images": count,
+                "boxes": total_boxes,
+                "file_mb": u.rnd(coco_file.stat().st_size / 1e6, 1),
+                "export": {
+                    "wall_s": u.rnd(export.wall_s, 2),
+                    "peak_rss_mb": u.rnd(export.peak_rss_mb, 1),
+                    "boxes_per_s": int(total_boxes / export.wall_s),
+                    "annotations": exported["annotations"],
+                },
+                "import": {
+                    "wall_s": u.rnd(imp.wall_s, 2),
+                    "peak_rss_mb": u.rnd(imp.peak_rss_mb, 1),
+                    "boxes_per_s": int(total_boxes / imp.wall_s),
+                    "annotations": report["annotations"],
+                    "rejected": report["rejected_count"],
+                    "unmatched": len(report["unmatched"]),
+                },
+                "reference_pycocotools_load": {
+                    "wall_s": u.rnd(reference.wall_s, 2),
+                    "peak_rss_mb": u.rnd(reference.peak_rss_mb, 1),
+                },
+                "import_vs_reference": u.rnd(imp.wall_s / reference.wall_s, 2),
+                "round_trip_identical": identical,
+                "fixture_build_s": u.rnd(build_s, 1),
+                "machine": u.machine(),
+            }
+        )
+    finally:
+        if pg_names:
+            import psycopg
+
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                for name in pg_names:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

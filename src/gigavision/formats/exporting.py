@@ -1,0 +1,114 @@
+"""The export driver: a private temp folder, the format's writer, then an atomic rename (or a zip).
+
+A failed or cancelled export leaves nothing at ``out``. Writers get an ``ExportContext``: options, the
+result being filled, progress, unique file names, and ``place_image`` to copy or link an image's original.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from gigavision.errors import InvalidInput
+from gigavision.formats.archive import write_zip
+from gigavision.formats.report import ExportOptions, ExportResult, Progress, no_progress
+from gigavision.formats.source import AnnotatedImages, ImageEntry
+from gigavision.formats.text import UniqueNames
+
+ImageFile = Callable[[str], Path]
+"""``image_file(image_id) -> Path``: a local file with the image's original bytes."""
+
+
+class ExportContext:
+    """What a format writer needs besides the source: options, result, progress, names, image files."""
+
+    def __init__(
+        self,
+        fmt: str,
+        root: Path,
+        options: ExportOptions,
+        result: ExportResult,
+        progress: Progress,
+        image_file: ImageFile | None,
+        default_images: str,
+    ) -> None:
+        self.format = fmt
+        self.root = root
+        self.options = options
+        self.result = result
+        self.progress = progress
+        self.image_file = image_file
+        self.image_mode = options.images or default_images
+        self.names = UniqueNames()
+        if self.image_mode != "none" and image_file is None:
+            raise InvalidInput(f"{fmt}: this source cannot provide image files; use images=none")
+
+    def file_name(self, entry: ImageEntry) -> str:
+        """The image's file name in this export (unique, also by stem; safe as a path component)."""
+        return self.names.take(entry.name, entry.id)
+
+    def place_image(self, entry: ImageEntry, relative: str) -> None:
+        """Copy or link the image's original to ``relative`` (no-op when images=none)."""
+        if self.image_mode == "none":
+            return
+        assert self.image_file is not None
+        src = self.image_file(entry.id)
+        dest = self.root / relative
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if self.image_mode == "link":
+            try:
+                os.link(src, dest)
+            except OSError:  # another file system, or links not allowed: a symbolic link instead
+                dest.symlink_to(src.resolve())
+        else:
+            shutil.copyfile(src, dest)
+        self.result.files += 1
+
+    def open_text(self, relative: str) -> Path:
+        """The path of a text file to write at ``relative`` (its folder created; counted in the result)."""
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.result.files += 1
+        return path
+
+
+def run_export(
+    fmt: str,
+    writer: Callable[[AnnotatedImages, ExportContext], None],
+    source: AnnotatedImages,
+    out: Path,
+    *,
+    options: ExportOptions,
+    progress: Progress | None,
+    image_file: ImageFile | None,
+    default_images: str,
+) -> ExportResult:
+    """Write into a temp folder beside ``out``, then rename it to ``out`` (or zip it when ``out`` ends .zip)."""
+    out = Path(out).expanduser().absolute()
+    archive = out.suffix.lower() == ".zip"
+    if archive and out.exists():
+        raise InvalidInput(f"{out} already exists; choose a new file name")
+    if not archive and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InvalidInput(f"{out} already exists and is not an empty folder; choose a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    result = ExportResult(format=fmt, out=str(out))
+    try:
+        ctx = ExportContext(fmt, tmp, options, result, progress or no_progress, image_file, default_images)
+        if archive and ctx.image_mode == "link":
+            ctx.image_mode = "copy"  # an archive holds bytes, not links
+        writer(source, ctx)
+        if archive:
+            write_zip(tmp, out)
+        else:
+            if out.exists():
+                out.rmdir()
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return result

@@ -1,0 +1,86 @@
+"""The format registry: names → modules with ``export(source, ctx)`` and ``parse(path, session)``.
+
+Light on purpose (no NumPy, no database): the CLI lists the format names at start-up from here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from gigavision.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class FormatInfo:
+    """One registered format: its name, module (``export`` / ``parse``), what it holds and what it reads."""
+
+    name: str
+    title: str
+    module: str
+    kinds: tuple[str, ...]
+    reads: str
+
+
+FORMATS: dict[str, FormatInfo] = {}
+
+
+def register_format(info: FormatInfo) -> None:
+    """Add (or replace) a format; its module is imported only when the format is used."""
+    FORMATS[info.name] = info
+
+
+for _info in (
+    FormatInfo(
+        "coco",
+        "COCO detection / instance segmentation JSON",
+        "gigavision.formats.coco",
+        ("box", "polygon", "mask", "point", "tag"),
+        "a COCO .json file, or a folder / .zip with .json files (and images)",
+    ),
+    FormatInfo(
+        "voc",
+        "Pascal VOC XML",
+        "gigavision.formats.voc",
+        ("box",),
+        "a VOC .xml file, or a folder / .zip with Annotations/*.xml (and JPEGImages/)",
+    ),
+    FormatInfo(
+        "yolo",
+        "YOLO txt (detect and segment) with data.yaml",
+        "gigavision.formats.yolo",
+        ("box", "polygon"),
+        "a folder / .zip with data.yaml, images/ and labels/",
+    ),
+    FormatInfo(
+        "geojson",
+        "GeoJSON FeatureCollection as QuPath writes and reads it",
+        "gigavision.formats.geojson",
+        ("polygon", "point"),
+        "a .geojson file per image, or a folder / .zip of them (named after their images)",
+    ),
+    FormatInfo(
+        "imagefolder",
+        "ImageFolder: one folder per class",
+        "gigavision.formats.imagefolder",
+        ("tag",),
+        "a folder / .zip of <class>/<image> (or <split>/<class>/<image>)",
+    ),
+    FormatInfo(
+        "csv",
+        "CSV image,label[,label...] (multi-label)",
+        "gigavision.formats.csv_labels",
+        ("tag",),
+        "a .csv file, or a folder / .zip with .csv files (and images)",
+    ),
+):
+    register_format(_info)
+
+
+def get_format(name: str) -> ModuleType:
+    """The module of format ``name``; ``InvalidInput`` naming the known formats otherwise."""
+    info = FORMATS.get(name)
+    if info is None:
+        raise InvalidInput(f"unknown format {name!r}; known: {', '.join(FORMATS)}")
+    return importlib.import_module(info.module)

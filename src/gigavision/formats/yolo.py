@@ -1,0 +1,251 @@
+"""YOLO (Ultralytics layout): ``data.yaml``, ``images/<split>/``, ``labels/<split>/<stem>.txt``.
+
+Export mapping:
+    data.yaml    ``train`` / ``val`` / ``test`` (every split of a dataset version: ``images/<split>``; outside
+                 one, ``images`` for both train and val), ``nc``, ``names`` {index: name}: the classes in schema
+                 order except tag and point classes (PyYAML ``safe_dump``; read with ``safe_load``)
+    detect       ``class cx cy w h``, normalised by the image size; polygons and masks as their bounding box
+    segment      ``class x1 y1 x2 y2 ...``, normalised; boxes as their 4 corners; polygons by their outer
+                 rings (YOLO has no holes: dropped and counted); masks by their pixel outline
+    numbers      rounded to 8 decimals, shortest spelling
+    point, tag   not written (counted in ``skipped``)
+    images       copied (default) or linked into ``images/<split>/``; every image gets a label file, empty
+                 for images without objects (background images)
+
+Import pairs ``labels/<x>.txt`` with ``images/<x>.<ext>``; an image without a label file is ingested with
+no annotations, a label file without an image is looked up by its stem under ``--images`` and in the
+workspace. Absolute paths and ``path`` in data.yaml are ignored (never followed outside the folder).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gigavision.annotations import Annotations
+from gigavision.errors import InvalidInput
+from gigavision.formats.exporting import ExportContext
+from gigavision.formats.importing import IMAGE_SUFFIXES, ImportSession, Row, Target
+from gigavision.formats.rle import mask_outline
+from gigavision.formats.source import AnnotatedImages, ImageEntry
+from gigavision.formats.text import UNIT_DIGITS, num
+
+DEFAULT_IMAGES = "copy"
+MAX_YAML_BYTES = 1 << 20
+MAX_LABEL_BYTES = 256 * 1024**2
+
+
+# -- export ------------------------------------------------------------------------------------------------
+def export(source: AnnotatedImages, ctx: ExportContext) -> None:
+    names = [c["name"] for c in source.classes() if c["kind"] not in ("tag", "point")]
+    index = {n: i for i, n in enumerate(names)}
+    splits: list[str] = []
+    total = len(source)
+    for done, entry in enumerate(source.images(), start=1):
+        file_name = ctx.file_name(entry)
+        sub = f"{entry.split}/" if entry.split else ""
+        if entry.split and entry.split not in splits:
+            splits.append(entry.split)
+        ctx.place_image(entry, f"images/{sub}{file_name}")
+        lines = _lines(source.annotations(entry.id), entry, index, ctx)
+        path = ctx.open_text(f"labels/{sub}{Path(file_name).stem}.txt")
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        ctx.result.images += 1
+        ctx.progress(done, total, file_name)
+    ctx.open_text("data.yaml").write_text(_data_yaml(names, splits), encoding="utf-8")
+
+
+def _data_yaml(names: list[str], splits: list[str]) -> str:
+    import yaml
+
+    data: dict[str, Any] = {}
+    if splits:
+        for split in sorted(splits):
+            data[split] = f"images/{split}"
+        data.setdefault("train", f"images/{sorted(splits)[0]}")
+        data.setdefault("val", data.get("valid") or data.get("validation") or data["train"])
+    else:
+        data.update({"train": "images", "val": "images"})
+    data["nc"] = len(names)
+    data["names"] = dict(enumerate(names))
+    text: str = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return text
+
+
+def _lines(ann: Annotations, entry: ImageEntry, index: dict[str, int], ctx: ExportContext) -> list[str]:
+    import shapely
+
+    segment = ctx.options.task == "segment"
+    w, h = float(entry.width), float(entry.height)
+    out: list[str] = []
+    for i in range(len(ann)):
+        kind, label = str(ann.kind[i]), str(ann.label[i])
+        if kind in ("point", "tag"):
+            ctx.result.skip(f"{kind} annotations (YOLO holds boxes and polygons)")
+            continue
+        if label not in index:
+            ctx.result.skip(f"label {label!r} not in the exported classes")
+            continue
+        c = index[label]
+        x0, y0, x1, y1 = (float(v) for v in ann.xyxy[i])
+        if not segment:
+            if kind != "box":
+                ctx.result.converted[f"{kind} written as its bounding box"] += 1
+            cx, cy, bw, bh = (x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h
+            out.append(f"{c} " + " ".join(num(v, UNIT_DIGITS) for v in (cx, cy, bw, bh)))
+            ctx.result.annotations += 1
+            continue
+        if kind == "box":
+            rings = [np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])]
+        else:
+            geom = ann.geometry[i] if kind == "polygon" else mask_outline(ann.mask[i], ann.xyxy[i])
+            if kind == "mask":
+                ctx.result.converted["mask written as its outline polygon"] += 1
+            parts = list(shapely.get_parts(geom))
+            holes = sum(len(p.interiors) for p in parts)
+            if holes:
+                ctx.result.converted["polygon holes dropped (YOLO has none)"] += holes
+            rings = [np.asarray(p.exterior.coords)[:-1, :2] for p in parts]
+        for ring in rings:
+            coords = (ring / (w, h)).ravel().tolist()
+            out.append(f"{c} " + " ".join(num(v, UNIT_DIGITS) for v in coords))
+            ctx.result.annotations += 1
+    return out
+
+
+# -- import ------------------------------------------------------------------------------------------------
+def parse(path: Path, session: ImportSession) -> None:
+    if not path.is_dir():
+        raise InvalidInput(f"{path}: a YOLO import is a folder (or .zip) with data.yaml, images/ and labels/")
+    names = _names(path)
+    for n in names:
+        if not n:
+            raise InvalidInput("data.yaml: class names must not be empty")
+    images_root = path / "images" if (path / "images").is_dir() else path
+    labels_root = path / "labels" if (path / "labels").is_dir() else images_root
+    images = {
+        p.relative_to(images_root).with_suffix("").as_posix(): p
+        for p in sorted(images_root.rglob("*"))
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    }
+    labels = {
+        p.relative_to(labels_root).with_suffix("").as_posix(): p
+        for p in sorted(labels_root.rglob("*.txt"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+    kind = "polygon" if _looks_segmented(labels.values()) else "box"
+    for n in names:
+        session.declare_class(n, kind)
+    keys = sorted(set(images) | set(labels))
+    for done, key in enumerate(keys, start=1):
+        image, label_file = images.get(key), labels.get(key)
+        shown = label_file.relative_to(path).as_posix() if label_file else images[key].relative_to(path).as_posix()
+        lines = _read_lines(label_file, shown, session) if label_file else []
+        if lines is None:
+            continue
+        session.report.files += 1
+        if image is not None:
+            target = session.resolve(image.name, shown, path=image, annotations=len(lines))
+        else:
+            stem = Path(key).name
+            target = session.resolve(stem, shown, search=[images_root], stems=True, annotations=len(lines))
+        if target is not None:
+            rows = []
+            for number, line in lines:
+                row = _row(line, number, names, target, shown, session)
+                if row is not None:
+                    rows.append(row)
+            session.add(target, shown, rows)
+        session.progress(done, len(keys), shown)
+
+
+def _names(root: Path) -> list[str]:
+    import yaml
+
+    candidates = [root / "data.yaml", root / "dataset.yaml", *sorted(root.glob("*.yaml")), *sorted(root.glob("*.yml"))]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise InvalidInput(f"{root}: no data.yaml (YOLO needs its class names)")
+    try:
+        if found.stat().st_size > MAX_YAML_BYTES:
+            raise InvalidInput(f"{found.name}: larger than {MAX_YAML_BYTES} bytes")
+        data = yaml.safe_load(found.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"{found.name}: not a readable YAML file ({exc})") from exc
+    names = data.get("names") if isinstance(data, dict) else None
+    if isinstance(names, dict) and all(isinstance(k, int) for k in names):
+        if sorted(names) != list(range(len(names))):
+            raise InvalidInput(f"{found.name}: names keys must be 0..{len(names) - 1}")
+        names = [names[k] for k in range(len(names))]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InvalidInput(f"{found.name}: 'names' must be a list of class names or a {{index: name}} mapping")
+    return list(names)
+
+
+def _looks_segmented(files: Any) -> bool:
+    for f in files:
+        with f.open("rb") as fh:
+            for raw in fh:
+                tokens = raw.split()
+                if tokens:
+                    return len(tokens) > 5
+    return False
+
+
+def _read_lines(file: Path, shown: str, session: ImportSession) -> list[tuple[int, str]] | None:
+    try:
+        if file.stat().st_size > MAX_LABEL_BYTES:
+            raise InvalidInput(f"larger than {MAX_LABEL_BYTES} bytes")
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError, InvalidInput) as exc:
+        session.reject(shown, "file", f"cannot read the label file: {exc}")
+        return None
+    return [(i, line) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def _row(line: str, number: int, names: list[str], target: Target, shown: str, session: ImportSession) -> Row | None:
+    import shapely
+
+    item = f"line {number}"
+    tokens = line.split()
+    count = len(tokens) - 1
+    if count != 4 and (count < 6 or count % 2):
+        session.reject(
+            shown,
+            item,
+            f"{count} numbers after the class: expected 4 (cx cy w h) or an even count ≥ 6 (x1 y1 x2 y2 x3 y3 ...)",
+        )
+        return None
+    try:
+        cls_value = float(tokens[0])
+        values = np.asarray([float(t) for t in tokens[1:]], dtype=np.float64)
+    except ValueError:
+        session.reject(shown, item, "class and coordinates must be numbers")
+        return None
+    if not cls_value.is_integer() or not 0 <= cls_value < len(names):
+        session.reject(shown, item, f"class {tokens[0]} is not an index of the {len(names)} names in data.yaml")
+        return None
+    label = names[int(cls_value)]
+    if not np.isfinite(values).all():
+        session.reject(shown, item, "NaN or infinite coordinates")
+        return None
+    if (values < 0).any():
+        session.reject(shown, item, "negative coordinates")
+        return None
+    w, h = target.width, target.height
+    if count == 4:
+        cx, cy, bw, bh = values.tolist()
+        x0, y0, x1, y1 = (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h
+        noise = 1e-9 * max(w, h)  # float noise of (cx ± w/2)·W at the image edges
+        if min(x0, y0) < -noise or x1 > w + noise or y1 > h + noise:
+            session.reject(shown, item, "box extends outside the image (normalised coordinates beyond 0..1)")
+            return None
+        box = (max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h)))
+        return Row(item, label, "box", box=box)
+    if (values > 1).any():
+        session.reject(shown, item, "polygon extends outside the image (normalised coordinates above 1)")
+        return None
+    ring = values.reshape(-1, 2) * (w, h)
+    return Row(item, label, "polygon", geometry=shapely.Polygon(ring))

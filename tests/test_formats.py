@@ -1,0 +1,501 @@
+"""Import and export in every format: byte-for-byte stable round trips on SQLite and PostgreSQL, the exact
+mapping of each format, image matching and ingest, archives, the CLI and the REST jobs."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, get_args
+
+import numpy as np
+import pytest
+import shapely
+import yaml
+from fastapi.testclient import TestClient
+
+import gigavision as gv
+from gigavision.annotations import Annotations
+from gigavision.cli.main import main
+from gigavision.cli.transfer import FormatName
+from gigavision.errors import InvalidInput
+from gigavision.formats import (
+    FORMATS,
+    ExportOptions,
+    ImageEntry,
+    ImportOptions,
+    export_annotations,
+    export_workspace,
+    import_annotations,
+    workspace_source,
+)
+from gigavision.server.main import create_app
+
+IMAGES = ("coins.png", "astronaut.jpg", "immunohistochemistry.png")
+CASES = [
+    ("coco", {}, 8),
+    ("voc", {}, 5),
+    ("yolo", {}, 5),
+    ("yolo", {"task": "segment"}, 5),
+    ("geojson", {}, 6),
+    ("imagefolder", {}, 2),
+    ("csv", {}, 2),
+]
+
+
+def hole_mask() -> np.ndarray:
+    m = np.zeros((30, 40), dtype=bool)
+    m[5:20, 3:30] = True
+    m[10:12, 10:12] = False
+    return m
+
+
+def annotate(ws: gv.Workspace, samples: dict[str, Path]) -> dict[str, str]:
+    """Three real photos with every kind: boxes (fractional), polygons (one with a hole), a mask, a point, tags."""
+    ids = {r.name: str(r.id) for r in ws.ingest([samples[n] for n in IMAGES])}
+    ws.annotations.set_class("coin", "box", "#ffaa00")
+    ws.annotations.set_class("face", "polygon", "#00ff00", attributes={"pose": ["front", "side"]})
+    ws.annotations.set_class("nucleus", "mask")
+    ws.annotations.set_class("eye", "point")
+    ws.annotations.set_class("portrait", "tag")
+    ws.annotations.set_class("histology", "tag")
+    accepted = {"status": "accepted", "source": "user:ana"}
+    coins = Annotations.from_boxes([[10.25, 20, 60.5, 70], [100, 100, 150.125, 180]], "coin", **accepted)
+    holed = shapely.Polygon([(150, 50), (300, 60), (280, 250), (160, 240)], [[(200, 100), (240, 100), (240, 140)]])
+    faces = Annotations.from_polygons(
+        [holed, shapely.Polygon([(10, 10), (50.3333333, 12), (30, 40)])],
+        "face",
+        attributes=[{"pose": "front"}, {}],
+        **accepted,
+    )
+    nucleus = Annotations.from_masks([hole_mask()], [(100, 200)], "nucleus", score=[0.75], **accepted)
+    eye = Annotations.from_points([[220.5, 180]], "eye", **accepted)
+    portrait = Annotations.from_tags(["portrait"], **accepted)
+    ws.annotations.add(ids["coins.png"], coins, "ana")
+    ws.annotations.add(ids["astronaut.jpg"], Annotations.merge([faces, portrait, eye, nucleus]), "ana")
+    ws.annotations.add(ids["immunohistochemistry.png"], Annotations.from_tags(["histology"], **accepted), "ana")
+    return ids
+
+
+@pytest.fixture
+def annotated(tmp_path: Path, samples: dict[str, Path]) -> Iterator[tuple[gv.Workspace, dict[str, str]]]:
+    ws = gv.init_workspace(tmp_path / "annotated")
+    ids = annotate(ws, samples)
+    yield ws, ids
+    ws.close()
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(("fmt", "opts", "count"), CASES, ids=[f"{c[0]}{c[1].get('task', '')}" for c in CASES])
+def test_export_import_export_is_byte_for_byte_stable(
+    tmp_path: Path,
+    samples: dict[str, Path],
+    annotated: tuple[gv.Workspace, dict[str, str]],
+    workspace: gv.Workspace,
+    fmt: str,
+    opts: dict[str, Any],
+    count: int,
+) -> None:
+    """SQLite export → import into a fresh SQLite or PostgreSQL workspace → export: the same bytes."""
+    source_ws, _ = annotated
+    first = export_workspace(source_ws, fmt, tmp_path / "first", options=ExportOptions(**opts))
+    assert first.annotations == count and first.images >= 2
+    report = import_annotations(
+        workspace, fmt, tmp_path / "first", options=ImportOptions(images_dir=samples["coins.png"].parent)
+    )
+    assert report.ok, report.as_dict()
+    assert report.annotations == count and report.images_ingested == first.images
+    second = export_workspace(workspace, fmt, tmp_path / "second", options=ExportOptions(**opts))
+    assert (second.images, second.annotations, second.files) == (first.images, first.annotations, first.files)
+    one, two = tree(tmp_path / "first"), tree(tmp_path / "second")
+    assert list(one) == list(two)
+    assert [name for name in one if one[name] != two[name]] == []
+
+
+def test_zip_export_is_deterministic_and_imports(
+    tmp_path: Path, annotated: tuple[gv.Workspace, dict[str, str]], sqlite_workspace: gv.Workspace
+) -> None:
+    ws, _ = annotated
+    export_workspace(ws, "yolo", tmp_path / "a.zip")
+    export_workspace(ws, "yolo", tmp_path / "b.zip")
+    assert (tmp_path / "a.zip").read_bytes() == (tmp_path / "b.zip").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a.zip") as zf:
+        assert zf.namelist() == sorted(zf.namelist())
+        assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        assert "data.yaml" in zf.namelist() and "images/coins.png" in zf.namelist()
+    report = import_annotations(sqlite_workspace, "yolo", tmp_path / "a.zip")
+    assert report.ok and report.images_ingested == 3 and report.annotations == 5
+    export_workspace(sqlite_workspace, "yolo", tmp_path / "c.zip")
+    assert (tmp_path / "c.zip").read_bytes() == (tmp_path / "a.zip").read_bytes()
+
+
+def test_coco_mapping_reads_back_with_pycocotools(
+    tmp_path: Path, annotated: tuple[gv.Workspace, dict[str, str]]
+) -> None:
+    from pycocotools.coco import COCO
+
+    ws, _ = annotated
+    result = export_workspace(ws, "coco", tmp_path / "coco")
+    assert result.converted == {"polygon with holes written as RLE mask": 1}
+    data = json.loads((tmp_path / "coco" / "annotations.json").read_text())
+    names = [c["name"] for c in data["categories"]]
+    assert names == ["coin", "eye", "face", "histology", "nucleus", "portrait"]  # schema order, ids 1..N
+    assert [c["id"] for c in data["categories"]] == [1, 2, 3, 4, 5, 6]
+    assert data["categories"][2]["attributes"] == {"pose": ["front", "side"]}
+    images = {i["file_name"]: i for i in data["images"]}
+    assert images["astronaut.jpg"]["tags"] == ["portrait"] and "tags" not in images["coins.png"]
+    coco = COCO(str(tmp_path / "coco" / "annotations.json"))
+    by_cat = {c: coco.loadAnns(coco.getAnnIds(catIds=[names.index(c) + 1])) for c in ("coin", "face", "nucleus", "eye")}
+    assert [a["bbox"] for a in by_cat["coin"]] == [[10.25, 20, 50.25, 50], [100, 100, 50.125, 80]]
+    assert by_cat["coin"][0]["area"] == 2512.5 and by_cat["coin"][0]["segmentation"] == []
+    nucleus = by_cat["nucleus"][0]
+    full = coco.annToMask(nucleus).astype(bool)
+    expected = np.zeros((512, 512), dtype=bool)
+    expected[200:230, 100:140] = hole_mask()
+    assert (full == expected).all() and nucleus["area"] == int(hole_mask().sum()) and nucleus["score"] == 0.75
+    assert nucleus["bbox"] == [103, 205, 27, 15]
+    holed, triangle = by_cat["face"]
+    assert isinstance(holed["segmentation"], dict) and holed["attributes"] == {"pose": "front"}
+    raster = coco.annToMask(holed).astype(bool)
+    assert not raster[105, 235] and raster[200, 200]  # (x 235, y 105) is in the hole; (200, 200) in the face
+    assert triangle["segmentation"] == [[10, 10, 50.333333, 12, 30, 40]]
+    eye = by_cat["eye"][0]
+    assert eye["keypoints"] == [220.5, 180, 2] and eye["bbox"] == [220.5, 180, 0, 0]
+
+
+def test_coco_import_crowd_rle_and_matching(tmp_path: Path, samples: dict[str, Path], workspace: gv.Workspace) -> None:
+    """Uncompressed crowd RLE, images matched by name in the workspace or found (and ingested) under --images."""
+    (existing,) = workspace.ingest([samples["coins.png"]])
+    crowd = np.zeros((303, 384), dtype=bool)
+    crowd[50:60, 70:90] = True
+    counts, current, n = [], False, 0  # uncompressed RLE, column-major, as COCO writes crowd regions
+    for v in crowd.ravel(order="F"):
+        if v != current:
+            counts.append(n)
+            current, n = bool(v), 0
+        n += 1
+    counts.append(n)
+    doc = {
+        "images": [
+            {"id": 7, "file_name": "coins.png", "width": 384, "height": 303},
+            {"id": 8, "file_name": "sub/astronaut.jpg", "width": 512, "height": 512},
+            {"id": 9, "file_name": "nowhere.png", "width": 10, "height": 10},
+        ],
+        "categories": [{"id": 3, "name": "coin", "supercategory": "money"}, {"id": 4, "name": "person"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 7,
+                "category_id": 3,
+                "iscrowd": 1,
+                "segmentation": {"size": [303, 384], "counts": counts},
+            },
+            {"id": 2, "image_id": 8, "category_id": 4, "bbox": [1, 2, 3, 4], "iscrowd": 0},
+            {"id": 3, "image_id": 9, "category_id": 4, "bbox": [1, 2, 3, 4]},
+        ],
+    }
+    (tmp_path / "in.json").write_text(json.dumps(doc))
+    images = tmp_path / "imgs" / "sub"
+    images.mkdir(parents=True)
+    (images / "astronaut.jpg").write_bytes(samples["astronaut.jpg"].read_bytes())
+    report = import_annotations(
+        workspace, "coco", tmp_path / "in.json", options=ImportOptions(images_dir=images.parent)
+    )
+    assert (report.images_matched, report.images_ingested, report.annotations) == (1, 1, 2)
+    assert [(u.ref, u.annotations) for u in report.unmatched] == [("nowhere.png", 1)]
+    assert "no file nowhere.png" in report.unmatched[0].reason and not report.ok
+    masks = workspace.annotations.query(str(existing.id))
+    assert list(masks.kind) == ["mask"] and masks.attributes[0] == {"iscrowd": 1} and masks.status[0] == "accepted"
+    assert masks.xyxy[0].tolist() == [70, 50, 90, 60] and masks.decode_mask(0).all()
+    assert masks.source[0] == "import:coco"
+    classes = workspace.annotations.classes()
+    assert (classes["coin"].kind, classes["person"].kind) == ("mask", "box")
+    export_workspace(workspace, "coco", tmp_path / "out")
+    again = json.loads((tmp_path / "out" / "annotations.json").read_text())
+    assert [a["iscrowd"] for a in again["annotations"]] == [0, 1]  # astronaut.jpg sorts first
+    assert "attributes" not in again["annotations"][1]
+
+
+def test_voc_mapping(tmp_path: Path, annotated: tuple[gv.Workspace, dict[str, str]]) -> None:
+    ws, _ = annotated
+    result = export_workspace(ws, "voc", tmp_path / "voc")
+    assert result.skipped == {"point annotations (VOC holds boxes)": 1, "tag annotations (VOC holds boxes)": 2}
+    xml = (tmp_path / "voc" / "Annotations" / "coins.xml").read_text()
+    assert "<xmin>11.25</xmin>" in xml and "<ymin>21</ymin>" in xml and "<xmax>60.5</xmax>" in xml
+    assert "<depth>1</depth>" in xml and "<filename>coins.png</filename>" in xml
+    assert (tmp_path / "voc" / "ImageSets" / "Main" / "default.txt").read_text().split() == [
+        "astronaut",
+        "coins",
+        "immunohistochemistry",
+    ]
+    ann = tmp_path / "more" / "Annotations"
+    ann.mkdir(parents=True)
+    (ann / "c.xml").write_text(
+        "<annotation><filename>coins.png</filename><size><width>384</width><height>303</height></size>"
+        "<object><name>coin</name><difficult>1</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>10</xmax>"
+        "<ymax>12</ymax></bndbox></object></annotation>"
+    )
+    report = import_annotations(ws, "voc", tmp_path / "more")
+    assert report.ok and report.annotations == 1 and report.images_matched == 1
+    assert report.attributes_added == ["coin.difficult"] and ws.annotations.classes()["coin"].attributes == {
+        "difficult": []
+    }
+    coins = workspace_source(ws).annotations(next(i.id for i in workspace_source(ws).images() if i.name == "coins.png"))
+    assert coins.xyxy[-1].tolist() == [0, 0, 10, 12] and coins.attributes[-1] == {"difficult": 1}
+
+
+class SplitSource:
+    """A frozen two-split source (as a dataset version provides), over a workspace's images."""
+
+    def __init__(self, ws: gv.Workspace, splits: dict[str, str]) -> None:
+        self.inner = workspace_source(ws)
+        self.splits = splits
+
+    def classes(self) -> list[dict[str, Any]]:
+        return self.inner.classes()
+
+    def images(self) -> Iterator[ImageEntry]:
+        for e in self.inner.images():
+            yield ImageEntry(e.id, e.name, e.width, e.height, self.splits[e.name], e.bands)
+
+    def annotations(self, image_id: str) -> Annotations:
+        return self.inner.annotations(image_id)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+def test_yolo_layout_with_splits(
+    tmp_path: Path, samples: dict[str, Path], annotated: tuple[gv.Workspace, dict[str, str]]
+) -> None:
+    ws, _ = annotated
+    source = SplitSource(ws, {"coins.png": "train", "astronaut.jpg": "val", "immunohistochemistry.png": "train"})
+    result = export_annotations(source, "yolo", tmp_path / "y", image_file=source.inner.image_file)
+    data = yaml.safe_load((tmp_path / "y" / "data.yaml").read_text())
+    assert data == {
+        "train": "images/train",
+        "val": "images/val",
+        "nc": 3,
+        "names": {0: "coin", 1: "face", 2: "nucleus"},
+    }
+    files = tree(tmp_path / "y")
+    assert set(files) == {
+        "data.yaml",
+        "images/train/coins.png",
+        "images/train/immunohistochemistry.png",
+        "images/val/astronaut.jpg",
+        "labels/train/coins.txt",
+        "labels/train/immunohistochemistry.txt",
+        "labels/val/astronaut.txt",
+    }
+    assert files["labels/train/immunohistochemistry.txt"] == b""  # a background image
+    first = files["labels/train/coins.txt"].decode().splitlines()[0].split()
+    assert first == ["0", "0.0921224", "0.14851485", "0.13085938", "0.1650165"]  # (35.375/384, 45/303, ...)
+    assert files["images/train/coins.png"] == samples["coins.png"].read_bytes()  # the original bytes
+    assert result.images == 3
+
+
+def test_dataset_version_export(tmp_path: Path, annotated: tuple[gv.Workspace, dict[str, str]]) -> None:
+    pytest.importorskip("gigavision.datasets")
+    from gigavision.datasets import create_version
+
+    ws, _ = annotated
+    version = create_version(ws, "photos", split="train=0.5,val=0.5", dup_distance=None)
+    result = export_workspace(ws, "coco", tmp_path / "ds", dataset="photos@1")
+    splits = {e.split for e in version.images()}
+    written = sorted(p.name for p in (tmp_path / "ds").glob("*.json"))
+    assert written == sorted(f"annotations_{s}.json" for s in splits)
+    images = [i for name in written for i in json.loads((tmp_path / "ds" / name).read_text())["images"]]
+    assert sorted(i["file_name"] for i in images) == sorted(IMAGES) and result.images == 3
+    with pytest.raises(InvalidInput, match="frozen"):
+        export_workspace(ws, "coco", tmp_path / "x", dataset="photos@1", labels=["coin"])
+
+
+def test_geojson_reads_qupath(tmp_path: Path, samples: dict[str, Path], sqlite_workspace: gv.Workspace) -> None:
+    ws = sqlite_workspace
+    (image,) = ws.ingest([samples["immunohistochemistry.png"]])
+    square = [[[10, 10], [100, 10], [100, 80], [10, 80], [10, 10]]]
+    features = [
+        {
+            "type": "Feature",
+            "id": "0f5f6c1e-0000-4000-8000-000000000001",
+            "geometry": {"type": "Polygon", "coordinates": square},
+            "properties": {"objectType": "annotation", "classification": {"name": "Tumor", "color": [200, 0, 0]}},
+        },
+        {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [[[200, 200], [210, 200], [205, 209], [200, 200]]]},
+            "properties": {
+                "objectType": "detection",
+                "classification": {"name": "Tumor: Positive", "colorRGB": -3670016},
+                "measurements": [{"name": "score", "value": 0.9}],
+            },
+        },
+        {"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [[5, 5], [6, 7]]}, "properties": {}},
+        {"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[0, 0], [9, 9]]}, "properties": {}},
+    ]
+    path = tmp_path / "immunohistochemistry.geojson"  # QuPath names files after the image, without extension
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=2))
+    report = import_annotations(ws, "geojson", path)
+    assert report.annotations == 4 and report.images_matched == 1
+    assert [(r.item, r.reason) for r in report.rejected] == [
+        ("feature 3", "LineString geometries are not supported (polygons and points only)")
+    ]
+    ann = ws.annotations.query(str(image.id))
+    assert list(ann.label) == ["Tumor", "Tumor: Positive", "unclassified", "unclassified"]
+    assert list(ann.kind) == ["polygon", "polygon", "point", "point"]
+    assert ann.attributes[1] == {"objectType": "detection"} and ann.score[1] == 0.9
+    assert ann.geometry[0].equals(shapely.Polygon(square[0]))
+    classes = ws.annotations.classes()
+    assert (classes["Tumor"].color, classes["Tumor: Positive"].color) == ("#c80000", "#c80000")
+    export_workspace(ws, "geojson", tmp_path / "out")
+    out = json.loads((tmp_path / "out" / "immunohistochemistry.png.geojson").read_text())
+    assert out["features"][1]["properties"] == {
+        "objectType": "detection",
+        "classification": {"name": "Tumor: Positive", "color": [200, 0, 0]},
+        "measurements": {"score": 0.9},
+    }
+    assert out["features"][2]["geometry"] == {"type": "Point", "coordinates": [5, 5]}
+
+
+def test_imagefolder_and_csv_import(tmp_path: Path, samples: dict[str, Path], sqlite_workspace: gv.Workspace) -> None:
+    ws = sqlite_workspace
+    root = tmp_path / "folders"
+    for rel, name in (("train/cat", "astronaut.jpg"), ("val/dog", "coins.png"), ("val/a%2Fb", "coffee.webp")):
+        (root / rel).mkdir(parents=True)
+        (root / rel / name).write_bytes(samples[name].read_bytes())
+    report = import_annotations(ws, "imagefolder", root)
+    assert report.ok and report.images_ingested == 3 and report.annotations == 3
+    assert report.classes_added == ["cat", "a/b", "dog"] and "splits are not kept" in report.notes[0]
+    table = tmp_path / "labels.csv"
+    table.write_text('image,label\nastronaut.jpg,person,"space, suit"\ncoins.png\nmissing.png,x\n')
+    report = import_annotations(ws, "csv", table)
+    assert report.annotations == 2 and [u.ref for u in report.unmatched] == ["missing.png"]
+    export_workspace(ws, "csv", tmp_path / "csv")
+    assert (tmp_path / "csv" / "labels.csv").read_text().splitlines() == [
+        "image,label",
+        'astronaut.jpg,cat,person,"space, suit"',
+        "coffee.webp,a/b",
+        "coins.png,dog",
+    ]
+    result = export_workspace(ws, "imagefolder", tmp_path / "if")
+    assert sorted(tree(tmp_path / "if")) == ["a%2Fb/coffee.webp", "dog/coins.png"]
+    assert result.skipped == {"images with several tags (ImageFolder is single-label; use csv)": 1}
+
+
+def test_names_are_unique_and_safe(tmp_path: Path, samples: dict[str, Path], sqlite_workspace: gv.Workspace) -> None:
+    """Two images called the same (and one whose name is a path) still export to distinct, safe files."""
+    ws = sqlite_workspace
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    (twin / "coins.png").write_bytes(samples["astronaut.jpg"].read_bytes())  # other bytes, same name
+    (a,) = ws.ingest([samples["coins.png"]])
+    b = ws.ingest_file(twin / "coins.png", name="../coins.png")
+    ws.annotations.add(str(a.id), Annotations.from_tags(["x"]), "t")
+    ws.annotations.add(str(b.id), Annotations.from_tags(["y"]), "t")
+    export_workspace(ws, "imagefolder", tmp_path / "out")
+    # "../coins.png" sorts first and keeps the file name; the other coins.png gets its id appended
+    assert sorted(tree(tmp_path / "out")) == [f"x/coins_{str(a.id)[:8]}.png", "y/coins.png"]
+
+
+def test_progress_cancel_and_refusals(tmp_path: Path, annotated: tuple[gv.Workspace, dict[str, str]]) -> None:
+    ws, _ = annotated
+    seen: list[tuple[float, float]] = []
+    export_workspace(ws, "coco", tmp_path / "ok", progress=lambda d, t, m: seen.append((d, t)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+    class Stop(Exception):
+        pass
+
+    def stop(done: float, total: float, message: str = "") -> None:
+        if done == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        export_workspace(ws, "yolo", tmp_path / "cancelled", progress=stop)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated", "ok"]  # nothing half-written
+    with pytest.raises(InvalidInput, match="not an empty folder"):
+        export_workspace(ws, "coco", tmp_path / "ok")
+    with pytest.raises(InvalidInput, match="unknown format 'tiff'"):
+        export_workspace(ws, "tiff", tmp_path / "t")
+    with pytest.raises(InvalidInput, match="images=copy or images=link"):
+        export_workspace(ws, "imagefolder", tmp_path / "if", options=ExportOptions(images="none"))
+    with pytest.raises(InvalidInput, match="unknown export option"):
+        ExportOptions.from_dict({"colour": "red"})
+    linked = export_workspace(ws, "yolo", tmp_path / "linked", options=ExportOptions(images="link"))
+    assert linked.files == 7 and (tmp_path / "linked" / "images" / "coins.png").stat().st_nlink >= 2
+
+
+def test_cli_export_and_import(
+    tmp_path: Path,
+    samples: dict[str, Path],
+    annotated: tuple[gv.Workspace, dict[str, str]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert list(get_args(FormatName)) == list(FORMATS)
+    ws, _ = annotated
+    code = main(["-w", str(ws.root), "export", "coco", str(tmp_path / "out"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["annotations"] == 8 and out["images"] == 3
+    other = str(tmp_path / "other")
+    assert main(["init", other]) == 0
+    capsys.readouterr()
+    args = ["-w", other, "import", "coco", str(tmp_path / "out" / "annotations.json")]
+    code = main([*args, "--images", str(samples["coins.png"].parent), "--status", "proposed", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["ok"] and report["annotations"] == 8 and report["images_ingested"] == 3
+    broken = json.loads((tmp_path / "out" / "annotations.json").read_text())
+    broken["annotations"][0]["category_id"] = 99
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    code = main(["-w", other, "import", "coco", str(tmp_path / "broken.json")])
+    err = capsys.readouterr().err
+    assert code == 1 and "rejected annotations.json" not in err and "category_id 99 is not in categories" in err
+    (tmp_path / "garbage.json").write_text("{not json")
+    code = main(["-w", other, "import", "coco", str(tmp_path / "garbage.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: garbage.json: not a readable COCO JSON file")
+
+
+def test_rest_export_and_import_jobs(
+    tmp_path: Path, samples: dict[str, Path], annotated: tuple[gv.Workspace, dict[str, str]], workspace: gv.Workspace
+) -> None:
+    ws, _ = annotated
+    with TestClient(create_app(ws)) as client:
+        job = client.post("/api/v1/exports", json={"format": "coco", "options": {"status": ["accepted"]}})
+        assert job.status_code == 202 and job.json()["status"] == "queued"
+        done = ws.jobs.wait(job.json()["id"], timeout=120)
+        assert done["status"] == "done", done
+        assert done["result"]["out"] == "coco.zip" and done["result"]["annotations"] == 8
+        download = client.get(f"/api/v1/jobs/{done['id']}/files/coco.zip")
+        assert download.status_code == 200
+        with zipfile.ZipFile(io.BytesIO(download.content)) as zf:
+            payload = zf.read("annotations.json")
+        bad = client.post("/api/v1/exports", json={"format": "tiff"})
+        assert bad.status_code == 400 and "format must be one of" in bad.json()["error"]["message"]
+        missing = client.post("/api/v1/exports", json={"format": "coco", "dataset": "nope@1"})
+        assert missing.status_code == 404
+    workspace.ingest([samples[n] for n in IMAGES])  # uploads match images already in the workspace by name
+    with TestClient(create_app(workspace)) as client:
+        sent = client.post(
+            "/api/v1/imports",
+            data={"format": "coco", "options": json.dumps({"status": "proposed"}), "actor": "bo"},
+            files={"file": ("annotations.json", payload, "application/json")},
+        )
+        assert sent.status_code == 202, sent.json()
+        done = workspace.jobs.wait(sent.json()["id"], timeout=120)
+        assert done["status"] == "done" and done["result"]["ok"] and done["result"]["annotations"] == 8
+        assert done["result"]["images_matched"] == 3
+        for data, reason in (
+            ({"format": "yolo"}, "upload it as a .zip"),
+            ({"format": "coco", "options": "[1]"}, "options must be a JSON object"),
+            ({"format": "coco", "options": '{"images_dir": "/etc"}'}, "images_dir is not available"),
+        ):
+            r = client.post("/api/v1/imports", data=data, files={"file": ("a.json", b"{}", "application/json")})
+            assert r.status_code == 400 and reason in r.json()["error"]["message"]
+    ann = workspace.annotations.query(str(next(iter(workspace_source(workspace).images())).id))
+    assert set(ann.status) == {"proposed"}

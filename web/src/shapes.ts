@@ -1,0 +1,228 @@
+// Conversions between the API's annotation records (level-0 pixels, GeoJSON) and the shapes of
+// Annotorious's W3C annotation model (target selectors: RECTANGLE, POLYGON, MULTIPOLYGON, ELLIPSE).
+//
+//   box      -> RECTANGLE (x, y, w, h)                               editable, saved back as `bbox`
+//   polygon  -> POLYGON (one ring), or MULTIPOLYGON (holes, several parts: every ring is kept and
+//               drawn, holes cut out)                                 editable, saved back as GeoJSON
+//   mask     -> RECTANGLE of its bbox (the RLE pixels are not drawn)   select / relabel / delete only
+//   point    -> small ELLIPSE, `pointRadius` level-0 px (a few screen pixels at the zoom it was loaded)
+//                                                                     select / relabel / delete only
+//   tag      -> no shape (image-level; listed in the side panel)
+
+import {
+  ShapeType,
+  type MultiPolygon,
+  type MultiPolygonElement,
+  type Polygon,
+  type Rectangle,
+  type Shape,
+} from "@annotorious/openseadragon";
+
+import type { AnnotationKind, AnnotationRecord, BBox, GeoJsonGeometry, NewAnnotation, Position } from "./api";
+
+interface Bounds {
+  minX: number;
+  minY: number;
+  maxX: number;
+  maxY: number;
+}
+
+interface Ellipse extends Shape {
+  geometry: { cx: number; cy: number; rx: number; ry: number; bounds: Bounds };
+}
+
+/** Kinds whose geometry can be reshaped in the viewer. */
+export const RESHAPEABLE: ReadonlySet<AnnotationKind> = new Set<AnnotationKind>(["box", "polygon"]);
+
+function boundsOf(points: readonly (readonly number[])[]): Bounds {
+  let minX = Infinity;
+  let minY = Infinity;
+  let maxX = -Infinity;
+  let maxY = -Infinity;
+  for (const [x = NaN, y = NaN] of points) {
+    if (x < minX) minX = x;
+    if (y < minY) minY = y;
+    if (x > maxX) maxX = x;
+    if (y > maxY) maxY = y;
+  }
+  return { minX, minY, maxX, maxY };
+}
+
+function isPosition(value: unknown): value is Position {
+  return (
+    Array.isArray(value) &&
+    value.length >= 2 &&
+    typeof value[0] === "number" &&
+    typeof value[1] === "number" &&
+    Number.isFinite(value[0]) &&
+    Number.isFinite(value[1])
+  );
+}
+
+/** A GeoJSON ring without its closing point (Annotorious rings are implicitly closed). */
+function openRing(ring: unknown): [number, number][] {
+  if (!Array.isArray(ring)) return [];
+  const points = ring.filter(isPosition).map(([x, y]): [number, number] => [x, y]);
+  const first = points[0];
+  const last = points[points.length - 1];
+  if (points.length > 1 && first && last && first[0] === last[0] && first[1] === last[1]) points.pop();
+  return points;
+}
+
+/** An Annotorious ring as a closed GeoJSON ring, rounded to 1/100 px. */
+function closedRing(points: readonly (readonly number[])[]): Position[] {
+  const ring = points.map(([x = 0, y = 0]): Position => [round(x), round(y)]);
+  const first = ring[0];
+  if (first) ring.push([first[0], first[1]]);
+  return ring;
+}
+
+function round(value: number): number {
+  return Math.round(value * 100) / 100;
+}
+
+function rectangle(bbox: BBox): Rectangle {
+  const [x0, y0, x1, y1] = bbox;
+  return {
+    type: ShapeType.RECTANGLE,
+    geometry: { x: x0, y: y0, w: x1 - x0, h: y1 - y0, bounds: { minX: x0, minY: y0, maxX: x1, maxY: y1 } },
+  };
+}
+
+/** The polygons of a GeoJSON Polygon / MultiPolygon as lists of open rings (outer ring first). */
+function polygonsOf(geometry: GeoJsonGeometry | null): [number, number][][][] {
+  if (!geometry) return [];
+  const coordinates = geometry.coordinates as unknown;
+  if (!Array.isArray(coordinates)) return [];
+  const parts = geometry.type === "Polygon" ? [coordinates] : geometry.type === "MultiPolygon" ? coordinates : [];
+  return parts
+    .map((rings: unknown) => (Array.isArray(rings) ? rings.map(openRing).filter((r) => r.length >= 3) : []))
+    .filter((rings) => rings.length > 0);
+}
+
+function polygonShape(parts: [number, number][][][]): Polygon | MultiPolygon | null {
+  const first = parts[0];
+  if (!first?.[0]) return null;
+  if (parts.length === 1 && first.length === 1) {
+    return { type: ShapeType.POLYGON, geometry: { points: first[0], bounds: boundsOf(first[0]) } };
+  }
+  const polygons: MultiPolygonElement[] = parts.map((rings) => ({
+    rings: rings.map((points) => ({ points })),
+    bounds: boundsOf(rings[0] ?? []),
+  }));
+  const all = parts.flatMap((rings) => rings[0] ?? []);
+  return { type: ShapeType.MULTIPOLYGON, geometry: { polygons, bounds: boundsOf(all) } };
+}
+
+/**
+ * The Annotorious selector for a record, or null for image-level tags (and records without usable
+ * geometry). `pointRadius` sizes points, in level-0 pixels.
+ */
+export function shapeOf(record: AnnotationRecord, pointRadius: number): Shape | null {
+  switch (record.kind) {
+    case "tag":
+      return null;
+    case "box":
+    case "mask":
+      return record.bbox ? rectangle(record.bbox) : null;
+    case "polygon":
+      return polygonShape(polygonsOf(record.geometry)) ?? (record.bbox ? rectangle(record.bbox) : null);
+    case "point": {
+      const geometry = record.geometry;
+      const center = geometry?.type === "Point" && isPosition(geometry.coordinates) ? geometry.coordinates : null;
+      const [cx, cy] = center ?? (record.bbox ? [record.bbox[0], record.bbox[1]] : [NaN, NaN]);
+      if (!Number.isFinite(cx) || !Number.isFinite(cy)) return null;
+      const r = pointRadius;
+      const ellipse: Ellipse = {
+        type: ShapeType.ELLIPSE,
+        geometry: { cx, cy, rx: r, ry: r, bounds: { minX: cx - r, minY: cy - r, maxX: cx + r, maxY: cy + r } },
+      };
+      return ellipse;
+    }
+    default:
+      return null;
+  }
+}
+
+function boxOf(shape: Shape): BBox | null {
+  if (shape.type === ShapeType.RECTANGLE) {
+    const { x, y, w, h, rot } = (shape as Rectangle).geometry;
+    if (!rot) return [round(x), round(y), round(x + w), round(y + h)];
+  }
+  const { minX, minY, maxX, maxY } = shape.geometry.bounds;
+  return [round(minX), round(minY), round(maxX), round(maxY)];
+}
+
+function geometryOf(shape: Shape): GeoJsonGeometry | null {
+  if (shape.type === ShapeType.POLYGON) {
+    const points = (shape as Polygon).geometry.points;
+    return points.length >= 3 ? { type: "Polygon", coordinates: [closedRing(points)] } : null;
+  }
+  if (shape.type === ShapeType.MULTIPOLYGON) {
+    const parts = (shape as MultiPolygon).geometry.polygons.map((polygon) =>
+      polygon.rings.map((ring) => closedRing(ring.points)),
+    );
+    if (parts.length === 0) return null;
+    return parts.length === 1 && parts[0]
+      ? { type: "Polygon", coordinates: parts[0] }
+      : { type: "MultiPolygon", coordinates: parts };
+  }
+  if (shape.type === ShapeType.RECTANGLE) {
+    const box = boxOf(shape);
+    if (!box) return null;
+    const [x0, y0, x1, y1] = box;
+    return {
+      type: "Polygon",
+      coordinates: [
+        [
+          [x0, y0],
+          [x1, y0],
+          [x1, y1],
+          [x0, y1],
+          [x0, y0],
+        ],
+      ],
+    };
+  }
+  return null;
+}
+
+/** The PATCH `changes` that store a reshaped selector on an annotation of `kind` (null: not storable). */
+export function geometryChanges(
+  kind: AnnotationKind,
+  shape: Shape,
+): { bbox: BBox } | { geometry: GeoJsonGeometry } | null {
+  if (kind === "box") {
+    const bbox = boxOf(shape);
+    return bbox ? { bbox } : null;
+  }
+  if (kind === "polygon") {
+    const geometry = geometryOf(shape);
+    return geometry ? { geometry } : null;
+  }
+  return null;
+}
+
+/** The POST body of a freshly drawn selector (rectangle -> box, polygon -> polygon). */
+export function newAnnotation(shape: Shape, label: string, source: string): NewAnnotation | null {
+  if (shape.type === ShapeType.RECTANGLE) {
+    const bbox = boxOf(shape);
+    return bbox ? { kind: "box", label, bbox, source } : null;
+  }
+  const geometry = geometryOf(shape);
+  return geometry ? { kind: "polygon", label, geometry, source } : null;
+}
+
+/** The level-0 bounding box of a new annotation (what the server derives from its geometry). */
+export function bboxOf(annotation: NewAnnotation): BBox | null {
+  if (annotation.bbox) return annotation.bbox;
+  const outer = polygonsOf(annotation.geometry ?? null).flatMap((rings) => rings[0] ?? []);
+  if (outer.length === 0) return null;
+  const { minX, minY, maxX, maxY } = boundsOf(outer);
+  return [minX, minY, maxX, maxY];
+}
+
+/** Whether two level-0 boxes overlap (edges included). */
+export function intersects(a: BBox, b: BBox): boolean {
+  return a[0] <= b[2] && a[2] >= b[0] && a[1] <= b[3] && a[3] >= b[1];
+}
