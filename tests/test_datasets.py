@@ -563,6 +563,15 @@ def api(workspace: gv.Workspace, images: dict[str, str]) -> Iterator[tuple[TestC
         yield client, images
 
 
+def test_rest_create_in_background(api: tuple[TestClient, dict[str, str]]) -> None:
+    client, _ = api
+    r = client.post("/api/v1/datasets", json={"name": "bg", "split": "train=0.5,test=0.5", "background": True})
+    assert r.status_code == 202 and r.json()["kind"] == "dataset"
+    job = client.app.state.workspace.jobs.wait(r.json()["id"], timeout=60)  # type: ignore[attr-defined]
+    assert job["status"] == "done" and job["result"]["ref"] == "bg@1" and job["result"]["counts"]["images"] == 35
+    assert client.post("/api/v1/datasets", json={"name": "bad name!", "background": True}).status_code == 400
+
+
 def test_rest(api: tuple[TestClient, dict[str, str]]) -> None:
     client, images = api
     r = client.post("/api/v1/datasets", json={"name": "web", "split": "train=0.6,val=0.2,test=0.2", "actor": "ana"})

@@ -71,8 +71,17 @@ def test_migrations_are_idempotent_on_both_databases(workspace: gv.Workspace) ->
         "crs",
         "metadata",
     }
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from gigavision.store.db import MIGRATIONS
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    heads = ScriptDirectory.from_config(cfg).get_heads()
+    assert len(heads) == 1, f"migrations must form one chain, found heads {heads}"
     with workspace.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == heads
     assert {"annotations", "annotation_events", "label_classes"} <= set(insp.get_table_names())
 
 

@@ -1,14 +1,14 @@
 """``/api/v1/datasets``: create, list, show, page through and diff immutable dataset versions.
 
-Creation runs in the request (it is quick for thousands of images: annotations are frozen per image and
-perceptual hashes are cached); ``gigavision.datasets.create_version`` reports progress for a job runner.
+Creation runs in the request by default (quick for thousands of images: annotations are frozen per image and
+perceptual hashes are cached); ``"background": true`` runs it as a job with progress instead (202).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from gigavision.datasets import create_version, diff_versions, list_versions, open_version
@@ -36,6 +36,7 @@ class CreateDataset(BaseModel):
     allow_duplicate: bool = False
     qc_submissions: bool = Field(False, description="also freeze annotators' QC submissions, not only consensus")
     actor: str = Field("anonymous", min_length=1, max_length=256)
+    background: bool = Field(False, description="run as a job: 202 with the job record (see /api/v1/jobs)")
 
 
 class VersionList(BaseModel):
@@ -56,8 +57,12 @@ def _ref(name: str, version: str) -> str:
 
 
 @router.post("", status_code=201)
-def create_dataset(body: CreateDataset, ws: WorkspaceDep) -> dict[str, Any]:
+def create_dataset(body: CreateDataset, ws: WorkspaceDep, response: Response) -> dict[str, Any]:
     """Freeze a new version NAME@N; 409 when a version of NAME already has identical content."""
+    if body.background:
+        check_name(body.name)
+        response.status_code = 202
+        return ws.jobs.submit("dataset", body.model_dump(exclude={"actor", "background"}), body.actor)
     version = create_version(
         ws,
         body.name,
