@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, UploadFile
@@ -15,12 +13,12 @@ from pydantic import BaseModel, ConfigDict, computed_field
 
 from gigavision.errors import InvalidInput, LimitExceeded
 from gigavision.server.deps import WorkspaceDep
+from gigavision.server.uploads import safe_filename, save_upload
 from gigavision.store.schema import ImageRow
 from gigavision.workspace import IngestResult
 
 router = APIRouter(prefix="/api/v1/images", tags=["images"])
 IMMUTABLE = "public, max-age=31536000, immutable"
-COPY_CHUNK = 1024 * 1024
 
 
 class LevelOut(BaseModel):
@@ -111,26 +109,6 @@ def mask(image_id: str, ws: WorkspaceDep) -> FileResponse:
     return FileResponse(ws.mask_path(image_id), media_type="image/png", headers={"Cache-Control": IMMUTABLE})
 
 
-def safe_filename(raw: str | None) -> str:
-    """The last path component of a client-supplied file name, without control characters."""
-    name = re.split(r"[\\/]", raw or "")[-1]
-    name = "".join(ch for ch in name if ch.isprintable() and ch != "\x00").strip()
-    if name in ("", ".", ".."):
-        return "upload"
-    return name[:255]
-
-
-def _save_upload(upload: UploadFile, dest: Path, max_bytes: int) -> int:
-    written = 0
-    with dest.open("wb") as out:
-        while chunk := upload.file.read(COPY_CHUNK):
-            written += len(chunk)
-            if written > max_bytes:
-                raise LimitExceeded(f"upload is larger than limits.max_upload_bytes ({max_bytes:,} bytes)")
-            out.write(chunk)
-    return written
-
-
 @router.post(
     "",
     status_code=201,
@@ -150,7 +128,7 @@ async def upload_image(request: Request, file: UploadFile, ws: WorkspaceDep) -> 
     spool.mkdir()
     tmp = spool / name
     try:
-        size = await run_in_threadpool(_save_upload, file, tmp, limit)
+        size = await run_in_threadpool(save_upload, file, tmp, limit)
         if size == 0:
             raise InvalidInput(f"{name}: empty upload (0 bytes)")
         result: IngestResult = await run_in_threadpool(ws.ingest_file, tmp, name=name, source_path=f"upload:{name}")

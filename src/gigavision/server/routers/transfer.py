@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request, UploadFile
@@ -20,10 +19,9 @@ from pydantic import BaseModel, Field
 from gigavision.errors import InvalidInput, LimitExceeded
 from gigavision.formats.jobs import export_params, import_params
 from gigavision.server.deps import WorkspaceDep
-from gigavision.server.routers.images import safe_filename
+from gigavision.server.uploads import safe_filename, save_upload
 
 router = APIRouter(prefix="/api/v1", tags=["import / export"])
-COPY_CHUNK = 1 << 20
 
 
 class ExportRequest(BaseModel):
@@ -47,17 +45,6 @@ def create_export(body: ExportRequest, ws: WorkspaceDep) -> dict[str, Any]:
 
         open_version(ws, checked.dataset)  # 404 now rather than a failed job later
     return ws.jobs.submit("export", params, body.actor)
-
-
-def _save(upload: UploadFile, dest: Path, max_bytes: int) -> int:
-    written = 0
-    with dest.open("wb") as out:
-        while chunk := upload.file.read(COPY_CHUNK):
-            written += len(chunk)
-            if written > max_bytes:
-                raise LimitExceeded(f"upload is larger than limits.max_upload_bytes ({max_bytes:,} bytes)")
-            out.write(chunk)
-    return written
 
 
 @router.post("/imports", status_code=202)
@@ -89,7 +76,7 @@ async def create_import(
     spool = ws.root / "cache" / "uploads" / uuid.uuid4().hex
     spool.mkdir(parents=True)
     try:
-        size = await run_in_threadpool(_save, file, spool / name, limit)
+        size = await run_in_threadpool(save_upload, file, spool / name, limit)
         if size == 0:
             raise InvalidInput(f"{name}: empty upload (0 bytes)")
         return ws.jobs.submit("import", params, actor, inputs={name: spool / name})
