@@ -172,3 +172,25 @@ def test_labels_and_annotations_commands(
     (tmp_path / "bad.json").write_text(json.dumps([{"kind": "box", "label": "cat", "bbox": [0, 0, 1, 1]}]))
     code, _, err = run(capsys, "-w", ws, "annotations", "add", image_id, str(tmp_path / "bad.json"))
     assert code == 2 and "not in the schema" in err
+
+
+def test_user_text_prints_verbatim_not_as_rich_markup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Labels, names and reasons are user text: "[bold]" or "[x, y, w, h]" must print as written."""
+    run(capsys, "init", str(tmp_path / "ws"))
+    ws = str(tmp_path / "ws")
+    code, _, err = run(capsys, "-w", ws, "labels", "add", "[bold]cell[/]", "--kind", "box")
+    assert code == 0 and "[bold]cell[/]" in err
+    code, out, _ = run(capsys, "-w", ws, "labels", "list")
+    assert code == 0 and "[bold]cell[/]" in out
+    coco = tmp_path / "bad.json"
+    coco.write_text(
+        json.dumps(
+            {
+                "images": [],
+                "categories": [{"id": 1, "name": "[red]nucleus"}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2]}],
+            }
+        )
+    )
+    code, _, err = run(capsys, "-w", ws, "import", "coco", str(coco))
+    assert code == 1 and "classes added: [red]nucleus" in err

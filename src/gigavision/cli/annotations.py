@@ -40,7 +40,7 @@ def labels_add(
     attrs = dict(_parse_attribute(a) for a in attribute or [])
     with open_ws(workspace_opt) as ws:
         ws.labels.set(name, kind, color, parent, attrs, actor="cli")
-    err_console.print(f"class [bold]{name}[/] ({kind}) saved")
+    err_console.print(f"class {name!r} ({kind}) saved")
 
 
 @labels_app.command("list")

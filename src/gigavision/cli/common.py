@@ -12,8 +12,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-err_console = Console(stderr=True)
-out_console = Console()
+# markup=False: names, labels and paths are user text and must print as they are (a "[b]" is not a style)
+err_console = Console(stderr=True, markup=False)
+out_console = Console(markup=False)
 
 WorkspaceOpt = Annotated[
     Path | None,
@@ -53,12 +54,12 @@ def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[fl
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[note]}"),
+        TextColumn("{task.fields[note]}", markup=False),
     )
     with Progress(*columns, console=err_console, disable=quiet) as bar:
         task = bar.add_task(description, total=1.0, note="")

@@ -65,7 +65,7 @@ def create(
     with open_ws(workspace_opt) as ws:
         # a live bar only on a terminal: piped stderr keeps errors to their one line
         bar = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -100,7 +100,7 @@ def create(
         print_json(summary)
         return
     _print_summary(summary)
-    err_console.print(f"created [bold]{version.ref}[/]", highlight=False)
+    err_console.print(f"created {version.ref}", highlight=False)
 
 
 @dataset_app.command("list")
@@ -175,7 +175,7 @@ def diff(
         print_json(result)
         return
     same = " (same content)" if result["same_content"] else ""
-    out_console.print(f"[bold]{result['a']}[/] → [bold]{result['b']}[/]{same}", highlight=False)
+    out_console.print(f"{result['a']} → {result['b']}{same}", highlight=False)
     images, annotations = result["images"], result["annotations"]
     out_console.print(
         f"images: {images['added']['count']} added, {images['removed']['count']} removed, "

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, out_console, print_json
 
@@ -19,7 +20,7 @@ def run_ingest(ws: Any, paths: list[Path], *, recursive: bool, follow_symlinks: 
 
     results: list[IngestResult] = []
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -40,9 +41,8 @@ def run_ingest(ws: Any, paths: list[Path], *, recursive: bool, follow_symlinks: 
                 style = {"added": "green", "duplicate": "yellow", "rejected": "red"}[r.status]
                 size = f"{r.width:,}x{r.height:,}" if r.width else ""
                 extra = r.reason if r.status == "rejected" else size
-                bar.console.print(
-                    f"[{style}]{r.status:9}[/] {r.name}  {extra}", markup=True, highlight=False, soft_wrap=True
-                )
+                line = Text.assemble((f"{r.status:9}", style), f" {r.name}  {extra}")
+                bar.console.print(line, highlight=False, soft_wrap=True)
 
         def on_progress(fraction: float) -> None:
             bar.update(current, visible=True, description="  pyramid", completed=fraction)

@@ -87,7 +87,7 @@ def _items_table(items: list[dict[str, Any]]) -> None:
 def _show(item: dict[str, Any]) -> None:
     region = item["region"] or "whole image"
     out_console.print(
-        f"item {item['id']}  {item['kind']}  {region}  status [bold]{item['status']}[/]  "
+        f"item {item['id']}  {item['kind']}  {region}  status {item['status']}  "
         f"agreement {item['agreement'] if item['agreement'] is not None else '-'} (threshold {item['threshold']})",
         highlight=False,
     )

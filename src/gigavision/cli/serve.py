@@ -37,7 +37,7 @@ def run_server(
     if job_workers is not None:
         ws.settings.job_workers = job_workers
         os.environ["GIGAVISION_JOB_WORKERS"] = str(job_workers)  # for the worker processes below
-    err_console.print(f"gigavision serving {ws.root} at [bold]http://{host}:{port}/[/]  (Ctrl+C stops)", soft_wrap=True)
+    err_console.print(f"gigavision serving {ws.root} at http://{host}:{port}/  (Ctrl+C stops)", soft_wrap=True)
     if workers == 1:
         uvicorn.run(create_app(ws), host=host, port=port, log_level=log_level, access_log=False)
         return

@@ -25,11 +25,11 @@ SHOWN = 20  # rejections printed without --json
 
 def _bar(json_out: bool) -> Progress:
     return Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         TaskProgressColumn(),
         TimeElapsedColumn(),
-        TextColumn("{task.fields[note]}"),
+        TextColumn("{task.fields[note]}", markup=False),
         console=err_console,
         transient=True,
         disable=json_out or not err_console.is_terminal,
@@ -106,9 +106,9 @@ def _print_import(data: dict[str, Any]) -> None:
     if data["attributes_added"]:
         err_console.print("attributes added: " + ", ".join(data["attributes_added"]), highlight=False)
     for u in data["unmatched"]:
-        err_console.print(f"[yellow]unmatched[/] {u['file']}: {u['ref']}: {u['reason']}", highlight=False)
+        err_console.print(f"unmatched {u['file']}: {u['ref']}: {u['reason']}", highlight=False)
     for r in data["rejected"][:SHOWN]:
-        err_console.print(f"[red]rejected[/] {r['file']} {r['item']}: {r['reason']}", highlight=False)
+        err_console.print(f"rejected {r['file']} {r['item']}: {r['reason']}", highlight=False)
     if data["rejected_count"] > SHOWN:
         err_console.print(f"... and {data['rejected_count'] - SHOWN} more rejected (see --json)")
     for note in data["notes"]:
@@ -164,4 +164,4 @@ def export_cmd(
     for reason, n in data["converted"].items():
         err_console.print(f"converted: {n} {reason}", highlight=False)
     for reason, n in data["skipped"].items():
-        err_console.print(f"[yellow]not written[/]: {n} {reason}", highlight=False)
+        err_console.print(f"not written: {n} {reason}", highlight=False)

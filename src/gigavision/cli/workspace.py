@@ -23,7 +23,7 @@ def init(
         if json_out:
             print_json({"workspace": str(ws.root), "db_url": ws.settings.resolved_db_url()})
         else:
-            err_console.print(f"workspace ready: [bold]{ws.root}[/]")
+            err_console.print(f"workspace ready: {ws.root}")
 
 
 def demo(
