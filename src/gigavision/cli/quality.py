@@ -113,7 +113,7 @@ def items_add(
         list[str] | None, typer.Option("--region", help="x0,y0,x1,y1 in level-0 pixels (repeatable).")
     ] = None,
     regions_file: Annotated[
-        Path | None, typer.Option("--regions", help="JSON list of [x0, y0, x1, y1] regions.")
+        Path | None, typer.Option("--regions", help="JSON list of \\[x0, y0, x1, y1] regions.")
     ] = None,
     grid: Annotated[str | None, typer.Option(help="Cover the image with cells: 1024 or 1024x512.")] = None,
     label: Annotated[list[str] | None, typer.Option("--label", help="Candidate class (repeatable).")] = None,
