@@ -260,6 +260,131 @@ class Annotations:
                 out[i] = float(rle.area({"size": m["size"], "counts": m["counts"].encode("ascii")}))
         return out
 
+    # -- windows and levels ------------------------------------------------------------------------------
+    def crop(self, x0: float, y0: float, x1: float, y1: float, min_visible: float = 0.0) -> Annotations:
+        """The annotations seen through the window ``[x0, x1) × [y0, y1)``, shifted so its top-left is (0, 0).
+
+        Boxes are clipped; polygons are intersected with the window (holes kept, results without area
+        dropped); points are kept when inside; masks are cut to the window's pixels (its corners rounded to
+        whole pixels) and re-encoded around what is left; tags are kept as they are. ``min_visible`` drops
+        objects whose remaining area is below that fraction of their full area (points inside count as 1).
+        """
+        import shapely
+
+        if not (x1 > x0 and y1 > y0):
+            raise InvalidInput(f"crop window must have x1 > x0 and y1 > y0, got ({x0}, {y0}, {x1}, {y1})")
+        if not 0.0 <= min_visible <= 1.0:
+            raise InvalidInput(f"min_visible must be in [0, 1], got {min_visible}")
+        b = self.xyxy
+        spatial = self.kind != "tag"
+        with np.errstate(invalid="ignore"):
+            near = (b[:, 0] <= x1) & (b[:, 2] >= x0) & (b[:, 1] <= y1) & (b[:, 3] >= y0)
+        sub = self[np.nonzero(~spatial | (spatial & near))[0]]
+        n = len(sub)
+        xyxy, geometry, masks = sub.xyxy.copy(), sub.geometry.copy(), sub.mask.copy()
+        visible = np.ones(n)
+        alive = np.ones(n, dtype=bool)
+        shift = np.array([x0, y0])
+
+        rows = np.nonzero(sub.kind == "box")[0]
+        if len(rows):
+            ob = xyxy[rows]
+            cb = np.column_stack(
+                [
+                    np.clip(ob[:, 0], x0, x1),
+                    np.clip(ob[:, 1], y0, y1),
+                    np.clip(ob[:, 2], x0, x1),
+                    np.clip(ob[:, 3], y0, y1),
+                ]
+            )
+            full = (ob[:, 2] - ob[:, 0]) * (ob[:, 3] - ob[:, 1])
+            seen = (cb[:, 2] - cb[:, 0]) * (cb[:, 3] - cb[:, 1])
+            inside = (ob[:, 0] >= x0) & (ob[:, 2] <= x1) & (ob[:, 1] >= y0) & (ob[:, 3] <= y1)
+            visible[rows] = np.where(full > 0, seen / np.where(full > 0, full, 1.0), inside.astype(np.float64))
+            xyxy[rows] = cb - np.concatenate([shift, shift])
+
+        rows = np.nonzero(sub.kind == "point")[0]
+        if len(rows):
+            p = xyxy[rows, :2]
+            visible[rows] = ((p[:, 0] >= x0) & (p[:, 0] < x1) & (p[:, 1] >= y0) & (p[:, 1] < y1)).astype(np.float64)
+            geometry[rows] = shapely.transform(geometry[rows], lambda c: c - shift)
+            xyxy[rows] -= np.concatenate([shift, shift])
+
+        rows = np.nonzero(sub.kind == "polygon")[0]
+        if len(rows):
+            shapes = geometry[rows].copy()
+            broken = ~shapely.is_valid(shapes)  # self-intersecting drawings: repair before intersecting
+            shapes[broken] = _polygonal(shapely.make_valid(shapes[broken]))
+            clipped = _polygonal(shapely.intersection(shapes, shapely.box(x0, y0, x1, y1)))
+            full = shapely.area(geometry[rows])
+            seen = shapely.area(clipped)
+            visible[rows] = np.where(full > 0, seen / np.where(full > 0, full, 1.0), (seen > 0).astype(np.float64))
+            alive[rows] = seen > 0
+            moved = shapely.transform(clipped, lambda c: c - shift)
+            geometry[rows] = moved
+            xyxy[rows] = shapely.bounds(moved)
+
+        ix0, iy0, ix1, iy1 = (round(v) for v in (x0, y0, x1, y1))
+        for i in np.nonzero(sub.kind == "mask")[0]:
+            m = sub.decode_mask(int(i))
+            ox, oy = math.floor(xyxy[i, 0]), math.floor(xyxy[i, 1])
+            cx0, cy0 = max(0, ix0 - ox), max(0, iy0 - oy)
+            cx1, cy1 = min(m.shape[1], ix1 - ox), min(m.shape[0], iy1 - oy)
+            total = int(m.sum())
+            cut = m[cy0:cy1, cx0:cx1] if cx1 > cx0 and cy1 > cy0 else np.zeros((0, 0), dtype=bool)
+            tight = _tight_rle(cut, ox + cx0 - ix0, oy + cy0 - iy0)
+            if tight is None:
+                visible[i], alive[i] = 0.0, False
+                continue
+            masks[i], xyxy[i] = tight
+            visible[i] = int(cut.sum()) / total if total else 0.0
+
+        alive &= visible > 0
+        alive &= visible >= min_visible
+        return sub._with(xyxy=xyxy, geometry=geometry, mask=masks, rows=np.nonzero(alive)[0])
+
+    def scale(self, factor: float) -> Annotations:
+        """Coordinates multiplied by ``factor`` (``1 / downsample`` takes level-0 pixels to a level's pixels).
+
+        Masks are resampled by nearest neighbour on the new pixel grid; an object smaller than one new
+        pixel keeps the pixel under its centre, so nothing vanishes. Tags are unchanged.
+        """
+        import shapely
+
+        if not (math.isfinite(factor) and factor > 0):
+            raise InvalidInput(f"scale factor must be a positive finite number, got {factor}")
+        xyxy, geometry, masks = self.xyxy * factor, self.geometry.copy(), self.mask.copy()
+        rows = np.nonzero(np.isin(self.kind, ("polygon", "point")))[0]
+        if len(rows):
+            geometry[rows] = shapely.transform(geometry[rows], lambda c: c * factor)
+        for i in np.nonzero(self.kind == "mask")[0]:
+            m = self.decode_mask(int(i))
+            ox, oy = math.floor(self.xyxy[i, 0]), math.floor(self.xyxy[i, 1])
+            nx0, ny0 = math.floor(ox * factor), math.floor(oy * factor)
+            nx1 = max(nx0 + 1, math.ceil((ox + m.shape[1]) * factor))
+            ny1 = max(ny0 + 1, math.ceil((oy + m.shape[0]) * factor))
+            src_x = np.floor((np.arange(nx0, nx1) + 0.5) / factor).astype(np.int64) - ox
+            src_y = np.floor((np.arange(ny0, ny1) + 0.5) / factor).astype(np.int64) - oy
+            ok_x, ok_y = (src_x >= 0) & (src_x < m.shape[1]), (src_y >= 0) & (src_y < m.shape[0])
+            out = np.zeros((ny1 - ny0, nx1 - nx0), dtype=bool)
+            out[np.ix_(ok_y, ok_x)] = m[np.ix_(src_y[ok_y], src_x[ok_x])]
+            if not out.any():
+                ys, xs = np.nonzero(m)
+                cx = min(nx1 - 1, max(nx0, math.floor((ox + xs.mean() + 0.5) * factor)))
+                cy = min(ny1 - 1, max(ny0, math.floor((oy + ys.mean() + 0.5) * factor)))
+                out[cy - ny0, cx - nx0] = True
+            tight = _tight_rle(out, nx0, ny0)
+            if tight is not None:  # always: at least one pixel is set
+                masks[i], xyxy[i] = tight
+        return self._with(xyxy=xyxy, geometry=geometry, mask=masks)
+
+    def _with(self, rows: np.ndarray | None = None, **columns: Any) -> Annotations:
+        """A copy with some columns replaced, keeping ``rows`` (all when None) before validation."""
+        picked = {f.name: columns.get(f.name, getattr(self, f.name)) for f in fields(self)}
+        if rows is not None:
+            picked = {name: column[rows] for name, column in picked.items()}
+        return Annotations(**picked)
+
     # -- converters --------------------------------------------------------------------------------------
     def to_records(self) -> list[dict[str, Any]]:
         """JSON-able dicts, one per row (the REST and database representation); geometry as GeoJSON."""
@@ -310,7 +435,7 @@ class Annotations:
                 cols["label"].append(r["label"])
                 cols["xyxy"].append(box)
                 cols["geometry"].append(geom)
-                cols["mask"].append(r.get("mask"))
+                cols["mask"].append(_record_mask(r.get("mask")) if kind == "mask" else None)
                 cols["score"].append(math.nan if r.get("score") is None else float(r["score"]))
                 cols["source"].append(r.get("source") or "unknown")
                 cols["status"].append(r.get("status") or "proposed")
@@ -337,12 +462,70 @@ class Annotations:
         )
 
 
+def _record_mask(value: Any) -> dict[str, Any] | None:
+    """A record's mask as ``{"size": [h, w], "counts": str}``; uncompressed ``counts`` (a list) compressed.
+
+    Anything else is ``InvalidInput`` here, so a malformed mask is never stored (exporters decode it later).
+    """
+    import pycocotools.mask as rle
+
+    if value is None:
+        return None
+    size = value.get("size") if isinstance(value, Mapping) else None
+    if not (
+        isinstance(size, Sequence)
+        and len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+    ):
+        raise InvalidInput(f"a mask must be a COCO RLE {{'size': [h, w], 'counts': ...}} of its box, got {value!r:.80}")
+    h, w = int(size[0]), int(size[1])
+    counts = value.get("counts")
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise InvalidInput("mask counts must be a COCO counts string or a list of non-negative integers")
+        if sum(counts) != h * w:
+            raise InvalidInput(f"mask counts cover {sum(counts)} pixels, its {w}x{h} window has {h * w}")
+        encoded = rle.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+        return {"size": [h, w], "counts": encoded["counts"].decode("ascii")}
+    if not isinstance(counts, str) or not counts.isascii():
+        raise InvalidInput("mask counts must be a COCO counts string or a list of non-negative integers")
+    try:
+        rle.decode({"size": [h, w], "counts": counts.encode("ascii")})
+    except ValueError as exc:
+        raise InvalidInput(f"mask counts are not a valid COCO RLE string: {exc}") from exc
+    return {"size": [h, w], "counts": counts}
+
+
 def _labels(labels: Sequence[str] | str, n: int) -> np.ndarray:
     return _text([labels] * n if isinstance(labels, str) else list(labels))
 
 
 def _text(values: Sequence[Any]) -> np.ndarray:
     return _object_column(list(values), len(values))
+
+
+def _polygonal(geoms: np.ndarray) -> np.ndarray:
+    """Keep only the areal part of each geometry (an intersection may add edge lines or corner points)."""
+    import shapely
+
+    out = np.asarray(geoms, dtype=object).copy()
+    for i in np.nonzero(~np.isin(shapely.get_type_id(out), (3, 6)))[0]:
+        parts = [p for p in shapely.get_parts(out[i]) if p.geom_type == "Polygon" and p.area > 0]
+        out[i] = parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts) if parts else shapely.Polygon()
+    return out
+
+
+def _tight_rle(m: np.ndarray, ox: int, oy: int) -> tuple[dict[str, Any], np.ndarray] | None:
+    """COCO RLE of the set pixels' tight box of a mask placed at ``(ox, oy)``, and that box; None if empty."""
+    import pycocotools.mask as rle
+
+    if m.size == 0 or not m.any():
+        return None
+    ys, xs = np.nonzero(m)
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    encoded = rle.encode(np.asfortranarray(m[y0:y1, x0:x1].astype(np.uint8)))
+    box = np.array([ox + x0, oy + y0, ox + x1, oy + y1], dtype=np.float64)
+    return {"size": [y1 - y0, x1 - x0], "counts": encoded["counts"].decode("ascii")}, box
 
 
 def mask_to_polygon(rle_mask: Mapping[str, Any], xyxy: np.ndarray) -> Any:
