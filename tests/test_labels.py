@@ -129,3 +129,12 @@ def test_cli_label_migrations(
     assert main(["-w", root, "labels", "history", "--json"]) == 0
     assert [e["action"] for e in json.loads(capsys.readouterr().out)][:2] == ["merge", "rename"]
     assert _labels(ws, img.id) == ["any", "any"]
+
+
+def test_merge_into_a_child_of_a_source_keeps_the_tree(workspace: gv.Workspace) -> None:
+    ws = workspace
+    ws.labels.set("cell", "box")
+    ws.labels.set("tumour", "box", parent="cell")
+    ws.labels.set("lymphocyte", "box", parent="tumour")
+    ws.labels.merge(["tumour"], "lymphocyte", actor="bob")
+    assert {c["name"]: c["parent"] for c in ws.labels.classes()} == {"cell": None, "lymphocyte": "cell"}

@@ -30,6 +30,7 @@ from gigavision.errors import InvalidInput
 
 KINDS = ("tag", "box", "polygon", "mask", "point")
 STATUSES = ("proposed", "accepted", "rejected", "adjudicated")
+GEOMETRY_TYPES = {"polygon": ("Polygon", "MultiPolygon"), "point": ("Point",)}
 
 
 def _object_column(values: Sequence[Any], n: int) -> np.ndarray:
@@ -423,6 +424,10 @@ class Annotations:
             try:
                 kind = r["kind"]
                 geom = shapely.geometry.shape(r["geometry"]) if r.get("geometry") else None
+                if geom is not None and kind in GEOMETRY_TYPES and geom.geom_type not in GEOMETRY_TYPES[kind]:
+                    raise InvalidInput(
+                        f"a {kind} needs a {' or '.join(GEOMETRY_TYPES[kind])} geometry, got {geom.geom_type}"
+                    )
                 if kind == "tag":
                     box = [math.nan] * 4
                 elif r.get("bbox") is not None:

@@ -269,12 +269,12 @@ def _import_file(data: dict[str, Any], file: Path, shown: str, session: ImportSe
     # class kinds: declared (our extension), else what the annotations of that category are
     used: dict[Any, str] = {}
     for a in data["annotations"]:
-        if isinstance(a, dict) and a.get("category_id") in categories:
+        if isinstance(a, dict) and _key(a.get("category_id")) in categories:
             used.setdefault(a["category_id"], _kind_of(a))
-    tag_names = {t for im in data["images"] if isinstance(im, dict) for t in im.get("tags") or [] if isinstance(t, str)}
+    tag_names = {t for im in data["images"] if isinstance(im, dict) for t in _tags(im) if isinstance(t, str)}
     names = set(categories.values())
     for c in data.get("categories", []):
-        if not isinstance(c, dict) or categories.get(c.get("id")) != c.get("name"):
+        if not isinstance(c, dict) or _key(c.get("id")) not in categories or categories[c["id"]] != c.get("name"):
             continue
         kind = c.get("kind") if c.get("kind") in ("tag", "box", "polygon", "mask", "point") else None
         kind = kind or used.get(c["id"]) or ("tag" if c["name"] in tag_names else "box")
@@ -301,9 +301,9 @@ def _import_file(data: dict[str, Any], file: Path, shown: str, session: ImportSe
         item = f"annotation {a.get('id', i) if isinstance(a, dict) else i}"
         if not isinstance(a, dict):
             session.reject(shown, item, "an annotation must be a JSON object")
-        elif a.get("image_id") not in images:
+        elif _key(a.get("image_id")) not in images:
             session.reject(shown, item, f"image_id {a.get('image_id')!r} is not in images")
-        elif a.get("category_id") not in categories:
+        elif _key(a.get("category_id")) not in categories:
             session.reject(shown, item, f"category_id {a.get('category_id')!r} is not in categories")
         else:
             by_image[a["image_id"]].append(i)
@@ -316,7 +316,7 @@ def _import_file(data: dict[str, Any], file: Path, shown: str, session: ImportSe
     keypoints_ignored = 0
     for done, (image_key, im) in enumerate(images.items(), start=1):
         indexes = by_image.pop(image_key, [])
-        tags = [t for t in im.get("tags") or [] if isinstance(t, str)]
+        tags = [t for t in _tags(im) if isinstance(t, str)]
         size = (im["width"], im["height"])
         target = session.resolve(im["file_name"], shown, search=search, size=size, annotations=len(indexes) + len(tags))
         if target is not None:
@@ -338,6 +338,16 @@ def _import_file(data: dict[str, Any], file: Path, shown: str, session: ImportSe
         session.report.note(f"{shown}: keypoints of {keypoints_ignored} annotation(s) were not imported")
 
 
+def _key(value: Any) -> int | str | None:
+    """An id usable as a dict key: COCO ids are integers (or text); a list or object in a hostile file is none."""
+    return value if isinstance(value, int | str) and not isinstance(value, bool) else None
+
+
+def _tags(im: dict[str, Any]) -> list[Any]:
+    tags = im.get("tags")
+    return tags if isinstance(tags, list) else []
+
+
 def _image_problem(im: Any) -> str | None:
     if not isinstance(im, dict) or "id" not in im:
         return "an image needs an id"
@@ -345,6 +355,8 @@ def _image_problem(im: Any) -> str | None:
         return "image id must be an integer or text"
     if not isinstance(im.get("file_name"), str) or not im["file_name"]:
         return "an image needs a file_name"
+    if im.get("tags") is not None and not isinstance(im["tags"], list):
+        return f"tags must be a list of labels, got {im['tags']!r:.80}"
     w, h = im.get("width"), im.get("height")
     if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0) or isinstance(w, bool):
         return f"width and height must be positive integers, got {w!r} x {h!r}"
@@ -370,6 +382,8 @@ def _row(a: dict[str, Any], item: str, label: str, width: int, height: int) -> R
     if score is not None and not _is_number(score):
         raise InvalidInput(f"score must be a number, got {score!r}")
     value = math.nan if score is None else float(score)
+    if not isinstance(a.get("segmentation"), list | dict | None):
+        raise InvalidInput("segmentation must be a list of [x1, y1, x2, y2, ...] number lists or an RLE")
     kind = _kind_of(a)
     if kind == "mask":
         seg = a["segmentation"]

@@ -240,6 +240,10 @@ def _rows(data: bytes | None, vertices: int, item: str, session: ImportSession) 
     except InvalidInput as exc:
         yield str(exc)
         return
+    if _other_measurements(props.get("measurements")):
+        session.report.note(
+            "GeoJSON measurements other than 'score' (e.g. QuPath's cell measurements) are not imported"
+        )
     kind = "polygon" if gtype in ("Polygon", "MultiPolygon") else "point"
     session.declare_class(label, kind, class_color(props))
     if kind == "polygon":
@@ -277,6 +281,15 @@ def _properties(props: dict[str, Any], default_label: str) -> tuple[str, dict[st
             if isinstance(m, dict) and m.get("name") == "score" and _number(m.get("value")):
                 score = float(m["value"])
     return label, attributes, score
+
+
+def _other_measurements(measurements: Any) -> bool:
+    """Whether a feature carries measurements besides ``score`` (they are not kept: reported in a note)."""
+    if isinstance(measurements, dict):
+        return any(k != "score" for k in measurements)
+    if isinstance(measurements, list):
+        return any(not (isinstance(m, dict) and m.get("name") == "score") for m in measurements)
+    return False
 
 
 def _number(v: Any) -> bool:

@@ -173,7 +173,8 @@ def _names(root: Path) -> list[str]:
             raise InvalidInput(f"{found.name}: larger than {MAX_YAML_BYTES} bytes")
         data = yaml.safe_load(found.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"{found.name}: not a readable YAML file ({exc})") from exc
+        reason = " ".join(str(exc).split())  # PyYAML's message spans lines; errors are one line
+        raise InvalidInput(f"{found.name}: not a readable YAML file ({reason})") from exc
     names = data.get("names") if isinstance(data, dict) else None
     if isinstance(names, dict) and all(isinstance(k, int) for k in names):
         if sorted(names) != list(range(len(names))):
@@ -198,7 +199,7 @@ def _read_lines(file: Path, shown: str, session: ImportSession) -> list[tuple[in
     try:
         if file.stat().st_size > MAX_LABEL_BYTES:
             raise InvalidInput(f"larger than {MAX_LABEL_BYTES} bytes")
-        text = file.read_text(encoding="utf-8")
+        text = file.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows tools) is not part of line 1
     except (OSError, UnicodeDecodeError, InvalidInput) as exc:
         session.reject(shown, "file", f"cannot read the label file: {exc}")
         return None

@@ -79,6 +79,13 @@ class LabelSchema:
         with self.session.begin() as s:
             if parent is not None and parent != name and s.get(LabelClassRow, parent) is None:
                 raise InvalidInput(f"class {name!r}: parent {parent!r} is not in the schema")
+            ancestor, seen = parent, set[str]()
+            while ancestor is not None and ancestor not in seen:  # the hierarchy stays a tree
+                if ancestor == name:
+                    raise InvalidInput(f"class {name!r}: parent {parent!r} would make it its own ancestor")
+                seen.add(ancestor)
+                up = s.get(LabelClassRow, ancestor)
+                ancestor = up.parent if up is not None else None
             old = s.get(LabelClassRow, name)
             before = class_record(old) if old else None
             if old is not None and old.kind != kind and _used(s, name):
@@ -146,8 +153,14 @@ class LabelSchema:
                     merged = attributes.setdefault(key, [])
                     merged.extend(v for v in allowed if v not in merged)
             target.attributes = attributes
+            while target.parent in sources:  # a target under a source moves up to that source's place
+                target.parent = next(r.parent for r in found if r.name == target.parent)
             s.flush()
-            s.execute(update(LabelClassRow).where(LabelClassRow.parent.in_(sources)).values(parent=into))
+            s.execute(
+                update(LabelClassRow)
+                .where(LabelClassRow.parent.in_(sources), LabelClassRow.name != into)
+                .values(parent=into)
+            )
             changed = sum(_relabel(s, name, into) for name in sources)
             for r in found:
                 s.delete(r)
