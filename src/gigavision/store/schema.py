@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, case, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
+
+from gigavision.store.geometry_codec import StoredGeometry
 
 
 def utcnow() -> datetime:
@@ -58,31 +60,60 @@ class LabelClassRow(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # name -> allowed values
 
 
+class AnnotationImageRow(Base):
+    """The small integer key of each annotated image: annotation rows store it instead of the 64-character id."""
+
+    __tablename__ = "annotation_images"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - a key is never reused for another image
+
+    image_key: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(String(64), ForeignKey("images.id"), unique=True)
+
+
 class AnnotationRow(Base):
-    """One annotation of one image; geometry in level-0 pixels. Never silently overwritten: see events."""
+    """One annotation of one image; geometry in level-0 pixels. Never silently overwritten: see events.
+
+    Stored compactly (migration 0006; ``gigavision.store.annotations`` bulk-writes and reads the columns
+    directly): the image as ``image_key`` (``image_id`` is read through ``annotation_images``), the geometry
+    losslessly with ``geometry_codec`` (read and written as WKB through this mapping), empty attributes
+    as NULL.
+    """
 
     __tablename__ = "annotations"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    image_id: Mapped[str] = mapped_column(String(64), ForeignKey("images.id"))
-    image_key: Mapped[int] = mapped_column(Integer, index=True)  # int(image_id[:6], 16): a compact per-image index
+    image_key: Mapped[int] = mapped_column(Integer, index=True)  # annotation_images.image_key
     kind: Mapped[str] = mapped_column(String(16))
     label: Mapped[str] = mapped_column(String(256))
     x0: Mapped[float | None] = mapped_column(Float)
     y0: Mapped[float | None] = mapped_column(Float)
     x1: Mapped[float | None] = mapped_column(Float)
     y1: Mapped[float | None] = mapped_column(Float)
-    geometry: Mapped[bytes | None] = mapped_column(LargeBinary)  # WKB
+    geometry: Mapped[bytes | None] = mapped_column(StoredGeometry)  # WKB in and out; stored compact
     mask: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # COCO RLE of the bbox window
     score: Mapped[float | None] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(256))
     status: Mapped[str] = mapped_column(String(16))
-    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # NULL: no attributes
     version: Mapped[int] = mapped_column(Integer, default=1)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_by: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Read-only: the image id through annotation_images. The CASE names annotations.image_key outside the
+    # subquery so that even select(AnnotationRow.image_id) alone selects FROM annotations (a bare correlated
+    # subquery would not correlate there).
+    image_id: Mapped[str] = column_property(
+        case(
+            (
+                image_key.is_not(None),
+                select(AnnotationImageRow.image_id)
+                .where(AnnotationImageRow.image_key == image_key)
+                .correlate_except(AnnotationImageRow)
+                .scalar_subquery(),
+            )
+        )
+    )
 
 
 class AnnotationEventRow(Base):

@@ -79,16 +79,7 @@ def add_annotations(image_id: str, body: AddAnnotations, ws: WorkspaceDep) -> di
 @router.get("/api/v1/annotations/{annotation_id}")
 def get_annotation(annotation_id: int, ws: WorkspaceDep) -> dict[str, Any]:
     """One live annotation as a record with its version (the viewer reloads one after a 409 with this)."""
-    from gigavision.errors import NotFound
-    from gigavision.store.annotations import _record
-    from gigavision.store.schema import AnnotationRow
-
-    # TODO(store): an AnnotationStore.get_record(id) would keep this query inside the store.
-    with ws.annotations.session() as s:
-        row = s.get(AnnotationRow, annotation_id)
-        if row is None or row.deleted:
-            raise NotFound(f"no annotation with id {annotation_id}")
-        return _record(row)
+    return ws.annotations.get_record(annotation_id)
 
 
 @router.patch("/api/v1/annotations/{annotation_id}")
