@@ -59,6 +59,7 @@ def test_inline_run_records_result_progress_and_files(workspace: gv.Workspace) -
     job = workspace.jobs.get(items[0]["id"])
     assert job["files"] == [{"path": "sub/numbers.txt", "size": len("0\n1\n2\n3\n4")}]
     assert job["started_at"] is not None and job["finished_at"] is not None
+    assert all(job[k].endswith("+00:00") for k in ("created_at", "started_at", "finished_at"))  # UTC on both DBs
 
 
 def test_inline_failures_are_recorded_and_raised(workspace: gv.Workspace) -> None:

@@ -10,6 +10,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,13 @@ JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 ProgressCallback = Callable[[float, str], None]
 
 
+def _iso(at: datetime | None) -> str | None:
+    """ISO 8601 in UTC (SQLite hands back naive datetimes for what was written in UTC)."""
+    if at is None:
+        return None
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
+
+
 def job_record(row: JobRow) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -45,9 +53,9 @@ def job_record(row: JobRow) -> dict[str, Any]:
         "result": row.result,
         "error": row.error,
         "created_by": row.created_by,
-        "created_at": row.created_at.isoformat(),
-        "started_at": row.started_at.isoformat() if row.started_at else None,
-        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        "created_at": _iso(row.created_at),
+        "started_at": _iso(row.started_at),
+        "finished_at": _iso(row.finished_at),
         "cancel_requested": row.cancel_requested,
     }
 
