@@ -49,22 +49,25 @@ def print_json(data: Any) -> None:
 
 
 @contextmanager
-def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[float, str], None]]:
-    """A Rich progress bar on stderr; yields ``update(fraction, message)`` (the job progress callback)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[float, float, str], None]]:
+    """A Rich progress bar on stderr; yields ``update(done, total, message)`` (the job progress signature).
+
+    Drawn only on a terminal and cleared when done, so piped stderr keeps errors to their one line.
+    """
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     columns = (
         TextColumn("{task.description}", markup=False),
         BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
+        TaskProgressColumn(),
         TimeElapsedColumn(),
-        TimeRemainingColumn(),
         TextColumn("{task.fields[note]}", markup=False),
     )
-    with Progress(*columns, console=err_console, disable=quiet) as bar:
+    disable = quiet or not err_console.is_terminal
+    with Progress(*columns, console=err_console, transient=True, disable=disable) as bar:
         task = bar.add_task(description, total=1.0, note="")
 
-        def update(fraction: float, message: str = "") -> None:
-            bar.update(task, completed=fraction, note=message)
+        def update(done: float, total: float, message: str = "") -> None:
+            bar.update(task, completed=done / total if total else 0.0, note=message[-40:])
 
         yield update

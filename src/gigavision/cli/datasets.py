@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, out_console, print_json
+from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, out_console, print_json, progress_bar
 
 if TYPE_CHECKING:
     from gigavision.datasets import DatasetVersion
@@ -62,39 +61,23 @@ def create(
     """Freeze the selected images and their annotations into the next version NAME@N."""
     from gigavision.datasets import create_version
 
-    with open_ws(workspace_opt) as ws:
-        # a live bar only on a terminal: piped stderr keeps errors to their one line
-        bar = Progress(
-            TextColumn("{task.description}", markup=False),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-            disable=not err_console.is_terminal,
+    with open_ws(workspace_opt) as ws, progress_bar(f"dataset {name}") as progress:
+        version = create_version(
+            ws,
+            name,
+            filters=filter_ or [],
+            split=split,
+            stratify=stratify,
+            group_by=group_by,
+            seed=seed,
+            statuses=status,
+            dup_distance=dup_distance,
+            reshuffle=reshuffle,
+            allow_duplicate=allow_duplicate,
+            qc_submissions=qc_submissions,
+            actor=actor,
+            progress=progress,
         )
-        with bar:
-            task = bar.add_task("dataset", total=None)
-
-            def progress(done: int, total: int, message: str) -> None:
-                bar.update(task, description=message, completed=done, total=total)
-
-            version = create_version(
-                ws,
-                name,
-                filters=filter_ or [],
-                split=split,
-                stratify=stratify,
-                group_by=group_by,
-                seed=seed,
-                statuses=status,
-                dup_distance=dup_distance,
-                reshuffle=reshuffle,
-                allow_duplicate=allow_duplicate,
-                qc_submissions=qc_submissions,
-                actor=actor,
-                progress=progress,
-            )
         summary = version.summary(schema=False)
     if json_out:
         print_json(summary)

@@ -77,7 +77,7 @@ def wait_cmd(
         deadline = time.monotonic() + timeout
         while True:
             job = ws.jobs.get(job_id)
-            update(job["progress"], job["message"])
+            update(job["progress"], 1.0, job["message"])
             if job["status"] in ("done", "failed", "cancelled") or time.monotonic() > deadline:
                 break
             time.sleep(0.25)

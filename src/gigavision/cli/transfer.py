@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import typer
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, print_json
+from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, print_json, progress_bar
 
 FormatName = Literal["coco", "voc", "yolo", "geojson", "imagefolder", "csv"]  # = FORMATS (a test checks)
 FormatArg = Annotated[
@@ -21,19 +20,6 @@ FormatArg = Annotated[
     typer.Argument(metavar="FORMAT", help="One of: " + ", ".join(get_args(FormatName)) + ".", show_default=False),
 ]
 SHOWN = 20  # rejections printed without --json
-
-
-def _bar(json_out: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}", markup=False),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[note]}", markup=False),
-        console=err_console,
-        transient=True,
-        disable=json_out or not err_console.is_terminal,
-    )
 
 
 def import_cmd(
@@ -79,12 +65,7 @@ def import_cmd(
         image=image,
         default_label=default_label,
     )
-    with open_ws(workspace_opt) as ws, _bar(json_out) as bar:
-        task = bar.add_task(f"import {fmt}", total=1.0, note="")
-
-        def progress(done: float, total: float, message: str = "") -> None:
-            bar.update(task, completed=done / total if total else 0.0, note=message[-40:])
-
+    with open_ws(workspace_opt) as ws, progress_bar(f"import {fmt}", quiet=json_out) as progress:
         report = import_annotations(ws, fmt, path, options=options, actor=actor, progress=progress)
     data = report.as_dict()
     if json_out:
@@ -143,12 +124,7 @@ def export_cmd(
     from gigavision.formats.report import ExportOptions
 
     options = ExportOptions(images=images, task=task)
-    with open_ws(workspace_opt) as ws, _bar(json_out) as bar:
-        bar_task = bar.add_task(f"export {fmt}", total=1.0, note="")
-
-        def progress(done: float, total: float, message: str = "") -> None:
-            bar.update(bar_task, completed=done / total if total else 0.0, note=message[-40:])
-
+    with open_ws(workspace_opt) as ws, progress_bar(f"export {fmt}", quiet=json_out) as progress:
         result = export_workspace(
             ws, fmt, out, dataset=dataset, statuses=status, labels=label, options=options, progress=progress
         )
