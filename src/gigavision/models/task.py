@@ -1,0 +1,158 @@
+"""The task contract: what the trainer, the model directory, the predictors and ``evaluate`` ask of a task.
+
+A task turns ``Annotations`` into training targets, builds the network, computes the loss, turns network
+outputs back into ``Annotations`` and scores predictions against the truth. Everything else (data, trainer,
+checkpoints, ONNX, model directories, jobs, CLI, REST) is shared, so a new task is one module here plus a line
+in ``TASKS``.
+
+Network contract: ``net(images)`` on a float32 ``(N, 3, H, W)`` batch, already normalised with ``mean``/``std``,
+returns the *inference* outputs (a tensor or a tuple of tensors) in eval mode. That same forward is exported to
+ONNX, so torch and onnxruntime give the same numbers and ``decode`` serves both.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from gigavision.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from gigavision.annotations import Annotations
+    from gigavision.train.data import SplitData
+    from gigavision.train.recipe import Recipe
+    from gigavision.workspace import Workspace
+
+# task name -> "module:Class", imported on first use (torch is heavy; `gigavision --help` must stay fast)
+TASKS: dict[str, str] = {
+    "classify": "gigavision.models.classify:ClassifyTask",
+    "detect": "gigavision.models.detect:DetectTask",
+    "segment": "gigavision.models.segment:SegmentTask",
+    "embed": "gigavision.models.embed:EmbedTask",
+    "probe": "gigavision.models.probe:ProbeTask",
+}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What ``Task.evaluate`` returns: JSON-able ``metrics`` (for metrics.json and compare), ``headline`` (the
+    one number models are ranked by, higher is better) and ``result``, the ``gigavision.metrics`` result object
+    the HTML report renders."""
+
+    metrics: dict[str, Any]
+    headline: str
+    result: Any
+
+
+class Task(ABC):
+    """One kind of model. Instances hold the recipe and the label map (class names, in output order)."""
+
+    name: ClassVar[str]
+    default_arch: ClassVar[str]
+    uses_trainer: ClassVar[bool] = True  # False: the task fits itself (probe)
+
+    def __init__(self, recipe: Recipe, classes: Sequence[str]) -> None:
+        if not classes:
+            raise InvalidInput(f"{self.name}: the dataset has no classes to learn")
+        self.recipe = recipe
+        self.classes = list(classes)
+        self.arch = recipe.arch or self.default_arch
+
+    # -- label map -------------------------------------------------------------------------------------------
+    @classmethod
+    def label_map(cls, schema: Sequence[dict[str, Any]], recipe: Recipe) -> list[str]:
+        """Output classes, in order, from the dataset version's schema (dicts with name and kind)."""
+        return [c["name"] for c in schema]
+
+    # -- network ---------------------------------------------------------------------------------------------
+    @abstractmethod
+    def build(self, init_weights: bool = True) -> nn.Module:
+        """The network; ``init_weights``: initialise from the recipe (``pretrained`` or ``weights``), else leave
+        the random init for a checkpoint to replace (no download, no weights file needed)."""
+
+    def normalization(self, net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel (mean, std) applied to 0..1 pixels before the network (the backbone's own config)."""
+        return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def output_names(self) -> list[str]:
+        """Names of the network's outputs (ONNX output names, in order)."""
+        return ["output"]
+
+    # -- data ------------------------------------------------------------------------------------------------
+    @abstractmethod
+    def target(self, annotations: Annotations, height: int, width: int) -> Any:
+        """The training target of one sample from its annotations in the sample's pixel coordinates.
+
+        May hold ``torchvision.tv_tensors`` (``BoundingBoxes``, ``Mask``) so that augmentation moves them with
+        the image. Return None to leave the sample out (e.g. single-label classify with no or several labels).
+        """
+
+    def collate(self, images: list[torch.Tensor], targets: list[Any]) -> tuple[torch.Tensor, Any]:
+        """A batch from samples: stacked images; targets stacked when tensors, else kept as a list."""
+        import torch
+
+        batch = torch.stack(images)
+        if targets and isinstance(targets[0], torch.Tensor):
+            return batch, torch.stack(targets)
+        return batch, targets
+
+    # -- training --------------------------------------------------------------------------------------------
+    @abstractmethod
+    def loss(self, net: nn.Module, images: torch.Tensor, targets: Any) -> torch.Tensor:
+        """Training loss of a batch (``net`` in train mode)."""
+
+    def fit(self, ws: Workspace, train: SplitData, progress: Callable[[float, float, str], None] | None) -> nn.Module:
+        """Tasks with ``uses_trainer = False`` fit themselves here and return the network to publish."""
+        raise NotImplementedError(f"{self.name} trains through the Lightning trainer")
+
+    def configure(self, train_targets: Sequence[Any]) -> None:  # noqa: B027 - optional hook
+        """Called once with every training target before training (class weights, priors)."""
+
+    # -- inference -------------------------------------------------------------------------------------------
+    @abstractmethod
+    def decode(self, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]) -> list[Annotations]:
+        """Annotations per image from the network's outputs (NumPy, torch or ONNX alike).
+
+        ``sizes`` are the original (height, width) of each image; the network saw them resized to
+        ``image_size``, so shapes are scaled back to the original pixels.
+        """
+
+    # -- evaluation ------------------------------------------------------------------------------------------
+    @abstractmethod
+    def evaluate(self, truths: Sequence[Annotations], predictions: Sequence[Annotations]) -> Evaluation:
+        """Score predictions against the truth, image by image."""
+
+    def calibrate(self, truths: Sequence[Annotations], predictions: Sequence[Annotations]) -> None:  # noqa: B027
+        """Called with the validation predictions after training (e.g. tune per-class thresholds)."""
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able state learned besides the weights (thresholds), saved in model.json as ``task_state``."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:  # noqa: B027
+        """Restore what ``state`` returned."""
+
+    def errors(self, truths: Sequence[Annotations], predictions: Sequence[Annotations]) -> np.ndarray | None:
+        """A badness score per sample (higher = worse) picking the report's worst examples; None: no examples."""
+        return None
+
+    def describe(self, truth: Annotations, prediction: Annotations) -> str:
+        """A short caption for a worst example."""
+        return f"truth {len(truth)} / predicted {len(prediction)}"
+
+
+def task_class(name: str) -> type[Task]:
+    """The task class registered as ``name``."""
+    if name not in TASKS:
+        raise InvalidInput(f"unknown task {name!r}; known: {', '.join(TASKS)}")
+    module, _, attr = TASKS[name].partition(":")
+    cls: type[Task] = getattr(importlib.import_module(module), attr)
+    return cls

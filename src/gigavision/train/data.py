@@ -1,0 +1,317 @@
+"""Torch datasets over dataset versions: whole (letterboxed) images, or patches read from the pyramids.
+
+Two sample sources, one interface (``len``, ``sample(i)``, ``set_epoch``):
+
+- ``WholeImages``: each image of a split read at the coarsest pyramid level that still has ``image_size``
+  pixels across, resized to fit an ``image_size`` square and padded right/bottom (the letterbox keeps the
+  scale isotropic, so boxes and masks map back with one factor).
+- ``Patches``: a ``datasets.patches`` sampler (random/foreground, class-balanced, annotation-centred; the grid
+  for validation and test). Big images are never decoded whole: a patch reads only the tiles it touches.
+
+Both are pickle-safe (settings and ids only; each DataLoader worker opens its own workspace and readers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+from torchvision import tv_tensors
+
+from gigavision.annotations import Annotations
+from gigavision.datasets.patches import (
+    AnnotationCentredSampler,
+    ClassBalancedSampler,
+    GridSampler,
+    PatchImages,
+    PatchSampler,
+    RandomSampler,
+    _resize,
+)
+from gigavision.errors import InvalidInput
+from gigavision.tiling.grid import GridSpec
+
+if TYPE_CHECKING:
+    from gigavision.datasets.versions import DatasetVersion
+    from gigavision.models.task import Task
+    from gigavision.train.recipe import Recipe
+
+MAX_WHOLE_PIXELS = 64_000_000  # a level read whole for whole-image training; bigger images need patches
+
+
+class SampleSource(Protocol):
+    def __len__(self) -> int: ...
+    def sample(self, index: int) -> tuple[np.ndarray, Annotations, str]: ...
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+def to_rgb_uint8(pixels: np.ndarray) -> np.ndarray:
+    """``(H, W, C)`` of any band count and integer/float dtype as 3-band uint8 (grey repeated, alpha dropped)."""
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.dtype != np.uint8:
+        if np.issubdtype(pixels.dtype, np.integer):
+            top = float(np.iinfo(pixels.dtype).max)
+        else:
+            top = float(np.nanmax(pixels)) if pixels.size and np.nanmax(pixels) > 1.0 else 1.0
+        pixels = np.clip(np.rint(pixels.astype(np.float32) * (255.0 / top)), 0, 255).astype(np.uint8)
+    bands = pixels.shape[2]
+    if bands == 1:
+        return np.repeat(pixels, 3, axis=2)
+    if bands == 2:  # grey + alpha
+        return np.repeat(pixels[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(pixels[:, :, :3])
+
+
+def letterbox(pixels: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """Resize to fit a ``size`` square (isotropic) and pad right/bottom with zeros; returns (square, scale)."""
+    h, w = pixels.shape[:2]
+    scale = size / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    out = np.zeros((size, size, pixels.shape[2]), dtype=pixels.dtype)
+    out[:nh, :nw] = _resize(pixels, nw, nh)
+    return out, scale
+
+
+class WholeImages:
+    """Whole images of a split, letterboxed to ``size`` (annotations scaled the same way)."""
+
+    def __init__(self, images: PatchImages, size: int) -> None:
+        self.images = images
+        self.size = int(size)
+        self.levels: list[int] = []
+        for i in range(len(images)):
+            width, height = (int(v) for v in images.sizes[i])
+            want = max(width, height) / self.size  # level-0 pixels per output pixel
+            downsamples = images.downsamples[i]
+            level = max((k for k, d in enumerate(downsamples) if d <= max(want, 1.0) * 1.001), default=0)
+            d = downsamples[level]
+            if (width / d) * (height / d) > MAX_WHOLE_PIXELS:
+                raise InvalidInput(
+                    f"image {images.ids[i]} is {width}×{height} with no pyramid level small enough to read whole;"
+                    " train on patches (recipe [patch], e.g. --patch-size 256)"
+                )
+            self.levels.append(level)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Whole images do not change with the epoch (the DataLoader reshuffles them)."""
+
+    def sample(self, index: int) -> tuple[np.ndarray, Annotations, str]:
+        source = self.images.source(index)
+        level = self.levels[index]
+        lvl = source.levels[level]
+        pixels = to_rgb_uint8(source.read_window(level, 0, 0, lvl.width, lvl.height))
+        width, height = (int(v) for v in self.images.sizes[index])
+        square, scale = letterbox(pixels, self.size)
+        # the letterbox scale is relative to the level read; annotations are in level-0 pixels
+        factor = scale * lvl.width / width if width else scale
+        ann = self.images.annotations(index).scale(factor)
+        del height
+        return square, ann, self.images.ids[index]
+
+
+class Patches:
+    """Patches of a split from one of the ``datasets.patches`` samplers (3-band uint8 pixels)."""
+
+    def __init__(self, sampler: PatchSampler) -> None:
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def sample(self, index: int) -> tuple[np.ndarray, Annotations, str]:
+        patch = self.sampler[index]
+        return to_rgb_uint8(patch.pixels), patch.annotations, patch.image_id
+
+
+class SampleDataset(Dataset[tuple[torch.Tensor, Any]]):
+    """``(normalised image tensor, task target)`` pairs; a sample whose target is None is skipped in collate.
+
+    Keys are sample indices, or ``(epoch, index)`` pairs from ``EpochShuffle``: the epoch travels with the key,
+    so patch samplers draw the same windows in a DataLoader worker as in the main process, resumed or not.
+    ``indices`` restricts a source to the samples kept (whole images with a usable label).
+    """
+
+    def __init__(self, task: Task, source: SampleSource, transform: Any, indices: Sequence[int] | None = None) -> None:
+        self.task = task
+        self.source = source
+        self.transform = transform
+        self.indices = list(indices) if indices is not None else None
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.indices) if self.indices is not None else len(self.source)
+
+    def _resolve(self, key: int | tuple[int, int]) -> int:
+        if isinstance(key, tuple):
+            epoch, key = key
+            if epoch != self._epoch:
+                self._epoch = epoch
+                self.source.set_epoch(epoch)
+        return self.indices[key] if self.indices is not None else key
+
+    def raw(self, key: int | tuple[int, int]) -> tuple[np.ndarray, Annotations, str]:
+        """Pixels (3-band uint8), annotations in those pixels and the image id of one sample."""
+        return self.source.sample(self._resolve(key))
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, Any]:
+        pixels, ann, _ = self.raw(key)
+        target = self.task.target(ann, pixels.shape[0], pixels.shape[1])
+        image = tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1).contiguous())
+        if target is None:
+            out = self.transform(image)
+            return out.as_subclass(torch.Tensor), None
+        image, target = self.transform(image, target)
+        return image.as_subclass(torch.Tensor), _plain(target)
+
+
+class EvalDataset(Dataset[tuple[torch.Tensor, Annotations]]):
+    """``(normalised image tensor, truth Annotations in the tensor's pixels)`` for validation and evaluation."""
+
+    def __init__(self, samples: SampleDataset, transform: Any) -> None:
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, Annotations]:
+        pixels, ann, _ = self.samples.raw(key)
+        image = tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1).contiguous())
+        return self.transform(image).as_subclass(torch.Tensor), ann
+
+
+class EpochShuffle(Sampler[tuple[int, int]]):
+    """A shuffle that is a pure function of (seed, epoch), yielding ``(epoch, index)`` keys.
+
+    Lightning calls ``set_epoch`` at each epoch start, so a run resumed from a checkpoint sees exactly the
+    order an uninterrupted run would have.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle else range(self.n)
+        return iter([(self.epoch, int(i)) for i in order])
+
+
+def _plain(target: Any) -> Any:
+    """tv_tensors back to plain tensors (so collate and losses see ordinary tensors)."""
+    if isinstance(target, torch.Tensor):
+        return target.as_subclass(torch.Tensor)
+    if isinstance(target, dict):
+        return {k: _plain(v) for k, v in target.items()}
+    return target
+
+
+def collate_for(task: Task) -> Any:
+    """A DataLoader ``collate_fn`` that drops unlabelled samples and lets the task stack the rest."""
+
+    def collate(batch: Sequence[tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, Any] | None:
+        kept = [(img, tgt) for img, tgt in batch if tgt is not None]
+        if not kept:
+            return None
+        return task.collate([k[0] for k in kept], [k[1] for k in kept])
+
+    return collate
+
+
+@dataclass
+class SplitData:
+    """One split: the dataset the loader reads and, for evaluation, the truth of each sample."""
+
+    name: str
+    dataset: SampleDataset
+    ids: list[str]  # image id of each sample (whole images) or of each patch's image (evaluation splits)
+    targets: list[Any] | None  # whole images: every kept sample's target (class counts, weights); None for patches
+    left_out: int  # whole images without a usable label for this task
+
+
+def patch_sampler(images: PatchImages, recipe: Recipe, *, training: bool, classes: Sequence[str]) -> PatchSampler:
+    """The sampler the recipe asks for (training) or the tissue grid (validation, test)."""
+    cfg = recipe.patch
+    assert cfg is not None
+    common: dict[str, Any] = {"level": cfg.level, "mpp": cfg.mpp, "min_visible": cfg.min_visible}
+    if not training or cfg.sampler == "grid":
+        grid = GridSpec(size=cfg.size, overlap=0, min_foreground=cfg.min_foreground if training else 0.0)
+        return GridSampler(images, grid, **common)
+    common["seed"] = recipe.seed
+    if cfg.sampler == "random":
+        return RandomSampler(images, cfg.size, num_samples=cfg.per_epoch, min_foreground=cfg.min_foreground, **common)
+    if cfg.sampler == "balanced":
+        return ClassBalancedSampler(images, cfg.size, num_samples=cfg.per_epoch, classes=list(classes), **common)
+    return AnnotationCentredSampler(images, cfg.size, classes=list(classes), **common)
+
+
+def check_patchable(images: PatchImages, sampler: PatchSampler) -> None:
+    """Images smaller than one patch at the sampled resolution are an error that names them."""
+    small = []
+    for i in range(len(images)):
+        width, height = (int(v) for v in images.sizes[i])
+        d = float(sampler.downsample[i])
+        if math.ceil(width / d) < sampler.size[0] or math.ceil(height / d) < sampler.size[1]:
+            small.append(f"{images.ids[i][:12]} ({width}×{height})")
+    if small:
+        raise InvalidInput(
+            f"{len(small)} image(s) are smaller than the {sampler.size[0]}×{sampler.size[1]} patch at the sampled"
+            f" resolution: {', '.join(small[:5])}; lower patch.size or train on whole images (no [patch])"
+        )
+
+
+def split_data(
+    task: Task,
+    version: DatasetVersion,
+    recipe: Recipe,
+    split: str,
+    transform: Any,
+    *,
+    training: bool,
+) -> SplitData:
+    """The samples of one split of ``version`` for ``task``."""
+    if split not in version.splits:
+        raise InvalidInput(f"dataset {version.ref} has no split {split!r}; it has {', '.join(version.splits)}")
+    entries = list(version.images(split))
+    if not entries:
+        raise InvalidInput(f"split {split!r} of dataset {version.ref} has no images")
+    images = PatchImages.from_version(version, split)
+    if recipe.patch is None:
+        whole = WholeImages(images, recipe.image_size)
+        keep, targets, left_out = [], [], 0
+        for i in range(len(whole)):
+            target = whole_target(task, whole, i)
+            if target is None:
+                left_out += 1
+            else:
+                keep.append(i)
+                targets.append(target)
+        ids = [images.ids[i] for i in keep]
+        return SplitData(split, SampleDataset(task, whole, transform, keep), ids, targets, left_out)
+    sampler = patch_sampler(images, recipe, training=training, classes=task.classes)
+    check_patchable(images, sampler)
+    ids = [sampler.window(i).image_id for i in range(len(sampler))] if not training else []
+    return SplitData(split, SampleDataset(task, Patches(sampler), transform), ids, None, 0)
+
+
+def whole_target(task: Task, whole: WholeImages, index: int) -> Any:
+    """The target of a whole image from its annotations alone (no pixels read)."""
+    width, height = (int(v) for v in whole.images.sizes[index])
+    scale = whole.size / max(width, height)
+    return task.target(whole.images.annotations(index).scale(scale), whole.size, whole.size)

@@ -1,0 +1,105 @@
+"""The LightningModule every task trains through: the task supplies the loss, decoding and metrics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from gigavision.annotations import Annotations
+    from gigavision.models.task import Task
+    from gigavision.train.recipe import Recipe
+
+
+def to_numpy(outputs: Any) -> list[np.ndarray]:
+    """Network outputs (a tensor or a tuple/list of tensors) as a list of NumPy arrays."""
+    if isinstance(outputs, torch.Tensor):
+        outputs = (outputs,)
+    return [o.detach().float().cpu().numpy() for o in outputs]
+
+
+class TaskModule(L.LightningModule):
+    """Train ``net`` with ``task.loss``; validate by decoding predictions and scoring them (``val_score``)."""
+
+    def __init__(self, task: Task, net: nn.Module, recipe: Recipe) -> None:
+        super().__init__()
+        self.task = task
+        self.net = net
+        self.recipe = recipe
+        self._truths: list[Annotations] = []
+        self._preds: list[Annotations] = []
+        self.last_metrics: dict[str, Any] = {}
+
+    def forward(self, images: torch.Tensor) -> Any:
+        return self.net(images)
+
+    def on_train_epoch_start(self) -> None:
+        # Augmentation and dropout draw from the global generator: reseeding it from (seed, epoch) makes each
+        # epoch the same whether the run was resumed from a checkpoint or not.
+        torch.manual_seed(self.recipe.seed * 100_003 + self.current_epoch)
+        np.random.seed((self.recipe.seed * 100_003 + self.current_epoch) % 2**32)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:  # every sample of the batch was unlabelled
+            return None
+        images, targets = batch
+        loss = self.task.loss(self.net, images, targets)
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(images), on_step=True, on_epoch=True)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._truths, self._preds = [], []
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        images, truths = batch
+        outputs = self.net(images)
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        self._preds += self.task.decode(to_numpy(outputs), [size] * len(images))
+        self._truths += list(truths)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._truths:
+            return
+        evaluation = self.task.evaluate(self._truths, self._preds)
+        score = evaluation.metrics.get(evaluation.headline)
+        value = float(score) if isinstance(score, int | float) and math.isfinite(score) else 0.0
+        self.log("val_score", value, prog_bar=True, sync_dist=True)
+        self.last_metrics = evaluation.metrics
+
+    def configure_optimizers(self) -> Any:
+        r = self.recipe
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        if r.optimizer == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=r.lr, momentum=0.9, weight_decay=r.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay)
+        lr_lambda = schedule(r.schedule, r.epochs, r.warmup_epochs)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+def schedule(kind: str, epochs: int, warmup: int) -> Any:
+    """LR multiplier per epoch: linear warm-up, then cosine to 0, a 10× step at 2/3, or constant."""
+
+    def factor(epoch: int) -> float:
+        if warmup and epoch < warmup:
+            return (epoch + 1) / (warmup + 1)
+        if kind == "cosine":
+            span = max(1, epochs - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(epoch - warmup, span) / span))
+        if kind == "step":
+            return 0.1 if epoch >= (2 * epochs) // 3 else 1.0
+        return 1.0
+
+    return factor
+
+
+def eval_collate(batch: Sequence[tuple[torch.Tensor, Annotations]]) -> tuple[torch.Tensor, list[Annotations]]:
+    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
