@@ -62,3 +62,34 @@ def digits_version(ws: gv.Workspace, folder: Path, *, limit: int | None = None, 
     keep = [seen.setdefault(im.tobytes(), i) == i for i, im in enumerate(images)]
     images, labels = images[np.array(keep)], labels[np.array(keep)]
     return ingest_tagged(ws, folder, list(images), [[str(v)] for v in labels], "digits")
+
+
+def faces_version(ws: gv.Workspace, folder: Path) -> DatasetVersion:
+    """scikit-image's ``lfw_subset``: 100 faces and 100 non-faces (25×25 grey), tagged face / non-face."""
+    from skimage.data import lfw_subset
+
+    images = np.clip(lfw_subset() * 255.0, 0, 255).astype(np.uint8)
+    tags = [["face"] if i < 100 else ["non-face"] for i in range(len(images))]
+    return ingest_tagged(ws, folder, list(images), tags, "faces")
+
+
+def digit_mosaics(n: int, seed: int = 0, scale: int = 2) -> tuple[list[np.ndarray], list[list[str]]]:
+    """``n`` 2×2 mosaics of random real digits, each labelled with the set of digits it shows (multi-label)."""
+    images, labels = digit_images(scale)
+    rng = np.random.default_rng(seed)
+    side = images.shape[1]
+    out, tags = [], []
+    for _ in range(n):
+        pick = rng.choice(len(images), 4, replace=False)
+        mosaic = np.zeros((2 * side, 2 * side), dtype=np.uint8)
+        for k, j in enumerate(pick):
+            r, c = divmod(k, 2)
+            mosaic[r * side : (r + 1) * side, c * side : (c + 1) * side] = images[j]
+        out.append(mosaic)
+        tags.append(sorted({str(labels[j]) for j in pick}))
+    return out, tags
+
+
+def mosaics_version(ws: gv.Workspace, folder: Path, n: int = 1200) -> DatasetVersion:
+    images, tags = digit_mosaics(n)
+    return ingest_tagged(ws, folder, images, tags, "mosaics")

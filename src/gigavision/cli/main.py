@@ -12,6 +12,7 @@ from gigavision import __version__
 from gigavision.cli import annotations as annotation_commands
 from gigavision.cli import datasets as dataset_commands
 from gigavision.cli import images, jobs, serve, transfer, workspace
+from gigavision.cli import models as model_commands
 from gigavision.cli import quality as quality_commands
 from gigavision.cli.common import State, WorkspaceOpt, err_console
 from gigavision.errors import GigavisionError
@@ -64,6 +65,12 @@ app.add_typer(dataset_commands.dataset_app, name="dataset")
 app.add_typer(quality_commands.qc_app, name="qc")
 app.command("import")(transfer.import_cmd)
 app.command("export")(transfer.export_cmd)
+app.command("train")(model_commands.train_cmd)
+app.command("sweep")(model_commands.sweep_cmd)
+app.command("evaluate")(model_commands.evaluate_cmd)
+app.command("predict")(model_commands.predict_cmd)
+app.command("export-model")(model_commands.export_model_cmd)
+app.add_typer(model_commands.models_app, name="models")
 
 
 def main(argv: list[str] | None = None) -> int:

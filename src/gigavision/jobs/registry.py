@@ -21,6 +21,8 @@ KINDS: dict[str, str] = {
     "dataset": "gigavision.datasets.jobs:run_create",
     "export": "gigavision.formats.jobs:run_export",
     "import": "gigavision.formats.jobs:run_import",
+    "train": "gigavision.train.jobs:run_train",
+    "evaluate": "gigavision.train.jobs:run_evaluate",
 }
 
 

@@ -232,7 +232,8 @@ class ClassifyTask(Task):
             op = result.operating_point
             metrics["sensitivity"] = op.sensitivity
             metrics["specificity"] = op.specificity
-        return Evaluation(metrics, "accuracy", result)
+        # balanced accuracy ranks epochs and models: plain accuracy rewards "always background" on patch grids
+        return Evaluation(metrics, "balanced_accuracy", result)
 
     def errors(self, truths: Sequence[Annotations], predictions: Sequence[Annotations]) -> np.ndarray:
         """1 − the score given to the true class(es): confidently wrong first."""

@@ -72,6 +72,9 @@ class Task(ABC):
         """Output classes, in order, from the dataset version's schema (dicts with name and kind)."""
         return [c["name"] for c in schema]
 
+    def bind(self, ws: Workspace) -> None:  # noqa: B027 - optional hook
+        """Read what the task needs from the workspace before ``build`` (probe: the backbone model's arch)."""
+
     # -- network ---------------------------------------------------------------------------------------------
     @abstractmethod
     def build(self, init_weights: bool = True) -> nn.Module:

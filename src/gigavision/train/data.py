@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from gigavision.train.recipe import Recipe
 
 MAX_WHOLE_PIXELS = 64_000_000  # a level read whole for whole-image training; bigger images need patches
+CACHE_BYTES = 512 * 1024**2  # letterboxed whole images kept in memory per process when they all fit
 
 
 class SampleSource(Protocol):
@@ -97,6 +98,15 @@ class WholeImages:
                     " train on patches (recipe [patch], e.g. --patch-size 256)"
                 )
             self.levels.append(level)
+        # Small datasets (digits, phone photos at 224 px) fit in memory letterboxed: read each file once per
+        # process instead of once per epoch.
+        self.cache_all = len(images) * self.size * self.size * 3 <= CACHE_BYTES
+        self._cache: dict[int, tuple[np.ndarray, Annotations, str]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state
 
     def __len__(self) -> int:
         return len(self.images)
@@ -105,16 +115,23 @@ class WholeImages:
         """Whole images do not change with the epoch (the DataLoader reshuffles them)."""
 
     def sample(self, index: int) -> tuple[np.ndarray, Annotations, str]:
+        cached = self._cache.get(index)
+        if cached is not None:
+            return cached
+        out = self._read(index)
+        if self.cache_all:
+            self._cache[index] = out
+        return out
+
+    def _read(self, index: int) -> tuple[np.ndarray, Annotations, str]:
         source = self.images.source(index)
         level = self.levels[index]
         lvl = source.levels[level]
         pixels = to_rgb_uint8(source.read_window(level, 0, 0, lvl.width, lvl.height))
-        width, height = (int(v) for v in self.images.sizes[index])
+        width = int(self.images.sizes[index][0])
         square, scale = letterbox(pixels, self.size)
         # the letterbox scale is relative to the level read; annotations are in level-0 pixels
-        factor = scale * lvl.width / width if width else scale
-        ann = self.images.annotations(index).scale(factor)
-        del height
+        ann = self.images.annotations(index).scale(scale * lvl.width / width)
         return square, ann, self.images.ids[index]
 
 

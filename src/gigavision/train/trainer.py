@@ -161,11 +161,16 @@ def train(
     accelerator, devices = resolve_devices(recipe)
     cls = task_class(recipe.task)
     task = cls(recipe, cls.label_map(version.classes(), recipe))
+    task.bind(ws)
     if model_id is None:
         model_id = store.new_model_id(ws, version.name, recipe.task)
     if (store.models_dir(ws) / store.check_model_id(model_id)).exists():
         raise InvalidInput(f"model {model_id} already exists; pass another --id")
     folder = store.runs_dir(ws) / model_id
+    if resume is None and (folder / store.RECIPE_JSON).exists():
+        raise InvalidInput(
+            f"an interrupted run {model_id} exists; continue it with --resume {model_id}, or pass another --id"
+        )
 
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     net = task.build()

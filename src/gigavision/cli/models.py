@@ -1,0 +1,481 @@
+"""``gigavision train | sweep | evaluate | predict | export-model | models list|show|compare|remove``.
+
+Recipe precedence for ``train``/``sweep``: the recipe file, then ``--set FIELD=VALUE`` (any field, dotted for
+nested ones), then the named options (``--epochs`` …), which win. Torch is imported only inside the commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Column, Table
+
+from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, out_console, print_json, progress_bar
+from gigavision.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from gigavision.models.store import ModelInfo
+    from gigavision.workspace import Workspace
+
+models_app = typer.Typer(help="Trained models: list, show, compare, remove.", no_args_is_help=True)
+
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset version NAME@N (NAME: latest).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Architecture (a timm name for classify).")]
+RecipeOpt = Annotated[Path | None, typer.Option("--recipe", "-r", help="Recipe file (.toml, .yaml or .json).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="FIELD=VALUE for any recipe field, e.g. augment.vflip=true (repeatable)."),
+]
+
+
+def _quiet_lightning() -> None:
+    """Lightning's info lines and library deprecation warnings would bury the one-line result on stderr."""
+    import lightning.pytorch  # noqa: F401 - configures its loggers on import; quiet them after that
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"lightning\..*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _overrides(
+    task: str | None,
+    dataset: str | None,
+    sets: list[str] | None,
+    named: dict[str, Any],
+) -> dict[str, Any]:
+    """Dotted recipe overrides: ``--set`` first, then the named options (None: not given)."""
+    from gigavision.models.task import TASKS
+    from gigavision.train.recipe import parse_assignment
+
+    if task is not None and task not in TASKS:
+        raise InvalidInput(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    out: dict[str, Any] = {}
+    for text in sets or []:
+        key, value = parse_assignment(text)
+        out[key] = value
+    out.update({"task": task, "dataset": dataset})
+    out.update({k: v for k, v in named.items() if v is not None})
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _recipe_overrides(
+    model: str | None,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    image_size: int | None,
+    seed: int | None,
+    devices: int | None,
+    pretrained: bool | None,
+    weights: Path | None,
+    patch_size: int | None,
+    level: int | None,
+    mpp: float | None,
+) -> dict[str, Any]:
+    if (level is not None or mpp is not None) and patch_size is None:
+        raise InvalidInput("--level and --mpp choose the resolution of patches: give --patch-size too")
+    if weights is not None and not weights.is_file():
+        raise InvalidInput(f"--weights {weights}: no such file")
+    return {
+        "arch": model,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "image_size": image_size,
+        "seed": seed,
+        "devices": devices,
+        "pretrained": pretrained,
+        "weights": str(weights) if weights is not None else None,
+        "patch.size": patch_size,
+        "patch.level": level,
+        "patch.mpp": mpp,
+    }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.4f}"
+    return "–" if value is None else str(value)
+
+
+def _param(value: Any) -> str:
+    """A searched value: 4 significant digits (learning rates are small)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _print_model(info: ModelInfo) -> None:
+    headline = info.headline
+    value = info.metrics.get(headline) if headline else None
+    out_console.print(f"model {info.id}  ({info.task}, {info.arch}, trained on {info.dataset})", highlight=False)
+    out_console.print(f"path  {info.path}", highlight=False, soft_wrap=True)
+    if headline:
+        split = info.extra.get("evaluated_on") or "test"
+        out_console.print(f"{headline} on {split}: {_fmt(value)}", highlight=False)
+    for key, val in sorted(info.metrics.items()):
+        if key not in ("headline", "split") and key != headline:
+            out_console.print(f"  {key}: {_fmt(val)}", highlight=False)
+
+
+# -- train ---------------------------------------------------------------------------------------------------
+def train_cmd(
+    task: Annotated[str | None, typer.Argument(help="classify, detect, segment, embed or probe.")] = None,
+    dataset: DatasetOpt = None,
+    model: ModelOpt = None,
+    recipe: RecipeOpt = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Samples per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Whole images are letterboxed to this square.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same model).")] = None,
+    devices: Annotated[int | None, typer.Option(help="GPUs (DDP when > 1).")] = None,
+    pretrained: Annotated[
+        bool | None, typer.Option("--pretrained/--no-pretrained", help="Start from cached pretrained weights.")
+    ] = None,
+    weights: Annotated[Path | None, typer.Option(help="Initial weights file (safetensors or weights_only).")] = None,
+    patch_size: Annotated[int | None, typer.Option(help="Train on patches of this side from the pyramid.")] = None,
+    level: Annotated[int | None, typer.Option(help="Pyramid level of the patches.")] = None,
+    mpp: Annotated[float | None, typer.Option(help="Microns per patch pixel (instead of --level).")] = None,
+    set_: SetOpt = None,
+    model_id: Annotated[str | None, typer.Option("--id", help="Model id (default <dataset>-<task>-<k>).")] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue the interrupted run with this id.")] = None,
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a model on a dataset version; prints its id, folder and test metrics."""
+    from gigavision.train.jobs import saved_recipe
+    from gigavision.train.recipe import load_recipe
+    from gigavision.train.trainer import train
+
+    named = _recipe_overrides(
+        model, epochs, batch_size, lr, image_size, seed, devices, pretrained, weights, patch_size, level, mpp
+    )
+    overrides = _overrides(task, dataset, set_, named)
+    with open_ws(workspace_opt) as ws:
+        if resume is not None:
+            given = sorted(k for k in overrides if k != "task") + (["--recipe"] if recipe else [])
+            if given or model_id:
+                raise InvalidInput(
+                    f"--resume continues the run with its saved recipe; drop {', '.join(given) or '--id'}"
+                )
+            resolved = saved_recipe(ws, resume)
+            if task is not None and task != resolved.task:
+                raise InvalidInput(f"run {resume} trains {resolved.task}, not {task}")
+        else:
+            if task is None and recipe is None:
+                raise InvalidInput("name the task: gigavision train classify --dataset NAME@N")
+            resolved = load_recipe(recipe, overrides)
+        _quiet_lightning()
+        show_bar = err_console.is_terminal and not json_out
+        info = train(ws, resolved, model_id=model_id, resume=resume, show_bar=show_bar)
+    if json_out:
+        print_json({**info.as_dict(), "path": str(info.path)})
+        return
+    _print_model(info)
+
+
+def sweep_cmd(
+    task: Annotated[str, typer.Argument(help="classify, detect, segment, embed or probe.")],
+    dataset: DatasetOpt = None,
+    space: Annotated[
+        list[str] | None,
+        typer.Option("--space", help="FIELD=low:high[:log] or FIELD=a,b,c (repeatable)."),
+    ] = None,
+    trials: Annotated[int, typer.Option(min=1, max=10_000, help="Trainings to run.")] = 10,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per trial (a small budget; default 2).")] = None,
+    model: ModelOpt = None,
+    recipe: RecipeOpt = None,
+    image_size: Annotated[int | None, typer.Option(help="Whole images are letterboxed to this square.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Samples per step.")] = None,
+    set_: SetOpt = None,
+    seed: Annotated[int, typer.Option(help="Sampler seed (same seed, same proposals).")] = 0,
+    keep_all: Annotated[bool, typer.Option("--keep-all", help="Keep every trial's model, not only the best.")] = False,
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search recipe fields with Optuna: each trial trains a model; prints the best trial and its model."""
+    from gigavision.train.recipe import load_recipe
+    from gigavision.train.sweep import parse_space, run_sweep
+
+    spaces = [parse_space(s) for s in space or []]
+    named = {"arch": model, "image_size": image_size, "batch_size": batch_size}
+    overrides = _overrides(task, dataset, set_, named)
+    if epochs is not None or recipe is None:
+        overrides["epochs"] = epochs if epochs is not None else 2
+    base = load_recipe(recipe, overrides).resolved()
+    _quiet_lightning()
+    with open_ws(workspace_opt) as ws, progress_bar(f"sweep {task}", quiet=json_out) as update:
+        summary = run_sweep(ws, base, spaces, trials, seed=seed, keep_all=keep_all, progress=update)
+    if json_out:
+        print_json(summary)
+        return
+    table = Table("trial", *[s.field for s in spaces], "metric", "value", "model", title=summary["study"])
+    best = summary["best"]
+    for t in summary["trials"]:
+        mark = " (best)" if t["trial"] == best["trial"] else ""
+        model_cell = "removed" if t.get("removed") else t["model"]
+        table.add_row(
+            str(t["trial"]),
+            *[_param(t["params"][s.field]) for s in spaces],
+            f"{t['metric']} ({t['split']})",
+            _fmt(t["value"]) + mark,
+            model_cell,
+        )
+    out_console.print(table)
+    params = ", ".join(f"{k}={_param(v)}" for k, v in best["params"].items())
+    out_console.print(
+        f"best: trial {best['trial']} ({params}) {best['metric']} {_fmt(best['value'])} → model {best['model']}",
+        highlight=False,
+    )
+
+
+# -- evaluate / predict / export -----------------------------------------------------------------------------
+def evaluate_cmd(
+    model_id: Annotated[str, typer.Argument(help="Model id.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset version NAME@N.")],
+    split: Annotated[str, typer.Option(help="Split to score.")] = "test",
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for metrics.json + report.html (default <ws>/evaluations/…).")
+    ] = None,
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Score a model on a dataset version's split; writes metrics.json and report.html (never into the model)."""
+    from gigavision.models.store import get_model
+    from gigavision.train.assess import default_out, evaluate_model
+
+    with open_ws(workspace_opt) as ws, progress_bar(f"evaluate {model_id}", quiet=json_out) as update:
+        info = get_model(ws, model_id)
+        from gigavision.datasets.versions import open_version
+
+        ref = open_version(ws, dataset).ref
+        folder = out if out is not None else default_out(ws, info.id, ref, split)
+        result = evaluate_model(ws, info, ref, split, out=folder, progress=update)
+    if json_out:
+        print_json(result)
+        return
+    metrics = result["metrics"]
+    headline = result["headline"]
+    out_console.print(
+        f"{info.id} on {result['dataset']} ({split}): {headline} {_fmt(metrics.get(headline))}", highlight=False
+    )
+    for key, val in sorted(metrics.items()):
+        if key not in ("headline", "split", headline) and not isinstance(val, list | dict):
+            out_console.print(f"  {key}: {_fmt(val)}", highlight=False)
+    out_console.print(f"report: {Path(result['out']) / 'report.html'}", highlight=False, soft_wrap=True)
+
+
+def predict_cmd(
+    model_id: Annotated[str, typer.Argument(help="Model id.")],
+    images: Annotated[list[str], typer.Argument(help="Image files and/or workspace image ids.")],
+    runtime: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
+    store_: Annotated[
+        bool, typer.Option("--store", help="Add the predictions to the workspace (source model:<id>, proposed).")
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON document to this file.")] = None,
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Predict small images (whole-image; tiled big-image inference is a separate feature)."""
+    from gigavision.models.predict import Predictor, predict_files, store_predictions
+    from gigavision.models.store import get_model, write_json
+
+    with open_ws(workspace_opt) as ws:
+        info = get_model(ws, model_id)
+        predictor = Predictor(info, runtime=runtime)
+        items = predict_files(predictor, images, ws)
+        stored = store_predictions(ws, items, predictor) if store_ else None
+    doc: dict[str, Any] = {"model": info.id, "runtime": runtime, "items": [i.as_dict() for i in items]}
+    if stored is not None:
+        doc["stored"] = stored
+    if out is not None:
+        write_json(out, doc)
+    if json_out:
+        print_json(doc)
+        return
+    for item in items:
+        ann = item.annotations
+        if ann.kind.size and (ann.kind == "tag").all():
+            what = ", ".join(f"{lab} {s:.3f}" for lab, s in zip(ann.label, ann.score, strict=True))
+        else:
+            counts: dict[str, int] = {}
+            for lab in ann.label:
+                counts[str(lab)] = counts.get(str(lab), 0) + 1
+            what = ", ".join(f"{n} {lab}" for lab, n in sorted(counts.items())) or "nothing"
+        out_console.print(f"{item.input}: {what}", highlight=False, soft_wrap=True)
+    if stored is not None:
+        err_console.print(f"stored {stored['added']} annotation(s) as {stored['source']} (proposed)")
+
+
+def export_model_cmd(
+    model_id: Annotated[str, typer.Argument(help="Model id.")],
+    format_: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="Copy the exported file here.")] = None,
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export a model for deployment (ONNX for onnxruntime; rebuilt from the checkpoint if missing)."""
+    import os
+    import shutil
+
+    from gigavision.models import store
+
+    if format_ != "onnx":
+        raise InvalidInput(f"--format {format_!r} is not supported; supported: onnx")
+    with open_ws(workspace_opt) as ws:
+        info = store.get_model(ws, model_id)
+        path = info.path / store.ONNX_FILE
+        exported = not path.is_file()
+        diff = None
+        if exported:
+            from gigavision.models.onnx_export import export_onnx
+
+            task, net = info.load_network()
+            diff = export_onnx(task, net, path, int(info.input["size"]))
+        target = path
+        if out is not None:
+            target = out / store.ONNX_FILE if out.is_dir() else out
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+    result = {"model": info.id, "format": "onnx", "path": str(target), "re_exported": exported, "max_abs_diff": diff}
+    if json_out:
+        print_json(result)
+        return
+    note = f" (re-exported, max |onnx − torch| {diff:.2g})" if exported and diff is not None else ""
+    out_console.print(f"{target}{note}", highlight=False, soft_wrap=True)
+
+
+# -- models list / show / compare / remove -------------------------------------------------------------------
+@models_app.command("list")
+def list_cmd(workspace_opt: WorkspaceOpt = None, json_out: JsonOpt = False) -> None:
+    """Published models, newest first."""
+    from gigavision.models.store import list_models
+
+    with open_ws(workspace_opt) as ws:
+        infos = list_models(ws)
+    if json_out:
+        print_json({"items": [{**m.as_dict(), "path": str(m.path)} for m in infos], "count": len(infos)})
+        return
+    table = Table(Column("id", no_wrap=True), "task", "arch", "dataset", "metric", "value", "created")
+    for m in infos:
+        value = m.metrics.get(m.headline) if m.headline else None
+        table.add_row(m.id, m.task, m.arch, m.dataset, m.headline or "–", _fmt(value), m.created_at[:19])
+    out_console.print(table)
+    err_console.print(f"{len(infos)} model(s)")
+
+
+@models_app.command("show")
+def show_cmd(
+    model_id: Annotated[str, typer.Argument(help="Model id.")],
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """A model: task, architecture, classes, input, lineage, metrics, files."""
+    from gigavision.models.store import get_model
+
+    with open_ws(workspace_opt) as ws:
+        info = get_model(ws, model_id)
+    if json_out:
+        print_json({**info.as_dict(), "path": str(info.path)})
+        return
+    _print_model(info)
+    out_console.print(f"classes ({len(info.classes)}): {', '.join(info.classes)}", highlight=False, soft_wrap=True)
+    out_console.print(
+        f"input: {info.input['size']}px, patch {info.input.get('patch') or 'none'}", highlight=False, soft_wrap=True
+    )
+    out_console.print(f"files: {', '.join(info.as_dict()['files'])}", highlight=False, soft_wrap=True)
+
+
+def _scores(ws: Workspace, info: ModelInfo, dataset: str | None, split: str) -> tuple[dict[str, Any], str, str]:
+    """(metrics, dataset ref, split) of ``info``: stored ones when they are on that data, else evaluated now."""
+    from gigavision.train.assess import evaluate_model, evaluated_on
+
+    stored_ref, stored_split = evaluated_on(info)
+    if dataset is None or (dataset == stored_ref and split == stored_split):
+        return dict(info.metrics), stored_ref, str(stored_split)
+    result = evaluate_model(ws, info, dataset, split)
+    return dict(result["metrics"]), result["dataset"], split
+
+
+@models_app.command("compare")
+def compare_cmd(
+    a: Annotated[str, typer.Argument(help="First model id.")],
+    b: Annotated[str, typer.Argument(help="Second model id.")],
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", "-d", help="Score both on this version NAME@N (when not already).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split to score with --dataset.")] = "test",
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Side by side: headline and metrics of two models, and whether the numbers are comparable."""
+    from gigavision.datasets.versions import open_version
+    from gigavision.models.store import get_model
+
+    with open_ws(workspace_opt) as ws:
+        infos = [get_model(ws, a), get_model(ws, b)]
+        ref = open_version(ws, dataset).ref if dataset is not None else None
+        scored = [_scores(ws, info, ref, split) for info in infos]
+    (ma, da, sa), (mb, db, sb) = scored
+    same = (da, sa) == (db, sb)
+    headline = infos[0].headline if infos[0].headline == infos[1].headline else None
+    va, vb = (ma.get(headline), mb.get(headline)) if headline else (None, None)
+    better = None
+    if same and isinstance(va, int | float) and isinstance(vb, int | float) and va != vb:
+        better = infos[0].id if va > vb else infos[1].id
+    keys = [k for k in dict.fromkeys([*ma, *mb]) if k not in ("headline", "split")]
+    rows = [
+        {"metric": k, "values": [ma.get(k), mb.get(k)]}
+        for k in keys
+        if not isinstance(ma.get(k, mb.get(k)), list | dict)
+    ]
+    note = (
+        f"both evaluated on {da} ({sa})"
+        if same
+        else f"not comparable: {a} on {da} ({sa}), {b} on {db} ({sb}); pass --dataset NAME@N to score both"
+    )
+    doc = {
+        "models": [m.as_dict() for m in infos],
+        "evaluated_on": [{"dataset": da, "split": sa}, {"dataset": db, "split": sb}],
+        "same_data": same,
+        "headline": headline,
+        "better": better,
+        "metrics": rows,
+        "note": note,
+    }
+    if json_out:
+        print_json(doc)
+        return
+    table = Table("", a, b)
+    table.add_row("task / arch", f"{infos[0].task} / {infos[0].arch}", f"{infos[1].task} / {infos[1].arch}")
+    table.add_row("evaluated on", f"{da} ({sa})", f"{db} ({sb})")
+    for row in rows:
+        metric = str(row["metric"])
+        values = list(row["values"])
+        table.add_row(f"{metric} (headline)" if metric == headline else metric, _fmt(values[0]), _fmt(values[1]))
+    out_console.print(table)
+    out_console.print(note + (f"; better {headline}: {better}" if better else ""), highlight=False)
+
+
+@models_app.command("remove")
+def remove_cmd(
+    model_id: Annotated[str, typer.Argument(help="Model id.")],
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete a model folder (checkpoint, ONNX, report)."""
+    from gigavision.models.store import remove_model
+
+    with open_ws(workspace_opt) as ws:
+        remove_model(ws, model_id)
+    if json_out:
+        print_json({"removed": model_id})
+        return
+    err_console.print(f"removed model {model_id}")

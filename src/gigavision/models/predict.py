@@ -1,0 +1,283 @@
+"""Predict with a published model on small images, in torch or onnxruntime, with the same preprocessing.
+
+Preprocessing is the evaluation path of training: 3-band uint8 (``to_rgb_uint8``), letterboxed into the
+model's ``input.size`` square (isotropic resize, zero padding right/bottom), scaled to 0..1 and normalised
+with the model's mean/std. ``task.decode`` gets each image's *original* (height, width), so shapes come back in
+the image's own pixels (the letterbox scale is ``max(h, w) / size``, the one factor decode undoes).
+
+Models trained on patches (``input.patch``) see an image at most one patch large, zero-padded (never resized:
+their scale is part of what they learned). Anything larger, and any whole image above ``MAX_PREDICT_PIXELS``
+at the level read, is refused: tiling a big image into windows and merging the results is the big-image
+inference engine, a separate feature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from gigavision.errors import InvalidInput, LimitExceeded, NotFound
+from gigavision.models import store
+
+if TYPE_CHECKING:
+    from gigavision.annotations import Annotations
+    from gigavision.images.source import ImageSource
+    from gigavision.models.task import Task
+    from gigavision.workspace import Workspace
+
+Runtime = Literal["torch", "onnx"]
+RUNTIMES = ("torch", "onnx")
+MAX_PREDICT_PIXELS = 64_000_000  # the most pixels decoded for one whole-image prediction
+BATCH = 16
+_IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _too_big(what: str, detail: str) -> LimitExceeded:
+    return LimitExceeded(
+        f"{what}: {detail}; whole-image prediction handles small images only — tiled inference over big"
+        " images is a separate feature (crop or downscale the image, or use a whole-image model)"
+    )
+
+
+class Predictor:
+    """A model loaded once for many ``predict`` calls. ``runtime``: "torch" (the checkpoint) or "onnx"."""
+
+    def __init__(self, info: store.ModelInfo, runtime: str = "torch", device: str = "cpu", batch: int = BATCH) -> None:
+        if runtime not in RUNTIMES:
+            raise InvalidInput(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        self.info = info
+        self.runtime = runtime
+        self.batch = max(1, int(batch))
+        self.size = int(info.input["size"])
+        self.mean = np.asarray(info.input["mean"], dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(info.input["std"], dtype=np.float32).reshape(3, 1, 1)
+        self.patch: dict[str, Any] | None = info.input.get("patch") or None
+        self.source_name = f"model:{info.id}"
+        self._net: Any = None
+        self._session: Any = None
+        self.task: Task
+        if runtime == "torch":
+            self.task, self._net = info.load_network(device)
+            self._device = device
+        else:
+            import onnxruntime as ort
+
+            self.task = info.task_instance()
+            path = info.path / store.ONNX_FILE
+            if not path.is_file():
+                raise NotFound(f"model {info.id}: {store.ONNX_FILE} is missing; run gigavision export-model {info.id}")
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
+            self._session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+            self._input_name = self._session.get_inputs()[0].name
+
+    # -- preprocessing -----------------------------------------------------------------------------------
+    def prepare(self, pixels: np.ndarray, name: str = "image") -> tuple[np.ndarray, tuple[int, int] | None]:
+        """The normalised ``(3, S, S)`` float32 input for one image, and the size decode must scale to
+        (None: the network's own pixels, for padded patches)."""
+        from gigavision.train.data import letterbox, to_rgb_uint8
+
+        if pixels.ndim not in (2, 3) or pixels.shape[0] == 0 or pixels.shape[1] == 0:
+            raise InvalidInput(f"{name}: expected an (H, W) or (H, W, C) image array, got shape {pixels.shape}")
+        h, w = int(pixels.shape[0]), int(pixels.shape[1])
+        rgb = to_rgb_uint8(pixels)
+        if self.patch is not None:
+            if h > self.size or w > self.size:
+                raise _too_big(
+                    name, f"{w}×{h} is larger than the {self.size}×{self.size} patches model {self.info.id} saw"
+                )
+            square = np.zeros((self.size, self.size, 3), dtype=np.uint8)
+            square[:h, :w] = rgb
+            sizes: tuple[int, int] | None = None
+        else:
+            if h * w > MAX_PREDICT_PIXELS:
+                raise _too_big(name, f"{w}×{h} is more than {MAX_PREDICT_PIXELS:,} pixels")
+            square, _ = letterbox(rgb, self.size)
+            sizes = (h, w)
+        x = square.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+        return (x - self.mean) / self.std, sizes
+
+    # -- inference ---------------------------------------------------------------------------------------
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The network's outputs for a normalised ``(N, 3, S, S)`` batch, as NumPy arrays."""
+        if self._session is not None:
+            return [np.asarray(o) for o in self._session.run(None, {self._input_name: batch})]
+        import torch
+
+        from gigavision.train.module import to_numpy
+
+        with torch.inference_mode():
+            return to_numpy(self._net(torch.from_numpy(batch).to(self._device)))
+
+    def predict(
+        self,
+        images: Sequence[np.ndarray],
+        sizes: Sequence[tuple[int, int]] | None = None,
+        names: Sequence[str] | None = None,
+    ) -> list[Annotations]:
+        """Annotations per image, in each image's own pixels.
+
+        ``sizes`` (optional, one (h, w) per image) replaces the arrays' sizes when they were read from a
+        pyramid level: results then come back in level-0 pixels of the image (same aspect, bigger scale).
+        """
+        if sizes is not None and len(sizes) != len(images):
+            raise InvalidInput(f"sizes: {len(sizes)} given for {len(images)} images")
+        out: list[Annotations] = []
+        for start in range(0, len(images), self.batch):
+            chunk = images[start : start + self.batch]
+            inputs: list[np.ndarray] = []
+            decode_sizes: list[tuple[int, int]] = []
+            crops: list[tuple[int, int] | None] = []
+            for k, pixels in enumerate(chunk):
+                i = start + k
+                array = np.asarray(pixels)
+                x, own = self.prepare(array, names[i] if names else f"image {i}")
+                inputs.append(x)
+                if own is None:  # a padded patch: network pixels are image pixels; cut off the padding after
+                    decode_sizes.append((self.size, self.size))
+                    crops.append((int(array.shape[0]), int(array.shape[1])))
+                else:
+                    decode_sizes.append((int(sizes[i][0]), int(sizes[i][1])) if sizes is not None else own)
+                    crops.append(None)
+            outputs = self.run(np.ascontiguousarray(np.stack(inputs)))
+            for ann, crop in zip(self.task.decode(outputs, decode_sizes), crops, strict=True):
+                if crop is not None and crop != (self.size, self.size):
+                    ann = ann.crop(0, 0, crop[1], crop[0])
+                out.append(replace(ann, source=np.asarray([self.source_name] * len(ann), dtype=object)))
+        return out
+
+
+# -- images by path or workspace id ----------------------------------------------------------------------
+@dataclass
+class PredictItem:
+    """One input of ``predict_files``: what the user named, the image id when the workspace has it, size."""
+
+    input: str
+    image_id: str | None
+    width: int
+    height: int
+    annotations: Annotations
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "image_id": self.image_id,
+            "width": self.width,
+            "height": self.height,
+            "annotations": self.annotations.to_records(),
+        }
+
+
+def _file_id(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _known(ws: Workspace | None, image_id: str) -> bool:
+    if ws is None:
+        return False
+    try:
+        ws.get_image(image_id)
+    except NotFound:
+        return False
+    return True
+
+
+def open_input(ws: Workspace | None, item: str) -> tuple[ImageSource, str | None, bool]:
+    """(source, workspace image id or None, owned) for a workspace image id or an image file path.
+
+    A file already ingested is recognised by its sha256, so its predictions can be stored against it.
+    ``owned``: the caller closes the source (workspace sources stay in the workspace's cache).
+    """
+    from gigavision.images.registry import open_image
+
+    if _IMAGE_ID.match(item) and _known(ws, item):
+        assert ws is not None
+        return ws.open_source(item), item, False
+    path = Path(item)
+    if not path.exists():
+        where = " nor an image id of this workspace" if ws is not None else ""
+        raise NotFound(f"{item}: no such image file{where}")
+    source = open_image(path, limits=ws.settings.limits if ws is not None else None)
+    image_id = _file_id(path) if ws is not None and path.is_file() else None
+    return source, image_id if image_id and _known(ws, image_id) else None, True
+
+
+def read_for(predictor: Predictor, source: ImageSource, name: str) -> np.ndarray:
+    """The pixels the model should see: level 0 for patch models; for whole-image models the coarsest level
+    still at least ``input.size`` across (a pyramid is never decoded whole at full resolution)."""
+    width, height = source.width, source.height
+    if predictor.patch is not None:
+        level = 0
+    else:
+        want = max(width, height) / predictor.size
+        level = max((k for k, lvl in enumerate(source.levels) if lvl.downsample <= max(want, 1.0) * 1.001), default=0)
+    lvl = source.levels[level]
+    if lvl.width * lvl.height > MAX_PREDICT_PIXELS:
+        raise _too_big(name, f"{width}×{height} has no pyramid level under {MAX_PREDICT_PIXELS:,} pixels")
+    if predictor.patch is not None and (lvl.width > predictor.size or lvl.height > predictor.size):
+        raise _too_big(
+            name, f"{width}×{height} is larger than the {predictor.size}×{predictor.size} patches the model saw"
+        )
+    return source.read_window(level, 0, 0, lvl.width, lvl.height)
+
+
+def predict_files(predictor: Predictor, items: Sequence[str], ws: Workspace | None = None) -> list[PredictItem]:
+    """Predict image files and/or workspace image ids (checked and read one batch at a time)."""
+    if not items:
+        raise InvalidInput("name at least one image file or workspace image id")
+    out: list[PredictItem] = []
+    for start in range(0, len(items), predictor.batch):
+        chunk = items[start : start + predictor.batch]
+        pixels, sizes, ids = [], [], []
+        for item in chunk:
+            source, image_id, owned = open_input(ws, item)
+            try:
+                pixels.append(read_for(predictor, source, item))
+                sizes.append((source.height, source.width))
+                ids.append(image_id)
+            finally:
+                if owned:
+                    source.close()
+        anns = predictor.predict(pixels, sizes, names=list(chunk))
+        for item, image_id, (h, w), ann in zip(chunk, ids, sizes, anns, strict=True):
+            out.append(PredictItem(item, image_id, w, h, ann))
+    return out
+
+
+def store_predictions(ws: Workspace, items: Sequence[PredictItem], predictor: Predictor) -> dict[str, Any]:
+    """Add the predictions to the workspace as proposed annotations from ``model:<id>``.
+
+    Every input must be a workspace image (ingest files first). With a label schema, predictions of a class
+    it lacks (classify's implicit ``background``: "none of the classes") are left out and counted, and
+    attributes the class does not declare (classify's per-class ``scores``) are dropped: the stored row keeps
+    the label and its score.
+    """
+    missing = [i.input for i in items if i.image_id is None]
+    if missing:
+        raise InvalidInput(
+            f"--store needs workspace images; not ingested: {', '.join(missing[:5])} (gigavision ingest them first)"
+        )
+    schema = {str(c["name"]): set(c["attributes"]) for c in ws.labels.classes()}
+    added, skipped = 0, 0
+    for item in items:
+        ann = item.annotations
+        if schema and len(ann):
+            keep = np.asarray([lab in schema for lab in ann.label], dtype=bool)
+            skipped += int((~keep).sum())
+            ann = ann[keep]
+            attrs = np.empty(len(ann), dtype=object)
+            for k, (a, lab) in enumerate(zip(ann.attributes, ann.label, strict=True)):
+                attrs[k] = {key: v for key, v in a.items() if key in schema[str(lab)]}
+            ann = replace(ann, attributes=attrs)
+        assert item.image_id is not None
+        added += len(ws.annotations.add(item.image_id, ann, actor=predictor.source_name))
+    return {"added": added, "skipped_unknown_class": skipped, "source": predictor.source_name}

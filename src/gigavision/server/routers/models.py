@@ -1,0 +1,103 @@
+"""``/api/v1/models``: train (a job), list, show, the HTML evaluation report, evaluate (a job).
+
+Training and evaluation run as background jobs (202 + the job record; follow ``/api/v1/jobs/{id}``). The
+recipe is validated in the request, so a typo in a field is a 400 naming it, not a failed job; what needs the
+data (the dataset version exists, has labels) is checked by the job, which fails with that reason.
+No torch import here: the API starts fast; the worker loads torch when a job runs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Response
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+
+from gigavision.errors import InvalidInput, NotFound
+from gigavision.models import store
+from gigavision.server.deps import WorkspaceDep
+from gigavision.train.jobs import reserve_model_id, saved_recipe
+from gigavision.train.recipe import load_recipe
+
+router = APIRouter(prefix="/api/v1/models", tags=["models"])
+
+# The report is self-contained (inline SVG and styles, data: thumbnails, no script): allow nothing else.
+REPORT_CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'none'; object-src 'none'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox"
+)
+_CONTROL_KEYS = ("id", "resume", "actor")
+TRAIN_EXAMPLE = {"task": "classify", "dataset": "digits@1", "arch": "resnet18", "epochs": 5, "image_size": 64}
+
+
+class ModelList(BaseModel):
+    items: list[dict[str, Any]]
+    count: int
+
+
+class EvaluateRequest(BaseModel):
+    dataset: str = Field(min_length=1, max_length=200, description="dataset version NAME@N")
+    split: str = Field("test", min_length=1, max_length=64)
+    actor: str = Field("anonymous", min_length=1, max_length=256)
+
+
+def _record(info: store.ModelInfo) -> dict[str, Any]:
+    data = info.as_dict()
+    data["urls"] = {"self": f"/api/v1/models/{info.id}", "report": f"/api/v1/models/{info.id}/report"}
+    return data
+
+
+@router.post("/train", status_code=202)
+def train_model(
+    ws: WorkspaceDep,
+    body: Annotated[dict[str, Any], Body(openapi_examples={"classify": {"value": TRAIN_EXAMPLE}})],
+) -> dict[str, Any]:
+    """Queue a training. Body: recipe fields (``task``, ``dataset`` NAME@N, ``arch``, ``epochs``, …, nested
+    ``augment``/``patch`` tables), plus optional ``id`` (the model id) and ``actor``; or ``{"resume": RUN_ID}``
+    to continue an interrupted run. The job's result holds the model record."""
+    fields = {k: v for k, v in body.items() if k not in _CONTROL_KEYS}
+    actor = str(body.get("actor") or "anonymous")
+    if body.get("resume"):
+        if fields:
+            raise InvalidInput(f"resume continues a run with its saved recipe; drop {', '.join(sorted(fields))}")
+        run_id = str(body["resume"])
+        saved_recipe(ws, run_id)  # 404 now when there is no such run
+        return ws.jobs.submit("train", {"resume": run_id}, actor)
+    recipe = load_recipe(base=fields)
+    model_id = reserve_model_id(ws, recipe, str(body["id"]) if body.get("id") else None)
+    return ws.jobs.submit("train", {"recipe": recipe.resolved(), "model_id": model_id}, actor)
+
+
+@router.get("", response_model=ModelList)
+def list_models(ws: WorkspaceDep) -> ModelList:
+    """Published models, newest first."""
+    items = [_record(m) for m in store.list_models(ws)]
+    return ModelList(items=items, count=len(items))
+
+
+@router.get("/{model_id}")
+def show_model(model_id: str, ws: WorkspaceDep) -> dict[str, Any]:
+    """Task, architecture, classes, input size/normalisation, dataset lineage, headline metric and metrics."""
+    return _record(store.get_model(ws, model_id))
+
+
+@router.get("/{model_id}/report", response_class=HTMLResponse)
+def model_report(model_id: str, ws: WorkspaceDep) -> Response:
+    """The evaluation report written at training time (self-contained HTML, served under a strict CSP)."""
+    info = store.get_model(ws, model_id)
+    path = info.path / store.REPORT_HTML
+    if not path.is_file():
+        raise NotFound(f"model {model_id} has no report (it had no test or validation split to evaluate)")
+    return HTMLResponse(
+        path.read_text(encoding="utf-8"),
+        headers={"Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@router.post("/{model_id}/evaluate", status_code=202)
+def evaluate_model(model_id: str, body: EvaluateRequest, ws: WorkspaceDep) -> dict[str, Any]:
+    """Queue an evaluation on a dataset version's split; metrics.json and report.html become the job's files."""
+    store.get_model(ws, model_id)  # 404 now for an unknown model
+    params = {"model": model_id, "dataset": body.dataset, "split": body.split}
+    return ws.jobs.submit("evaluate", params, body.actor)
