@@ -52,14 +52,14 @@ def test_patch_training_on_a_gigapixel_scene_in_bounded_memory(fixture_cache: Pa
         "task": "classify",
         "dataset": "planted@1",
         "arch": "resnet10t",
-        "epochs": 4,
+        "epochs": 6,
         "batch_size": 32,
         "lr": 3e-3,
         "train_split": train_split,
         "val_split": test_split,
         "test_split": test_split,
         "augment": {"vflip": True, "rotate90": True},
-        "patch": {"size": 64, "level": 1, "sampler": "balanced", "per_epoch": 512, "min_foreground": 0.0},
+        "patch": {"size": 64, "level": 1, "sampler": "balanced", "per_epoch": 512, "min_foreground": 0.0, "min_visible": 0.5},
     }
     proc = subprocess.run(
         [sys.executable, "-c", TRAIN, str(tmp_path / "ws"), json.dumps(recipe)],
