@@ -234,3 +234,32 @@ def test_predictor_matches_the_evaluation_path(digits_ws: tuple[str, Path], trai
     scores = np.array([[g.annotations.attributes[0]["scores"][c] for c in info.classes] for g in got])
     want = np.array([[e.attributes[0]["scores"][c] for c in info.classes] for e in expected])
     assert len(got) == len(data.ids) > 0 and np.abs(scores - want).max() <= 1e-4
+
+
+def test_onnx_graph_with_a_static_batch_is_fed_in_chunks(
+    digits_ws: tuple[str, Path], trained: dict[str, object], tmp_path: Path
+) -> None:
+    """Graphs exported without a dynamic batch axis (Faster R-CNN) still predict any number of images."""
+    import shutil
+
+    from gigavision.models import store
+
+    ws = gv.open_workspace(digits_ws[0])
+    info = store.get_model(ws, "digits-classify-1")
+    copy = tmp_path / info.id
+    shutil.copytree(info.path, copy)
+    _, net = info.load_network()
+    torch.onnx.export(
+        net, (torch.zeros(2, 3, 16, 16),), str(copy / store.ONNX_FILE), input_names=["images"], dynamo=False
+    )
+    static = store.ModelInfo(**{**info.__dict__, "path": copy})
+    from PIL import Image
+
+    arrays = [np.asarray(Image.open(p)) for p in sorted(digits_ws[1].glob("*.png"))[:5]]
+    onnx_pred = predict_module.Predictor(static, runtime="onnx").predict(arrays)
+    torch_pred = predict_module.Predictor(info, runtime="torch").predict(arrays)
+    assert len(onnx_pred) == len(torch_pred) == 5
+    for a, b in zip(onnx_pred, torch_pred, strict=True):
+        assert list(a.label) == list(b.label)
+        assert np.allclose(a.score, b.score, atol=1e-4)
+    ws.close()

@@ -106,6 +106,17 @@ class Predictor:
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """The network's outputs for a normalised ``(N, 3, S, S)`` batch, as NumPy arrays."""
         if self._session is not None:
+            fixed = self._session.get_inputs()[0].shape[0]
+            if isinstance(fixed, int) and fixed != len(batch):
+                # a graph exported with a static batch (Faster R-CNN loops over images inside): feed it in
+                # chunks of its size, padding the last one, and keep only the real rows
+                chunks = []
+                for start in range(0, len(batch), fixed):
+                    part = batch[start : start + fixed]
+                    pad = np.zeros((fixed - len(part), *part.shape[1:]), dtype=part.dtype)
+                    outs = self._session.run(None, {self._input_name: np.concatenate([part, pad])})
+                    chunks.append([np.asarray(o)[: len(part)] for o in outs])
+                return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
             return [np.asarray(o) for o in self._session.run(None, {self._input_name: batch})]
         import torch
 
