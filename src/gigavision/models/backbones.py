@@ -49,6 +49,19 @@ def create_timm(
         ) from exc
 
 
+def feature_dim(backbone: nn.Module) -> int:
+    """Width of a timm backbone's pooled output with ``num_classes=0``.
+
+    That is ``head_hidden_size`` when the model has a pre-logits layer (MobileNetV3: 1024, not the 576 of
+    ``num_features``), else ``num_features``.
+    """
+    for name in ("head_hidden_size", "num_features"):
+        width = backbone.__dict__.get(name)
+        if isinstance(width, int) and width > 0:
+            return width
+    raise InvalidInput(f"{type(backbone).__name__} is not a timm backbone (no num_features)")
+
+
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """A state_dict from a safetensors file or a ``weights_only`` torch file (``{"state_dict": …}`` too)."""
     p = Path(path).expanduser()

@@ -18,7 +18,7 @@ from torch import nn
 
 from gigavision.annotations import Annotations
 from gigavision.errors import InvalidInput
-from gigavision.models.backbones import create_timm, load_weights, timm_normalization
+from gigavision.models.backbones import create_timm, feature_dim, load_weights, timm_normalization
 from gigavision.models.task import Evaluation, Task
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ class ClassifierNet(nn.Module):
 
     def __init__(self, backbone: nn.Module, num_classes: int, multi_label: bool, center_loss: bool) -> None:
         super().__init__()
-        width = int(getattr(backbone, "num_features"))  # noqa: B009 - timm sets it on every model
+        width = feature_dim(backbone)
         self.backbone = backbone
         self.head = nn.Linear(width, num_classes)
         self.multi_label = multi_label

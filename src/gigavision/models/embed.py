@@ -25,7 +25,7 @@ from torch import nn
 
 from gigavision.annotations import Annotations
 from gigavision.errors import InvalidInput
-from gigavision.models.backbones import create_timm, load_weights, timm_normalization
+from gigavision.models.backbones import create_timm, feature_dim, load_weights, timm_normalization
 from gigavision.models.task import Evaluation, Task
 
 if TYPE_CHECKING:
@@ -33,14 +33,6 @@ if TYPE_CHECKING:
 
 UNLABELLED = "embedding"  # the decoded tag's label when the model has no class prototypes
 MAX_VERIFICATION_PAIRS = 2_000_000  # past this, the ROC uses a fixed random sample of pairs
-
-
-def feature_dim(backbone: nn.Module) -> int:
-    """Width of a timm backbone's pooled features (``num_features``)."""
-    width = backbone.__dict__.get("num_features")
-    if not isinstance(width, int):
-        raise InvalidInput(f"{type(backbone).__name__} is not a timm backbone (no num_features)")
-    return width
 
 
 class EmbedNet(nn.Module):

@@ -22,9 +22,8 @@ import torch
 from torch import nn
 
 from gigavision.errors import InvalidInput
-from gigavision.models.backbones import create_timm, load_weights, timm_normalization
+from gigavision.models.backbones import create_timm, feature_dim, load_weights, timm_normalization
 from gigavision.models.classify import ClassifyTask
-from gigavision.models.embed import feature_dim
 
 if TYPE_CHECKING:
     from gigavision.train.data import SplitData
