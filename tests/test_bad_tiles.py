@@ -9,6 +9,7 @@ the test transport normalises dot-segments or re-encodes them; one test repeats 
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -42,11 +43,14 @@ def served(sqlite_workspace: gv.Workspace, samples: dict[str, Path]) -> Iterator
         yield client, r.id
 
 
-def raw_url(base: str, target: str) -> httpx.URL:
+def raw_url(base: str, target: str, url_type: type = httpx.URL) -> httpx.URL:
     """``base`` + ``target`` byte for byte: ``httpx.URL`` would drop dot-segments (RFC 3986), so the parsed
-    path is replaced after parsing. Checked below so an httpx change cannot silently weaken the tests."""
+    path is replaced after parsing. Checked below so an httpx change cannot silently weaken the tests.
+
+    ``url_type``: the client library's own URL class (Starlette's TestClient runs on ``httpx2`` when that
+    fork is installed, as huggingface_hub, which timm needs, installs it)."""
     path, _, query = target.partition("?")
-    url = httpx.URL(base + "/")
+    url = url_type(base + "/")
     url._uri_reference = url._uri_reference._replace(path=path, query=query or None)
     assert url.raw_path == target.encode("ascii"), (url.raw_path, target)
     return url
@@ -54,7 +58,9 @@ def raw_url(base: str, target: str) -> httpx.URL:
 
 def get_raw(client: httpx.Client, target: str, base: str = "http://testserver") -> httpx.Response:
     """GET ``target`` exactly as written (percent-escapes and dot-segments untouched), no redirects followed."""
-    return client.get(raw_url(base, target), follow_redirects=False)
+    library = next(c.__module__ for c in type(client).__mro__ if c.__module__.startswith("httpx"))
+    url_type = sys.modules[library.partition(".")[0]].URL
+    return client.get(raw_url(base, target, url_type), follow_redirects=False)
 
 
 def error_problems(resp: httpx.Response, allowed: tuple[int, ...], label: str) -> list[str]:

@@ -59,7 +59,14 @@ def test_patch_training_on_a_gigapixel_scene_in_bounded_memory(fixture_cache: Pa
         "val_split": test_split,
         "test_split": test_split,
         "augment": {"vflip": True, "rotate90": True},
-        "patch": {"size": 64, "level": 1, "sampler": "balanced", "per_epoch": 512, "min_foreground": 0.0, "min_visible": 0.5},
+        "patch": {
+            "size": 64,
+            "level": 1,
+            "sampler": "balanced",
+            "per_epoch": 512,
+            "min_foreground": 0.0,
+            "min_visible": 0.5,
+        },
     }
     proc = subprocess.run(
         [sys.executable, "-c", TRAIN, str(tmp_path / "ws"), json.dumps(recipe)],

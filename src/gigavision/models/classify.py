@@ -1,7 +1,8 @@
 """``classify``: binary, multi-class (softmax) and multi-label (sigmoid) image or patch classification.
 
-Labels are image-level tags. On patches of big images a patch's labels are the classes of the annotations
-inside it, and single-label training adds a ``background`` class for patches with none. Imbalance: inverse
+Labels are image-level tags. On patches of big images whose schema has shape classes, a patch's labels are
+the classes of the shapes inside it, and single-label training adds a ``background`` class for patches with
+none (with tags only, a patch takes its image's tags). Imbalance: inverse
 frequency class weights and/or focal loss; optional center loss pulls each class's embeddings together.
 Multi-label thresholds are tuned per class on the validation split (best F1) and saved with the model.
 """
@@ -83,8 +84,9 @@ class ClassifyTask(Task):
     @classmethod
     def label_map(cls, schema: Sequence[dict[str, Any]], recipe: Recipe) -> list[str]:
         tags = [c["name"] for c in schema if c.get("kind") == "tag"]
-        if recipe.patch is not None or not tags:
-            shapes = [c["name"] for c in schema if c.get("kind") != "tag"]
+        shapes = [c["name"] for c in schema if c.get("kind") != "tag"]
+        if shapes and (recipe.patch is not None or not tags):
+            # patches (or a schema of shapes only): a sample's classes are the shapes inside it
             if not recipe.multi_label and BACKGROUND not in shapes:
                 shapes = [BACKGROUND, *shapes]
             return shapes

@@ -61,7 +61,10 @@ class Task(ABC):
 
     def __init__(self, recipe: Recipe, classes: Sequence[str]) -> None:
         if not classes:
-            raise InvalidInput(f"{self.name}: the dataset has no classes to learn")
+            raise InvalidInput(
+                f"{self.name}: no labelled items to learn from: the dataset version's label schema has no class"
+                " this task uses; add classes and annotations, then create a new version"
+            )
         self.recipe = recipe
         self.classes = list(classes)
         self.arch = recipe.arch or self.default_arch
