@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -225,7 +226,11 @@ def train(
         log_every_n_steps=max(1, min(50, len(train_loader))),
     )
     last = folder / "last.ckpt"
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.exists() else None)
+    with warnings.catch_warnings():
+        # the run folder holds recipe.json (and, resumed, the old checkpoints) on purpose
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.exists() else None)
     if trainer.interrupted:
         raise InvalidInput(f"training {model_id} was interrupted; resume it with --resume {model_id}")
     best = folder / "best.ckpt"
