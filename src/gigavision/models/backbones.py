@@ -49,6 +49,15 @@ def create_timm(
         ) from exc
 
 
+def recipe_backbone(arch: str, pretrained: bool, weights: str | None, init_weights: bool = True) -> nn.Module:
+    """A pooled timm backbone (``num_classes=0``) initialised as a recipe asks: the library's pretrained
+    weights, a local weights file, or (``init_weights=False``, a checkpoint follows) neither."""
+    backbone = create_timm(arch, num_classes=0, pretrained=pretrained and init_weights)
+    if init_weights and weights:
+        load_weights(backbone, weights)
+    return backbone
+
+
 def feature_dim(backbone: nn.Module) -> int:
     """Width of a timm backbone's pooled output with ``num_classes=0``.
 

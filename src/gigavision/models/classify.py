@@ -19,7 +19,7 @@ from torch import nn
 
 from gigavision.annotations import Annotations
 from gigavision.errors import InvalidInput
-from gigavision.models.backbones import create_timm, feature_dim, load_weights, timm_normalization
+from gigavision.models.backbones import feature_dim, recipe_backbone, timm_normalization
 from gigavision.models.task import Evaluation, Task
 
 if TYPE_CHECKING:
@@ -95,9 +95,7 @@ class ClassifyTask(Task):
     # -- network ---------------------------------------------------------------------------------------------
     def build(self, init_weights: bool = True) -> nn.Module:
         r = self.recipe
-        backbone = create_timm(self.arch, num_classes=0, pretrained=r.pretrained and init_weights)
-        if init_weights and r.weights:
-            load_weights(backbone, r.weights)
+        backbone = recipe_backbone(self.arch, r.pretrained, r.weights, init_weights)
         return ClassifierNet(backbone, len(self.classes), self.multi_label, r.center_loss > 0)
 
     def normalization(self, net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
