@@ -24,7 +24,8 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 ws = gv.open_workspace(sys.argv[1])
 info = train(ws, load_recipe(base=json.loads(sys.argv[2])))
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"metrics": info.metrics, "before_kb": before, "peak_kb": peak, "id": info.id}))
+workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest DataLoader worker
+print(json.dumps({"metrics": info.metrics, "before_kb": before, "peak_kb": peak, "workers_kb": workers}))
 """
 
 
@@ -58,6 +59,7 @@ def test_patch_training_on_a_gigapixel_scene_in_bounded_memory(fixture_cache: Pa
         "train_split": train_split,
         "val_split": test_split,
         "test_split": test_split,
+        "num_workers": 2,  # each DataLoader worker opens its own workspace and pyramid readers
         "augment": {"vflip": True, "rotate90": True},
         "patch": {
             "size": 64,
@@ -79,5 +81,7 @@ def test_patch_training_on_a_gigapixel_scene_in_bounded_memory(fixture_cache: Pa
     # 20,000² RGB decoded would be 1.2 GB: training reads only the patches' tiles
     grown_mb = (out["peak_kb"] - out["before_kb"]) / 1024
     assert grown_mb < 900, f"training grew RSS by {grown_mb:.0f} MB"
+    worker_mb = (out["workers_kb"] - out["before_kb"]) / 1024  # forked workers start from the parent's pages
+    assert 0 < worker_mb < 900, f"a DataLoader worker grew to {worker_mb:.0f} MB over the parent's start"
     metrics = out["metrics"]
     assert metrics["balanced_accuracy"] >= 0.8, metrics  # coins vs bare gravel over the test image's grid
