@@ -7,11 +7,12 @@ Every other grid cell holds a coin (class ``coin``) or an annotated patch of bar
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from gigavision.demo import write_pyramid
 
 CELL = 2_000  # objects sit at least this far apart
 
@@ -69,20 +70,5 @@ def planted_scene(out: Path, width: int, height: int, seed: int = 0, cell: int =
         for crop, x, y in placements:
             canvas = canvas.insert(pyvips.Image.new_from_array(crop), x, y)
         image = canvas.bandjoin([canvas, canvas]).copy(interpretation="srgb")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        try:
-            image.tiffsave(
-                str(tmp),
-                tile=True,
-                pyramid=True,
-                tile_width=256,
-                tile_height=256,
-                compression="jpeg",
-                Q=85,
-                bigtiff=True,
-            )
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_pyramid(image, out, quality=85)
     return PlantedScene(out, width, height, boxes, labels)

@@ -62,6 +62,13 @@ def make_slide(
         patches[int(rng.integers(len(patches)))] if tissue[r, c] else white for r in range(rows) for c in range(cols)
     ]
     image = pyvips.Image.arrayjoin(cells, across=cols).crop(0, 0, width, height).copy(interpretation="srgb")
+    return write_pyramid(image, out, quality=quality, mpp=mpp)
+
+
+def write_pyramid(image: Any, out: Path, *, quality: int = 85, mpp: float | None = None) -> Path:
+    """Save a (lazy) pyvips image as a tiled pyramidal JPEG BigTIFF (256² tiles), atomically: streamed by
+    libvips, so a gigapixel image is never held in memory, and never left half-written at ``out``."""
+    resolution = {"resunit": "cm", "xres": 1000.0 / mpp, "yres": 1000.0 / mpp} if mpp else {}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
@@ -74,9 +81,7 @@ def make_slide(
             compression="jpeg",
             Q=quality,
             bigtiff=True,
-            resunit="cm",
-            xres=1000.0 / mpp,
-            yres=1000.0 / mpp,
+            **resolution,
         )
         os.replace(tmp, out)
     finally:
