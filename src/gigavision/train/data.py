@@ -257,7 +257,7 @@ class SplitData:
 
     name: str
     dataset: SampleDataset
-    ids: list[str]  # image id of each sample (whole images) or of each patch's image (evaluation splits)
+    ids: list[str]  # whole images: the image id of each sample; patches: empty (``dataset.raw(i)`` names it)
     targets: list[Any] | None  # whole images: every kept sample's target (class counts, weights); None for patches
     left_out: int  # whole images without a usable label for this task
 
@@ -323,8 +323,7 @@ def split_data(
         return SplitData(split, SampleDataset(task, whole, transform, keep), ids, targets, left_out)
     sampler = patch_sampler(images, recipe, training=training, classes=task.classes)
     check_patchable(images, sampler)
-    ids = [sampler.window(i).image_id for i in range(len(sampler))] if not training else []
-    return SplitData(split, SampleDataset(task, Patches(sampler), transform), ids, None, 0)
+    return SplitData(split, SampleDataset(task, Patches(sampler), transform), [], None, 0)
 
 
 def whole_target(task: Task, whole: WholeImages, index: int) -> Any:
