@@ -1,27 +1,32 @@
 """A workspace: settings + database + blob store + derived image files, and the verbs on them.
 
 This is what the CLI, the server and ``import gigavision as gv`` share: ``gv.init_workspace(path)``,
-``gv.open_workspace(path)``, then ``ws.ingest([...])``, ``ws.list_images()``, ``ws.open_source(id)``.
+``gv.open_workspace(path)``, then ``ws.ingest([...])``, ``ws.list_images()``, ``ws.open_source(id)``,
+``ws.set_image_meta(id, {"patient": "p7", "age": 61})``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
+import json
+import math
+import numbers
 import re
 import shutil
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
 from gigavision.config import CONFIG_NAME, Settings, default_toml, load_settings
-from gigavision.errors import ConfigError, GigavisionError, InvalidInput, NotFound
+from gigavision.errors import ConfigError, GigavisionError, InvalidInput, LimitExceeded, NotFound
 from gigavision.images.cache import TileCache
 from gigavision.images.source import ImageSource
 from gigavision.store.blobs import BlobStore, blob_key, sha256_file
@@ -34,6 +39,30 @@ if TYPE_CHECKING:
 IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 OPEN_SOURCES = 64
 CACHED_ROWS = 4096
+
+# -- user metadata (``ImageRow.meta``, shared with what ingest writes there) --------------------------------
+META_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+MAX_META_TEXT = 1000
+MAX_USER_KEYS = 256
+MAX_META_INT = 2**53 - 1  # larger integers lose digits in JavaScript (the viewer) and in float32 features
+# The names of the user-set keys of an image, kept in its metadata so they stay distinguishable from what
+# ingest wrote. "@" cannot start a user key, so this entry can never collide with one.
+USER_KEYS = "@user_keys"
+# Keys the built-in ingest writes (reader metadata + pyramid options): refused on every image, also on
+# those that lack them, so ``pyramid`` or ``photometric`` always means what ingest meant. Keys that another
+# reader wrote on one image are protected there through USER_KEYS (anything present and not user-set).
+INGEST_KEYS = frozenset(
+    {
+        *("pyramid",),  # images/ingest.py: the options of the pyramid built at ingest
+        *("display_window", "frames", "transfer_syntax"),  # images/readers/dicom.py
+        *("compression", "photometric"),  # images/readers/tiff.py
+        *("objective_power",),  # images/readers/slide.py
+    }
+)
+_META_INT_TEXT = re.compile(r"[+-]?(0|[1-9][0-9]*)")
+_META_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?[0-9]+[eE][+-]?[0-9]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MetaValue = str | int | float | bool
 
 
 @dataclass(slots=True)
@@ -51,6 +80,19 @@ class IngestResult:
     crs: str | None = None
     reason: str | None = None
     code: str | None = None  # error code of a rejection (invalid_image, limit_exceeded, ...)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class MetaCsvSummary:
+    """What ``set_images_meta_csv`` wrote (``--json`` prints this)."""
+
+    rows: int  # data rows read
+    images: int  # distinct images named
+    changed: int  # images whose metadata changed
+    keys: list[str] = field(default_factory=list)  # the CSV's key columns
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,8 +149,9 @@ class Workspace:
         self.tile_cache = TileCache(settings.tile_cache_mb * 1024 * 1024)
         self._sources: OrderedDict[str, ImageSource] = OrderedDict()
         self._sources_lock = threading.Lock()
-        # Image rows never change once written (the id is the content hash), so the tile routes read
-        # them from memory instead of querying the database for every tile.
+        # Image rows change only in ``meta`` (set_images_meta), so the tile routes read them from memory
+        # instead of querying the database for every tile. Readers of metadata pass ``fresh=True``: another
+        # process may have changed it since the row was cached here.
         self._rows: OrderedDict[str, ImageRow] = OrderedDict()
 
     # -- images -----------------------------------------------------------------------------------------
@@ -116,10 +159,11 @@ class Workspace:
         check_image_id(image_id)
         return self.root / "pyramids" / image_id[:2] / image_id
 
-    def get_image(self, image_id: str) -> ImageRow:
+    def get_image(self, image_id: str, *, fresh: bool = False) -> ImageRow:
+        """The image's row; ``fresh``: read the database instead of this process's cache (for ``meta``)."""
         check_image_id(image_id)
         with self._sources_lock:
-            row = self._rows.get(image_id)
+            row = None if fresh else self._rows.get(image_id)
             if row is not None:
                 self._rows.move_to_end(image_id)
                 return row
@@ -129,6 +173,7 @@ class Workspace:
             raise NotFound(f"no image with id {image_id}")
         with self._sources_lock:
             self._rows[image_id] = row
+            self._rows.move_to_end(image_id)
             while len(self._rows) > CACHED_ROWS:
                 self._rows.popitem(last=False)
         return row
@@ -142,6 +187,141 @@ class Workspace:
                 select(ImageRow).order_by(ImageRow.created_at, ImageRow.id).offset(offset).limit(limit)
             ).all()
         return list(rows), int(total)
+
+    # -- metadata -------------------------------------------------------------------------------------------
+    def find_image(self, ref: str) -> str:
+        """The id of the image ``ref`` names: an image id, or a name as ``images list`` shows it (which must
+        be unique: names are file names, and the same name can come from two folders)."""
+        found = self._resolve_refs([ref])[ref]
+        if isinstance(found, GigavisionError):
+            raise found
+        return found
+
+    def set_image_meta(self, image_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge ``values`` into the image's metadata in one transaction; returns the new metadata.
+
+        ``None`` deletes a key. Keys are 1-64 characters ``[A-Za-z_][A-Za-z0-9_.-]*``; values are text (at
+        most 1000 characters), integers (|n| < 2^53), finite floats or booleans. Keys written by ingest
+        cannot be set or removed. Raises ``NotFound`` for an unknown image and ``InvalidInput`` naming
+        each bad key, in which case nothing is written.
+        """
+        return self.set_images_meta({image_id: values})[image_id]
+
+    def set_images_meta(self, updates: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """``set_image_meta`` for many images (id -> values) in one transaction: all or nothing."""
+        items: list[tuple[str, str, dict[str, Any]]] = []
+        problems: list[str] = []
+        for image_id, values in updates.items():
+            where = f"image {image_id[:12]}…: " if len(updates) > 1 else ""
+            cleaned, found = clean_meta(values, where)
+            items.append((where, check_image_id(image_id), cleaned))
+            problems += found
+        check_problems(problems)
+        metas, _ = self._write_meta(items)
+        return metas
+
+    def set_images_meta_csv(self, path: str | Path) -> MetaCsvSummary:
+        """Set metadata of many images from a CSV file: header ``image,KEY,KEY…``; each row names an image
+        (id, or unique name as ``images list`` shows it) and its values, parsed like the command line
+        (``parse_meta_value``); an empty cell leaves that key as it is.
+
+        Every row is checked before anything is written (errors name the row), then all are written in one
+        transaction, so a mistake in row 900 does not leave rows 1-899 changed.
+        """
+        rows, keys = read_meta_csv(Path(path))
+        problems: list[str] = []
+        ids = self._resolve_refs(list(dict.fromkeys(ref for _, ref, _ in rows)))
+        first_row: dict[str, int] = {}
+        items: list[tuple[str, str, dict[str, Any]]] = []
+        for line, ref, values in rows:
+            image_id = ids[ref]
+            if isinstance(image_id, GigavisionError):
+                problems.append(f"row {line}: {image_id}")
+                continue
+            if image_id in first_row:
+                problems.append(f"row {line}: image {ref!r} is also on row {first_row[image_id]}; give each image once")
+                continue
+            first_row[image_id] = line
+            items.append((f"row {line}: ", image_id, values))
+        check_problems(problems)
+        _, changed = self._write_meta(items)
+        return MetaCsvSummary(rows=len(rows), images=len(items), changed=len(changed), keys=keys)
+
+    def _resolve_refs(self, refs: Sequence[str]) -> dict[str, str | GigavisionError]:
+        """ref -> image id, or the error saying why it names no single image (unknown; a shared name)."""
+        out: dict[str, str | GigavisionError] = {}
+        with self.session() as s:
+            hex_ids = [r for r in refs if IMAGE_ID.fullmatch(r)]
+            known: set[str] = set()
+            for chunk in _chunks(hex_ids):
+                known.update(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(chunk))))
+            names = [r for r in refs if r not in known]
+            named: dict[str, list[str]] = {}
+            for chunk in _chunks(names):
+                for image_id, name in s.execute(select(ImageRow.id, ImageRow.name).where(ImageRow.name.in_(chunk))):
+                    named.setdefault(name, []).append(image_id)
+        for ref in refs:
+            if ref in known:
+                out[ref] = ref
+            elif len(named.get(ref, ())) == 1:
+                out[ref] = named[ref][0]
+            elif ref in named:
+                out[ref] = InvalidInput(f"{len(named[ref])} images are named {ref!r}; use the image id instead")
+            else:
+                out[ref] = NotFound(f"no image with id or name {ref!r}")
+        return out
+
+    def _write_meta(
+        self, items: Sequence[tuple[str, str, dict[str, Any]]]
+    ) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """Apply checked ``(where, image id, values)`` in one transaction; returns the new metadata by id
+        (without the USER_KEYS entry) and the ids whose metadata changed. ``where`` prefixes errors
+        ("row 3: ").
+
+        Each image's keys are checked against what ingest wrote there before anything is written; a file
+        lock serialises writers across processes (SQLite would otherwise refuse the second one's upgrade
+        from read to write), ``FOR UPDATE`` across PostgreSQL hosts.
+        """
+        problems: list[str] = []
+        new: dict[str, dict[str, Any]] = {}
+        with self._exclusive(self.root / ".meta.lock"), self.session.begin() as s:
+            rows: dict[str, ImageRow] = {}
+            for chunk in _chunks([image_id for _, image_id, _ in items]):
+                rows.update(
+                    (r.id, r) for r in s.scalars(select(ImageRow).where(ImageRow.id.in_(chunk)).with_for_update())
+                )
+            for where, image_id, values in items:
+                row = rows.get(image_id)
+                if row is None:
+                    raise NotFound(f"{where}no image with id {image_id}")
+                meta = dict(row.meta or {})
+                owned = set(meta.pop(USER_KEYS, None) or ())
+                for key, value in values.items():
+                    if key in INGEST_KEYS or (key in meta and key not in owned):
+                        problems.append(
+                            f"{where}metadata key {key!r} belongs to ingest (what it read from the file or "
+                            "built) and cannot be set or removed; choose another name"
+                        )
+                    elif value is None:
+                        meta.pop(key, None)
+                        owned.discard(key)
+                    else:
+                        meta[key] = value
+                        owned.add(key)
+                if len(owned) > MAX_USER_KEYS:
+                    raise LimitExceeded(
+                        f"{where}{len(owned)} metadata keys; an image holds at most {MAX_USER_KEYS} user keys"
+                    )
+                new[image_id] = meta | ({USER_KEYS: sorted(owned)} if owned else {})
+            check_problems(problems)  # raising here rolls the transaction back: nothing written
+            # compared as JSON: in Python True == 1 == 1.0, but a user who changes 1 to true means it
+            changed = {i for i, meta in new.items() if _json(meta) != _json(rows[i].meta or {})}
+            for image_id in changed:
+                rows[image_id].meta = new[image_id]
+        with self._sources_lock:
+            for image_id in changed:
+                self._rows.pop(image_id, None)
+        return {i: public_meta(meta) for i, meta in new.items()}, changed
 
     def open_source(self, image_id: str) -> ImageSource:
         """The image's pixels (its pyramid when one was built), kept open in a small LRU."""
@@ -253,12 +433,17 @@ class Workspace:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    def _publish_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Serialises the short "check, store, move, insert" step of ingest across threads and processes,
+        so two ingests of the same bytes never both publish, and a failing one never deletes files that
+        another one committed."""
+        return self._exclusive(self.root / "pyramids" / ".publish.lock")
+
+    @staticmethod
     @contextlib.contextmanager
-    def _publish_lock(self) -> Iterator[None]:
-        """Serialises the short "check, store, move, insert" step of ingest across threads and processes
-        (flock on a file in the workspace), so two ingests of the same bytes never both publish, and a
-        failing one never deletes files that another one committed."""
-        with (self.root / "pyramids" / ".publish.lock").open("a+b") as fh:
+    def _exclusive(lock_file: Path) -> Iterator[None]:
+        """An exclusive lock across threads and processes: flock on a file in the workspace."""
+        with lock_file.open("a+b") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -355,3 +540,146 @@ def _jsonable(meta: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = str(v)
     return out
+
+
+# -- metadata values ------------------------------------------------------------------------------------------
+def public_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """An image's metadata as shown to people: everything but the USER_KEYS bookkeeping entry."""
+    return {k: v for k, v in (meta or {}).items() if k != USER_KEYS}
+
+
+def user_meta_keys(meta: Mapping[str, Any] | None) -> list[str]:
+    """The keys of ``meta`` that users set (the rest came from ingest)."""
+    return sorted((meta or {}).get(USER_KEYS) or ())
+
+
+def user_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Only the user-set part of an image's metadata (e.g. candidate side features: no TIFF codes)."""
+    meta = meta or {}
+    return {k: meta[k] for k in user_meta_keys(meta) if k in meta}
+
+
+def parse_meta_value(text: str) -> MetaValue:
+    """A typed value from text (command line, CSV cell): an integer, then a float, then ``true``/``false``,
+    else the text itself. Integers with leading zeros (``007``) and beyond 2^53 stay text: they are
+    identifiers, and a number would lose their digits."""
+    if _META_INT_TEXT.fullmatch(text):
+        number = int(text)
+        return number if abs(number) <= MAX_META_INT else text
+    if _META_FLOAT_TEXT.fullmatch(text):
+        return float(text)  # 1e999 becomes inf, which the check refuses with a reason
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def clean_meta(values: Any, where: str = "") -> tuple[dict[str, Any], list[str]]:
+    """``values`` checked for ``set_image_meta``: (the values as plain JSON scalars, problems).
+
+    NumPy/pandas numbers become ``int``/``float``; ``None`` stays (it deletes the key). Each problem names
+    the key and the reason, prefixed by ``where``.
+    """
+    if not isinstance(values, Mapping):
+        return {}, [f"{where}metadata must be a mapping of key -> value, got {type(values).__name__}"]
+    cleaned: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in values.items():
+        if not isinstance(key, str) or not META_KEY.fullmatch(key):
+            problems.append(
+                f"{where}metadata key {key!r} must be 1 to 64 characters: a letter or _ first, then letters, "
+                "digits, _ . or -"
+            )
+            continue
+        if value is None or isinstance(value, bool | str):
+            plain: Any = value
+        elif isinstance(value, numbers.Integral):
+            plain = int(value)
+        elif isinstance(value, numbers.Real):
+            plain = float(value)
+        else:
+            problems.append(
+                f"{where}metadata {key!r}: a value is text, a number or true/false, not {type(value).__name__}"
+            )
+            continue
+        reason = _value_problem(plain)
+        if reason:
+            problems.append(f"{where}metadata {key!r}: {reason}")
+        else:
+            cleaned[key] = plain
+    return cleaned, problems
+
+
+def _value_problem(value: Any) -> str | None:
+    if isinstance(value, str):
+        if len(value) > MAX_META_TEXT:
+            return f"text is {len(value):,} characters; at most {MAX_META_TEXT:,}"
+        if _CONTROL.search(value):
+            return "text contains a control character"
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_META_INT:
+        return f"integer {value} is beyond ±2^53; store it as text"
+    elif isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a finite number"
+    return None
+
+
+def check_problems(problems: Sequence[str]) -> None:
+    """Raise ``InvalidInput`` listing ``problems`` (the first few), if any."""
+    if len(problems) == 1:
+        raise InvalidInput(f"{problems[0]}; nothing was written")
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise InvalidInput(f"{len(problems)} problems, nothing was written: {shown}")
+
+
+def read_meta_csv(path: Path) -> tuple[list[tuple[int, str, dict[str, Any]]], list[str]]:
+    """Rows of a metadata CSV as ``(row number, image ref, values)`` and its key columns.
+
+    Row numbers are the file's line numbers (the header is row 1), as a spreadsheet shows them. Raises
+    ``InvalidInput`` listing every bad header, row and cell.
+    """
+    records: list[tuple[int, list[str]]] = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            for cells in reader:
+                records.append((reader.line_num, cells))
+    except FileNotFoundError as exc:
+        raise InvalidInput(f"{path}: no such file") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except (OSError, csv.Error) as exc:
+        raise InvalidInput(f"{path}: cannot read as CSV: {exc}") from exc
+    records = [(line, cells) for line, cells in records if any(c.strip() for c in cells)]
+    if not records:
+        raise InvalidInput(f"{path}: empty; expected a header like image,patient,age and one row per image")
+    header = [c.strip() for c in records[0][1]]
+    if header[0].lower() != "image" or len(header) < 2:
+        raise InvalidInput(f"{path}: the header must start with 'image' followed by metadata keys, got {header}")
+    keys = header[1:]
+    problems = [f"{path}: column {k!r} appears twice" for k in {k for k in keys if keys.count(k) > 1}]
+    problems += clean_meta(dict.fromkeys(keys, 0), f"{path}: header: ")[1]
+    rows: list[tuple[int, str, dict[str, Any]]] = []
+    for line, cells in records[1:]:
+        if len(cells) != len(header):
+            problems.append(f"row {line}: {len(cells)} cells, the header has {len(header)}")
+            continue
+        ref = cells[0].strip()
+        if not ref:
+            problems.append(f"row {line}: the image cell is empty")
+            continue
+        parsed = {k: parse_meta_value(c.strip()) for k, c in zip(keys, cells[1:], strict=True) if c.strip()}
+        values, found = clean_meta(parsed, f"row {line}: ")
+        problems += found
+        rows.append((line, ref, values))
+    check_problems(problems)
+    return rows, keys
+
+
+def _json(meta: Mapping[str, Any]) -> str:
+    return json.dumps(meta, sort_keys=True, default=str)
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    """Slices of ``items`` small enough for one ``IN (...)`` (SQLite caps bound parameters)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

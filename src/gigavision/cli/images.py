@@ -1,7 +1,8 @@
-"""``gigavision ingest``, ``gigavision info`` and ``gigavision images list|show``."""
+"""``gigavision ingest``, ``gigavision info`` and ``gigavision images list|show|meta``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, out_console, print_json
+from gigavision.errors import InvalidInput
 
 images_app = typer.Typer(help="List and inspect the workspace's images.", no_args_is_help=True)
 
@@ -152,6 +154,82 @@ def show_cmd(image_id: str, workspace_opt: WorkspaceOpt = None, json_out: JsonOp
     else:
         for key, value in data.items():
             out_console.print(f"{key:>20}: {value}", highlight=False)
+
+
+@images_app.command("meta")
+def meta_cmd(
+    image: Annotated[
+        str | None,
+        typer.Argument(metavar="IMAGE", help="Image id, or its name as `images list` shows it.", show_default=False),
+    ] = None,
+    assignments: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="KEY=VALUE",
+            help="KEY=VALUE to set; VALUE is read as an integer, a float, true/false, else text (007 stays text).",
+            show_default=False,
+        ),
+    ] = None,
+    unset: Annotated[list[str] | None, typer.Option("--unset", metavar="KEY", help="Remove KEY (repeatable).")] = None,
+    csv_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv",
+            metavar="FILE",
+            help="Set many images at once: header image,KEY,...; a row per image (id or name); "
+            "an empty cell leaves the key as it is.",
+        ),
+    ] = None,
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Set image metadata (patient id, age, visual-field indices…) for dataset grouping, filters and side
+    features; prints the image's metadata. Keys that ingest wrote cannot be changed.
+
+    All or nothing: one bad key, value or CSV row and nothing is written.
+    """
+    from gigavision.workspace import parse_meta_value, public_meta, user_meta_keys
+
+    if csv_file is not None:
+        if image is not None or unset:
+            raise InvalidInput("--csv names the images in the file: give no IMAGE, KEY=VALUE or --unset with it")
+        with open_ws(workspace_opt) as ws:
+            summary = ws.set_images_meta_csv(csv_file)
+        if json_out:
+            print_json(summary.as_dict())
+        else:
+            out_console.print(
+                f"{summary.changed} of {summary.images} images changed ({summary.rows} rows; "
+                f"keys: {', '.join(summary.keys)})",
+                highlight=False,
+            )
+        return
+    if image is None:
+        raise InvalidInput("name an image (id or name) with KEY=VALUE / --unset, or give --csv FILE")
+    values: dict[str, Any] = {}
+    for text in assignments or []:
+        key, sep, raw = text.partition("=")
+        if not sep or not key or not raw:
+            raise InvalidInput(f"{text!r} must look like KEY=VALUE (use --unset KEY to remove a key)")
+        if key in values:
+            raise InvalidInput(f"{key!r} is given twice")
+        values[key] = parse_meta_value(raw)
+    for key in unset or []:
+        if key in values:
+            raise InvalidInput(f"{key!r} is both set and --unset")
+        values[key] = None
+    with open_ws(workspace_opt) as ws:
+        image_id = ws.find_image(image)
+        if values:
+            ws.set_image_meta(image_id, values)
+        row = ws.get_image(image_id, fresh=True)
+    meta, user_keys = public_meta(row.meta), user_meta_keys(row.meta)
+    if json_out:
+        print_json({"id": row.id, "name": row.name, "meta": meta, "user_keys": user_keys})
+        return
+    for key in sorted(meta, key=lambda k: (k not in user_keys, k)):  # the user's keys first
+        origin = "" if key in user_keys else "  (ingest)"
+        out_console.print(f"{key:>20}: {json.dumps(meta[key], ensure_ascii=False)}{origin}", highlight=False)
 
 
 def _row_dict(row: Any) -> dict[str, Any]:

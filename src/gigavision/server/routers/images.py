@@ -1,4 +1,4 @@
-"""``/api/v1/images``: list, get, thumbnail, mask, upload."""
+"""``/api/v1/images``: list, get, thumbnail, mask, upload, metadata."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, UploadFile
+from fastapi import APIRouter, Body, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from gigavision.errors import InvalidInput, LimitExceeded
 from gigavision.server.deps import WorkspaceDep
 from gigavision.server.uploads import safe_filename, save_upload
 from gigavision.store.schema import ImageRow
-from gigavision.workspace import IngestResult
+from gigavision.workspace import IngestResult, public_meta, user_meta_keys
 
 router = APIRouter(prefix="/api/v1/images", tags=["images"])
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -47,6 +47,10 @@ class ImageOut(BaseModel):
     size_bytes: int
     foreground_fraction: float | None
     created_at: datetime
+    meta: dict[str, Any] = Field(
+        default_factory=dict, description="What ingest recorded (e.g. pyramid, compression) and what users set."
+    )
+    user_keys: list[str] = Field(default_factory=list, description="The keys of meta that users set (editable).")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -60,7 +64,15 @@ class ImageOut(BaseModel):
 
     @classmethod
     def from_row(cls, row: ImageRow) -> ImageOut:
-        return cls.model_validate(row)
+        out = cls.model_validate(row)
+        out.meta, out.user_keys = public_meta(row.meta), user_meta_keys(row.meta)
+        return out
+
+
+class ImageMetaOut(BaseModel):
+    id: str
+    meta: dict[str, Any]
+    user_keys: list[str]
 
 
 class ImagePage(BaseModel):
@@ -95,7 +107,26 @@ def list_images(
 
 @router.get("/{image_id}", response_model=ImageOut)
 def get_image(image_id: str, ws: WorkspaceDep) -> ImageOut:
-    return ImageOut.from_row(ws.get_image(image_id))
+    # fresh: the metadata may have been changed by another process (the CLI) since this one cached the row
+    return ImageOut.from_row(ws.get_image(image_id, fresh=True))
+
+
+@router.patch("/{image_id}/meta", response_model=ImageMetaOut, responses={400: {}, 404: {}})
+def patch_image_meta(
+    image_id: str,
+    ws: WorkspaceDep,
+    values: Annotated[
+        dict[str, Any],
+        Body(
+            description="Keys to set (text, number, true/false) or, with null, to remove.",
+            examples=[{"patient": "p017", "age": 61, "md": -3.2, "old_key": None}],
+        ),
+    ],
+) -> ImageMetaOut:
+    """Merge keys into the image's metadata (all or nothing); keys that ingest wrote cannot be changed."""
+    ws.set_image_meta(image_id, values)
+    row = ws.get_image(image_id, fresh=True)
+    return ImageMetaOut(id=image_id, meta=public_meta(row.meta), user_keys=user_meta_keys(row.meta))
 
 
 @router.get("/{image_id}/thumbnail", response_class=FileResponse)
