@@ -37,7 +37,7 @@ def _train(ws: gv.Workspace, **fields: Any) -> ModelInfo:
 
 @pytest.fixture(scope="module")
 def classifier(digits: gv.Workspace) -> ModelInfo:
-    return _train(digits, task="classify", arch="resnet18", epochs=8, lr=3e-3)
+    return _train(digits, task="classify", arch="resnet18", epochs=8, lr=2e-3)
 
 
 def _onnx_matches_reloaded(ws: gv.Workspace, info: ModelInfo) -> torch.nn.Module:

@@ -279,17 +279,84 @@ def predict_cmd(
         bool, typer.Option("--store", help="Add the predictions to the workspace (source model:<id>, proposed).")
     ] = False,
     out: Annotated[Path | None, typer.Option(help="Also write the JSON document to this file.")] = None,
+    side: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--side",
+            help="KEY=NUMBER side feature for a model trained with side features (default: image metadata).",
+        ),
+    ] = None,
+    tile: Annotated[
+        int | None,
+        typer.Option(help="Tiled inference: window side in pixels at the level read (default: the model's input)."),
+    ] = None,
+    overlap: Annotated[int | None, typer.Option(help="Tiled: overlap between windows in pixels [default: 64].")] = None,
+    level: Annotated[int | None, typer.Option(help="Tiled: pyramid level to read.")] = None,
+    mpp: Annotated[
+        float | None, typer.Option(help="Tiled: microns per pixel to read at (resized if between levels).")
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Windows per model batch.")] = 16,
+    skip_background: Annotated[
+        bool, typer.Option("--skip-background", help="Tiled: do not run windows on empty background.")
+    ] = False,
+    min_foreground: Annotated[
+        float, typer.Option(help="Tiled: foreground fraction below which a window is background.")
+    ] = 0.05,
+    merge: Annotated[str, typer.Option(help="Tiled detect: nms, soft_nms, wbf, ios or none.")] = "nms",
+    merge_threshold: Annotated[float, typer.Option(help="Tiled detect: IoU (IoS for ios) of one object.")] = 0.5,
+    min_score: Annotated[float, typer.Option(help="Tiled detect: keep detections scoring at least this.")] = 0.3,
+    on_error: Annotated[
+        str, typer.Option(help="Tiled: a window that fails to decode: fail, or skip (reported as a failed region).")
+    ] = "fail",
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(help="Tiled: folder for masks and heatmaps [default: <workspace>/predictions/<model>/<image>]."),
+    ] = None,
     workspace_opt: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Predict small images (whole-image; tiled big-image inference is a separate feature)."""
+    """Predict images. Small images are predicted whole; with tiling options (or a model trained on
+    patches) any image, gigapixel included, is predicted window by window in bounded memory."""
     from gigavision.models.predict import Predictor, predict_files, store_predictions
     from gigavision.models.store import get_model, write_json
 
+    side_values = _side_values(side or [])
     with open_ws(workspace_opt) as ws:
         info = get_model(ws, model_id)
-        predictor = Predictor(info, runtime=runtime)
-        items = predict_files(predictor, images, ws)
+        predictor = Predictor(info, runtime=runtime, batch=batch)
+        tiled = (
+            predictor.patch is not None or any(v is not None for v in (tile, overlap, level, mpp)) or skip_background
+        )
+        if tiled:
+            from gigavision.infer.engine import DEFAULT_OVERLAP, InferOptions
+            from gigavision.infer.run import predict_tiled
+
+            options = InferOptions(
+                tile=tile,
+                overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+                batch=batch,
+                level=level,
+                mpp=mpp,
+                skip_background=min_foreground if skip_background else None,
+                merge=merge,
+                merge_threshold=merge_threshold,
+                min_score=min_score,
+                on_error=on_error,
+            )
+            with progress_bar("predicting", quiet=json_out) as advance:
+                results = predict_tiled(
+                    predictor,
+                    images,
+                    options,
+                    ws=ws,
+                    out_root=out_dir,
+                    store=store_,
+                    side=side_values,
+                    progress=advance,
+                )
+            _print_tiled(info.id, runtime, results, out, json_out)
+            return
+        items = predict_files(predictor, images, ws, side=side_values)
         stored = store_predictions(ws, items, predictor) if store_ else None
     doc: dict[str, Any] = {"model": info.id, "runtime": runtime, "items": [i.as_dict() for i in items]}
     if stored is not None:
@@ -300,17 +367,53 @@ def predict_cmd(
         print_json(doc)
         return
     for item in items:
-        ann = item.annotations
-        if ann.kind.size and (ann.kind == "tag").all():
-            what = ", ".join(f"{lab} {s:.3f}" for lab, s in zip(ann.label, ann.score, strict=True))
-        else:
-            counts: dict[str, int] = {}
-            for lab in ann.label:
-                counts[str(lab)] = counts.get(str(lab), 0) + 1
-            what = ", ".join(f"{n} {lab}" for lab, n in sorted(counts.items())) or "nothing"
-        out_console.print(f"{item.input}: {what}", highlight=False, soft_wrap=True)
+        out_console.print(f"{item.input}: {_summary(item.annotations)}", highlight=False, soft_wrap=True)
     if stored is not None:
         err_console.print(f"stored {stored['added']} annotation(s) as {stored['source']} (proposed)")
+
+
+def _summary(ann: Any) -> str:
+    if ann.kind.size and (ann.kind == "tag").all():
+        return ", ".join(f"{lab} {s:.3f}" for lab, s in zip(ann.label, ann.score, strict=True))
+    counts: dict[str, int] = {}
+    for lab in ann.label:
+        counts[str(lab)] = counts.get(str(lab), 0) + 1
+    return ", ".join(f"{n} {lab}" for lab, n in sorted(counts.items())) or "nothing"
+
+
+def _print_tiled(model: str, runtime: str, results: list[Any], out: Path | None, json_out: bool) -> None:
+    from gigavision.models.store import write_json
+
+    doc: dict[str, Any] = {"model": model, "runtime": runtime, "items": [r.as_dict() for r in results]}
+    if out is not None:
+        write_json(out, doc)
+    if json_out:
+        print_json(doc)
+        return
+    for r in results:
+        tiles = f"{r.tiles_run}/{r.tiles_total} windows run, {r.tiles_skipped} background"
+        failed = f", {len(r.failed_regions)} failed" if r.failed_regions else ""
+        out_console.print(
+            f"{r.input}: {_summary(r.annotations)} ({tiles}{failed}; {r.seconds:.1f} s)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for name, path in r.outputs.items():
+            out_console.print(f"  {name}: {path}", highlight=False, soft_wrap=True)
+
+
+def _side_values(pairs: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not sep or not key or value != value:
+            raise InvalidInput(f"--side {pair!r}: expected KEY=NUMBER (e.g. --side md=-2.5)")
+        out[key] = value
+    return out
 
 
 def export_model_cmd(

@@ -20,36 +20,62 @@ from torch import nn
 from gigavision.annotations import Annotations
 from gigavision.errors import InvalidInput
 from gigavision.models.backbones import feature_dim, recipe_backbone, timm_normalization
+from gigavision.models.side import standardisation
 from gigavision.models.task import Evaluation, Task
 
 if TYPE_CHECKING:
     from gigavision.train.recipe import Recipe
 
 BACKGROUND = "background"
+SIDE_WIDTH = 32  # units the side features are mapped to before fusion
 
 
 class ClassifierNet(nn.Module):
-    """A timm backbone with a linear head; ``forward`` returns probabilities (softmax or sigmoid)."""
+    """A timm backbone with a linear head; ``forward`` returns probabilities (softmax or sigmoid).
 
-    def __init__(self, backbone: nn.Module, num_classes: int, multi_label: bool, center_loss: bool) -> None:
+    With ``side`` features, ``forward(images, side)`` standardises the raw values with the training split's
+    statistics (buffers: saved in the checkpoint and the ONNX graph), passes them through a small ReLU layer
+    and concatenates that with the image embedding before the head.
+    """
+
+    side_mean: torch.Tensor
+    side_std: torch.Tensor
+
+    def __init__(
+        self, backbone: nn.Module, num_classes: int, multi_label: bool, center_loss: bool, side: int = 0
+    ) -> None:
         super().__init__()
         width = feature_dim(backbone)
         self.backbone = backbone
+        self.side_net = nn.Sequential(nn.Linear(side, SIDE_WIDTH), nn.ReLU()) if side else None
+        if side:
+            self.register_buffer("side_mean", torch.zeros(side))
+            self.register_buffer("side_std", torch.ones(side))
+            width += SIDE_WIDTH
         self.head = nn.Linear(width, num_classes)
         self.multi_label = multi_label
         self.centers = nn.Parameter(torch.zeros(num_classes, width)) if center_loss else None
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The pooled embedding (before the head)."""
-        feats: torch.Tensor = self.backbone(images)
-        return feats
+    def set_side_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.side_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.side_std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
-    def logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.features(images)
+    def features(self, images: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
+        """The pooled embedding (before the head), fused with the side features when the net has them."""
+        feats: torch.Tensor = self.backbone(images)
+        if self.side_net is None:
+            return feats
+        if side is None:
+            raise InvalidInput("this classifier was trained with side features: pass them with the images")
+        z = self.side_net((side.to(feats.dtype) - self.side_mean) / self.side_std)
+        return torch.cat([feats, z], dim=1)
+
+    def logits(self, images: torch.Tensor, side: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.features(images, side)
         return self.head(feats), feats
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits, _ = self.logits(images)
+    def forward(self, images: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
+        logits, _ = self.logits(images, side)
         return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
 
 
@@ -68,6 +94,7 @@ def focal_loss(
 class ClassifyTask(Task):
     name = "classify"
     default_arch = "resnet18"
+    supports_side = True
 
     def __init__(self, recipe: Recipe, classes: Sequence[str]) -> None:
         super().__init__(recipe, classes)
@@ -96,7 +123,11 @@ class ClassifyTask(Task):
     def build(self, init_weights: bool = True) -> nn.Module:
         r = self.recipe
         backbone = recipe_backbone(self.arch, r.pretrained, r.weights, init_weights)
-        return ClassifierNet(backbone, len(self.classes), self.multi_label, r.center_loss > 0)
+        return ClassifierNet(backbone, len(self.classes), self.multi_label, r.center_loss > 0, len(r.side_features))
+
+    def fit_side(self, net: nn.Module, values: np.ndarray) -> None:
+        assert isinstance(net, ClassifierNet)
+        net.set_side_statistics(*standardisation(values))
 
     def normalization(self, net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return timm_normalization(net.backbone if isinstance(net, ClassifierNet) else net)
@@ -133,9 +164,9 @@ class ClassifyTask(Task):
             self.class_weight = torch.tensor(1.0 / (len(counts) * freq), dtype=torch.float32)
 
     # -- training --------------------------------------------------------------------------------------------
-    def loss(self, net: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss(self, net: nn.Module, images: Any, targets: torch.Tensor) -> torch.Tensor:
         assert isinstance(net, ClassifierNet)
-        logits, feats = net.logits(images)
+        logits, feats = net.logits(*images) if isinstance(images, tuple) else net.logits(images)
         weight = None if self.class_weight is None else self.class_weight.to(logits.device)
         if self.multi_label:
             if self.recipe.loss == "focal":

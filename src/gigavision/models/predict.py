@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -24,6 +24,7 @@ import numpy as np
 
 from gigavision.errors import InvalidInput, LimitExceeded, NotFound
 from gigavision.models import store
+from gigavision.models.side import side_values
 
 if TYPE_CHECKING:
     from gigavision.annotations import Annotations
@@ -58,6 +59,7 @@ class Predictor:
         self.mean = np.asarray(info.input["mean"], dtype=np.float32).reshape(3, 1, 1)
         self.std = np.asarray(info.input["std"], dtype=np.float32).reshape(3, 1, 1)
         self.patch: dict[str, Any] | None = info.input.get("patch") or None
+        self.side_names: list[str] = [str(n) for n in info.input.get("side_features") or []]
         self.source_name = f"model:{info.id}"
         self._net: Any = None
         self._session: Any = None
@@ -74,7 +76,7 @@ class Predictor:
                 raise NotFound(f"model {info.id}: {store.ONNX_FILE} is missing; run gigavision export-model {info.id}")
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
             self._session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
-            self._input_name = self._session.get_inputs()[0].name
+            self._input_names = [i.name for i in self._session.get_inputs()]
 
     # -- preprocessing -----------------------------------------------------------------------------------
     def prepare(self, pixels: np.ndarray, name: str = "image") -> tuple[np.ndarray, tuple[int, int] | None]:
@@ -103,8 +105,12 @@ class Predictor:
         return (x - self.mean) / self.std, sizes
 
     # -- inference ---------------------------------------------------------------------------------------
-    def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """The network's outputs for a normalised ``(N, 3, S, S)`` batch, as NumPy arrays."""
+    def run(self, batch: np.ndarray, side: np.ndarray | None = None) -> list[np.ndarray]:
+        """The network's outputs for a normalised ``(N, 3, S, S)`` batch (and the ``(N, K)`` raw side
+        features of a model trained with them), as NumPy arrays."""
+        inputs = [batch] if side is None else [batch, np.ascontiguousarray(side, dtype=np.float32)]
+        if len(inputs) != 1 + bool(self.side_names):
+            raise InvalidInput(f"model {self.info.id} takes side features {self.side_names}; pass them")
         if self._session is not None:
             fixed = self._session.get_inputs()[0].shape[0]
             if isinstance(fixed, int) and fixed != len(batch):
@@ -112,32 +118,48 @@ class Predictor:
                 # chunks of its size, padding the last one, and keep only the real rows
                 chunks = []
                 for start in range(0, len(batch), fixed):
-                    part = batch[start : start + fixed]
-                    pad = np.zeros((fixed - len(part), *part.shape[1:]), dtype=part.dtype)
-                    outs = self._session.run(None, {self._input_name: np.concatenate([part, pad])})
-                    chunks.append([np.asarray(o)[: len(part)] for o in outs])
+                    parts = [a[start : start + fixed] for a in inputs]
+                    n = len(parts[0])
+                    padded = [np.concatenate([p, np.zeros((fixed - n, *p.shape[1:]), dtype=p.dtype)]) for p in parts]
+                    outs = self._session.run(None, dict(zip(self._input_names, padded, strict=True)))
+                    chunks.append([np.asarray(o)[:n] for o in outs])
                 return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
-            return [np.asarray(o) for o in self._session.run(None, {self._input_name: batch})]
+            return [np.asarray(o) for o in self._session.run(None, dict(zip(self._input_names, inputs, strict=True)))]
         import torch
 
         from gigavision.train.module import to_numpy
 
         with torch.inference_mode():
-            return to_numpy(self._net(torch.from_numpy(batch).to(self._device)))
+            return to_numpy(self._net(*(torch.from_numpy(a).to(self._device) for a in inputs)))
+
+    def side_batch(self, metas: Sequence[Mapping[str, Any]] | None, names: Sequence[str]) -> np.ndarray | None:
+        """``(N, K)`` side features from each image's metadata, or None for a model without them."""
+        if not self.side_names:
+            return None
+        if metas is None or len(metas) != len(names):
+            raise InvalidInput(
+                f"model {self.info.id} was trained with side features {', '.join(self.side_names)}:"
+                " give each image's values (workspace image metadata, or --side KEY=VALUE)"
+            )
+        return np.stack([side_values(self.side_names, m, n) for m, n in zip(metas, names, strict=True)])
 
     def predict(
         self,
         images: Sequence[np.ndarray],
         sizes: Sequence[tuple[int, int]] | None = None,
         names: Sequence[str] | None = None,
+        side: Sequence[Mapping[str, Any]] | None = None,
     ) -> list[Annotations]:
         """Annotations per image, in each image's own pixels.
 
         ``sizes`` (optional, one (h, w) per image) replaces the arrays' sizes when they were read from a
         pyramid level: results then come back in level-0 pixels of the image (same aspect, bigger scale).
+        ``side``: per image, a mapping holding the model's side features (an image's metadata).
         """
         if sizes is not None and len(sizes) != len(images):
             raise InvalidInput(f"sizes: {len(sizes)} given for {len(images)} images")
+        labels = list(names) if names else [f"image {i}" for i in range(len(images))]
+        side_all = self.side_batch(side, labels)
         out: list[Annotations] = []
         for start in range(0, len(images), self.batch):
             chunk = images[start : start + self.batch]
@@ -147,7 +169,7 @@ class Predictor:
             for k, pixels in enumerate(chunk):
                 i = start + k
                 array = np.asarray(pixels)
-                x, own = self.prepare(array, names[i] if names else f"image {i}")
+                x, own = self.prepare(array, labels[i])
                 inputs.append(x)
                 if own is None:  # a padded patch: network pixels are image pixels; cut off the padding after
                     decode_sizes.append((self.size, self.size))
@@ -155,7 +177,8 @@ class Predictor:
                 else:
                     decode_sizes.append((int(sizes[i][0]), int(sizes[i][1])) if sizes is not None else own)
                     crops.append(None)
-            outputs = self.run(np.ascontiguousarray(np.stack(inputs)))
+            chunk_side = None if side_all is None else side_all[start : start + len(chunk)]
+            outputs = self.run(np.ascontiguousarray(np.stack(inputs)), chunk_side)
             for ann, crop in zip(self.task.decode(outputs, decode_sizes), crops, strict=True):
                 if crop is not None and crop != (self.size, self.size):
                     ann = ann.crop(0, 0, crop[1], crop[0])
@@ -241,24 +264,35 @@ def read_for(predictor: Predictor, source: ImageSource, name: str) -> np.ndarray
     return source.read_window(level, 0, 0, lvl.width, lvl.height)
 
 
-def predict_files(predictor: Predictor, items: Sequence[str], ws: Workspace | None = None) -> list[PredictItem]:
-    """Predict image files and/or workspace image ids (checked and read one batch at a time)."""
+def predict_files(
+    predictor: Predictor,
+    items: Sequence[str],
+    ws: Workspace | None = None,
+    side: Mapping[str, Any] | None = None,
+) -> list[PredictItem]:
+    """Predict image files and/or workspace image ids (checked and read one batch at a time).
+
+    Side features of a model trained with them come from each workspace image's metadata; ``side``
+    (``--side KEY=VALUE``) gives or overrides them for every input.
+    """
     if not items:
         raise InvalidInput("name at least one image file or workspace image id")
     out: list[PredictItem] = []
     for start in range(0, len(items), predictor.batch):
         chunk = items[start : start + predictor.batch]
-        pixels, sizes, ids = [], [], []
+        pixels, sizes, ids, metas = [], [], [], []
         for item in chunk:
             source, image_id, owned = open_input(ws, item)
             try:
                 pixels.append(read_for(predictor, source, item))
                 sizes.append((source.height, source.width))
                 ids.append(image_id)
+                meta = (ws.get_image(image_id).meta or {}) if ws is not None and image_id else {}
+                metas.append({**meta, **(side or {})})
             finally:
                 if owned:
                     source.close()
-        anns = predictor.predict(pixels, sizes, names=list(chunk))
+        anns = predictor.predict(pixels, sizes, names=list(chunk), side=metas)
         for item, image_id, (h, w), ann in zip(chunk, ids, sizes, anns, strict=True):
             out.append(PredictItem(item, image_id, w, h, ann))
     return out

@@ -7,7 +7,9 @@ in ``TASKS``.
 
 Network contract: ``net(images)`` on a float32 ``(N, 3, H, W)`` batch, already normalised with ``mean``/``std``,
 returns the *inference* outputs (a tensor or a tuple of tensors) in eval mode. That same forward is exported to
-ONNX, so torch and onnxruntime give the same numbers and ``decode`` serves both.
+ONNX, so torch and onnxruntime give the same numbers and ``decode`` serves both. Tasks with
+``supports_side`` take per-image numeric side features as a second input, ``net(images, side)``
+(``models/side.py``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class Task(ABC):
     name: ClassVar[str]
     default_arch: ClassVar[str]
     uses_trainer: ClassVar[bool] = True  # False: the task fits itself (probe)
+    supports_side: ClassVar[bool] = False  # True: recipe.side_features feed a second network input
 
     def __init__(self, recipe: Recipe, classes: Sequence[str]) -> None:
         if not classes:
@@ -65,6 +68,8 @@ class Task(ABC):
                 f"{self.name}: no labelled items to learn from: the dataset version's label schema has no class"
                 " this task uses; add classes and annotations, then create a new version"
             )
+        if recipe.side_features and not self.supports_side:
+            raise InvalidInput(f"side_features: {self.name} does not take per-image side features (classify does)")
         self.recipe = recipe
         self.classes = list(classes)
         self.arch = recipe.arch or self.default_arch
@@ -101,11 +106,14 @@ class Task(ABC):
         the image. Return None to leave the sample out (e.g. single-label classify with no or several labels).
         """
 
-    def collate(self, images: list[torch.Tensor], targets: list[Any]) -> tuple[torch.Tensor, Any]:
-        """A batch from samples: stacked images; targets stacked when tensors, else kept as a list."""
+    def collate(self, images: list[Any], targets: list[Any]) -> tuple[Any, Any]:
+        """A batch from samples: stacked inputs (images, or (images, side)); targets stacked when tensors,
+        else kept as a list."""
         import torch
 
-        batch = torch.stack(images)
+        from gigavision.models.side import stack_inputs
+
+        batch = stack_inputs(images)
         if targets and isinstance(targets[0], torch.Tensor):
             return batch, torch.stack(targets)
         return batch, targets
@@ -121,6 +129,10 @@ class Task(ABC):
 
     def configure(self, train_targets: Sequence[Any]) -> None:  # noqa: B027 - optional hook
         """Called once with every training target before training (class weights, priors)."""
+
+    def fit_side(self, net: nn.Module, values: np.ndarray) -> None:
+        """Learn the side features' standardisation from the training split's ``(N, K)`` values."""
+        raise NotImplementedError(f"{self.name} takes no side features")
 
     # -- inference -------------------------------------------------------------------------------------------
     @abstractmethod

@@ -34,6 +34,7 @@ from gigavision.datasets.patches import (
     _resize,
 )
 from gigavision.errors import InvalidInput
+from gigavision.models.side import side_table
 from gigavision.tiling.grid import GridSpec
 
 if TYPE_CHECKING:
@@ -152,19 +153,28 @@ class Patches:
         return to_rgb_uint8(patch.pixels), patch.annotations, patch.image_id
 
 
-class SampleDataset(Dataset[tuple[torch.Tensor, Any]]):
+class SampleDataset(Dataset[tuple[Any, Any]]):
     """``(normalised image tensor, task target)`` pairs; a sample whose target is None is skipped in collate.
+    With ``side`` (image id -> side-feature vector) the input is the pair ``(image tensor, side tensor)``.
 
     Keys are sample indices, or ``(epoch, index)`` pairs from ``EpochShuffle``: the epoch travels with the key,
     so patch samplers draw the same windows in a DataLoader worker as in the main process, resumed or not.
     ``indices`` restricts a source to the samples kept (whole images with a usable label).
     """
 
-    def __init__(self, task: Task, source: SampleSource, transform: Any, indices: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        task: Task,
+        source: SampleSource,
+        transform: Any,
+        indices: Sequence[int] | None = None,
+        side: dict[str, np.ndarray] | None = None,
+    ) -> None:
         self.task = task
         self.source = source
         self.transform = transform
         self.indices = list(indices) if indices is not None else None
+        self.side = side
         self._epoch = 0
 
     def __len__(self) -> int:
@@ -182,19 +192,25 @@ class SampleDataset(Dataset[tuple[torch.Tensor, Any]]):
         """Pixels (3-band uint8), annotations in those pixels and the image id of one sample."""
         return self.source.sample(self._resolve(key))
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, Any]:
-        pixels, ann, _ = self.raw(key)
+    def with_side(self, image: torch.Tensor, image_id: str) -> Any:
+        """The network input of one sample: the image, or (image, side features) when the task uses them."""
+        if self.side is None:
+            return image
+        return image, torch.from_numpy(self.side[image_id])
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, Any]:
+        pixels, ann, image_id = self.raw(key)
         target = self.task.target(ann, pixels.shape[0], pixels.shape[1])
         image = tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1).contiguous())
         if target is None:
             out = self.transform(image)
-            return out.as_subclass(torch.Tensor), None
+            return self.with_side(out.as_subclass(torch.Tensor), image_id), None
         image, target = self.transform(image, target)
-        return image.as_subclass(torch.Tensor), _plain(target)
+        return self.with_side(image.as_subclass(torch.Tensor), image_id), _plain(target)
 
 
-class EvalDataset(Dataset[tuple[torch.Tensor, Annotations]]):
-    """``(normalised image tensor, truth Annotations in the tensor's pixels)`` for validation and evaluation."""
+class EvalDataset(Dataset[tuple[Any, Annotations]]):
+    """``(network input, truth Annotations in the image tensor's pixels)`` for validation and evaluation."""
 
     def __init__(self, samples: SampleDataset, transform: Any) -> None:
         self.samples = samples
@@ -203,10 +219,10 @@ class EvalDataset(Dataset[tuple[torch.Tensor, Annotations]]):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: int) -> tuple[torch.Tensor, Annotations]:
-        pixels, ann, _ = self.samples.raw(key)
+    def __getitem__(self, key: int) -> tuple[Any, Annotations]:
+        pixels, ann, image_id = self.samples.raw(key)
         image = tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1).contiguous())
-        return self.transform(image).as_subclass(torch.Tensor), ann
+        return self.samples.with_side(self.transform(image).as_subclass(torch.Tensor), image_id), ann
 
 
 class EpochShuffle(Sampler[tuple[int, int]]):
@@ -242,7 +258,7 @@ def _plain(target: Any) -> Any:
 def collate_for(task: Task) -> Any:
     """A DataLoader ``collate_fn`` that drops unlabelled samples and lets the task stack the rest."""
 
-    def collate(batch: Sequence[tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, Any] | None:
+    def collate(batch: Sequence[tuple[Any, Any]]) -> tuple[Any, Any] | None:
         kept = [(img, tgt) for img, tgt in batch if tgt is not None]
         if not kept:
             return None
@@ -309,6 +325,7 @@ def split_data(
     if not entries:
         raise InvalidInput(f"split {split!r} of dataset {version.ref} has no images")
     images = PatchImages.from_version(version, split)
+    side = side_table(version.ws, images.ids, recipe.side_features) if recipe.side_features else None
     if recipe.patch is None:
         whole = WholeImages(images, recipe.image_size)
         keep, targets, left_out = [], [], 0
@@ -320,10 +337,10 @@ def split_data(
                 keep.append(i)
                 targets.append(target)
         ids = [images.ids[i] for i in keep]
-        return SplitData(split, SampleDataset(task, whole, transform, keep), ids, targets, left_out)
+        return SplitData(split, SampleDataset(task, whole, transform, keep, side), ids, targets, left_out)
     sampler = patch_sampler(images, recipe, training=training, classes=task.classes)
     check_patchable(images, sampler)
-    return SplitData(split, SampleDataset(task, Patches(sampler), transform), [], None, 0)
+    return SplitData(split, SampleDataset(task, Patches(sampler), transform, side=side), [], None, 0)
 
 
 def whole_target(task: Task, whole: WholeImages, index: int) -> Any:

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from gigavision.metrics._common import jsonable
 from gigavision.models import store
+from gigavision.models.side import call_net, first, to_device
 from gigavision.train.module import eval_collate, to_numpy
 
 if TYPE_CHECKING:
@@ -37,8 +38,9 @@ def predict_split(
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=eval_collate)
     truths: list[Annotations] = []
     preds: list[Annotations] = []
-    for images, batch_truths in loader:
-        outputs = net(images.to(device))
+    for inputs, batch_truths in loader:
+        outputs = call_net(net, to_device(inputs, device))
+        images = first(inputs)
         size = (int(images.shape[-2]), int(images.shape[-1]))
         preds += task.decode(to_numpy(outputs), [size] * len(images))
         truths += batch_truths

@@ -10,6 +10,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from gigavision.models.side import call_net, first, stack_inputs
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -37,8 +39,8 @@ class TaskModule(L.LightningModule):
         self._preds: list[Annotations] = []
         self.last_metrics: dict[str, Any] = {}
 
-    def forward(self, images: torch.Tensor) -> Any:
-        return self.net(images)
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        return self.net(*inputs)
 
     def on_train_epoch_start(self) -> None:
         # Augmentation and dropout draw from the global generator: reseeding it from (seed, epoch) makes each
@@ -49,17 +51,18 @@ class TaskModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every sample of the batch was unlabelled
             return None
-        images, targets = batch
-        loss = self.task.loss(self.net, images, targets)
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(images), on_step=True, on_epoch=True)
+        inputs, targets = batch
+        loss = self.task.loss(self.net, inputs, targets)
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(first(inputs)), on_step=True, on_epoch=True)
         return loss
 
     def on_validation_epoch_start(self) -> None:
         self._truths, self._preds = [], []
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        images, truths = batch
-        outputs = self.net(images)
+        inputs, truths = batch
+        outputs = call_net(self.net, inputs)
+        images = first(inputs)
         size = (int(images.shape[-2]), int(images.shape[-1]))
         self._preds += self.task.decode(to_numpy(outputs), [size] * len(images))
         self._truths += list(truths)
@@ -101,5 +104,5 @@ def schedule(kind: str, epochs: int, warmup: int) -> Any:
     return factor
 
 
-def eval_collate(batch: Sequence[tuple[torch.Tensor, Annotations]]) -> tuple[torch.Tensor, list[Annotations]]:
-    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
+def eval_collate(batch: Sequence[tuple[Any, Annotations]]) -> tuple[Any, list[Annotations]]:
+    return stack_inputs([b[0] for b in batch]), [b[1] for b in batch]

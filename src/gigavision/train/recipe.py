@@ -95,6 +95,11 @@ class Recipe(_Strict):
     loss: Literal["ce", "focal"] = Field("ce", description="classify: cross-entropy or focal loss.")
     class_weights: bool = Field(False, description="classify: weight classes by inverse frequency.")
     center_loss: float = Field(0.0, ge=0.0, description="classify: weight of the center loss (0 = off).")
+    side_features: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="classify: numeric image metadata keys fused with the image embedding (e.g. md, psd).",
+    )
     # embed
     embedding_dim: int = Field(128, ge=2, le=4096, description="embed: output dimension.")
     margin: float = Field(0.2, gt=0, description="embed: triplet margin.")
@@ -114,6 +119,10 @@ class Recipe(_Strict):
     def _consistent(self) -> Recipe:
         if self.multi_label and self.task != "classify":
             raise ValueError("multi_label is a classify option")
+        if self.side_features and self.task != "classify":
+            raise ValueError("side_features is a classify option")
+        if len(set(self.side_features)) != len(self.side_features) or not all(self.side_features):
+            raise ValueError("side_features must be distinct, non-empty metadata keys")
         return self
 
     def resolved(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from gigavision import __version__
@@ -187,6 +188,8 @@ def train(
         )
     if train_data.targets is not None:
         task.configure(train_data.targets)
+    if train_data.dataset.side is not None:
+        task.fit_side(net, np.stack(list(train_data.dataset.side.values())))
     val_data = _optional_split(task, version, recipe, recipe.val_split, eval_tf)
     folder.mkdir(exist_ok=True)
     store.write_json(folder / store.RECIPE_JSON, recipe.resolved())
@@ -300,6 +303,7 @@ def _finish(run: _Run, net: torch.nn.Module, progress: Progress | None) -> store
                 "mean": list(run.mean),
                 "std": list(run.std),
                 "patch": recipe.patch.model_dump() if recipe.patch else None,
+                "side_features": list(recipe.side_features),
             },
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "headline": headline,
