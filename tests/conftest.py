@@ -11,12 +11,15 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import gigavision as gv
+from gigavision.datasets.versions import DatasetVersion
 from gigavision.demo import bundled_images, make_slide
+from gigavision.models.store import ModelInfo
 
 PG_ADMIN = os.environ.get("GIGAVISION_TEST_PG", "postgresql://127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -119,4 +122,73 @@ def workspace(tmp_path: Path, db_url: str) -> Iterator[gv.Workspace]:
 def sqlite_workspace(tmp_path: Path) -> Iterator[gv.Workspace]:
     ws = gv.init_workspace(tmp_path / "ws")
     yield ws
+    ws.close()
+
+
+# -- trained models, shared by the training acceptance tests and the inference tests ----------------------
+@dataclass(frozen=True)
+class Trained:
+    ws: gv.Workspace
+    version: DatasetVersion
+    info: ModelInfo
+
+
+DETECT_SIZE = 128
+DETECT_RECIPE = {
+    "task": "detect",
+    "dataset": "scenes",
+    "image_size": DETECT_SIZE,
+    "epochs": 20,
+    "batch_size": 16,
+    "lr": 3e-3,
+}
+SEGMENT_SIZE = 64
+SEGMENT_CLASSES = ("coin", "horse")  # at 64 px the digits' strokes are 2-3 px wide: too few CPU epochs
+SEGMENT_RECIPE = {
+    "task": "segment",
+    "dataset": "scenes",
+    "arch": "linknet:resnet18",
+    "image_size": SEGMENT_SIZE,
+    "epochs": 10,
+    "batch_size": 8,
+    "lr": 3e-3,
+}
+
+
+@pytest.fixture(scope="session")
+def scenes_detector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    """fcos_tiny trained on 200 pasted-object scenes (about a minute on one CPU thread)."""
+    import torch
+
+    from gigavision.train.recipe import load_recipe
+    from gigavision.train.trainer import train
+    from tests.scenes import scenes_version
+
+    root = tmp_path_factory.mktemp("detector")
+    ws = gv.init_workspace(root / "ws")
+    version = scenes_version(ws, root / "src", n=200, size=DETECT_SIZE, seed=0)
+    # one intra-op thread: on a shared 2-core runner OpenMP threads spinning against other processes made
+    # this run 4× slower (300 s instead of 70 s); one thread is within 1.5× of two on an idle machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        info = train(ws, load_recipe(overrides=DETECT_RECIPE))
+    finally:
+        torch.set_num_threads(before)
+    yield Trained(ws, version, info)
+    ws.close()
+
+
+@pytest.fixture(scope="session")
+def scenes_segmenter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    """A LinkNet trained on 60 coin/horse scenes at 64 px."""
+    from gigavision.train.recipe import load_recipe
+    from gigavision.train.trainer import train
+    from tests.scenes import scenes_version
+
+    root = tmp_path_factory.mktemp("segmenter")
+    ws = gv.init_workspace(root / "ws")
+    version = scenes_version(ws, root / "scenes", n=60, size=SEGMENT_SIZE, seed=0, classes=SEGMENT_CLASSES)
+    info = train(ws, load_recipe(overrides=SEGMENT_RECIPE), model_id="scenes-linknet")
+    yield Trained(ws, version, info)
     ws.close()

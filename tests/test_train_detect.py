@@ -7,14 +7,10 @@ exactly as pycocotools does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-import gigavision as gv
 from gigavision.annotations import Annotations
 from gigavision.datasets.versions import open_version
 from gigavision.metrics.coco import evaluate_with_pycocotools, to_coco
@@ -24,30 +20,14 @@ from gigavision.train.data import split_data
 from gigavision.train.evaluate import predict_split
 from gigavision.train.module import to_numpy
 from gigavision.train.recipe import load_recipe
-from gigavision.train.trainer import train
 from gigavision.train.transforms import build_transform
-from tests.scenes import scenes_version
+from tests.conftest import DETECT_SIZE, Trained
 
-SIZE = 128
-RECIPE = {"task": "detect", "dataset": "scenes", "image_size": SIZE, "epochs": 20, "batch_size": 16, "lr": 3e-3}
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core runner, OpenMP threads spinning against other processes made
-    this run 4× slower (300 s instead of 70 s); one thread is within 1.5× of two on an idle machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+SIZE = DETECT_SIZE
 
 
-def test_detect_on_pasted_objects_meets_the_bar_exports_and_matches_pycocotools(
-    sqlite_workspace: gv.Workspace, tmp_path: Path, one_thread: None
-) -> None:
-    ws = sqlite_workspace
-    version = scenes_version(ws, tmp_path / "src", n=200, size=SIZE, seed=0)
-    info = train(ws, load_recipe(overrides=RECIPE))
+def test_detect_on_pasted_objects_meets_the_bar_exports_and_matches_pycocotools(scenes_detector: Trained) -> None:
+    ws, version, info = scenes_detector.ws, scenes_detector.version, scenes_detector.info
 
     assert info.task == "detect" and info.arch == "fcos_tiny"
     assert info.classes == ["coin", "digit", "horse"]

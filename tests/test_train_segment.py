@@ -3,8 +3,6 @@ and the target rasterisation against the polygons it comes from."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import shapely
@@ -13,25 +11,14 @@ import gigavision as gv
 from gigavision.errors import InvalidInput
 from gigavision.models.segment import SegmentTask, rasterize
 from gigavision.train.recipe import Recipe, load_recipe
-from gigavision.train.trainer import train
-from tests.scenes import make_scene, scenes_version
+from tests.conftest import SEGMENT_RECIPE, SEGMENT_SIZE, Trained
+from tests.scenes import make_scene
 
-SIZE = 64
-# coins and horses: at 64 px the digits' strokes are 2-3 px wide and need far more CPU epochs than a test has
-CLASSES = ("coin", "horse")
+SIZE = SEGMENT_SIZE
 
 
 def _recipe(**overrides: object) -> Recipe:
-    base = {
-        "task": "segment",
-        "dataset": "scenes",
-        "arch": "linknet:resnet18",
-        "image_size": SIZE,
-        "epochs": 10,
-        "batch_size": 8,
-        "lr": 3e-3,
-    }
-    base.update(overrides)
+    base = {**SEGMENT_RECIPE, **overrides}
     return load_recipe(overrides=base)
 
 
@@ -72,9 +59,8 @@ def test_decode_scales_back_to_the_original_image() -> None:
     assert ann.area[0] == pytest.approx(50 * 50, rel=0.05)
 
 
-def test_train_segment_scenes(sqlite_workspace: gv.Workspace, tmp_path: Path) -> None:
-    scenes_version(sqlite_workspace, tmp_path / "scenes", n=60, size=SIZE, seed=0, classes=CLASSES)
-    info = train(sqlite_workspace, _recipe(), model_id="scenes-linknet")
+def test_train_segment_scenes(scenes_segmenter: Trained) -> None:
+    info = scenes_segmenter.info
     metrics = info.metrics
     assert info.headline == "mean_dice"
     assert metrics["mean_dice"] >= 0.85, metrics

@@ -379,6 +379,28 @@ class Annotations:
                 masks[i], xyxy[i] = tight
         return self._with(xyxy=xyxy, geometry=geometry, mask=masks)
 
+    def translate(self, dx: float, dy: float) -> Annotations:
+        """Coordinates shifted by ``(dx, dy)`` (a window's predictions placed at the window's origin).
+
+        Masks are anchored at whole pixels, so a shift that moves masks must be whole pixels. Tags are unchanged.
+        """
+        import shapely
+
+        if not (math.isfinite(dx) and math.isfinite(dy)):
+            raise InvalidInput(f"translation must be finite, got ({dx}, {dy})")
+        has_masks = bool((self.kind == "mask").any())
+        if has_masks and (dx != round(dx) or dy != round(dy)):
+            raise InvalidInput(f"masks move by whole pixels only, got ({dx}, {dy})")
+        spatial = self.kind != "tag"
+        xyxy = self.xyxy.copy()
+        xyxy[spatial] += np.array([dx, dy, dx, dy])
+        geometry = self.geometry.copy()
+        rows = np.nonzero(np.isin(self.kind, ("polygon", "point")))[0]
+        if len(rows):
+            shift = np.array([dx, dy])
+            geometry[rows] = shapely.transform(geometry[rows], lambda c: c + shift)
+        return self._with(xyxy=xyxy, geometry=geometry)
+
     def _with(self, rows: np.ndarray | None = None, **columns: Any) -> Annotations:
         """A copy with some columns replaced, keeping ``rows`` (all when None) before validation."""
         picked = {f.name: columns.get(f.name, getattr(self, f.name)) for f in fields(self)}

@@ -1,0 +1,539 @@
+"""The big-image inference engine: any trained model over an image of any size, in bounded memory.
+
+``infer_image`` lays a window grid over the image at the model's resolution (``tiling.grid``), drops windows
+on empty background (the foreground mask from ingest), reads the rest on reader threads ahead of the model
+(``infer.reading``), runs the torch or onnxruntime ``Predictor`` batch by batch and streams each batch's result
+into the task's output:
+
+- ``detect``: boxes of every window, moved to level-0 pixels, merged across tile borders by a
+  ``tiling.merge`` strategy (``ios`` joins objects cut by borders; ``nms``/``soft_nms``/``wbf``);
+- ``segment``: class probabilities blended into a pyramidal label mask (and a probability mask) written
+  row band by row band (``infer.stitch``), then vectorised into polygons;
+- ``classify``: one prediction per window, stitched into a heatmap pyramid, pooled into the image-level
+  classes (``max``: an image is positive when any window is; ``mean``).
+
+Every prediction carries an uncertainty (``infer.uncertainty``) in its attributes, and the result an
+aggregate, for the review queue. Never is a full-resolution array of the image in memory: at most
+``PREFETCH + 1`` batches of windows plus one row band of the stitched mask.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+import numpy as np
+
+from gigavision.annotations import Annotations
+from gigavision.errors import InvalidImage, InvalidInput
+from gigavision.infer.reading import Resolution, Window, resolve_resolution, stream_windows
+from gigavision.infer.uncertainty import aggregate, binary_uncertainty, class_uncertainty
+from gigavision.tiling.grid import MaskIndex, level_extent, window_grid
+
+if TYPE_CHECKING:
+    from gigavision.images.source import ImageSource
+    from gigavision.models.predict import Predictor
+
+Progress = Callable[[float, float, str], None]
+OnError = Literal["fail", "skip"]
+ON_ERROR: tuple[str, ...] = get_args(OnError)
+Pooling = Literal["max", "mean"]
+POOLINGS: tuple[str, ...] = get_args(Pooling)
+CUT_MARGIN = 2  # pixels from a window side within which a detection counts as cut by it
+HEATMAP_CELLS = 16  # heatmap pixels per window side: enough to see the blend, tiny next to the image
+DEFAULT_OVERLAP = 64
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    """How to tile and what to do with the results. Sizes are pixels at the resolution read.
+
+    ``tile``: window side (default: the model's input side); ``overlap`` between neighbouring windows;
+    ``level``/``mpp``: resolution (default: the model's training resolution for patch models, else level 0);
+    ``skip_background``: windows with less foreground than this fraction are not run (None: run all);
+    ``merge``/``merge_threshold``: detect's cross-tile strategy, over the detections scoring at least
+    ``min_score`` (merging low-score clutter grows union boxes, and keeping it floods the store — a detector
+    keeps ~100 candidates per window for mAP). The default, ``nms`` with ``drop_cut``, drops detections
+    touching a window side inside the image (a neighbour sees that object whole when the overlap is wider
+    than the objects) and suppresses the whole duplicates; ``ios`` merges the pieces instead, for objects
+    larger than the overlap. ``pooling``: classify's image-level pooling;
+    ``on_error``: a window that fails to decode fails the run (``fail``) or is reported and left out (``skip``).
+    """
+
+    tile: int | None = None
+    overlap: int = DEFAULT_OVERLAP
+    batch: int = 16
+    level: int | None = None
+    mpp: float | None = None
+    skip_background: float | None = None
+    merge: str = "nms"
+    merge_threshold: float = 0.5
+    min_score: float = 0.3
+    drop_cut: bool = True
+    pooling: str = "max"
+    uncertainty: str = "entropy"
+    readers: int = 2
+    on_error: str = "fail"
+    min_area: float = 0.0
+    probabilities: bool = True
+
+    def check(self) -> None:
+        from gigavision.tiling.merge import MERGERS
+
+        if self.tile is not None and self.tile < 8:
+            raise InvalidInput(f"--tile must be at least 8 pixels, got {self.tile}")
+        if self.overlap < 0:
+            raise InvalidInput(f"--overlap must be ≥ 0, got {self.overlap}")
+        if self.tile is not None and self.overlap >= self.tile:
+            raise InvalidInput(f"--overlap {self.overlap} must be smaller than --tile {self.tile}")
+        if self.batch < 1:
+            raise InvalidInput(f"--batch must be ≥ 1, got {self.batch}")
+        if self.skip_background is not None and not 0.0 <= self.skip_background <= 1.0:
+            raise InvalidInput(f"--skip-background must be a foreground fraction in [0, 1], got {self.skip_background}")
+        if self.merge not in MERGERS:
+            raise InvalidInput(f"--merge must be one of {', '.join(MERGERS)}, got {self.merge!r}")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise InvalidInput(f"--min-score must be in [0, 1], got {self.min_score}")
+        if not 0.0 < self.merge_threshold <= 1.0:
+            raise InvalidInput(f"--merge-threshold must be in (0, 1], got {self.merge_threshold}")
+        if self.pooling not in POOLINGS:
+            raise InvalidInput(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.on_error not in ON_ERROR:
+            raise InvalidInput(f"--on-error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
+        if self.readers < 1:
+            raise InvalidInput(f"--readers must be ≥ 1, got {self.readers}")
+
+
+@dataclass
+class InferResult:
+    """One image's inference: the merged annotations (level-0 pixels), tile accounting and files written."""
+
+    input: str
+    image_id: str | None
+    model: str
+    task: str
+    width: int
+    height: int
+    level: int
+    downsample: float
+    tile: int
+    overlap: int
+    annotations: Annotations
+    tiles_total: int
+    tiles_run: int
+    tiles_skipped: int
+    failed_regions: list[dict[str, Any]] = field(default_factory=list)
+    image_scores: dict[str, float] = field(default_factory=dict)
+    uncertainty: dict[str, float | int] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self, with_annotations: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "input": self.input,
+            "image_id": self.image_id,
+            "model": self.model,
+            "task": self.task,
+            "width": self.width,
+            "height": self.height,
+            "level": self.level,
+            "downsample": self.downsample,
+            "tile": self.tile,
+            "overlap": self.overlap,
+            "tiles": {
+                "total": self.tiles_total,
+                "run": self.tiles_run,
+                "skipped_background": self.tiles_skipped,
+                "failed": len(self.failed_regions),
+            },
+            "failed_regions": self.failed_regions,
+            "image_scores": self.image_scores,
+            "uncertainty": self.uncertainty,
+            "outputs": self.outputs,
+            "n_annotations": len(self.annotations),
+            "seconds": round(self.seconds, 3),
+        }
+        if with_annotations:
+            out["annotations"] = self.annotations.to_records()
+        return out
+
+
+def model_resolution(predictor: Predictor, source: ImageSource, options: InferOptions) -> Resolution:
+    """The options' level/mpp, else the resolution a patch model was trained at, else level 0."""
+    if options.level is not None or options.mpp is not None:
+        return resolve_resolution(source, level=options.level, mpp=options.mpp)
+    patch = predictor.patch or {}
+    if patch.get("mpp") is not None and source.info.mpp_x:
+        return resolve_resolution(source, mpp=float(patch["mpp"]))
+    level = patch.get("level")
+    if level is not None and int(level) < len(source.levels):
+        return resolve_resolution(source, level=int(level))
+    return Resolution(0, 1.0)
+
+
+def tile_size(predictor: Predictor, options: InferOptions) -> int:
+    """The window side: ``--tile`` or the model's input side; patch models never see bigger windows."""
+    tile = options.tile or predictor.size
+    if predictor.patch is not None and tile > predictor.size:
+        raise InvalidInput(
+            f"--tile {tile} is larger than the {predictor.size}×{predictor.size} patches model {predictor.info.id}"
+            f" was trained on; use --tile {predictor.size} or less"
+        )
+    if options.overlap >= tile:
+        raise InvalidInput(f"--overlap {options.overlap} must be smaller than the tile ({tile})")
+    return tile
+
+
+class _Output:
+    """What a task does with each batch of window predictions, and at the end."""
+
+    def add(self, windows: list[Window], outputs: list[np.ndarray], names: list[str]) -> None:
+        raise NotImplementedError
+
+    def skip(self, xyxy: tuple[int, int, int, int]) -> None:
+        """A window not run (background or failed)."""
+
+    def finish(self) -> tuple[Annotations, dict[str, float], dict[str, float | int], dict[str, str]]:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Discard partial files after a failure."""
+
+
+def _window_scale(predictor: Predictor, win: Window) -> float:
+    """Image pixels per network pixel of a window's prediction (1 for patch models)."""
+    if predictor.patch is not None:
+        return 1.0
+    return max(win.width, win.height) / predictor.size
+
+
+class _Detections(_Output):
+    def __init__(self, predictor: Predictor, res: Resolution, options: InferOptions, full: tuple[int, int]) -> None:
+        self.predictor, self.res, self.options = predictor, res, options
+        self.full = full  # the image's size at the read resolution
+        # pieces of objects cut by a window side are dropped when the overlap lets a neighbour see them whole;
+        # ios instead merges the pieces (objects larger than the overlap), so it keeps them
+        self.drop_cut = options.drop_cut and options.overlap > 0 and options.merge != "ios"
+        self.parts: list[Annotations] = []
+
+    def add(self, windows: list[Window], outputs: list[np.ndarray], names: list[str]) -> None:
+        p = self.predictor
+        sizes = [(p.size, p.size) if p.patch is not None else (w.height, w.width) for w in windows]
+        for win, ann in zip(windows, p.task.decode(outputs, sizes), strict=True):
+            if p.patch is not None:
+                ann = ann.crop(0, 0, win.width, win.height)
+            ann = ann[ann.score >= self.options.min_score]
+            if self.drop_cut and len(ann):
+                ann = ann[~_touches_inner_edge(ann.xyxy, win, self.res, self.full)]
+            if len(ann):
+                self.parts.append(ann.scale(self.res.downsample).translate(win.xyxy[0], win.xyxy[1]))
+
+    def finish(self) -> tuple[Annotations, dict[str, float], dict[str, float | int], dict[str, str]]:
+        from gigavision.tiling.merge import merge_annotations
+
+        merged = merge_annotations(
+            Annotations.merge(self.parts), self.options.merge, self.options.merge_threshold, per_class=True
+        )
+        unsure = binary_uncertainty(merged.score)
+        return _with_uncertainty(merged, unsure), {}, aggregate(unsure), {}
+
+
+class _Segmentation(_Output):
+    def __init__(
+        self,
+        predictor: Predictor,
+        res: Resolution,
+        options: InferOptions,
+        tile: int,
+        out_dir: Path,
+        width: int,
+        height: int,
+        mpp: float | None,
+    ) -> None:
+        from gigavision.infer.stitch import MaskStitcher
+
+        self.predictor, self.options, self.tile = predictor, options, tile
+        self.stitcher = MaskStitcher(
+            out_dir / "mask.tif",
+            width,
+            height,
+            predictor.task.classes,
+            window=tile,
+            overlap=options.overlap,
+            downsample=res.downsample,
+            probabilities=options.probabilities,
+            mpp=mpp,
+        )
+
+    def add(self, windows: list[Window], outputs: list[np.ndarray], names: list[str]) -> None:
+        probs = np.asarray(outputs[0], dtype=np.float32)
+        for win, p in zip(windows, probs, strict=True):
+            self.stitcher.add(win.xyxy, _window_probs(self.predictor, win, p, self.tile))
+
+    def skip(self, xyxy: tuple[int, int, int, int]) -> None:
+        self.stitcher.skip(xyxy)
+
+    def finish(self) -> tuple[Annotations, dict[str, float], dict[str, float | int], dict[str, str]]:
+        from gigavision.infer.stitch import vectorize
+
+        result = self.stitcher.close()
+        ann = vectorize(result, min_area=self.options.min_area, source=self.predictor.source_name)
+        unsure = binary_uncertainty(np.nan_to_num(ann.score, nan=0.5))
+        outputs = {"mask": str(result.path)}
+        if result.probability_path is not None:
+            outputs["probability"] = str(result.probability_path)
+        areas = {k: float(v) for k, v in result.areas.items()}
+        return _with_uncertainty(ann, unsure), {f"area:{k}": v for k, v in areas.items()}, aggregate(unsure), outputs
+
+    def abort(self) -> None:
+        self.stitcher.abort()
+
+
+def _window_probs(predictor: Predictor, win: Window, p: np.ndarray, tile: int) -> np.ndarray:
+    """A window's ``(C, tile, tile)`` class probabilities in read pixels from the network's ``(C, S, S)``."""
+    from gigavision.datasets.patches import _resize
+
+    if predictor.patch is not None:
+        out = np.zeros((p.shape[0], tile, tile), dtype=np.float32)
+        out[:, : win.height, : win.width] = p[:, : win.height, : win.width]
+        out[0, win.height :, :] = 1.0  # outside the image: background (the stitcher ignores it anyway)
+        out[0, :, win.width :] = 1.0
+        return out
+    scale = predictor.size / max(win.width, win.height)  # letterbox: network pixels per window pixel
+    vh, vw = max(1, round(win.height * scale)), max(1, round(win.width * scale))
+    seen = np.ascontiguousarray(p[:, :vh, :vw].transpose(1, 2, 0))
+    back = _resize(seen, win.width, win.height).transpose(2, 0, 1)
+    out = np.zeros((p.shape[0], tile, tile), dtype=np.float32)
+    out[0] = 1.0
+    out[:, : win.height, : win.width] = back / np.maximum(back.sum(axis=0, keepdims=True), 1e-12)
+    return out
+
+
+class _Classes(_Output):
+    def __init__(
+        self,
+        predictor: Predictor,
+        res: Resolution,
+        options: InferOptions,
+        tile: int,
+        out_dir: Path,
+        width: int,
+        height: int,
+    ) -> None:
+        from gigavision.infer.stitch import MaskStitcher
+
+        self.predictor, self.options = predictor, options
+        self.classes = list(predictor.task.classes)
+        self.rows: list[np.ndarray] = []
+        # the heatmap: each window painted with its probabilities, HEATMAP_CELLS pixels a side, blended
+        self.cells = HEATMAP_CELLS
+        cell_overlap = min(self.cells - 1, round(options.overlap * self.cells / tile))
+        self.heat_ds = res.downsample * tile / self.cells
+        self.background = 0 if self.classes[0] == "background" else None
+        classes = self.classes if self.background == 0 else ["none", *self.classes]
+        self.heatmap = MaskStitcher(
+            out_dir / "heatmap.tif",
+            width,
+            height,
+            classes,
+            window=self.cells,
+            overlap=cell_overlap,
+            downsample=self.heat_ds,
+            probabilities=True,
+        )
+
+    def add(self, windows: list[Window], outputs: list[np.ndarray], names: list[str]) -> None:
+        probs = np.asarray(outputs[0], dtype=np.float64)
+        for win, row in zip(windows, probs, strict=True):
+            self.rows.append(row)
+            cells = row if self.background == 0 else np.concatenate([[max(0.0, 1.0 - row.max())], row])
+            block = np.broadcast_to(cells[:, None, None], (len(cells), self.cells, self.cells))
+            self.heatmap.add(self._heat_window(win.xyxy), np.ascontiguousarray(block, dtype=np.float32))
+
+    def _heat_window(self, xyxy: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        x0, y0 = xyxy[0], xyxy[1]
+        side = round(self.cells * self.heat_ds)
+        return x0, y0, x0 + side, y0 + side
+
+    def skip(self, xyxy: tuple[int, int, int, int]) -> None:
+        self.heatmap.skip(self._heat_window(xyxy))
+
+    def finish(self) -> tuple[Annotations, dict[str, float], dict[str, float | int], dict[str, str]]:
+        result = self.heatmap.close()
+        outputs = {"heatmap": str(result.path)}
+        if result.probability_path is not None:
+            outputs["heatmap_probability"] = str(result.probability_path)
+        if not self.rows:
+            return Annotations.empty(), {}, aggregate(np.zeros(0)), outputs
+        probs = np.stack(self.rows)
+        pooled = probs.max(axis=0) if self.options.pooling == "max" else probs.mean(axis=0)
+        if self.background is not None and self.options.pooling == "max":
+            # an image is background only if every window is: "no object anywhere"
+            pooled[self.background] = probs[:, self.background].min()
+        if not self.predictor.task.recipe.multi_label:
+            pooled = pooled / max(float(pooled.sum()), 1e-12)
+        ann = self.predictor.task.decode([pooled[None].astype(np.float32)], [(1, 1)])[0]
+        unsure_tiles = class_uncertainty(probs, self.options.uncertainty)
+        image_unsure = class_uncertainty(pooled[None], self.options.uncertainty)
+        ann = _with_uncertainty(ann, np.full(len(ann), float(image_unsure[0])))
+        scores = {c: round(float(v), 6) for c, v in zip(self.classes, pooled, strict=True)}
+        return ann, scores, aggregate(unsure_tiles), outputs
+
+    def abort(self) -> None:
+        self.heatmap.abort()
+
+
+def _touches_inner_edge(xyxy: np.ndarray, win: Window, res: Resolution, full: tuple[int, int]) -> np.ndarray:
+    """Rows (window pixels) within ``CUT_MARGIN`` of a window side that is not the image's edge: objects the
+    window cut. With an overlap wider than the objects, a neighbouring window sees each of them whole."""
+    lx0, ly0 = round(win.xyxy[0] / res.downsample), round(win.xyxy[1] / res.downsample)
+    m = CUT_MARGIN
+    cut = np.zeros(len(xyxy), dtype=bool)
+    if lx0 > 0:
+        cut |= xyxy[:, 0] <= m
+    if ly0 > 0:
+        cut |= xyxy[:, 1] <= m
+    if lx0 + win.width < full[0]:
+        cut |= xyxy[:, 2] >= win.width - m
+    if ly0 + win.height < full[1]:
+        cut |= xyxy[:, 3] >= win.height - m
+    return cut
+
+
+def _with_uncertainty(ann: Annotations, values: np.ndarray) -> Annotations:
+    attrs = np.empty(len(ann), dtype=object)
+    attrs[:] = [{**a, "uncertainty": round(float(u), 6)} for a, u in zip(ann.attributes, values, strict=True)]
+    return replace(ann, attributes=attrs)
+
+
+def infer_image(
+    predictor: Predictor,
+    source: ImageSource,
+    *,
+    name: str,
+    options: InferOptions,
+    out_dir: Path,
+    image_id: str | None = None,
+    mask: np.ndarray | None = None,
+    side: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> InferResult:
+    """Run ``predictor`` over every (foreground) window of ``source``; see the module docstring."""
+    options.check()
+    started = time.monotonic()
+    task = predictor.task.name
+    if task not in ("detect", "segment", "classify"):
+        raise InvalidInput(
+            f"model {predictor.info.id} is a {task} model; tiled inference runs detect, segment and classify models"
+        )
+    res = model_resolution(predictor, source, options)
+    tile = tile_size(predictor, options)
+    windows = window_grid(source.width, source.height, tile, overlap=options.overlap, downsample=res.downsample)
+    keep = np.ones(len(windows), dtype=bool)
+    if options.skip_background is not None:
+        if mask is None:
+            raise InvalidInput(f"{name}: --skip-background needs the image's foreground mask (ingest it first)")
+        fractions = MaskIndex(mask, source.width, source.height).fractions(windows)
+        keep = fractions >= options.skip_background if options.skip_background > 0 else fractions > 0
+    run = np.nonzero(keep)[0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = _make_output(predictor, res, options, tile, out_dir, source)
+    failed: list[dict[str, Any]] = []
+    done = 0
+    try:
+        pending_skips = [int(i) for i in np.nonzero(~keep)[0]]
+        skip_at = 0
+        for batch in stream_windows(source, res, windows[run], tile, batch=options.batch, readers=options.readers):
+            # keep the stitchers' row-major order: report skipped windows that come before this batch
+            first = int(run[batch[0].index])
+            while skip_at < len(pending_skips) and pending_skips[skip_at] < first:
+                output.skip(_box(windows[pending_skips[skip_at]]))
+                skip_at += 1
+            good = []
+            for win in batch:
+                win.index = int(run[win.index])
+                if win.error is None:
+                    good.append(win)
+                    continue
+                if options.on_error == "fail":
+                    raise InvalidImage(f"{name}: window {list(win.xyxy)} could not be read: {win.error}")
+                failed.append({"xyxy": list(win.xyxy), "error": win.error})
+                output.skip(win.xyxy)
+            if good:
+                output.add(good, _run_batch(predictor, good, tile, side, name), [name] * len(good))
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(run), f"{name}: windows")
+        for i in pending_skips[skip_at:]:
+            output.skip(_box(windows[i]))
+        ann, scores, unsure, files = output.finish()
+    except BaseException:
+        output.abort()
+        raise
+    ann = replace(
+        ann,
+        source=np.asarray([predictor.source_name] * len(ann), dtype=object),
+        attributes=_tag_model(ann, predictor.info.id),
+    )
+    return InferResult(
+        input=name,
+        image_id=image_id,
+        model=predictor.info.id,
+        task=task,
+        width=source.width,
+        height=source.height,
+        level=res.level,
+        downsample=res.downsample,
+        tile=tile,
+        overlap=options.overlap,
+        annotations=ann,
+        tiles_total=len(windows),
+        tiles_run=len(run) - len(failed),
+        tiles_skipped=int((~keep).sum()),
+        failed_regions=failed,
+        image_scores=scores,
+        uncertainty=unsure,
+        outputs=files,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _box(row: np.ndarray) -> tuple[int, int, int, int]:
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+def _tag_model(ann: Annotations, model_id: str) -> np.ndarray:
+    attrs = np.empty(len(ann), dtype=object)
+    attrs[:] = [{**a, "model": model_id} for a in ann.attributes]
+    return attrs
+
+
+def _make_output(
+    predictor: Predictor, res: Resolution, options: InferOptions, tile: int, out_dir: Path, source: ImageSource
+) -> _Output:
+    task = predictor.task.name
+    if task == "detect":
+        return _Detections(predictor, res, options, level_extent(source.width, source.height, res.downsample))
+    if task == "segment":
+        mpp = source.info.mpp_x
+        return _Segmentation(predictor, res, options, tile, out_dir, source.width, source.height, mpp)
+    return _Classes(predictor, res, options, tile, out_dir, source.width, source.height)
+
+
+def _run_batch(
+    predictor: Predictor, windows: Sequence[Window], tile: int, side: dict[str, Any] | None, name: str
+) -> list[np.ndarray]:
+    """The network's outputs for a batch of windows (padded patches, or letterboxed windows)."""
+    from gigavision.train.data import to_rgb_uint8
+
+    inputs = []
+    for win in windows:
+        assert win.pixels is not None
+        pixels = to_rgb_uint8(win.pixels)[: win.height, : win.width]
+        inputs.append(predictor.prepare(pixels, f"{name} window {list(win.xyxy)}")[0])
+    metas = [side or {}] * len(windows) if predictor.side_names else None
+    side_batch = predictor.side_batch(metas, [name] * len(windows))
+    return predictor.run(np.ascontiguousarray(np.stack(inputs)), side_batch)

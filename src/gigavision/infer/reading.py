@@ -1,0 +1,131 @@
+"""Where to read and how: the resolution a model runs at, and windows read on reader threads ahead of the model.
+
+Windows come from ``tiling.grid`` (level-0 ``[x0, y0, x1, y1]``, row-major). Pixels are read through
+``ImageSource.read_window`` (only the tiles a window touches, through the shared tile cache) on a small thread
+pool: while the model runs batch *k*, batches *k+1* and *k+2* are being decoded, so reading hides behind compute
+and at most ``PREFETCH + 1`` batches of windows are in memory — never the image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gigavision.datasets.patches import MPP_TOLERANCE, _resize
+from gigavision.errors import InvalidInput
+from gigavision.tiling.grid import level_extent
+
+if TYPE_CHECKING:
+    from gigavision.images.source import ImageSource
+
+PREFETCH = 2  # batches read ahead of the one the model is running
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The pyramid ``level`` read and ``downsample`` (level-0 pixels per model pixel; may fall between levels,
+    then the level's pixels are resized)."""
+
+    level: int
+    downsample: float
+
+
+def resolve_resolution(source: ImageSource, *, level: int | None = None, mpp: float | None = None) -> Resolution:
+    """``level`` as stored, or the finest level at or below ``mpp`` µm/pixel (resized to exactly ``mpp``)."""
+    if level is not None and mpp is not None:
+        raise InvalidInput("give --level or --mpp, not both")
+    if level is not None:
+        if not 0 <= level < len(source.levels):
+            raise InvalidInput(
+                f"{source.path.name} has levels 0..{len(source.levels) - 1}; level {level} does not exist"
+            )
+        return Resolution(level, float(source.levels[level].downsample))
+    if mpp is None:
+        return Resolution(0, 1.0)
+    base = source.info.mpp_x
+    if not (math.isfinite(mpp) and mpp > 0):
+        raise InvalidInput(f"--mpp must be a positive number of microns per pixel, got {mpp}")
+    if not base:
+        raise InvalidInput(f"{source.path.name} has no microns-per-pixel; choose a --level instead of --mpp")
+    want = mpp / base
+    downsamples = [lv.downsample for lv in source.levels]
+    chosen = max((k for k, d in enumerate(downsamples) if d <= want * (1 + MPP_TOLERANCE)), default=0)
+    if abs(downsamples[chosen] / want - 1) <= MPP_TOLERANCE:
+        want = downsamples[chosen]
+    return Resolution(chosen, float(want))
+
+
+@dataclass
+class Window:
+    """One window: its level-0 box, its valid size in model pixels, and its pixels (or the read error)."""
+
+    index: int
+    xyxy: tuple[int, int, int, int]
+    width: int
+    height: int
+    pixels: np.ndarray | None = None
+    error: str | None = None
+
+
+def read_window(source: ImageSource, res: Resolution, xyxy: Sequence[int], size: int) -> np.ndarray:
+    """``(h, w, bands)`` pixels of a level-0 window at ``res`` — the window's part inside the image only."""
+    x0, y0 = int(xyxy[0]), int(xyxy[1])
+    full_w, full_h = level_extent(source.width, source.height, res.downsample)
+    lx0, ly0 = round(x0 / res.downsample), round(y0 / res.downsample)
+    w, h = max(1, min(size, full_w - lx0)), max(1, min(size, full_h - ly0))
+    level_ds = float(source.levels[res.level].downsample)
+    if abs(res.downsample / level_ds - 1) < 1e-9:
+        return source.read_window(res.level, lx0, ly0, w, h)
+    k = res.downsample / level_ds  # level pixels per model pixel
+    rw, rh = max(1, round(w * k)), max(1, round(h * k))
+    return _resize(source.read_window(res.level, round(x0 / level_ds), round(y0 / level_ds), rw, rh), w, h)
+
+
+def stream_windows(
+    source: ImageSource,
+    res: Resolution,
+    windows: np.ndarray,
+    size: int,
+    *,
+    batch: int,
+    readers: int = 2,
+) -> Iterator[list[Window]]:
+    """Batches of read windows, in order; reads run on ``readers`` threads ``PREFETCH`` batches ahead.
+
+    A window that fails to decode comes back with ``error`` set (the caller decides: skip or fail); nothing
+    waits forever — a reader's exception is returned with its window, never lost in a thread.
+    """
+    full_w, full_h = level_extent(source.width, source.height, res.downsample)
+
+    def read(i: int) -> Window:
+        box = tuple(int(v) for v in windows[i])
+        lx0, ly0 = round(box[0] / res.downsample), round(box[1] / res.downsample)
+        win = Window(i, (box[0], box[1], box[2], box[3]), min(size, full_w - lx0), min(size, full_h - ly0))
+        try:
+            win.pixels = read_window(source, res, box, size)
+        except Exception as exc:  # a corrupt tile names the region; the run decides whether to go on
+            win.error = f"{type(exc).__name__}: {exc}"
+        return win
+
+    starts = range(0, len(windows), batch)
+    with ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="gv-read") as pool:
+        pending: deque[list[Future[Window]]] = deque()
+        queue = iter(starts)
+
+        def submit() -> None:
+            start = next(queue, None)
+            if start is not None:
+                pending.append([pool.submit(read, i) for i in range(start, min(start + batch, len(windows)))])
+
+        for _ in range(PREFETCH + 1):
+            submit()
+        while pending:
+            futures = pending.popleft()
+            submit()
+            yield [f.result() for f in futures]

@@ -1,0 +1,100 @@
+"""Tiled inference over many inputs (files or workspace images): masks, output folders, storing results.
+
+``predict_tiled`` is what the CLI (``gigavision predict … --tile``) and jobs call: per input it opens the
+image, finds its foreground mask (stored at ingest, else computed from a small overview), runs
+``infer.engine.infer_image`` and optionally stores the annotations as proposed model annotations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gigavision.errors import InvalidInput
+from gigavision.infer.engine import InferOptions, InferResult, infer_image
+
+if TYPE_CHECKING:
+    from gigavision.images.source import ImageSource
+    from gigavision.models.predict import Predictor
+    from gigavision.workspace import Workspace
+
+Progress = Callable[[float, float, str], None]
+PREDICTIONS_DIR = "predictions"
+
+
+def foreground(ws: Workspace | None, image_id: str | None, source: ImageSource) -> np.ndarray:
+    """The image's foreground mask: the one ingest stored, else one computed from a ≤1024 px overview."""
+    if ws is not None and image_id is not None:
+        path = ws.mask_path(image_id)
+        if path.exists():
+            from PIL import Image
+
+            with Image.open(path) as im:
+                return np.asarray(im.convert("L")) > 127
+    from gigavision.images.ingest import MASK_SIDE
+    from gigavision.images.thumbnail import foreground_mask, overview
+
+    return foreground_mask(overview(source, MASK_SIDE))
+
+
+def output_dir(root: Path, model_id: str, item: str, image_id: str | None) -> Path:
+    """``root/<model>/<image id, or the file's stem>``: one folder per image and model."""
+    key = image_id or Path(item).stem or "image"
+    return root / model_id / key
+
+
+def predict_tiled(
+    predictor: Predictor,
+    items: Sequence[str],
+    options: InferOptions,
+    *,
+    ws: Workspace | None,
+    out_root: Path | None = None,
+    store: bool = False,
+    side: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> list[InferResult]:
+    """Run tiled inference on each input in turn (each image's windows stream through the model)."""
+    from gigavision.models.predict import PredictItem, open_input, store_predictions
+
+    if not items:
+        raise InvalidInput("name at least one image file or workspace image id")
+    options.check()
+    if out_root is None:
+        if ws is None:
+            raise InvalidInput("give an output folder (--out-dir) for the masks and heatmaps")
+        out_root = ws.root / PREDICTIONS_DIR
+    results = []
+    for item in items:
+        source, image_id, owned = open_input(ws, item)
+        try:
+            if store and image_id is None:
+                raise InvalidInput(
+                    f"--store needs workspace images; {item} is not ingested (gigavision ingest it first)"
+                )
+            mask = foreground(ws, image_id, source) if options.skip_background is not None else None
+            meta = (ws.get_image(image_id).meta or {}) if ws is not None and image_id else {}
+            result = infer_image(
+                predictor,
+                source,
+                name=item,
+                options=options,
+                out_dir=output_dir(out_root, predictor.info.id, item, image_id),
+                image_id=image_id,
+                mask=mask,
+                side={**meta, **(side or {})},
+                progress=progress,
+            )
+        finally:
+            if owned:
+                source.close()
+        if store and ws is not None:
+            stored = store_predictions(
+                ws, [PredictItem(item, image_id, result.width, result.height, result.annotations)], predictor
+            )
+            result.outputs["stored"] = str(stored["added"])
+        results.append(result)
+    return results
