@@ -23,6 +23,7 @@ KINDS: dict[str, str] = {
     "import": "gigavision.formats.jobs:run_import",
     "train": "gigavision.train.jobs:run_train",
     "evaluate": "gigavision.train.jobs:run_evaluate",
+    "predict": "gigavision.infer.jobs:run_predict",
 }
 
 

@@ -20,6 +20,7 @@ from gigavision.server.routers import annotations as annotation_routes
 from gigavision.server.routers import datasets as dataset_routes
 from gigavision.server.routers import health, images, jobs, labels, tiles
 from gigavision.server.routers import models as model_routes
+from gigavision.server.routers import predict as predict_routes
 from gigavision.server.routers import quality as quality_routes
 from gigavision.server.routers import transfer as transfer_routes
 from gigavision.workspace import Workspace
@@ -98,6 +99,7 @@ def create_app(workspace: Workspace) -> FastAPI:
     app.include_router(quality_routes.router)
     app.include_router(transfer_routes.router)
     app.include_router(model_routes.router)
+    app.include_router(predict_routes.router)
 
     if (STATIC / "assets").is_dir():
         app.mount("/assets", StaticFiles(directory=STATIC / "assets"), name="assets")

@@ -1,0 +1,309 @@
+"""Tiled inference as a background job (kind ``predict``), and the overlay picture of a prediction.
+
+``POST /api/v1/predict`` answers small images in the request and queues this job for the rest (images the
+whole-image path refuses, patch models, tiling options). The job reads a workspace image, or only the
+upload kept in its own input folder, and writes only its own output folder (rasters, ``overlay.png``,
+``annotations.json``), whatever its parameters say; parameters are checked by ``predict_params`` both when
+the endpoint submits the job and again when it runs.
+
+    predict {"model": ID, "runtime": "onnx" | "torch", "image_id": ID | null, "file": NAME | null,
+             "options": {InferOptions fields: tile, overlap, batch, level, mpp, skip_background, merge,
+                         merge_threshold, min_score, on_error}, "store": false, "overlay": false,
+             "side": {KEY: NUMBER}}
+            → {"model", "runtime", "items": [InferResult.as_dict()]}; annotations inline up to
+              ``MAX_INLINE_ANNOTATIONS``, else in ``annotations.json`` among the job's files
+
+``render_overlay`` draws predictions on an overview of the image (≤ ``OVERLAY_SIDE`` px): "send an image,
+get back the tagged image", for the synchronous answer and for the job's ``overlay.png`` alike.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from gigavision.errors import GigavisionError, InvalidInput
+from gigavision.infer.engine import InferOptions
+
+if TYPE_CHECKING:
+    from gigavision.annotations import Annotations
+    from gigavision.images.source import ImageSource
+    from gigavision.jobs.context import JobContext
+    from gigavision.workspace import Workspace
+
+PREDICT_KEYS = ("model", "runtime", "image_id", "file", "options", "store", "overlay", "side")
+OPTION_KEYS = (
+    "tile",
+    "overlap",
+    "batch",
+    "level",
+    "mpp",
+    "skip_background",
+    "merge",
+    "merge_threshold",
+    "min_score",
+    "on_error",
+)
+TILED_TASKS = ("detect", "segment", "classify")  # what infer.engine runs; embed/probe answer whole images only
+MAX_INLINE_ANNOTATIONS = 10_000  # more than this go to annotations.json: a job record is a database row
+ANNOTATIONS_FILE = "annotations.json"
+OVERLAY_FILE = "overlay.png"
+OVERLAY_SIDE = 2048
+# tab10: distinct on photos and slides alike; used for classes whose schema colour is missing or unreadable
+PALETTE = (
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+)
+
+
+@dataclass(frozen=True)
+class PredictParams:
+    """A checked ``predict`` job: one input (workspace image or uploaded file) and how to run it."""
+
+    model: str
+    runtime: str
+    image_id: str | None
+    file: str | None
+    options: InferOptions
+    store: bool
+    overlay: bool
+    side: dict[str, float]
+
+    def as_params(self) -> dict[str, Any]:
+        """The JSON the job row keeps (``predict_params`` reads it back)."""
+        return {
+            "model": self.model,
+            "runtime": self.runtime,
+            "image_id": self.image_id,
+            "file": self.file,
+            "options": {k: getattr(self.options, k) for k in OPTION_KEYS},
+            "store": self.store,
+            "overlay": self.overlay,
+            "side": dict(self.side),
+        }
+
+
+def _flag(params: Mapping[str, Any], key: str) -> bool:
+    value = params.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def predict_params(params: Mapping[str, Any]) -> PredictParams:
+    """Check a ``predict`` job's parameters (``InvalidInput`` naming the bad one): no server paths, exactly
+    one input, known option names, options that ``InferOptions.check`` accepts."""
+    from gigavision.models.predict import RUNTIMES
+
+    unknown = sorted(set(params) - set(PREDICT_KEYS))
+    if unknown:
+        raise InvalidInput(f"unknown predict job parameters {unknown}; known: {', '.join(PREDICT_KEYS)}")
+    model = params.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidInput("a predict job needs a model id")
+    runtime = params.get("runtime")
+    if runtime not in RUNTIMES:
+        raise InvalidInput(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    image_id, file = params.get("image_id"), params.get("file")
+    if (image_id is None) == (file is None):
+        raise InvalidInput("a predict job needs either an image_id or an uploaded file, not both")
+    if image_id is not None and not isinstance(image_id, str):
+        raise InvalidInput(f"image_id must be text, got {image_id!r}")
+    if file is not None and (
+        not isinstance(file, str) or not file or PurePosixPath(file).name != file or file.startswith(".")
+    ):
+        raise InvalidInput(f"file must be the plain name of the uploaded file, got {file!r}")
+    raw = dict(params.get("options") or {})
+    bad = sorted(set(raw) - set(OPTION_KEYS))
+    if bad:
+        raise InvalidInput(f"unknown tiling options {bad}; known: {', '.join(OPTION_KEYS)}")
+    try:
+        options = InferOptions(**raw)
+    except TypeError as exc:
+        raise InvalidInput(f"tiling options: {exc}") from exc
+    options.check()
+    store = _flag(params, "store")
+    if store and image_id is None:
+        raise InvalidInput("store needs a workspace image: ingest the file (POST /api/v1/images), then use image_id")
+    side_raw = params.get("side") or {}
+    if not isinstance(side_raw, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) for k, v in side_raw.items()
+    ):
+        raise InvalidInput("side must be an object of KEY: number (side features of the model)")
+    side = {str(k): float(v) for k, v in side_raw.items()}
+    return PredictParams(str(model), str(runtime), image_id, file, options, store, _flag(params, "overlay"), side)
+
+
+def run_predict(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Run tiled inference on the job's one input; rasters, the overlay and big annotation lists become the
+    job's output files (``GET /api/v1/jobs/{id}/files/{path}``)."""
+    from gigavision.infer.run import predict_tiled
+    from gigavision.models.predict import Predictor, open_input
+    from gigavision.models.store import get_model, write_json
+
+    p = predict_params(params)
+    ws = ctx.workspace
+    if p.file is not None:
+        path = ctx.input_dir / p.file
+        if not path.is_file():
+            raise InvalidInput(f"{p.file}: the uploaded file is missing from the job's input folder")
+        item, shown = str(path), p.file
+    else:
+        assert p.image_id is not None
+        ws.get_image(p.image_id)  # NotFound (the image was deleted since) before a model is loaded
+        item, shown = p.image_id, p.image_id
+    info = get_model(ws, p.model)
+    if info.task not in TILED_TASKS:
+        raise InvalidInput(task_message(info.id, info.task))
+    predictor = Predictor(info, runtime=p.runtime, batch=p.options.batch)
+
+    def progress(done: float, total: float, message: str) -> None:
+        ctx.progress(done, total, message.replace(item, shown))
+
+    out = Path(ctx.output_dir)
+    try:
+        (result,) = predict_tiled(
+            predictor, [item], p.options, ws=ws, out_root=out, store=p.store, side=p.side, progress=progress
+        )
+        overlay = None
+        if p.overlay:
+            source, _, owned = open_input(ws, item)
+            try:
+                png = render_overlay(source, result.annotations, class_colours(ws, info.classes))
+            finally:
+                if owned:
+                    source.close()
+            (out / OVERLAY_FILE).write_bytes(png)
+            overlay = OVERLAY_FILE
+    except GigavisionError as exc:  # name the upload as the user did, not by its path on the server
+        raise type(exc)(str(exc).replace(item, shown)) from exc
+
+    inline = len(result.annotations) <= MAX_INLINE_ANNOTATIONS
+    record = result.as_dict(with_annotations=inline)
+    record["input"] = shown
+    record["outputs"] = {k: _relative(v, out) for k, v in result.outputs.items()}
+    record["overlay"] = overlay
+    record["annotations_file"] = None
+    if not inline:
+        write_json(out / ANNOTATIONS_FILE, result.annotations.to_records())
+        record["annotations_file"] = ANNOTATIONS_FILE
+    return {"model": info.id, "runtime": p.runtime, "items": [record]}
+
+
+def _relative(value: str, root: Path) -> str:
+    """An output file as a path relative to the job's files (what ``/files/{path}`` takes); other values
+    (the ``stored`` count) as they are."""
+    path = Path(value)
+    if path.is_absolute() and path.is_relative_to(root):
+        return path.relative_to(root).as_posix()
+    return value
+
+
+def task_message(model_id: str, task: str) -> str:
+    return (
+        f"model {model_id} has task {task!r}; tiled inference runs {', '.join(TILED_TASKS)} models"
+        f" (a {task} model answers small images whole: send one without tiling options)"
+    )
+
+
+# -- the overlay ------------------------------------------------------------------------------------------
+def class_colours(ws: Workspace | None, classes: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    """RGB per class: the label schema's colour when it has a readable one, else a palette entry by the
+    class's index in the model (stable across requests, so the same class is the same colour)."""
+    from PIL import ImageColor
+
+    schema = {str(c["name"]): str(c.get("color") or "") for c in ws.labels.classes()} if ws is not None else {}
+    out: dict[str, tuple[int, int, int]] = {}
+    for k, name in enumerate(classes):
+        try:
+            rgb = ImageColor.getrgb(schema[name])
+            out[name] = (int(rgb[0]), int(rgb[1]), int(rgb[2]))
+        except (KeyError, ValueError):
+            out[name] = PALETTE[k % len(PALETTE)]
+    return out
+
+
+def _overview(source: ImageSource, max_side: int) -> np.ndarray:
+    """The image as 8-bit ``(h, w, 1|3)``, longest side ``min(max_side, image side)``: read from the coarsest
+    level still ``max_side`` across (``images.thumbnail.overview`` takes the coarsest level of an image smaller
+    than ``max_side``, a blurrier picture than the image itself)."""
+    from gigavision.images.display import to_uint8
+    from gigavision.images.thumbnail import MAX_OVERVIEW_PIXELS, shrink
+
+    level = 0
+    for k, lvl in enumerate(source.levels):
+        if max(lvl.width, lvl.height) >= max_side and lvl.width * lvl.height <= MAX_OVERVIEW_PIXELS:
+            level = k
+    lvl = source.levels[level]
+    return shrink(to_uint8(source.read_window(level, 0, 0, lvl.width, lvl.height)), max_side)
+
+
+def render_overlay(
+    source: ImageSource,
+    annotations: Annotations,
+    colours: Mapping[str, tuple[int, int, int]] | None = None,
+    max_side: int = OVERLAY_SIDE,
+) -> bytes:
+    """PNG of the image (an overview, longest side ≤ ``max_side``) with the annotations drawn on it: boxes
+    and outlines in the class colour, polygons and masks filled translucently, points as dots, each with
+    its label and score; image-level tags listed in the top-left corner."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    base = _overview(source, max_side)
+    image = Image.fromarray(base[:, :, 0] if base.shape[2] == 1 else base).convert("RGBA")
+    sx, sy = image.width / source.width, image.height / source.height
+    layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    font = ImageFont.load_default()
+    line = max(1, round(max(image.size) / 600))
+    colours = dict(colours or {})
+    tags: list[str] = []
+    for i, shape in enumerate(annotations.shapes()):
+        label, kind = str(annotations.label[i]), str(annotations.kind[i])
+        score = float(annotations.score[i])
+        text = label if math.isnan(score) else f"{label} {score:.2f}"
+        if kind == "tag":
+            tags.append(text)
+            continue
+        rgb = colours.get(label) or PALETTE[sum(label.encode()) % len(PALETTE)]
+        solid, faint = (*rgb, 255), (*rgb, 70)
+        if kind == "box":
+            x0, y0, x1, y1 = (float(v) for v in annotations.xyxy[i])
+            draw.rectangle(
+                (x0 * sx, y0 * sy, max(x0 * sx, x1 * sx - 1), max(y0 * sy, y1 * sy - 1)), outline=solid, width=line
+            )
+        elif kind == "point" and shape is not None:
+            r = 2 * line + 1
+            draw.ellipse((shape.x * sx - r, shape.y * sy - r, shape.x * sx + r, shape.y * sy + r), fill=solid)
+        elif shape is not None and not shape.is_empty:
+            for poly in getattr(shape, "geoms", [shape]):
+                if poly.geom_type != "Polygon":
+                    continue
+                ring = [(x * sx, y * sy) for x, y in np.asarray(poly.exterior.coords)[:, :2]]
+                if len(ring) >= 3:
+                    draw.polygon(ring, fill=faint, outline=solid, width=line)
+                for hole in poly.interiors:
+                    draw.line([(x * sx, y * sy) for x, y in np.asarray(hole.coords)[:, :2]], fill=solid, width=line)
+        x0, y0 = float(annotations.xyxy[i][0]) * sx, float(annotations.xyxy[i][1]) * sy
+        draw.text((x0 + line, max(0.0, y0 - 11)), text, fill=solid, font=font)
+    for k, text in enumerate(tags):
+        draw.text(
+            (5, 4 + 12 * k), text, fill=(255, 255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0, 255)
+        )
+    buffer = io.BytesIO()
+    Image.alpha_composite(image, layer).convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
