@@ -390,6 +390,8 @@ class DetectTask(Task):
             xyxy = b[keep] * scale
             xyxy[:, 0::2] = np.clip(xyxy[:, 0::2], 0, w)
             xyxy[:, 1::2] = np.clip(xyxy[:, 1::2], 0, h)
+            inside = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])  # boxes on the letterbox padding
+            keep, xyxy = keep[inside], xyxy[inside]
             labels = [self.classes[int(c)] for c in cls[keep]]
             out.append(Annotations.from_boxes(xyxy, labels, score=s[keep], source=["model"] * len(keep)))
         return out
