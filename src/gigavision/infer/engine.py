@@ -31,7 +31,7 @@ from gigavision.annotations import Annotations
 from gigavision.errors import InvalidImage, InvalidInput
 from gigavision.infer.reading import Resolution, Window, resolve_resolution, stream_windows
 from gigavision.infer.uncertainty import aggregate, binary_uncertainty, class_uncertainty
-from gigavision.tiling.grid import MaskIndex, level_extent, window_grid
+from gigavision.tiling.grid import MaskIndex, window_grid
 
 if TYPE_CHECKING:
     from gigavision.images.source import ImageSource
@@ -130,6 +130,10 @@ class InferResult:
     uncertainty: dict[str, float | int] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    zoom: dict[str, Any] = field(default_factory=dict)
+    # classify: the level-0 box and class probabilities of every window run (zoom-in's coarse scores)
+    window_boxes: np.ndarray | None = None
+    window_probs: np.ndarray | None = None
 
     def as_dict(self, with_annotations: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -153,6 +157,7 @@ class InferResult:
             "image_scores": self.image_scores,
             "uncertainty": self.uncertainty,
             "outputs": self.outputs,
+            "zoom": self.zoom,
             "n_annotations": len(self.annotations),
             "seconds": round(self.seconds, 3),
         }
@@ -211,9 +216,10 @@ def _window_scale(predictor: Predictor, win: Window) -> float:
 
 
 class _Detections(_Output):
-    def __init__(self, predictor: Predictor, res: Resolution, options: InferOptions, full: tuple[int, int]) -> None:
+    def __init__(self, predictor: Predictor, res: Resolution, options: InferOptions, neighbours: np.ndarray) -> None:
         self.predictor, self.res, self.options = predictor, res, options
-        self.full = full  # the image's size at the read resolution
+        self.neighbours = neighbours  # per grid window: does the neighbour on each side run
+        self.merge = True
         # pieces of objects cut by a window side are dropped when the overlap lets a neighbour see them whole;
         # ios instead merges the pieces (objects larger than the overlap), so it keeps them
         self.drop_cut = options.drop_cut and options.overlap > 0 and options.merge != "ios"
@@ -227,18 +233,23 @@ class _Detections(_Output):
                 ann = ann.crop(0, 0, win.width, win.height)
             ann = ann[ann.score >= self.options.min_score]
             if self.drop_cut and len(ann):
-                ann = ann[~_touches_inner_edge(ann.xyxy, win, self.res, self.full)]
+                ann = ann[~_touches_inner_edge(ann.xyxy, win, self.neighbours[win.index])]
             if len(ann):
                 self.parts.append(ann.scale(self.res.downsample).translate(win.xyxy[0], win.xyxy[1]))
 
     def finish(self) -> tuple[Annotations, dict[str, float], dict[str, float | int], dict[str, str]]:
-        from gigavision.tiling.merge import merge_annotations
+        found = Annotations.merge(self.parts)
+        if self.merge:
+            found = merge_detections(found, self.options)
+        unsure = binary_uncertainty(found.score)
+        return _with_uncertainty(found, unsure), {}, aggregate(unsure), {}
 
-        merged = merge_annotations(
-            Annotations.merge(self.parts), self.options.merge, self.options.merge_threshold, per_class=True
-        )
-        unsure = binary_uncertainty(merged.score)
-        return _with_uncertainty(merged, unsure), {}, aggregate(unsure), {}
+
+def merge_detections(ann: Annotations, options: InferOptions) -> Annotations:
+    """Detections of all windows of an image (level-0 pixels) merged across tile borders by ``options.merge``."""
+    from gigavision.tiling.merge import merge_annotations
+
+    return merge_annotations(ann, options.merge, options.merge_threshold, per_class=True)
 
 
 class _Segmentation(_Output):
@@ -328,6 +339,7 @@ class _Classes(_Output):
         self.predictor, self.options = predictor, options
         self.classes = list(predictor.task.classes)
         self.rows: list[np.ndarray] = []
+        self.boxes: list[tuple[int, int, int, int]] = []
         # the heatmap: each window painted with its probabilities, HEATMAP_CELLS pixels a side, blended
         self.cells = HEATMAP_CELLS
         cell_overlap = min(self.cells - 1, round(options.overlap * self.cells / tile))
@@ -349,6 +361,7 @@ class _Classes(_Output):
         probs = np.asarray(outputs[0], dtype=np.float64)
         for win, row in zip(windows, probs, strict=True):
             self.rows.append(row)
+            self.boxes.append(win.xyxy)
             cells = row if self.background == 0 else np.concatenate([[max(0.0, 1.0 - row.max())], row])
             block = np.broadcast_to(cells[:, None, None], (len(cells), self.cells, self.cells))
             self.heatmap.add(self._heat_window(win.xyxy), np.ascontiguousarray(block, dtype=np.float32))
@@ -386,21 +399,31 @@ class _Classes(_Output):
         self.heatmap.abort()
 
 
-def _touches_inner_edge(xyxy: np.ndarray, win: Window, res: Resolution, full: tuple[int, int]) -> np.ndarray:
-    """Rows (window pixels) within ``CUT_MARGIN`` of a window side that is not the image's edge: objects the
-    window cut. With an overlap wider than the objects, a neighbouring window sees each of them whole."""
-    lx0, ly0 = round(win.xyxy[0] / res.downsample), round(win.xyxy[1] / res.downsample)
+def _touches_inner_edge(xyxy: np.ndarray, win: Window, run_neighbour: np.ndarray) -> np.ndarray:
+    """Rows (window pixels) within ``CUT_MARGIN`` of a window side across which a neighbouring window runs:
+    objects this window cut that the neighbour (with an overlap wider than the objects) sees whole. Sides on
+    the image edge, or next to a window not run (background, not zoomed into), keep what they cut."""
     m = CUT_MARGIN
+    left, top, right, bottom = (bool(v) for v in run_neighbour)
     cut = np.zeros(len(xyxy), dtype=bool)
-    if lx0 > 0:
+    if left:
         cut |= xyxy[:, 0] <= m
-    if ly0 > 0:
+    if top:
         cut |= xyxy[:, 1] <= m
-    if lx0 + win.width < full[0]:
+    if right:
         cut |= xyxy[:, 2] >= win.width - m
-    if ly0 + win.height < full[1]:
+    if bottom:
         cut |= xyxy[:, 3] >= win.height - m
     return cut
+
+
+def run_neighbours(windows: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``(N, 4)`` bool: whether the grid neighbour to the left, above, right and below each window runs."""
+    xs, ys = np.unique(windows[:, 0]), np.unique(windows[:, 1])
+    ix, iy = np.searchsorted(xs, windows[:, 0]), np.searchsorted(ys, windows[:, 1])
+    grid = np.zeros((len(ys) + 2, len(xs) + 2), dtype=bool)  # a frame of "no window" around the grid
+    grid[iy + 1, ix + 1] = keep
+    return np.stack([grid[iy + 1, ix], grid[iy, ix + 1], grid[iy + 1, ix + 2], grid[iy + 2, ix + 1]], axis=1)
 
 
 def _with_uncertainty(ann: Annotations, values: np.ndarray) -> Annotations:
@@ -409,21 +432,28 @@ def _with_uncertainty(ann: Annotations, values: np.ndarray) -> Annotations:
     return replace(ann, attributes=attrs)
 
 
-def infer_image(
-    predictor: Predictor,
-    source: ImageSource,
-    *,
-    name: str,
-    options: InferOptions,
-    out_dir: Path,
-    image_id: str | None = None,
-    mask: np.ndarray | None = None,
-    side: dict[str, Any] | None = None,
-    progress: Progress | None = None,
-) -> InferResult:
-    """Run ``predictor`` over every (foreground) window of ``source``; see the module docstring."""
+@dataclass
+class WindowPlan:
+    """Which windows of an image to run: the resolution, window side, the whole grid (level-0 boxes) and a
+    ``keep`` flag per window (False: background, or left to another process or the zoom-in planner)."""
+
+    res: Resolution
+    tile: int
+    windows: np.ndarray
+    keep: np.ndarray
+
+    def subset(self, indices: np.ndarray) -> WindowPlan:
+        """The same grid with only ``indices`` (of kept windows) to run."""
+        keep = np.zeros(len(self.windows), dtype=bool)
+        keep[np.asarray(indices, dtype=np.int64)] = True
+        return WindowPlan(self.res, self.tile, self.windows, keep & self.keep)
+
+
+def plan_windows(
+    predictor: Predictor, source: ImageSource, options: InferOptions, *, name: str, mask: np.ndarray | None = None
+) -> WindowPlan:
+    """The window grid at the model's resolution, with background windows (under ``mask``) not kept."""
     options.check()
-    started = time.monotonic()
     task = predictor.task.name
     if task not in ("detect", "segment", "classify"):
         raise InvalidInput(
@@ -438,9 +468,42 @@ def infer_image(
             raise InvalidInput(f"{name}: --skip-background needs the image's foreground mask (ingest it first)")
         fractions = MaskIndex(mask, source.width, source.height).fractions(windows)
         keep = fractions >= options.skip_background if options.skip_background > 0 else fractions > 0
+    return WindowPlan(res, tile, windows, keep)
+
+
+def infer_image(
+    predictor: Predictor,
+    source: ImageSource,
+    *,
+    name: str,
+    options: InferOptions,
+    out_dir: Path,
+    image_id: str | None = None,
+    mask: np.ndarray | None = None,
+    side: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+    plan: WindowPlan | None = None,
+    merge: bool = True,
+) -> InferResult:
+    """Run ``predictor`` over the planned windows of ``source``; see the module docstring.
+
+    ``plan``: the windows to run (default ``plan_windows``: every foreground window). ``merge=False``
+    (detect only) returns the windows' detections unmerged, for a caller that runs parts of one image in
+    several processes and merges them all at once (``merge_detections``).
+    """
+    options.check()
+    started = time.monotonic()
+    task = predictor.task.name
+    if plan is None:
+        plan = plan_windows(predictor, source, options, name=name, mask=mask)
+    if not merge and task != "detect":
+        raise InvalidInput("unmerged partial results (merge=False) are for detect models only")
+    res, tile, windows, keep = plan.res, plan.tile, plan.windows, plan.keep
     run = np.nonzero(keep)[0]
     out_dir.mkdir(parents=True, exist_ok=True)
-    output = _make_output(predictor, res, options, tile, out_dir, source)
+    output = _make_output(predictor, plan, options, out_dir, source)
+    if isinstance(output, _Detections):
+        output.merge = merge
     failed: list[dict[str, Any]] = []
     done = 0
     try:
@@ -478,7 +541,12 @@ def infer_image(
         source=np.asarray([predictor.source_name] * len(ann), dtype=object),
         attributes=_tag_model(ann, predictor.info.id),
     )
+    boxes = probs = None
+    if isinstance(output, _Classes) and output.rows:
+        boxes, probs = np.asarray(output.boxes, dtype=np.int64), np.stack(output.rows)
     return InferResult(
+        window_boxes=boxes,
+        window_probs=probs,
         input=name,
         image_id=image_id,
         model=predictor.info.id,
@@ -512,11 +580,12 @@ def _tag_model(ann: Annotations, model_id: str) -> np.ndarray:
 
 
 def _make_output(
-    predictor: Predictor, res: Resolution, options: InferOptions, tile: int, out_dir: Path, source: ImageSource
+    predictor: Predictor, plan: WindowPlan, options: InferOptions, out_dir: Path, source: ImageSource
 ) -> _Output:
+    res, tile = plan.res, plan.tile
     task = predictor.task.name
     if task == "detect":
-        return _Detections(predictor, res, options, level_extent(source.width, source.height, res.downsample))
+        return _Detections(predictor, res, options, run_neighbours(plan.windows, plan.keep))
     if task == "segment":
         mpp = source.info.mpp_x
         return _Segmentation(predictor, res, options, tile, out_dir, source.width, source.height, mpp)

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gigavision.errors import InvalidInput
-from gigavision.infer.engine import InferOptions, InferResult, infer_image
+from gigavision.infer.engine import InferOptions, InferResult, infer_image, plan_windows
+from gigavision.infer.zoom import ZoomSpec, zoom_plan
 
 if TYPE_CHECKING:
     from gigavision.images.source import ImageSource
@@ -56,8 +57,12 @@ def predict_tiled(
     store: bool = False,
     side: Mapping[str, Any] | None = None,
     progress: Progress | None = None,
+    zoom: ZoomSpec | None = None,
 ) -> list[InferResult]:
-    """Run tiled inference on each input in turn (each image's windows stream through the model)."""
+    """Run tiled inference on each input in turn (each image's windows stream through the model).
+
+    ``zoom``: a coarse pass first (``infer.zoom``); only the windows it points at run at full resolution.
+    """
     from gigavision.models.predict import PredictItem, open_input, store_predictions
 
     if not items:
@@ -67,6 +72,17 @@ def predict_tiled(
         if ws is None:
             raise InvalidInput("give an output folder (--out-dir) for the masks and heatmaps")
         out_root = ws.root / PREDICTIONS_DIR
+    coarse = None
+    if zoom is not None:
+        from gigavision.models.predict import Predictor
+        from gigavision.models.store import get_model
+
+        if zoom.model is None:
+            coarse = predictor
+        elif ws is None:
+            raise InvalidInput("--zoom-in model=ID needs a workspace holding that model")
+        else:
+            coarse = Predictor(get_model(ws, zoom.model), runtime=predictor.runtime)
     results = []
     for item in items:
         source, image_id, owned = open_input(ws, item)
@@ -77,17 +93,28 @@ def predict_tiled(
                 )
             mask = foreground(ws, image_id, source) if options.skip_background is not None else None
             meta = (ws.get_image(image_id).meta or {}) if ws is not None and image_id else {}
+            folder = output_dir(out_root, predictor.info.id, item, image_id)
+            plan = plan_windows(predictor, source, options, name=item, mask=mask)
+            report: dict[str, Any] = {}
+            background = int((~plan.keep).sum())
+            if zoom is not None and coarse is not None:
+                plan, report = zoom_plan(
+                    predictor, coarse, source, plan, zoom, options, name=item, out_dir=folder, mask=mask
+                )
             result = infer_image(
                 predictor,
                 source,
                 name=item,
                 options=options,
-                out_dir=output_dir(out_root, predictor.info.id, item, image_id),
+                out_dir=folder,
                 image_id=image_id,
                 mask=mask,
                 side={**meta, **(side or {})},
                 progress=progress,
+                plan=plan,
             )
+            result.zoom = report
+            result.tiles_skipped = background  # windows the zoom-in left out are in the zoom report
         finally:
             if owned:
                 source.close()
