@@ -5,13 +5,14 @@ import OpenSeadragon from "openseadragon";
 import { ApiError, dziUrl, getImage, type ImageInfo } from "./api";
 import { el } from "./dom";
 import { formatMpp, formatPixels, formatSize } from "./format";
+import { attachLayers, type LayersHandle } from "./layers";
 import type { OverlayHandle } from "./overlay";
 import { attachScaleBar } from "./scalebar";
 
 declare global {
   interface Window {
-    /** Test hook: the open viewer, its image's metadata and (once loaded) the annotation overlay. */
-    __gv?: { viewer: OpenSeadragon.Viewer; image: ImageInfo; overlay?: OverlayHandle };
+    /** Test hook: the open viewer, its image's metadata, its prediction layers and (once loaded) the overlay. */
+    __gv?: { viewer: OpenSeadragon.Viewer; image: ImageInfo; overlay?: OverlayHandle; layers?: LayersHandle };
   }
 }
 
@@ -61,6 +62,7 @@ export function showViewer(root: HTMLElement, id: string): () => void {
   let viewer: OpenSeadragon.Viewer | null = null;
   let detachScaleBar: (() => void) | null = null;
   let overlay: OverlayHandle | null = null;
+  let layers: LayersHandle | null = null;
 
   root.replaceChildren(header(null, "Loading…"), el("div", { class: "status" }, "Loading…"));
 
@@ -76,8 +78,16 @@ export function showViewer(root: HTMLElement, id: string): () => void {
       if (abort.signal.aborted) return;
       document.title = `${image.name} — gigavision`;
       const container = el("div", { class: "viewer", "data-testid": "viewer" });
-      const panel = el("aside", { class: "panel", "aria-label": "Annotations", "data-testid": "annotation-panel" });
-      root.replaceChildren(header(image, image.name), el("div", { class: "stage" }, container, panel));
+      // The side panel: prediction layers (hidden when there are none) above the annotation overlay's panel.
+      const layersSection = el("section", {
+        class: "panel-section",
+        "aria-label": "Layers",
+        "data-testid": "layers-panel",
+        hidden: "",
+      });
+      const panel = el("div", { class: "panel-annotations", "data-testid": "annotation-panel" });
+      const side = el("aside", { class: "panel", "aria-label": "Layers and annotations" }, layersSection, panel);
+      root.replaceChildren(header(image, image.name), el("div", { class: "stage" }, container, side));
 
       viewer = OpenSeadragon({
         element: container,
@@ -94,6 +104,9 @@ export function showViewer(root: HTMLElement, id: string): () => void {
         animationTime: 0.6,
         timeout: 60000,
         gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true },
+        // Prediction layers (layers.ts) share the image's bounds and level-0 size, so the world's content
+        // factor and bounds stay the image's: the viewport-wide conversions Annotorious uses remain exact.
+        silenceMultiImageWarnings: true,
       });
       const opened = viewer;
       container.append(toolbar(opened));
@@ -105,7 +118,8 @@ export function showViewer(root: HTMLElement, id: string): () => void {
       if (image.mpp_x !== null && image.mpp_x > 0) {
         detachScaleBar = attachScaleBar(opened, image.mpp_x);
       }
-      const hook: NonNullable<Window["__gv"]> = { viewer: opened, image };
+      layers = attachLayers(opened, image, layersSection);
+      const hook: NonNullable<Window["__gv"]> = { viewer: opened, image, layers };
       window.__gv = hook;
 
       // The overlay (Annotorious + WebGL) is a separate chunk: the image list never loads it.
@@ -139,6 +153,8 @@ export function showViewer(root: HTMLElement, id: string): () => void {
     abort.abort();
     overlay?.destroy();
     overlay = null;
+    layers?.destroy();
+    layers = null;
     detachScaleBar?.();
     if (viewer) {
       viewer.destroy();

@@ -18,7 +18,7 @@ from gigavision.server.errors import install_error_handlers
 from gigavision.server.render import TileRenderer
 from gigavision.server.routers import annotations as annotation_routes
 from gigavision.server.routers import datasets as dataset_routes
-from gigavision.server.routers import health, images, jobs, labels, tiles
+from gigavision.server.routers import health, images, jobs, labels, layers, tiles
 from gigavision.server.routers import models as model_routes
 from gigavision.server.routers import predict as predict_routes
 from gigavision.server.routers import quality as quality_routes
@@ -92,6 +92,7 @@ def create_app(workspace: Workspace) -> FastAPI:
     app.include_router(health.router)
     app.include_router(images.router)
     app.include_router(tiles.router)
+    app.include_router(layers.router)
     app.include_router(annotation_routes.router)
     app.include_router(jobs.router)
     app.include_router(labels.router)
