@@ -470,8 +470,8 @@ def read_mask_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         with tifffile.TiffFile(p) as tif:
             text = tif.pages.first.description
         info = json.loads(text)
-    except (OSError, ValueError, tifffile.TiffFileError) as exc:
-        raise InvalidInput(f"{p.name}: not a gigavision segmentation mask ({exc})") from exc
+    except (OSError, ValueError, IndexError, AttributeError, tifffile.TiffFileError) as exc:  # no pages: IndexError
+        raise InvalidInput(f"{p.name}: not a gigavision segmentation mask ({type(exc).__name__}: {exc})") from exc
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise InvalidInput(f"{p.name}: not a gigavision segmentation mask (no {FORMAT} description)")
     return info
