@@ -1,7 +1,7 @@
 """Workspace settings: ``gigavision.toml`` in the workspace, overridable by ``GIGAVISION_*`` variables.
 
 Every setting can move to a service: ``db_url`` (PostgreSQL), ``blob_url`` (any fsspec URL),
-``queue_url`` (Redis).
+``queue_url`` (Redis), ``dask`` (a Dask scheduler for tiled inference).
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     db_url: str = ""
     blob_url: str = ""
     queue_url: str = Field("", description="Job queue: empty = SQLite file in the workspace; redis://host:port/db.")
+    dask: str = Field(
+        "", description="Tiled inference on a Dask cluster: tcp://scheduler:8786 or local[:N]; empty = this process."
+    )
     job_workers: int = Field(1, ge=0, le=64, description="Job threads inside the server (0: run `gigavision worker`).")
     limits: Limits = Limits()
     ingest: IngestSettings = IngestSettings()
@@ -80,6 +83,7 @@ def default_toml() -> str:
         '# db_url = "postgresql+psycopg://user@127.0.0.1:5432/gigavision"  # default: SQLite in this folder\n'
         '# blob_url = "s3://bucket/prefix"                                   # default: ./blobs\n'
         '# queue_url = "redis://127.0.0.1:6379/0"                           # default: ./queue.db (SQLite)\n'
+        '# dask = "tcp://scheduler:8786"         # tiled predict on a Dask cluster (default: in this process)\n'
         "\n[limits]\n"
         f"max_decode_pixels = {Limits().max_decode_pixels}\n"
         f"max_image_pixels = {Limits().max_image_pixels}\n"

@@ -441,12 +441,25 @@ class WindowPlan:
     tile: int
     windows: np.ndarray
     keep: np.ndarray
+    # (N, 4) bool: whether each window's left/top/right/bottom neighbour runs anywhere (this process or
+    # another); None: exactly the kept windows run (``run_neighbours(windows, keep)``)
+    neighbours: np.ndarray | None = None
 
     def subset(self, indices: np.ndarray) -> WindowPlan:
-        """The same grid with only ``indices`` (of kept windows) to run."""
+        """The same grid with only ``indices`` (of kept windows) to run; the others are not run at all."""
         keep = np.zeros(len(self.windows), dtype=bool)
         keep[np.asarray(indices, dtype=np.int64)] = True
         return WindowPlan(self.res, self.tile, self.windows, keep & self.keep)
+
+    def part(self, indices: np.ndarray) -> WindowPlan:
+        """``indices`` (of kept windows) to run here while the other kept windows run in other processes
+        (Dask regions): a detection cut at a side whose neighbour runs elsewhere is still dropped, so the
+        parts' unmerged detections together are the whole plan's."""
+        return replace(self.subset(indices), neighbours=self.run_neighbours())
+
+    def run_neighbours(self) -> np.ndarray:
+        """``(N, 4)`` bool: whether the neighbour to the left, above, right and below each window runs."""
+        return self.neighbours if self.neighbours is not None else run_neighbours(self.windows, self.keep)
 
 
 def plan_windows(
@@ -585,7 +598,7 @@ def _make_output(
     res, tile = plan.res, plan.tile
     task = predictor.task.name
     if task == "detect":
-        return _Detections(predictor, res, options, run_neighbours(plan.windows, plan.keep))
+        return _Detections(predictor, res, options, plan.run_neighbours())
     if task == "segment":
         mpp = source.info.mpp_x
         return _Segmentation(predictor, res, options, tile, out_dir, source.width, source.height, mpp)
