@@ -188,6 +188,18 @@ def test_cli_tiled_predict_writes_the_mask_and_stores_polygons(
     assert "--overlap 64 must be smaller than --tile 64" in capsys.readouterr().err
     assert main(["-w", root, "predict", info.id, added.id, "--level", "4"]) != 0
     assert "level 4 does not exist" in capsys.readouterr().err
+    assert main(["-w", root, "predict", info.id, added.id, "--task", "detect"]) != 0
+    assert f"model {info.id} is a segment model, not detect" in capsys.readouterr().err
+    assert main(["-w", root, "predict", info.id, added.id, "--zoom-in", "topk=2", "--dask", "local"]) != 0
+    assert "--zoom-in and --dask cannot be combined" in capsys.readouterr().err
+    assert main(["-w", root, "predict", info.id, added.id, "--zoom-in", "topk=2"]) != 0
+    assert "no pyramid level 4× coarser" in capsys.readouterr().err  # a 192×128 image has one level
+
+    # zoom-in with the same model as its own coarse pass (level 0 here): only the 3 best windows run
+    zoom = ["--tile", "64", "--overlap", "32", "--zoom-in", "topk=3,level=0", "--json"]
+    assert main(["-w", root, "predict", info.id, added.id, *zoom]) == 0
+    (zoomed,) = json.loads(capsys.readouterr().out)["items"]
+    assert zoomed["tiles"]["run"] == zoomed["zoom"]["selected"] == 3 and zoomed["zoom"]["exhaustive"] == 15
 
 
 def test_tiled_classification_pools_windows_into_the_image_label(tmp_path: Path) -> None:

@@ -290,7 +290,10 @@ def predict_cmd(
         int | None,
         typer.Option(help="Tiled inference: window side in pixels at the level read (default: the model's input)."),
     ] = None,
-    overlap: Annotated[int | None, typer.Option(help="Tiled: overlap between windows in pixels [default: 64].")] = None,
+    overlap: Annotated[
+        int | None,
+        typer.Option(help="Tiled: overlap between windows in pixels [default: 64, ≤ a quarter of the tile]."),
+    ] = None,
     level: Annotated[int | None, typer.Option(help="Tiled: pyramid level to read.")] = None,
     mpp: Annotated[
         float | None, typer.Option(help="Tiled: microns per pixel to read at (resized if between levels).")
@@ -312,6 +315,25 @@ def predict_cmd(
         Path | None,
         typer.Option(help="Tiled: folder for masks and heatmaps [default: <workspace>/predictions/<model>/<image>]."),
     ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            help="Tiled: spread images (and regions of big detect images) over Dask workers:"
+            " tcp://scheduler:8786, or local[:N] worker processes here [N: 2; default: the workspace's dask].",
+        ),
+    ] = None,
+    zoom_in: Annotated[
+        str | None,
+        typer.Option(
+            "--zoom-in",
+            help="Tiled: a coarse pass first, full resolution only where it points: threshold=0.5 and/or topk=4,"
+            " optionally model=ID (a coarse classify model), level=N, factor=4.",
+        ),
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="The task the model must have (detect, segment, classify, ...): a check.")
+    ] = None,
     workspace_opt: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -321,19 +343,33 @@ def predict_cmd(
     from gigavision.models.store import get_model, write_json
 
     side_values = _side_values(side or [])
+    zoom = None
+    if zoom_in is not None:
+        from gigavision.infer.zoom import parse_zoom
+
+        zoom = parse_zoom(zoom_in)
+        if dask is not None:
+            raise InvalidInput("--zoom-in and --dask cannot be combined yet; drop one of them")
     with open_ws(workspace_opt) as ws:
         info = get_model(ws, model_id)
+        if task is not None and info.task != task:
+            raise InvalidInput(f"model {info.id} is a {info.task} model, not {task}; pick a {task} model")
         predictor = Predictor(info, runtime=runtime, batch=batch)
         tiled = (
-            predictor.patch is not None or any(v is not None for v in (tile, overlap, level, mpp)) or skip_background
+            predictor.patch is not None
+            or any(v is not None for v in (tile, overlap, level, mpp, dask, zoom))
+            or skip_background
         )
+        if dask is None and ws.settings.dask and zoom is None:
+            dask = ws.settings.dask  # the workspace's cluster (gigavision.toml dask = ...) for tiled runs
         if tiled:
             from gigavision.infer.engine import DEFAULT_OVERLAP, InferOptions
             from gigavision.infer.run import predict_tiled
 
             options = InferOptions(
                 tile=tile,
-                overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+                # default: 64 px, at most a quarter of the window (a 64-px model gets 16)
+                overlap=min(DEFAULT_OVERLAP, (tile or predictor.size) // 4) if overlap is None else overlap,
                 batch=batch,
                 level=level,
                 mpp=mpp,
@@ -344,16 +380,32 @@ def predict_cmd(
                 on_error=on_error,
             )
             with progress_bar("predicting", quiet=json_out) as advance:
-                results = predict_tiled(
-                    predictor,
-                    images,
-                    options,
-                    ws=ws,
-                    out_root=out_dir,
-                    store=store_,
-                    side=side_values,
-                    progress=advance,
-                )
+                if dask is not None:
+                    from gigavision.infer.distributed import predict_distributed
+
+                    results = predict_distributed(
+                        predictor,
+                        images,
+                        options,
+                        address=dask,
+                        ws=ws,
+                        out_root=out_dir,
+                        store=store_,
+                        side=side_values,
+                        progress=advance,
+                    )
+                else:
+                    results = predict_tiled(
+                        predictor,
+                        images,
+                        options,
+                        ws=ws,
+                        out_root=out_dir,
+                        store=store_,
+                        side=side_values,
+                        progress=advance,
+                        zoom=zoom,
+                    )
             _print_tiled(info.id, runtime, results, out, json_out)
             return
         items = predict_files(predictor, images, ws, side=side_values)
@@ -392,6 +444,8 @@ def _print_tiled(model: str, runtime: str, results: list[Any], out: Path | None,
         return
     for r in results:
         tiles = f"{r.tiles_run}/{r.tiles_total} windows run, {r.tiles_skipped} background"
+        if r.zoom:
+            tiles += f", zoom-in ran {r.zoom['selected']} of {r.zoom['exhaustive']}"
         failed = f", {len(r.failed_regions)} failed" if r.failed_regions else ""
         out_console.print(
             f"{r.input}: {_summary(r.annotations)} ({tiles}{failed}; {r.seconds:.1f} s)",
