@@ -46,7 +46,9 @@ bench-tools:
 	@command -v vips >/dev/null && command -v nginx >/dev/null && command -v wrk >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libvips-tools nginx-light wrk >/dev/null; }
 
+# SAHI 0.12.8 (with opencv-python, matplotlib) is bench_infer.py's baseline: installed here, never in pyproject.
 bench: install bench-tools
+	$(BIN)/pip install -q 'sahi==0.12.8'
 	@for b in benchmarks/bench_*.py; do echo "== $$b" >&2; $(PY) $$b || exit 1; done
 
 clean:
