@@ -69,8 +69,10 @@ def objectness(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
     root = tmp_path_factory.mktemp("objectness")
     ws = gv.init_workspace(root / "ws")
     images, tags = [], []
-    n = 12
-    for k, texture in enumerate(TEXTURES):  # a canvas per texture, half of its cells holding objects
+    n = 8
+    # two canvases (random tints) per texture, half of their cells holding objects: trained on one tint per
+    # texture the classifier learns the tints, and on a scene of another tint it points everywhere
+    for k, texture in enumerate(TEXTURES * 2):
         rng = np.random.default_rng([7, k])
         busy = set(range(k % 2, n * n, 2))
         canvas, _ = _canvas(rng, n, busy, texture)
