@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gigavision.errors import GigavisionError, InvalidInput
-from gigavision.infer.engine import InferOptions, InferResult, WindowPlan, infer_image, merge_detections, plan_windows
-from gigavision.infer.run import PREDICTIONS_DIR, Progress, foreground, output_dir
+from gigavision.infer.engine import InferOptions, InferResult, WindowPlan, infer_image, merge_detections
+from gigavision.infer.run import PREDICTIONS_DIR, Progress, output_dir, prepare_input
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
@@ -293,13 +293,7 @@ def _plan_inputs(
     for item in items:
         source, image_id, owned = open_input(ws, item)
         try:
-            if store and image_id is None:
-                raise InvalidInput(
-                    f"--store needs workspace images; {item} is not ingested (gigavision ingest it first)"
-                )
-            mask = foreground(ws, image_id, source) if options.skip_background is not None else None
-            meta = (ws.get_image(image_id).meta or {}) if ws is not None and image_id else {}
-            plan = plan_windows(predictor, source, options, name=item, mask=mask)
+            _, meta, plan = prepare_input(predictor, options, ws, item, source, image_id, store=store)
         finally:
             if owned:
                 source.close()

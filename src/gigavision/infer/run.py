@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gigavision.errors import InvalidInput
-from gigavision.infer.engine import InferOptions, InferResult, infer_image, plan_windows
+from gigavision.infer.engine import InferOptions, InferResult, WindowPlan, infer_image, plan_windows
 from gigavision.infer.zoom import ZoomSpec, zoom_plan
 
 if TYPE_CHECKING:
@@ -45,6 +45,25 @@ def output_dir(root: Path, model_id: str, item: str, image_id: str | None) -> Pa
     """``root/<model>/<image id, or the file's stem>``: one folder per image and model."""
     key = image_id or Path(item).stem or "image"
     return root / model_id / key
+
+
+def prepare_input(
+    predictor: Predictor,
+    options: InferOptions,
+    ws: Workspace | None,
+    item: str,
+    source: ImageSource,
+    image_id: str | None,
+    *,
+    store: bool,
+) -> tuple[np.ndarray | None, dict[str, Any], WindowPlan]:
+    """What running one opened input needs, checked before any window runs: its foreground mask (when
+    background is skipped), its metadata (side features) and its window plan."""
+    if store and image_id is None:
+        raise InvalidInput(f"--store needs workspace images; {item} is not ingested (gigavision ingest it first)")
+    mask = foreground(ws, image_id, source) if options.skip_background is not None else None
+    meta = (ws.get_image(image_id).meta or {}) if ws is not None and image_id else {}
+    return mask, dict(meta), plan_windows(predictor, source, options, name=item, mask=mask)
 
 
 def predict_tiled(
@@ -87,14 +106,8 @@ def predict_tiled(
     for item in items:
         source, image_id, owned = open_input(ws, item)
         try:
-            if store and image_id is None:
-                raise InvalidInput(
-                    f"--store needs workspace images; {item} is not ingested (gigavision ingest it first)"
-                )
-            mask = foreground(ws, image_id, source) if options.skip_background is not None else None
-            meta = (ws.get_image(image_id).meta or {}) if ws is not None and image_id else {}
+            mask, meta, plan = prepare_input(predictor, options, ws, item, source, image_id, store=store)
             folder = output_dir(out_root, predictor.info.id, item, image_id)
-            plan = plan_windows(predictor, source, options, name=item, mask=mask)
             report: dict[str, Any] = {}
             background = int((~plan.keep).sum())
             if zoom is not None and coarse is not None:
