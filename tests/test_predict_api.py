@@ -183,6 +183,15 @@ def test_segment_job_on_a_workspace_image_stores_polygons_and_serves_the_mask(
         stored = ws.annotations.query(added.id)
         assert len(stored) == item["n_annotations"] == int(item["outputs"]["stored"]) > 0
         assert set(stored.source) == {f"model:{info.id}"} and set(stored.status) == {"proposed"}
+
+        # zoom-in over REST: the model's own coarse pass (level 0 here) picks the 2 best of the 15 windows
+        zoomed = client.post(URL, json={**body, "store": False, "zoom": "topk=2,level=0"})
+        assert zoomed.status_code == 202, zoomed.text
+        ws.jobs.execute(zoomed.json()["id"])
+        (z,) = client.get(f"/api/v1/jobs/{zoomed.json()['id']}").json()["result"]["items"]
+        assert z["tiles"]["run"] == z["zoom"]["selected"] == 2 and z["zoom"]["exhaustive"] == 15
+        bad = client.post(URL, json={**body, "zoom": "speed=3"})
+        assert bad.status_code == 400 and "expected KEY=VALUE" in bad.json()["error"]["message"]
     finally:
         ws.jobs.huey.storage.flush_queue()
 

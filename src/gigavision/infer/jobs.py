@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from gigavision.jobs.context import JobContext
     from gigavision.workspace import Workspace
 
-PREDICT_KEYS = ("model", "runtime", "image_id", "file", "options", "store", "overlay", "side")
+PREDICT_KEYS = ("model", "runtime", "image_id", "file", "options", "store", "overlay", "side", "zoom")
 OPTION_KEYS = (
     "tile",
     "overlap",
@@ -82,6 +82,7 @@ class PredictParams:
     store: bool
     overlay: bool
     side: dict[str, float]
+    zoom: str | None = None  # --zoom-in text (threshold=…,topk=…,model=…)
 
     def as_params(self) -> dict[str, Any]:
         """The JSON the job row keeps (``predict_params`` reads it back)."""
@@ -94,6 +95,7 @@ class PredictParams:
             "store": self.store,
             "overlay": self.overlay,
             "side": dict(self.side),
+            "zoom": self.zoom,
         }
 
 
@@ -145,7 +147,15 @@ def predict_params(params: Mapping[str, Any]) -> PredictParams:
     ):
         raise InvalidInput("side must be an object of KEY: number (side features of the model)")
     side = {str(k): float(v) for k, v in side_raw.items()}
-    return PredictParams(str(model), str(runtime), image_id, file, options, store, _flag(params, "overlay"), side)
+    zoom = params.get("zoom")
+    if zoom is not None:
+        from gigavision.infer.zoom import parse_zoom
+
+        if not isinstance(zoom, str):
+            raise InvalidInput(f"zoom must be text such as 'threshold=0.5' or 'topk=4', got {zoom!r}")
+        parse_zoom(zoom)  # a bad spec is a 400 now, not a failed job
+    overlay = _flag(params, "overlay")
+    return PredictParams(str(model), str(runtime), image_id, file, options, store, overlay, side, zoom)
 
 
 def run_predict(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -176,8 +186,11 @@ def run_predict(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
 
     out = Path(ctx.output_dir)
     try:
+        from gigavision.infer.zoom import parse_zoom
+
+        zoom = parse_zoom(p.zoom) if p.zoom is not None else None
         (result,) = predict_tiled(
-            predictor, [item], p.options, ws=ws, out_root=out, store=p.store, side=p.side, progress=progress
+            predictor, [item], p.options, ws=ws, out_root=out, store=p.store, side=p.side, progress=progress, zoom=zoom
         )
         overlay = None
         if p.overlay:

@@ -73,11 +73,15 @@ class PredictFields(BaseModel):
     batch: int = Field(16, ge=1, le=256, description="tiled: windows per model batch")
     on_error: Literal["fail", "skip"] = Field("fail", description="tiled: a window that fails to decode")
     side: dict[str, float] | None = Field(None, description="side features KEY: number (default: image metadata)")
+    zoom: str | None = Field(
+        None, max_length=512, description="tiled: coarse pass first, e.g. threshold=0.5 or topk=4,model=ID (--zoom-in)"
+    )
     actor: str = Field("anonymous", min_length=1, max_length=256, description="who asks (the job's created_by)")
 
     @property
     def tiling_asked(self) -> bool:
-        return any(v is not None for v in (self.tile, self.overlap, self.level, self.mpp)) or self.skip_background
+        asked = (self.tile, self.overlap, self.level, self.mpp, self.zoom)
+        return any(v is not None for v in asked) or self.skip_background
 
 
 _SCHEMA = PredictFields.model_json_schema()
@@ -316,6 +320,7 @@ def _job_params(
             "store": fields.store,
             "overlay": png,
             "side": fields.side or {},
+            "zoom": fields.zoom,
         }
     )
 
