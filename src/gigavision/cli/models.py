@@ -292,7 +292,7 @@ def predict_cmd(
     ] = None,
     overlap: Annotated[
         int | None,
-        typer.Option(help="Tiled: overlap between windows in pixels [default: 64, ≤ a quarter of the tile]."),
+        typer.Option(help="Tiled: overlap between windows in pixels (default: 64, at most a quarter of the tile)."),
     ] = None,
     level: Annotated[int | None, typer.Option(help="Tiled: pyramid level to read.")] = None,
     mpp: Annotated[
@@ -313,7 +313,7 @@ def predict_cmd(
     ] = "fail",
     out_dir: Annotated[
         Path | None,
-        typer.Option(help="Tiled: folder for masks and heatmaps [default: <workspace>/predictions/<model>/<image>]."),
+        typer.Option(help="Tiled: folder for masks and heatmaps (default: <workspace>/predictions/<model>/<image>)."),
     ] = None,
     dask: Annotated[
         str | None,
