@@ -195,7 +195,7 @@ def tile_size(predictor: Predictor, options: InferOptions) -> int:
 class _Output:
     """What a task does with each batch of window predictions, and at the end."""
 
-    def add(self, windows: list[Window], outputs: list[np.ndarray], names: list[str]) -> None:
+    def add(self, windows: list[Window], outputs: list[np.ndarray]) -> None:
         raise NotImplementedError
 
     def skip(self, xyxy: tuple[int, int, int, int]) -> None:
@@ -208,13 +208,6 @@ class _Output:
         """Discard partial files after a failure."""
 
 
-def _window_scale(predictor: Predictor, win: Window) -> float:
-    """Image pixels per network pixel of a window's prediction (1 for patch models)."""
-    if predictor.patch is not None:
-        return 1.0
-    return max(win.width, win.height) / predictor.size
-
-
 class _Detections(_Output):
     def __init__(self, predictor: Predictor, res: Resolution, options: InferOptions, neighbours: np.ndarray) -> None:
         self.predictor, self.res, self.options = predictor, res, options
@@ -225,7 +218,7 @@ class _Detections(_Output):
         self.drop_cut = options.drop_cut and options.overlap > 0 and options.merge != "ios"
         self.parts: list[Annotations] = []
 
-    def add(self, windows: list[Window], outputs: list[np.ndarray], names: list[str]) -> None:
+    def add(self, windows: list[Window], outputs: list[np.ndarray]) -> None:
         p = self.predictor
         sizes = [(p.size, p.size) if p.patch is not None else (w.height, w.width) for w in windows]
         # decode only what min_score keeps (outputs: dense boxes, per-class scores): the per-class NMS in
@@ -259,32 +252,24 @@ def merge_detections(ann: Annotations, options: InferOptions) -> Annotations:
 
 class _Segmentation(_Output):
     def __init__(
-        self,
-        predictor: Predictor,
-        res: Resolution,
-        options: InferOptions,
-        tile: int,
-        out_dir: Path,
-        width: int,
-        height: int,
-        mpp: float | None,
+        self, predictor: Predictor, plan: WindowPlan, options: InferOptions, out_dir: Path, source: ImageSource
     ) -> None:
         from gigavision.infer.stitch import MaskStitcher
 
-        self.predictor, self.options, self.tile = predictor, options, tile
+        self.predictor, self.options, self.tile = predictor, options, plan.tile
         self.stitcher = MaskStitcher(
             out_dir / "mask.tif",
-            width,
-            height,
+            source.width,
+            source.height,
             predictor.task.classes,
-            window=tile,
+            window=plan.tile,
             overlap=options.overlap,
-            downsample=res.downsample,
+            downsample=plan.res.downsample,
             probabilities=options.probabilities,
-            mpp=mpp,
+            mpp=source.info.mpp_x,
         )
 
-    def add(self, windows: list[Window], outputs: list[np.ndarray], names: list[str]) -> None:
+    def add(self, windows: list[Window], outputs: list[np.ndarray]) -> None:
         probs = np.asarray(outputs[0], dtype=np.float32)
         for win, p in zip(windows, probs, strict=True):
             self.stitcher.add(win.xyxy, _window_probs(self.predictor, win, p, self.tile))
@@ -330,31 +315,25 @@ def _window_probs(predictor: Predictor, win: Window, p: np.ndarray, tile: int) -
 
 class _Classes(_Output):
     def __init__(
-        self,
-        predictor: Predictor,
-        res: Resolution,
-        options: InferOptions,
-        tile: int,
-        out_dir: Path,
-        width: int,
-        height: int,
+        self, predictor: Predictor, plan: WindowPlan, options: InferOptions, out_dir: Path, source: ImageSource
     ) -> None:
         from gigavision.infer.stitch import MaskStitcher
 
         self.predictor, self.options = predictor, options
+        tile = plan.tile
         self.classes = list(predictor.task.classes)
         self.rows: list[np.ndarray] = []
         self.boxes: list[tuple[int, int, int, int]] = []
         # the heatmap: each window painted with its probabilities, HEATMAP_CELLS pixels a side, blended
         self.cells = HEATMAP_CELLS
         cell_overlap = min(self.cells - 1, round(options.overlap * self.cells / tile))
-        self.heat_ds = res.downsample * tile / self.cells
+        self.heat_ds = plan.res.downsample * tile / self.cells
         self.background = 0 if self.classes[0] == "background" else None
         classes = self.classes if self.background == 0 else ["none", *self.classes]
         self.heatmap = MaskStitcher(
             out_dir / "heatmap.tif",
-            width,
-            height,
+            source.width,
+            source.height,
             classes,
             window=self.cells,
             overlap=cell_overlap,
@@ -362,7 +341,7 @@ class _Classes(_Output):
             probabilities=True,
         )
 
-    def add(self, windows: list[Window], outputs: list[np.ndarray], names: list[str]) -> None:
+    def add(self, windows: list[Window], outputs: list[np.ndarray]) -> None:
         probs = np.asarray(outputs[0], dtype=np.float64)
         for win, row in zip(windows, probs, strict=True):
             self.rows.append(row)
@@ -544,7 +523,7 @@ def infer_image(
                 failed.append({"xyxy": list(win.xyxy), "error": win.error})
                 output.skip(win.xyxy)
             if good:
-                output.add(good, _run_batch(predictor, good, tile, side, name), [name] * len(good))
+                output.add(good, _run_batch(predictor, good, tile, side, name))
             done += len(batch)
             if progress is not None:
                 progress(done, len(run), f"{name}: windows")
@@ -600,14 +579,12 @@ def _tag_model(ann: Annotations, model_id: str) -> np.ndarray:
 def _make_output(
     predictor: Predictor, plan: WindowPlan, options: InferOptions, out_dir: Path, source: ImageSource
 ) -> _Output:
-    res, tile = plan.res, plan.tile
     task = predictor.task.name
     if task == "detect":
-        return _Detections(predictor, res, options, plan.run_neighbours())
+        return _Detections(predictor, plan.res, options, plan.run_neighbours())
     if task == "segment":
-        mpp = source.info.mpp_x
-        return _Segmentation(predictor, res, options, tile, out_dir, source.width, source.height, mpp)
-    return _Classes(predictor, res, options, tile, out_dir, source.width, source.height)
+        return _Segmentation(predictor, plan, options, out_dir, source)
+    return _Classes(predictor, plan, options, out_dir, source)
 
 
 def _run_batch(
