@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 MPP_TOLERANCE = 0.02  # a level within 2 % of the requested scale is read as is, without resizing
 LIVE_STATUSES = ("proposed", "accepted", "adjudicated")  # live annotations used unless told otherwise
 CACHED_IMAGES = 16  # annotations and masks kept per process, per image set
-MASK_SIDE = 1024  # longest side of a foreground mask computed when ingest stored none
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,17 +183,9 @@ class PatchImages:
         if cached is not None:
             self._masks.move_to_end(index)
             return cached
-        ws = self.workspace()
-        path = ws.mask_path(self.ids[index])
-        if path.exists():
-            from PIL import Image
+        from gigavision.images.thumbnail import load_foreground
 
-            with Image.open(path) as im:
-                mask = np.asarray(im.convert("L")) > 127
-        else:
-            from gigavision.images.thumbnail import foreground_mask, overview
-
-            mask = foreground_mask(overview(self.source(index), MASK_SIDE))
+        mask = load_foreground(self.workspace().mask_path(self.ids[index]), lambda: self.source(index))
         width, height = (int(v) for v in self.sizes[index])
         index_ = MaskIndex(mask, width, height)
         self._masks[index] = index_

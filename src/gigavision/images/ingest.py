@@ -18,10 +18,9 @@ from gigavision.images.display import display_window
 from gigavision.images.pyramid import build_pyramid
 from gigavision.images.registry import open_image
 from gigavision.images.source import ImageInfo, ImageSource
-from gigavision.images.thumbnail import foreground_mask, overview, shrink
+from gigavision.images.thumbnail import MASK_SIDE, foreground_mask, overview, shrink
 
 PYRAMID_NAME, THUMBNAIL_NAME, MASK_NAME = "pyramid.tif", "thumbnail.jpg", "mask.png"
-MASK_SIDE = 1024
 PREPARE_CACHE_BYTES = 512 * 1024 * 1024  # per image being prepared; freed with it
 ProgressFn = Callable[[float], None]
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -10,6 +12,7 @@ from gigavision.images.display import to_uint8
 from gigavision.images.source import ImageSource
 
 MAX_OVERVIEW_PIXELS = 16 * 1024 * 1024
+MASK_SIDE = 1024  # longest side of a foreground mask (ingest stores one; others are computed at this size)
 
 
 def overview(source: ImageSource, max_side: int, window: tuple[float, float] | None = None) -> np.ndarray:
@@ -37,6 +40,17 @@ def shrink(arr: np.ndarray, max_side: int) -> np.ndarray:
         arr = np.asarray(im.resize(size, Image.Resampling.LANCZOS))
     out: np.ndarray = arr if arr.ndim == 3 else arr[:, :, None]
     return out
+
+
+def load_foreground(stored: Path | None, source: Callable[[], ImageSource]) -> np.ndarray:
+    """An image's boolean foreground mask: the PNG ingest stored at ``stored`` when it exists, else one
+    computed from a ``MASK_SIDE`` overview of ``source()`` (opened only then: files never ingested)."""
+    if stored is not None and stored.exists():
+        from PIL import Image
+
+        with Image.open(stored) as im:
+            return np.asarray(im.convert("L")) > 127
+    return foreground_mask(overview(source(), MASK_SIDE))
 
 
 def foreground_mask(rgb: np.ndarray) -> np.ndarray:

@@ -27,18 +27,11 @@ PREDICTIONS_DIR = "predictions"
 
 
 def foreground(ws: Workspace | None, image_id: str | None, source: ImageSource) -> np.ndarray:
-    """The image's foreground mask: the one ingest stored, else one computed from a ≤1024 px overview."""
-    if ws is not None and image_id is not None:
-        path = ws.mask_path(image_id)
-        if path.exists():
-            from PIL import Image
+    """The image's foreground mask: the one ingest stored, else one computed from a small overview."""
+    from gigavision.images.thumbnail import load_foreground
 
-            with Image.open(path) as im:
-                return np.asarray(im.convert("L")) > 127
-    from gigavision.images.ingest import MASK_SIDE
-    from gigavision.images.thumbnail import foreground_mask, overview
-
-    return foreground_mask(overview(source, MASK_SIDE))
+    stored = ws.mask_path(image_id) if ws is not None and image_id is not None else None
+    return load_foreground(stored, lambda: source)
 
 
 def output_dir(root: Path, model_id: str, item: str, image_id: str | None) -> Path:
