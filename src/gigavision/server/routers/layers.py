@@ -23,7 +23,6 @@ modification time and size. A corrupt raster answers 422 (``invalid_image``) for
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import math
@@ -43,7 +42,8 @@ from pydantic import BaseModel, Field
 from gigavision.errors import GigavisionError, InvalidImage, InvalidInput, NotFound
 from gigavision.images.source import ImageSource
 from gigavision.server.deps import RendererDep, WorkspaceDep
-from gigavision.server.render import DZI_TILE, RENDER_VERSION, dzi_level_size, dzi_xml
+from gigavision.server.render import DZI_TILE, dzi_level_size, dzi_xml
+from gigavision.server.routers.tiles import etag, not_modified
 from gigavision.workspace import Workspace, check_image_id
 
 log = logging.getLogger("gigavision.server")
@@ -414,17 +414,6 @@ def render_tile(raster: _OpenRaster, width: int, height: int, level: int, col: i
 
 
 # -- routes ------------------------------------------------------------------------------------------------
-def _etag(*parts: object) -> str:
-    text = "|".join(map(str, ("layer", RENDER_VERSION, LAYER_RENDER_VERSION, *parts)))
-    return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
-
-
-def _not_modified(request: Request, etag: str) -> Response | None:
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": REVALIDATE})
-    return None
-
-
 @router.get(
     "/api/v1/images/{image_id}/layers",
     response_model=list[LayerOut],
@@ -438,13 +427,13 @@ def image_layers(image_id: str, request: Request, ws: WorkspaceDep) -> list[Laye
 @router.get("/dzi/layers/{image_id}/{model_id}/{name}.dzi")
 def layer_dzi(image_id: str, model_id: str, name: str, request: Request, ws: WorkspaceDep) -> Response:
     layer = find_layer(ws, get_rasters(request), image_id, model_id, name)
-    etag = _etag(image_id, model_id, name, layer.stamp, "dzi")
-    if (resp := _not_modified(request, etag)) is not None:
+    tag = etag("layer", LAYER_RENDER_VERSION, image_id, model_id, name, layer.stamp, "dzi")
+    if (resp := not_modified(request, tag, REVALIDATE)) is not None:
         return resp
     return Response(
         dzi_xml(layer.level0_width, layer.level0_height, fmt="png"),
         media_type="application/xml",
-        headers={"ETag": etag, "Cache-Control": REVALIDATE},
+        headers={"ETag": tag, "Cache-Control": REVALIDATE},
     )
 
 
@@ -467,8 +456,8 @@ def layer_tile(
         raise InvalidInput(f"Deep Zoom tile {level}/{col}_{row} must use non-negative integers")
     rasters = get_rasters(request)
     layer = find_layer(ws, rasters, image_id, model_id, name)
-    etag = _etag(image_id, model_id, name, layer.stamp, level, col, row)
-    if (resp := _not_modified(request, etag)) is not None:
+    tag = etag("layer", LAYER_RENDER_VERSION, image_id, model_id, name, layer.stamp, level, col, row)
+    if (resp := not_modified(request, tag, REVALIDATE)) is not None:
         return resp
     key = ("layer", str(layer.path), layer.stamp, int(level), int(col), int(row))
     body = renderer.cache.get(key)
@@ -476,4 +465,4 @@ def layer_tile(
         with rasters.use(ws, layer) as raster:
             body = render_tile(raster, layer.level0_width, layer.level0_height, int(level), int(col), int(row))
         renderer.cache.put(key, body)
-    return Response(body, media_type="image/png", headers={"ETag": etag, "Cache-Control": REVALIDATE})
+    return Response(body, media_type="image/png", headers={"ETag": tag, "Cache-Control": REVALIDATE})

@@ -23,7 +23,8 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 PROFILE_LINK = '<http://iiif.io/api/image/3/level2.json>;rel="profile"'
 
 
-def _etag(*parts: object) -> str:
+def etag(*parts: object) -> str:
+    """A strong ETag for what ``parts`` (and the renderer's version) determine."""
     return '"' + hashlib.sha256("|".join(map(str, (RENDER_VERSION, *parts))).encode()).hexdigest()[:32] + '"'
 
 
@@ -31,9 +32,10 @@ def _window(stored: list[float] | None) -> tuple[float, float] | None:
     return (float(stored[0]), float(stored[1])) if stored else None
 
 
-def _not_modified(request: Request, etag: str) -> Response | None:
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": IMMUTABLE})
+def not_modified(request: Request, tag: str, cache_control: str = IMMUTABLE) -> Response | None:
+    """304 when the client already holds ``tag``, else None."""
+    if request.headers.get("if-none-match") == tag:
+        return Response(status_code=304, headers={"ETag": tag, "Cache-Control": cache_control})
     return None
 
 
@@ -54,8 +56,8 @@ def iiif_base(image_id: str, request: Request) -> RedirectResponse:
 def iiif_info(image_id: str, request: Request, ws: WorkspaceDep) -> Any:
     row = ws.get_image(image_id)
     base = str(request.url_for("iiif_base", image_id=image_id))
-    etag = _etag(image_id, "info", base)
-    if (resp := _not_modified(request, etag)) is not None:
+    tag = etag(image_id, "info", base)
+    if (resp := not_modified(request, tag)) is not None:
         return resp
     body = info_json(base, row.width, row.height, DZI_TILE, ws.settings.limits.max_tile_pixels)
     accept = request.headers.get("accept", "")
@@ -64,9 +66,7 @@ def iiif_info(image_id: str, request: Request, ws: WorkspaceDep) -> Any:
         if "ld+json" in accept
         else ("application/json")
     )
-    return JSONResponse(
-        body, media_type=media, headers={"ETag": etag, "Cache-Control": IMMUTABLE, "Link": PROFILE_LINK}
-    )
+    return JSONResponse(body, media_type=media, headers={"ETag": tag, "Cache-Control": IMMUTABLE, "Link": PROFILE_LINK})
 
 
 @router.get("/iiif/3/{image_id}/{region}/{size}/{rotation}/{quality}.{fmt}")
@@ -85,25 +85,25 @@ def iiif_image(
     limit = ws.settings.limits.max_tile_pixels
     req = parse_request(region, size, rotation, quality, fmt, row.width, row.height, limit)
     canonical = req.canonical(row.width, row.height, max_size(req.region.width, req.region.height, limit))
-    etag = _etag(image_id, canonical)
-    if (resp := _not_modified(request, etag)) is not None:
+    tag = etag(image_id, canonical)
+    if (resp := not_modified(request, tag)) is not None:
         return resp
     window = _window(row.display_window)
     rendered = renderer.render(image_id, ws.open_source(image_id), req, window)
     link = f'<{request.url_for("iiif_base", image_id=image_id)}/{canonical}>;rel="canonical", {PROFILE_LINK}'
-    return _image_response(rendered, etag, {"Link": link})
+    return _image_response(rendered, tag, {"Link": link})
 
 
 @router.get("/dzi/{image_id}.dzi")
 def dzi_descriptor(image_id: str, request: Request, ws: WorkspaceDep) -> Response:
     row = ws.get_image(image_id)
-    etag = _etag(image_id, "dzi")
-    if (resp := _not_modified(request, etag)) is not None:
+    tag = etag(image_id, "dzi")
+    if (resp := not_modified(request, tag)) is not None:
         return resp
     return Response(
         dzi_xml(row.width, row.height),
         media_type="application/xml",
-        headers={"ETag": etag, "Cache-Control": IMMUTABLE},
+        headers={"ETag": tag, "Cache-Control": IMMUTABLE},
     )
 
 
@@ -124,8 +124,8 @@ def dzi_tile(
     if fmt not in ("jpeg", "jpg", "png", "webp"):
         raise InvalidInput(f"Deep Zoom tile format {fmt!r} is not jpeg, png or webp")
     record = ws.get_image(image_id)
-    etag = _etag(image_id, "dzi", level, col, row, fmt)
-    if (resp := _not_modified(request, etag)) is not None:
+    tag = etag(image_id, "dzi", level, col, row, fmt)
+    if (resp := not_modified(request, tag)) is not None:
         return resp
     window = _window(record.display_window)
     rendered = renderer.dzi_tile(
@@ -137,4 +137,4 @@ def dzi_tile(
         fmt,
         window,
     )
-    return _image_response(rendered, etag)
+    return _image_response(rendered, tag)
