@@ -184,3 +184,33 @@ def test_cli_flow(workspace: gv.Workspace, samples: dict[str, Path], capsys: pyt
     ):
         code, out, err = run(capsys, *w, *args)
         assert code == 2 and out == "" and text in err and err.count("\n") == 1, (args, err)
+
+
+def test_items_refuse_labels_the_schema_lacks_or_gives_another_kind(
+    api: tuple[TestClient, str], workspace: gv.Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: `qc items add --label lesion` used to accept a label the schema lacks, and `qc submit` failed."""
+    client, image_id = api
+    workspace.labels.set("roof", "polygon")
+    new = {"image_id": image_id, "kind": "box", "actor": "lead"}
+    response = client.post("/api/v1/qc/items", json={**new, "labels": ["lesion"]})
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert "label 'lesion' is not in the label schema" in message
+    assert "gigavision labels add lesion --kind box" in message
+    response = client.post("/api/v1/qc/items", json={**new, "labels": ["roof"]})
+    assert response.status_code == 400 and "a polygon class" in response.json()["error"]["message"]
+    assert client.get("/api/v1/qc/items").json()["total"] == 0
+
+    w = ["-w", str(workspace.root)]
+    code, out, err = run(capsys, *w, "qc", "items", "add", image_id, "--kind", "box", "--label", "lesion")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "gigavision labels add lesion --kind box" in err
+    # the README's order: add the class, then the items; a submission with that label is then stored
+    assert run(capsys, *w, "labels", "add", "lesion", "--kind", "box")[0] == 0
+    code, out, _ = run(capsys, *w, "qc", "items", "add", image_id, "--kind", "box", "--label", "lesion", "--json")
+    assert code == 0
+    item = json.loads(out)["items"][0]["id"]
+    client.post("/api/v1/qc/assignments", json={"item_ids": [item], "annotators": ["ana", "bo"], "actor": "lead"})
+    response = client.post(f"/api/v1/qc/items/{item}/submit", json={"actor": "ana", "annotations": [box(1, 1, 9, 9)]})
+    assert response.status_code == 200, response.text

@@ -21,6 +21,7 @@ versions and logs every status change one row at a time.
 from __future__ import annotations
 
 import contextlib
+import shlex
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +121,7 @@ class QualityControl:
         if not (isinstance(threshold, int | float) and 0.0 <= threshold <= 1.0):
             raise InvalidInput(f"threshold must be between 0 and 1 (an agreement score), got {threshold!r}")
         candidates = check_labels(labels)
+        self._check_schema(candidates, kind)
         opts = options or MatchOptions()
         if regions is not None and grid is not None:
             raise InvalidInput("give regions or a grid, not both")
@@ -163,6 +165,27 @@ class QualityControl:
         with self.ws.session.begin() as s:
             s.add_all(rows)
         return [item_summary(r, []) for r in rows]
+
+    def _check_schema(self, labels: Sequence[str], kind: str) -> None:
+        """Refuse candidate labels that a submission would fail on: absent from a non-empty label schema, or a
+        class of another kind than the item's (an empty schema accepts any label, as the annotation store does).
+        """
+        classes = self.ws.annotations.classes()
+        if not classes:
+            return
+        for label in labels:
+            cls = classes.get(label)
+            if cls is None:
+                raise InvalidInput(
+                    f"label {label!r} is not in the label schema; add it first: "
+                    f"gigavision labels add {shlex.quote(label)} --kind {kind} "
+                    f'(REST: PUT /api/v1/labels/{label} with {{"kind": "{kind}"}})'
+                )
+            if cls.kind != kind:
+                raise InvalidInput(
+                    f"label {label!r} is a {cls.kind} class in the label schema, so a {kind} item cannot use it: "
+                    f"make the item --kind {cls.kind}, or use a {kind} class"
+                )
 
     def list_items(
         self,

@@ -116,7 +116,10 @@ def items_add(
         Path | None, typer.Option("--regions", help="JSON list of \\[x0, y0, x1, y1] regions.")
     ] = None,
     grid: Annotated[str | None, typer.Option(help="Cover the image with cells: 1024 or 1024x512.")] = None,
-    label: Annotated[list[str] | None, typer.Option("--label", help="Candidate class (repeatable).")] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", help="Candidate class (repeatable); a class of the label schema with the item's kind."),
+    ] = None,
     required: Annotated[int, typer.Option(help="Independent labellings per item (≥ 2).")] = 2,
     threshold: Annotated[float, typer.Option(help="Least agreement for an automatic consensus (0..1).")] = 0.8,
     iou: Annotated[float, typer.Option(help="Least IoU for two shapes to match.")] = 0.5,

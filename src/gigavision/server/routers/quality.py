@@ -30,7 +30,9 @@ class NewItems(BaseModel):
     kind: str = Field(description="what annotators label: tag | box | polygon | mask | point")
     regions: list[list[float]] | None = Field(None, description="[[x0, y0, x1, y1], ...] in level-0 pixels")
     grid: tuple[int, int] | None = Field(None, description="[cell_width, cell_height]: cover the image with cells")
-    labels: list[str] = Field(default_factory=list, description="candidate classes; empty: any")
+    labels: list[str] = Field(
+        default_factory=list, description="candidate classes: label-schema classes of the item's kind; empty: any"
+    )
     required: int = Field(2, description="independent labellings per item (≥ 2)")
     threshold: float = Field(0.8, description="least agreement (0..1) for an automatic consensus")
     iou_threshold: float = Field(0.5, description="least IoU for two shapes to match")
