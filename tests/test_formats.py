@@ -499,3 +499,47 @@ def test_rest_export_and_import_jobs(
             assert r.status_code == 400 and reason in r.json()["error"]["message"]
     ann = workspace.annotations.query(str(next(iter(workspace_source(workspace).images())).id))
     assert set(ann.status) == {"proposed"}
+
+
+def test_rest_import_that_rejects_something_ends_done_but_not_ok(
+    tmp_path: Path,
+    samples: dict[str, Path],
+    annotated: tuple[gv.Workspace, dict[str, str]],
+    workspace: gv.Workspace,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 11: a partly failed REST import was a plain ``done`` job while the CLI exits 1."""
+    ws, _ = annotated
+    export_workspace(ws, "coco", tmp_path / "out")
+    coco = json.loads((tmp_path / "out" / "annotations.json").read_text())
+    coco["annotations"][0]["category_id"] = 99  # rejected
+    coco["images"].append({"id": 99, "file_name": "nowhere.png", "width": 10, "height": 10})
+    coco["annotations"].append({**coco["annotations"][1], "id": 99, "image_id": 99, "bbox": [1, 1, 2, 2]})
+    workspace.ingest([samples[n] for n in IMAGES])
+    with TestClient(create_app(workspace)) as client:
+        unknown = client.post(
+            "/api/v1/imports",
+            data={"format": "coco", "options": json.dumps({"status": "proposed", "strict": True})},
+            files={"file": ("annotations.json", b"{}", "application/json")},
+        )
+        assert unknown.status_code == 400, unknown.text
+        message = unknown.json()["error"]["message"]
+        assert "unknown import option(s) ['strict']" in message and "strict_labels" in message
+        assert "images_dir" not in message  # not offered to uploads
+        sent = client.post(
+            "/api/v1/imports",
+            data={"format": "coco"},
+            files={"file": ("annotations.json", json.dumps(coco).encode(), "application/json")},
+        )
+        assert sent.status_code == 202, sent.text
+        assert sent.json()["ok"] is None  # not finished yet
+        workspace.jobs.wait(sent.json()["id"], timeout=120)
+        job = client.get(f"/api/v1/jobs/{sent.json()['id']}").json()
+    assert job["status"] == "done" and job["ok"] is False
+    assert job["message"] == "imported 7 annotations, rejected 1, unmatched 1 (not ok: see the report)"
+    result = job["result"]
+    assert not result["ok"] and result["rejected_count"] == 1 and result["unmatched_count"] == 1
+    assert result["unmatched"][0]["ref"] == "nowhere.png"
+    # the CLI's client agrees with the CLI's import: exit code 1
+    assert main(["-w", str(workspace.root), "jobs", "wait", job["id"]]) == 1
+    assert "rejected 1, unmatched 1" in capsys.readouterr().out

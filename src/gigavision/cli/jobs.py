@@ -70,7 +70,8 @@ def wait_cmd(
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds before giving up.")] = 3600.0,
     json_out: JsonOpt = False,
 ) -> int:
-    """Follow a job's progress until it ends; exit 0 if done, 1 if it failed or was cancelled."""
+    """Follow a job's progress until it ends; exit 0 if it succeeded in full, 1 if it failed, was cancelled or
+    ended done but not ok (e.g. an import that rejected or could not match something)."""
     import time
 
     with open_ws(workspace_opt) as ws, progress_bar(f"job {job_id[:8]}", quiet=json_out) as update:
@@ -85,7 +86,7 @@ def wait_cmd(
         print_json(job)
     else:
         out_console.print(_summary(job), soft_wrap=True)
-    return 0 if job["status"] == "done" else 1
+    return 0 if job["ok"] else 1
 
 
 @jobs_app.command("cancel")

@@ -13,7 +13,7 @@ API submits a job and again when it runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 UPLOAD_SUFFIXES = (".json", ".geojson", ".xml", ".txt", ".csv", ".zip")
 FOLDER_FORMATS = ("yolo", "imagefolder")  # these are folders: uploaded as a .zip
+UPLOAD_IMPORT_OPTIONS = tuple(
+    sorted(f.name for f in fields(ImportOptions) if f.name != "images_dir")
+)  # ImportOptions less images_dir (no server paths)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,9 @@ def import_params(params: dict[str, Any]) -> tuple[str, str, ImportOptions]:
     options = dict(params.get("options") or {})
     if "images_dir" in options:
         raise InvalidInput("images_dir is not available to uploads: put the images in the .zip, or ingest them first")
+    unknown = sorted(set(options) - set(UPLOAD_IMPORT_OPTIONS))
+    if unknown:
+        raise InvalidInput(f"unknown import option(s) {unknown}; known: {', '.join(UPLOAD_IMPORT_OPTIONS)}")
     if "labels" in options:
         options["labels"] = tuple(_text_list(options["labels"], "labels") or ())
     return fmt, file, ImportOptions.from_dict(options)
@@ -118,4 +124,5 @@ def run_import(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     if not path.is_file():
         raise InvalidInput(f"{file}: the uploaded file is missing from the job's input folder")
     report = import_annotations(ctx.workspace, fmt, path, options=options, actor=ctx.actor, progress=ctx.progress)
+    ctx.conclude(report.summary())  # a partial import ends done, with ok false in the result and the job record
     return report.as_dict()

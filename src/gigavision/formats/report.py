@@ -163,6 +163,13 @@ class ImportReport:
     def ok(self) -> bool:
         return self.rejected_count == 0 and not self.unmatched
 
+    def summary(self) -> str:
+        """One line for a job's message: ``imported 10 annotations`` plus ``, rejected 2, unmatched 1`` when not ok."""
+        line = f"imported {self.annotations} annotations"
+        if self.ok:
+            return line
+        return f"{line}, rejected {self.rejected_count}, unmatched {len(self.unmatched)} (not ok: see the report)"
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "format": self.format,
@@ -178,6 +185,7 @@ class ImportReport:
             "rejected_count": self.rejected_count,
             "rejected": [asdict(r) for r in self.rejected],
             "rejected_truncated": self.rejected_count > len(self.rejected),
+            "unmatched_count": len(self.unmatched),
             "unmatched": [asdict(u) for u in self.unmatched],
             "notes": self.notes,
         }

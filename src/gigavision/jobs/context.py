@@ -39,6 +39,11 @@ class JobContext:
         self._report = report
         self._cancel_requested = cancel_requested
         self._last = 0.0
+        self.outcome: str | None = None
+
+    def conclude(self, message: str) -> None:
+        """The job's final message when it ends ``done`` (default "done"), e.g. an import's counts."""
+        self.outcome = message
 
     def progress(self, done: float, total: float, message: str = "") -> None:
         """Record ``done / total`` (throttled); raises ``JobCancelled`` when a cancel was requested."""

@@ -42,11 +42,20 @@ def _iso(at: datetime | None) -> str | None:
     return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
 
 
+def job_ok(status: str, result: dict[str, Any] | None) -> bool | None:
+    """Whether a job succeeded in full: None until it ends; a ``done`` job whose result says ``"ok": false``
+    (an import that rejected or could not match something; the rest is imported) is not ok."""
+    if status not in FINISHED:
+        return None
+    return status == "done" and (result or {}).get("ok") is not False
+
+
 def job_record(row: JobRow) -> dict[str, Any]:
     return {
         "id": row.id,
         "kind": row.kind,
         "status": row.status,
+        "ok": job_ok(row.status, row.result),
         "progress": row.progress,
         "message": row.message,
         "params": row.params,
@@ -172,9 +181,10 @@ class JobManager:
             self._set(job_id, status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=utcnow())
             return exc
         else:
-            self._set(job_id, status="done", progress=1.0, message="done", result=result, finished_at=utcnow())
+            message = ctx.outcome or "done"
+            self._set(job_id, status="done", progress=1.0, message=message, result=result, finished_at=utcnow())
             if on_progress is not None:
-                on_progress(1.0, "done")
+                on_progress(1.0, message)
         return None
 
     def _set(self, job_id: str, **values: Any) -> None:

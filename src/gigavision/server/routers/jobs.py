@@ -33,7 +33,11 @@ def list_jobs(
 
 @router.get("/{job_id}")
 def get_job(job_id: str, ws: WorkspaceDep) -> dict[str, Any]:
-    """Status (queued/running/done/failed/cancelled), progress 0–1, message, result or error, output files."""
+    """Status (queued/running/done/failed/cancelled), ``ok``, progress 0–1, message, result or error, output files.
+
+    ``ok`` is null until the job ends, and false for a failed or cancelled job and for a ``done`` one whose result
+    says ``"ok": false`` (an import that rejected or left something unmatched; its message gives the counts).
+    """
     return ws.jobs.get(job_id)
 
 

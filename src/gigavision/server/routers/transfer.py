@@ -53,12 +53,19 @@ async def create_import(
     ws: WorkspaceDep,
     file: UploadFile,
     format: Annotated[str, Form(description="coco | voc | yolo | geojson | imagefolder | csv")],
-    options: Annotated[str, Form(description="JSON object: status, source, strict_labels, labels, ...")] = "{}",
+    options: Annotated[
+        str,
+        Form(
+            description="JSON object, any of: status, source, strict_labels, labels, ingest, max_vertices, "
+            "default_label, image (docs/formats.md); other keys are a 400"
+        ),
+    ] = "{}",
     actor: Annotated[str, Form(max_length=256)] = "anonymous",
 ) -> dict[str, Any]:
     """Queue an import of one uploaded file (.json, .xml, .txt, .csv, .geojson, or a .zip of a folder).
 
-    The job's result is the import report: what was imported, what was rejected and why.
+    The job's result is the import report: what was imported, what was rejected and why. Something rejected or
+    unmatched leaves the job ``done`` with ``"ok": false`` (record and result) and the counts in its message.
     """
     limit = ws.settings.limits.max_upload_bytes
     declared = request.headers.get("content-length")
