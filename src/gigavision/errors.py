@@ -56,3 +56,19 @@ class MissingDependency(GigavisionError):
 
     code = "missing_dependency"
     http_status = 501
+
+
+class MissingExtra(MissingDependency):
+    """A feature needs an optional extra of gigavision that is not installed (``gigavision.extras`` decides which).
+
+    One line: what needs it, which module is missing, the install command. The CLI exits 2 and writes
+    nothing; the server answers 501 ``missing_extra`` and keeps running.
+    """
+
+    code = "missing_extra"
+    http_status = 501
+
+    def __init__(self, message: str, *, extra: str = "", module: str = "") -> None:
+        super().__init__(message)
+        self.extra = extra
+        self.module = module

@@ -21,21 +21,26 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from sqlalchemy import func, select
 
 from gigavision.config import CONFIG_NAME, Settings, default_toml, load_settings
 from gigavision.errors import ConfigError, GigavisionError, InvalidInput, LimitExceeded, NotFound
-from gigavision.images.cache import TileCache
-from gigavision.images.source import ImageSource
-from gigavision.store.blobs import BlobStore, blob_key, sha256_file
+from gigavision.store.blobs import blob_key, sha256_file
 from gigavision.store.db import make_engine, migrate, session_factory
 from gigavision.store.schema import ImageRow
 
 if TYPE_CHECKING:
+    from gigavision.images.cache import TileCache
     from gigavision.images.ingest import Prepared
+    from gigavision.images.source import ImageSource
+    from gigavision.jobs.manager import JobManager
+    from gigavision.store.annotations import AnnotationStore
+    from gigavision.store.blobs import BlobStore
+    from gigavision.store.labels import LabelSchema
 
+T = TypeVar("T")
 IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 OPEN_SOURCES = 64
 CACHED_ROWS = 4096
@@ -125,8 +130,69 @@ def open_workspace(path: str | Path, **overrides: Any) -> Workspace:
     return Workspace(load_settings(Path(path), **overrides))
 
 
+class _Handle(Generic[T]):
+    """A workspace handle made on first use, with its module imported then: a command that lists images
+    does not pay for the annotation store's NumPy and shapely, fsspec, or the job queue."""
+
+    def __init__(self, make: Callable[[Workspace], T]) -> None:
+        self.make = make
+        self.name = make.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, ws: None, owner: type) -> _Handle[T]: ...
+    @overload
+    def __get__(self, ws: Workspace, owner: type) -> T: ...
+    def __get__(self, ws: Workspace | None, owner: type) -> T | _Handle[T]:
+        if ws is None:
+            return self
+        with ws._handles_lock:  # once per workspace, also when two threads ask first
+            if self.name not in ws.__dict__:
+                ws.__dict__[self.name] = self.make(ws)  # stored on the instance: later reads skip __get__
+            value: T = ws.__dict__[self.name]
+            return value
+
+
+def _annotation_store(ws: Workspace) -> AnnotationStore:
+    from gigavision.store.annotations import AnnotationStore
+
+    return AnnotationStore(ws.engine, ws.session)
+
+
+def _label_schema(ws: Workspace) -> LabelSchema:
+    from gigavision.store.labels import LabelSchema
+
+    return LabelSchema(ws.session)
+
+
+def _job_manager(ws: Workspace) -> JobManager:
+    from gigavision.jobs.manager import JobManager
+
+    return JobManager(ws)
+
+
+def _blob_store(ws: Workspace) -> BlobStore:
+    from gigavision.store.blobs import BlobStore
+
+    return BlobStore(ws.settings.resolved_blob_url(), cache_dir=ws.root / "cache" / "blobs")
+
+
+def _tile_cache(ws: Workspace) -> TileCache:
+    from gigavision.images.cache import TileCache
+
+    return TileCache(ws.settings.tile_cache_mb * 1024 * 1024)
+
+
 class Workspace:
     """Open handles on one workspace. Thread-safe; one per process is enough."""
+
+    annotations = _Handle(_annotation_store)
+    labels = _Handle(_label_schema)
+    jobs = _Handle(_job_manager)
+    blobs = _Handle(_blob_store)
+    tile_cache = _Handle(_tile_cache)
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -136,17 +202,7 @@ class Workspace:
         self.engine = make_engine(settings.resolved_db_url())
         migrate(self.engine)
         self.session = session_factory(self.engine)
-        from gigavision.store.annotations import AnnotationStore
-
-        self.annotations = AnnotationStore(self.engine, self.session)
-        from gigavision.jobs.manager import JobManager
-        from gigavision.store.labels import LabelSchema
-
-        self.labels = LabelSchema(self.session)
-
-        self.jobs = JobManager(self)
-        self.blobs = BlobStore(settings.resolved_blob_url(), cache_dir=self.root / "cache" / "blobs")
-        self.tile_cache = TileCache(settings.tile_cache_mb * 1024 * 1024)
+        self._handles_lock = threading.RLock()  # annotations, labels, jobs, blobs, tile_cache: made on first use
         self._sources: OrderedDict[str, ImageSource] = OrderedDict()
         self._sources_lock = threading.Lock()
         # Image rows change only in ``meta`` (set_images_meta), so the tile routes read them from memory

@@ -91,8 +91,27 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ImportError as exc:  # an extra's module imported on a path no require() guarded: same one line
+        from gigavision.extras import from_import_error
+
+        missing = from_import_error(exc, _command_name(sys.argv[1:] if argv is None else argv))
+        if missing is None or State.debug:
+            raise
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _command_name(argv: list[str]) -> str:
+    """``gigavision COMMAND`` from the arguments (root options and their values skipped), for messages."""
+    words = iter(argv)
+    for word in words:
+        if word in ("-w", "--workspace"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return f"gigavision {word}"
+    return "gigavision"
 
 
 def entry() -> None:

@@ -17,6 +17,7 @@ from rich.table import Column, Table
 
 from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, out_console, print_json, progress_bar
 from gigavision.errors import InvalidInput
+from gigavision.extras import require
 
 if TYPE_CHECKING:
     from gigavision.models.store import ModelInfo
@@ -149,6 +150,7 @@ def train_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Train a model on a dataset version; prints its id, folder and test metrics."""
+    require("train", feature="gigavision train")
     from gigavision.train.jobs import saved_recipe
     from gigavision.train.recipe import load_recipe
     from gigavision.train.trainer import train
@@ -200,6 +202,7 @@ def sweep_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Search recipe fields with Optuna: each trial trains a model; prints the best trial and its model."""
+    require("train", feature="gigavision sweep")
     from gigavision.train.recipe import load_recipe
     from gigavision.train.sweep import parse_space, run_sweep
 
@@ -247,6 +250,7 @@ def evaluate_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Score a model on a dataset version's split; writes metrics.json and report.html (never into the model)."""
+    require("train", feature="gigavision evaluate")
     from gigavision.models.store import get_model
     from gigavision.train.assess import default_out, evaluate_model
 
@@ -339,9 +343,12 @@ def predict_cmd(
 ) -> None:
     """Predict images. Small images are predicted whole; with tiling options (or a model trained on
     patches) any image, gigapixel included, is predicted window by window in bounded memory."""
-    from gigavision.models.predict import Predictor, predict_files, store_predictions
+    from gigavision.models.predict import Predictor, predict_files, require_runtime, store_predictions
     from gigavision.models.store import get_model, write_json
 
+    require_runtime(runtime, feature=f"gigavision predict --runtime {runtime}")
+    if dask is not None:
+        require("dask", feature="gigavision predict --dask")
     side_values = _side_values(side or [])
     zoom = None
     if zoom_in is not None:
@@ -362,6 +369,8 @@ def predict_cmd(
         )
         if dask is None and ws.settings.dask and zoom is None:
             dask = ws.settings.dask  # the workspace's cluster (gigavision.toml dask = ...) for tiled runs
+            if tiled:
+                require("dask", feature=f"gigavision predict (the workspace's dask = {dask!r})")
         if tiled:
             from gigavision.infer.engine import DEFAULT_OVERLAP, InferOptions
             from gigavision.infer.run import predict_tiled
@@ -491,6 +500,7 @@ def export_model_cmd(
         exported = not path.is_file()
         diff = None
         if exported:
+            require("train", "torch", "onnx", "onnxscript", feature="gigavision export-model")
             from gigavision.models.onnx_export import export_onnx
 
             task, net = info.load_network()
@@ -557,6 +567,7 @@ def _scores(ws: Workspace, info: ModelInfo, dataset: str | None, split: str) -> 
     stored_ref, stored_split = evaluated_on(info)
     if dataset is None or (dataset == stored_ref and split == stored_split):
         return dict(info.metrics), stored_ref, str(stored_split)
+    require("train", feature="gigavision models compare --dataset")
     result = evaluate_model(ws, info, dataset, split)
     return dict(result["metrics"]), result["dataset"], split
 

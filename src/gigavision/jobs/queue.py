@@ -28,6 +28,9 @@ def make_huey(settings: Settings, execute: Callable[[str], None]) -> tuple[Huey,
     if not url:
         huey = SqliteHuey("gigavision", filename=str(settings.workspace / "queue.db"), results=False)
     elif url.startswith(("redis://", "rediss://", "unix://")):
+        from gigavision.extras import require
+
+        require("redis", feature="queue_url = redis://…")
         name = "gigavision-" + hashlib.sha256(settings.resolved_db_url().encode()).hexdigest()[:12]
         huey = RedisHuey(name, url=url, results=False)
     else:

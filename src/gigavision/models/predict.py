@@ -39,6 +39,21 @@ BATCH = 16
 _IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
+def require_runtime(runtime: str, feature: str) -> None:
+    """Raise ``MissingExtra`` before anything is loaded or written when ``runtime`` cannot run here.
+
+    torch needs the 'train' extra; onnx needs the 'onnx' extra (onnxruntime) and, until the tasks' decode
+    lives apart from their torch networks (issue 12), torch as well: ``task_instance()`` imports the task's
+    module, which defines its ``nn.Module``.
+    """
+    from gigavision.extras import require
+
+    if runtime == "onnx":
+        require("onnx", "onnxruntime", feature=feature)
+    if runtime in RUNTIMES:
+        require("train", "torch", feature=feature)
+
+
 def _too_big(what: str, detail: str) -> LimitExceeded:
     return LimitExceeded(
         f"{what}: {detail}; whole-image prediction handles small images only — tiled inference over big"
@@ -52,6 +67,7 @@ class Predictor:
     def __init__(self, info: store.ModelInfo, runtime: str = "torch", device: str = "cpu", batch: int = BATCH) -> None:
         if runtime not in RUNTIMES:
             raise InvalidInput(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        require_runtime(runtime, f"predicting with the {runtime} runtime")
         self.info = info
         self.runtime = runtime
         self.batch = max(1, int(batch))

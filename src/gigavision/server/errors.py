@@ -36,5 +36,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, ImportError):  # an extra's module imported on a path no require() guarded
+            from gigavision.extras import from_import_error
+
+            missing = from_import_error(exc, f"{req.method} {req.url.path}")
+            if missing is not None:
+                return error_response(missing.http_status, missing.code, str(missing))
         log.exception("unhandled error on %s %s", req.method, req.url.path)
         return error_response(500, "internal_error", f"internal error: {type(exc).__name__}")

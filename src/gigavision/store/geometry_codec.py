@@ -42,7 +42,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Dialect, LargeBinary, TypeDecorator
 
 TAG = 16
 LIMIT = 2**53  # grid integers stay below this, so they and their deltas are exact in float64 and int64
@@ -391,22 +390,3 @@ def to_wkb(blob: bytes | None) -> bytes | None:
     import shapely
 
     return bytes(shapely.to_wkb(decode([blob])[0]))
-
-
-class StoredGeometry(TypeDecorator[bytes]):
-    """A geometry column: WKB (or stored bytes) in, WKB out, stored with this codec.
-
-    ORM and Core users see WKB, as before the codec; the annotation store's bulk paths read and write the
-    stored bytes directly (``type_coerce(column, LargeBinary)``) and decode them in bulk.
-    """
-
-    impl = LargeBinary
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> bytes | None:
-        if value is None or isinstance(value, bytes | bytearray | memoryview):
-            return from_wkb(bytes(value)) if value is not None else None
-        return encode([value])[0]  # a shapely geometry
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> bytes | None:
-        return to_wkb(bytes(value)) if value is not None else None

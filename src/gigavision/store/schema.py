@@ -5,10 +5,46 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, case, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    case,
+    select,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
 
-from gigavision.store.geometry_codec import StoredGeometry
+
+class StoredGeometry(TypeDecorator[bytes]):
+    """A geometry column: WKB (or stored bytes) in, WKB out, stored with ``store/geometry_codec.py``.
+
+    ORM and Core users see WKB, as before the codec; the annotation store's bulk paths read and write the
+    stored bytes directly (``type_coerce(column, LargeBinary)``) and decode them in bulk.
+    """
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> bytes | None:
+        from gigavision.store.geometry_codec import encode, from_wkb  # NumPy: loaded when a geometry is
+
+        if value is None or isinstance(value, bytes | bytearray | memoryview):
+            return from_wkb(bytes(value)) if value is not None else None
+        return encode([value])[0]  # a shapely geometry
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> bytes | None:
+        from gigavision.store.geometry_codec import to_wkb
+
+        return to_wkb(bytes(value)) if value is not None else None
 
 
 def utcnow() -> datetime:

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
 from gigavision.errors import InvalidInput, NotFound
+from gigavision.extras import require
 from gigavision.models import store
 from gigavision.server.deps import WorkspaceDep
 from gigavision.train.jobs import reserve_model_id, saved_recipe
@@ -56,6 +57,7 @@ def train_model(
     """Queue a training. Body: recipe fields (``task``, ``dataset`` NAME@N, ``arch``, ``epochs``, …, nested
     ``augment``/``patch`` tables), plus optional ``id`` (the model id) and ``actor``; or ``{"resume": RUN_ID}``
     to continue an interrupted run. The job's result holds the model record."""
+    require("train", feature="POST /api/v1/models/train")
     fields = {k: v for k, v in body.items() if k not in _CONTROL_KEYS}
     actor = str(body.get("actor") or "anonymous")
     if body.get("resume"):
@@ -98,6 +100,7 @@ def model_report(model_id: str, ws: WorkspaceDep) -> Response:
 @router.post("/{model_id}/evaluate", status_code=202)
 def evaluate_model(model_id: str, body: EvaluateRequest, ws: WorkspaceDep) -> dict[str, Any]:
     """Queue an evaluation on a dataset version's split; metrics.json and report.html become the job's files."""
+    require("train", feature=f"POST /api/v1/models/{model_id}/evaluate")
     store.get_model(ws, model_id)  # 404 now for an unknown model
     params = {"model": model_id, "dataset": body.dataset, "split": body.split}
     return ws.jobs.submit("evaluate", params, body.actor)

@@ -36,6 +36,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 from gigavision.errors import GigavisionError, InvalidInput, LimitExceeded, NotFound
 from gigavision.infer.jobs import OPTION_KEYS, TILED_TASKS, PredictParams, class_colours, predict_params, task_message
 from gigavision.models import store
+from gigavision.models.predict import require_runtime
 from gigavision.server.deps import WorkspaceDep
 from gigavision.server.uploads import safe_filename, save_upload
 
@@ -376,6 +377,7 @@ def _answer(
 ) -> Response:
     info = store.get_model(ws, fields.model)
     runtime = _runtime(info, fields.runtime)
+    require_runtime(runtime, feature=f"POST /api/v1/predict with runtime {runtime}")
     if upload is None:
         assert fields.image_id is not None  # checked by the caller: exactly one of upload and image_id
         return _predict_image(ws, predictors, info, runtime, fields, fields.image_id, png)
