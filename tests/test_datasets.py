@@ -475,7 +475,7 @@ def test_create_as_a_job_reports_progress_and_cancels_cleanly(
         ({"filters": ["kind=cube"]}, "kind must be one of"),
         ({"filters": ["status=acepted"]}, "is not one of proposed"),
         ({"filters": ["has=labels"]}, "only has=annotations"),
-        ({"filters": ["image_id=abc"]}, "64 lower-case hex"),
+        ({"filters": ["image_id=abc"]}, "filter image_id: no image with id or name 'abc'"),
         ({"split": "train=0.8,val=0.1"}, "must sum to 1, got 0.9"),
         ({"split": "train=0.8,train=0.2"}, "given twice"),
         ({"split": "Train=1"}, "split name 'Train'"),

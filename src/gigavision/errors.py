@@ -20,6 +20,16 @@ class InvalidInput(GigavisionError):
     code = "invalid_input"
 
 
+class Ambiguous(InvalidInput):
+    """An id prefix or a name that fits several images (jobs, …); the message lists the candidates.
+
+    400, not 409: the request names nothing in particular, and the client fixes it by saying more (a longer
+    prefix, the full id), not by waiting for or changing the stored state.
+    """
+
+    code = "ambiguous"
+
+
 class InvalidImage(GigavisionError):
     """A file is not an image we can read: wrong type, truncated, malformed."""
 

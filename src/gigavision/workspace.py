@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 
 from gigavision.config import CONFIG_NAME, Settings, default_toml, load_settings
 from gigavision.errors import ConfigError, GigavisionError, InvalidInput, LimitExceeded, NotFound
+from gigavision.store import refs as refs_
 from gigavision.store.blobs import blob_key, sha256_file
 from gigavision.store.db import make_engine, migrate, session_factory
 from gigavision.store.schema import ImageRow
@@ -246,12 +247,27 @@ class Workspace:
 
     # -- metadata -------------------------------------------------------------------------------------------
     def find_image(self, ref: str) -> str:
-        """The id of the image ``ref`` names: an image id, or a name as ``images list`` shows it (which must
-        be unique: names are file names, and the same name can come from two folders)."""
+        """The id of the image ``ref`` names, the way people type it: the full id, a unique prefix of it
+        (at least 6 characters, as ``images list`` shows 12), or a unique name as ``images list`` shows it.
+
+        Every command and route that names an image resolves it here. Raises ``NotFound``, or ``Ambiguous``
+        (400) listing the candidates when ``ref`` fits several images (a shared name, a short prefix).
+        """
+        if IMAGE_ID.fullmatch(ref):
+            with contextlib.suppress(NotFound):
+                return self.get_image(ref).id  # the cached row: routes the viewer calls per request stay cheap
         found = self._resolve_refs([ref])[ref]
         if isinstance(found, GigavisionError):
             raise found
         return found
+
+    def find_images(self, refs: Iterable[str]) -> dict[str, str]:
+        """``find_image`` for many refs at once: ref -> id. Raises the first ref's error, if any."""
+        resolved = self._resolve_refs(list(dict.fromkeys(refs)))
+        for found in resolved.values():
+            if isinstance(found, GigavisionError):
+                raise found
+        return {ref: str(found) for ref, found in resolved.items()}
 
     def set_image_meta(self, image_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
         """Merge ``values`` into the image's metadata in one transaction; returns the new metadata.
@@ -304,7 +320,11 @@ class Workspace:
         return MetaCsvSummary(rows=len(rows), images=len(items), changed=len(changed), keys=keys)
 
     def _resolve_refs(self, refs: Sequence[str]) -> dict[str, str | GigavisionError]:
-        """ref -> image id, or the error saying why it names no single image (unknown; a shared name)."""
+        """ref -> image id, or the error saying why it names no single image (unknown; ambiguous).
+
+        A full id wins outright; otherwise the images named ``ref`` and those whose id starts with it (a hex
+        ref of 6+ characters: one indexed range query each) are the candidates, and there must be one.
+        """
         out: dict[str, str | GigavisionError] = {}
         with self.session() as s:
             hex_ids = [r for r in refs if IMAGE_ID.fullmatch(r)]
@@ -312,19 +332,29 @@ class Workspace:
             for chunk in _chunks(hex_ids):
                 known.update(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(chunk))))
             names = [r for r in refs if r not in known]
-            named: dict[str, list[str]] = {}
+            found: dict[str, dict[str, tuple[str, str]]] = {r: {} for r in names}  # ref -> id -> (name, source)
+            columns = (ImageRow.id, ImageRow.name, ImageRow.source_path)
             for chunk in _chunks(names):
-                for image_id, name in s.execute(select(ImageRow.id, ImageRow.name).where(ImageRow.name.in_(chunk))):
-                    named.setdefault(name, []).append(image_id)
+                for image_id, name, source in s.execute(select(*columns).where(ImageRow.name.in_(chunk))):
+                    found[name][image_id] = (name, source or name)
+            capped: set[str] = set()
+            for ref in names:
+                prefix = refs_.hex_prefix(ref, len_id=64)
+                if prefix is not None:
+                    rows = refs_.by_prefix(s, ImageRow.id, prefix, ImageRow.name, ImageRow.source_path)
+                    found[ref].update((image_id, (name, source or name)) for image_id, name, source in rows)
+                    if len(rows) > refs_.CANDIDATES:
+                        capped.add(ref)
         for ref in refs:
             if ref in known:
                 out[ref] = ref
-            elif len(named.get(ref, ())) == 1:
-                out[ref] = named[ref][0]
-            elif ref in named:
-                out[ref] = InvalidInput(f"{len(named[ref])} images are named {ref!r}; use the image id instead")
+            elif len(found[ref]) == 1:
+                out[ref] = next(iter(found[ref]))
+            elif found[ref]:
+                out[ref] = _ambiguous_image(ref, found[ref], capped=ref in capped)
             else:
-                out[ref] = NotFound(f"no image with id or name {ref!r}")
+                hint = f" (an id prefix needs at least {refs_.MIN_PREFIX} characters)" if refs_.too_short(ref) else ""
+                out[ref] = NotFound(f"no image with id or name {ref!r}{hint}")
         return out
 
     def _write_meta(
@@ -739,3 +769,14 @@ def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     """Slices of ``items`` small enough for one ``IN (...)`` (SQLite caps bound parameters)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _ambiguous_image(ref: str, found: Mapping[str, tuple[str, str]], *, capped: bool) -> GigavisionError:
+    """The error for ``ref`` fitting several images (``found``: id -> (name, source path)), listing them."""
+    if all(name == ref for name, _ in found.values()):  # a name that several files had: tell them apart
+        listed = [f"{i[: refs_.SHOWN]} ({source})" for i, (_, source) in sorted(found.items(), key=lambda f: f[1])]
+        return refs_.ambiguous(f"{len(found)} images are named {ref!r}", "use the image id instead", listed)
+    listed = [f"{i[: refs_.SHOWN]} ({name})" for i, (name, _) in sorted(found.items())]
+    count = f"{len(found)}+" if capped else str(len(found))
+    head = f"{ref!r} fits {count} images (by id prefix or name)"
+    return refs_.ambiguous(head, "give more characters of the id", listed, capped=capped)

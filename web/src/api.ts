@@ -183,6 +183,8 @@ export async function listAnnotations(
   for (const label of query.labels ?? []) params.append("label", label);
   if (query.limit !== undefined) params.set("limit", String(query.limit));
   if (query.simplify !== undefined && query.simplify > 0) params.set("simplify", String(query.simplify));
+  // The viewer re-queries on every pan and needs no count: skip counting a viewport of millions.
+  params.set("total", "false");
   const page = await getJson<{ items: AnnotationRecord[] }>(
     `${imagePath(imageId)}/annotations?${params.toString()}`,
     signal,

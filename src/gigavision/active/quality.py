@@ -125,6 +125,7 @@ class QualityControl:
         opts = options or MatchOptions()
         if regions is not None and grid is not None:
             raise InvalidInput("give regions or a grid, not both")
+        image_id = self.ws.find_image(image_id)
         image = self.ws.get_image(image_id)
         boxes: list[Region | None]
         if grid is not None:
@@ -200,7 +201,7 @@ class QualityControl:
         """A page of items (oldest first) and the total matching; ``annotator``: items the person is on."""
         if offset < 0 or not 1 <= limit <= 10_000:
             raise InvalidInput(f"offset must be ≥ 0 and limit 1..10000, got offset={offset} limit={limit}")
-        clauses = item_filters(status=status, image_id=image_id, kind=kind)
+        clauses = item_filters(status=status, image_id=self._image(image_id), kind=kind)
         if annotator is not None:
             on_item = select(QcAssignmentRow.item_id).where(QcAssignmentRow.annotator == annotator)
             clauses.append(QcItemRow.id.in_(on_item))
@@ -327,6 +328,7 @@ class QualityControl:
         adjudication without an adjudicator (role adjudicator), oldest first."""
         if role not in ROLES:
             raise InvalidInput(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        image_id = self._image(image_id)
         a = QcAssignmentRow
         if role == "annotator":
             staffed = (
@@ -459,6 +461,10 @@ class QualityControl:
         return self.item(item_id, viewer=name)
 
     # -- queries ---------------------------------------------------------------------------------------------
+    def _image(self, ref: str | None) -> str | None:
+        """An image filter as people type it (id, unique prefix or name) as the image id; None stays None."""
+        return None if ref is None else self.ws.find_image(ref)
+
     def queue(
         self, *, adjudicator: str | None = None, image_id: str | None = None, offset: int = 0, limit: int = 100
     ) -> tuple[list[dict[str, Any]], int]:
@@ -466,7 +472,7 @@ class QualityControl:
         plus unclaimed ones they did not label (what they can work on)."""
         if offset < 0 or not 1 <= limit <= 10_000:
             raise InvalidInput(f"offset must be ≥ 0 and limit 1..10000, got offset={offset} limit={limit}")
-        clauses = item_filters(status="adjudication", image_id=image_id)
+        clauses = item_filters(status="adjudication", image_id=self._image(image_id))
         if adjudicator is not None:
             a = QcAssignmentRow
             mine = select(a.item_id).where(a.annotator == adjudicator, a.role == "adjudicator")
@@ -487,8 +493,8 @@ class QualityControl:
         if (item_id is None) == (image_id is None):
             raise InvalidInput("give an item or an image")
         if item_id is None:
-            self.ws.get_image(str(image_id))
-            return self.ws.annotations.query_records(str(image_id), sources=[CONSENSUS], limit=1_000_000)
+            found = self.ws.find_image(str(image_id))
+            return self.ws.annotations.query_records(found, sources=[CONSENSUS], limit=1_000_000)
         with self.ws.session() as s:
             item = get_item(s, item_id)
             ids = linked_ids(s, item_id, "consensus", None)
@@ -554,7 +560,7 @@ class QualityControl:
             yield s, store
 
     def _rows(self, *, kind: str | None, image_id: str | None) -> list[tuple[QcItemRow, list[QcAssignmentRow]]]:
-        clauses = item_filters(kind=kind, image_id=image_id)
+        clauses = item_filters(kind=kind, image_id=self._image(image_id))
         with self.ws.session() as s:
             items = list(s.scalars(select(QcItemRow).where(*clauses).order_by(QcItemRow.id)))
             people = assignments_of(s, [i.id for i in items])

@@ -29,7 +29,14 @@ def _parse_attribute(spec: str) -> tuple[str, list[str]]:
 def labels_add(
     name: str,
     kind: Annotated[str, typer.Option(help="tag | box | polygon | mask | point")],
-    color: Annotated[str, typer.Option(help="Display colour.")] = "#ff0000",
+    color: Annotated[
+        str | None,
+        typer.Option(
+            help="Display colour, e.g. '#1f77b4' (default: the class keeps its colour; a new class gets its own "
+            "from the palette imports use).",
+            show_default=False,
+        ),
+    ] = None,
     parent: Annotated[str | None, typer.Option(help="Parent class.")] = None,
     attribute: Annotated[
         list[str] | None, typer.Option("--attribute", "-a", help="name=allowed1,allowed2 (repeatable)")
@@ -39,8 +46,8 @@ def labels_add(
     """Add or replace a class, e.g. ``labels add roof --kind polygon -a overhang=none,low,high``."""
     attrs = dict(_parse_attribute(a) for a in attribute or [])
     with open_ws(workspace_opt) as ws:
-        ws.labels.set(name, kind, color, parent, attrs, actor="cli")
-    err_console.print(f"class {name!r} ({kind}) saved")
+        saved = ws.labels.set(name, kind, color, parent, attrs, actor="cli")
+    err_console.print(f"class {name!r} ({kind}, {saved['color']}) saved")
 
 
 @labels_app.command("list")
@@ -127,9 +134,14 @@ def labels_history(
     out_console.print(table)
 
 
+ImageArg = Annotated[
+    str, typer.Argument(metavar="IMAGE", help="Image id, a unique prefix of it (6+ characters) or a unique name.")
+]
+
+
 @annotations_app.command("add")
 def annotations_add(
-    image_id: str,
+    image_id: ImageArg,
     file: Annotated[Path, typer.Argument(help="JSON: a list of annotation records (as the REST API takes).")],
     actor: Annotated[str, typer.Option(help="Who is adding them (recorded in the history).")] = "cli",
     workspace_opt: WorkspaceOpt = None,
@@ -145,7 +157,7 @@ def annotations_add(
     if not isinstance(records, list):
         raise InvalidInput(f"{file}: expected a JSON list of annotation records")
     with open_ws(workspace_opt) as ws:
-        ws.get_image(image_id)
+        image_id = ws.find_image(image_id)
         ids = ws.annotations.add(image_id, Annotations.from_records(records), actor=actor)
     if json_out:
         print_json({"ids": ids, "count": len(ids)})
@@ -155,30 +167,49 @@ def annotations_add(
 
 @annotations_app.command("list")
 def annotations_list(
-    image_id: str,
+    image_id: ImageArg,
     bbox: Annotated[str | None, typer.Option(help="Viewport x0,y0,x1,y1 in level-0 pixels.")] = None,
     label: Annotated[list[str] | None, typer.Option(help="Only these labels (repeatable).")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1_000_000)] = 10_000,
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="Annotations per page.")] = 10_000,
+    cursor: Annotated[
+        str | None, typer.Option(help="Continue after the previous page (the next_cursor it printed).")
+    ] = None,
     workspace_opt: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Annotations of an image, optionally inside a viewport."""
+    """Annotations of an image in id order, a page at a time, optionally inside a viewport.
+
+    The last line says how many match in all and, when more follow, the --cursor of the next page.
+    """
     from gigavision.store.annotations import Viewport
 
     with open_ws(workspace_opt) as ws:
-        ws.get_image(image_id)
-        items = ws.annotations.query_records(
-            image_id, Viewport.parse(bbox) if bbox else None, labels=label or (), limit=limit
+        page = ws.annotations.query_page(
+            ws.find_image(image_id),
+            Viewport.parse(bbox) if bbox else None,
+            labels=label or (),
+            limit=limit,
+            cursor=cursor,
         )
+    items = page.items
     if json_out:
-        print_json({"items": items, "count": len(items)})
+        print_json(
+            {
+                "items": items,
+                "count": len(items),
+                "total": page.total,
+                "truncated": page.truncated,
+                "next_cursor": page.next_cursor,
+            }
+        )
         return
     table = Table("id", "kind", "label", "bbox", "status", "source", "v")
     for r in items:
         box = ", ".join(f"{v:.0f}" for v in r["bbox"]) if r["bbox"] else ""
         table.add_row(str(r["id"]), r["kind"], r["label"], box, r["status"], r["source"], str(r["version"]))
     out_console.print(table)
-    out_console.print(f"{len(items)} annotations")
+    more = f"; more with --cursor {page.next_cursor}" if page.next_cursor else ""
+    out_console.print(f"{len(items):,} of {page.total:,} annotations{more}", highlight=False)
 
 
 @annotations_app.command("history")

@@ -10,11 +10,32 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
+
+PIPED_WIDTH = 100_000  # columns of stdout when it is not a terminal: wide enough that nothing is cut
+
+
+class OutConsole(Console):
+    """stdout: on a terminal, tables fit its width (or ``COLUMNS``); piped or redirected (``| grep``,
+    ``> file``, a script), no width applies, so tables and lines print their full values instead of being cut
+    or wrapped at 80 columns (or at the width of a terminal that only stderr is on).
+
+    Decided at each print, not at import: the same process can write to a terminal and to a pipe (tests).
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if self.is_terminal else ConsoleDimensions(PIPED_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
 
 # markup=False: names, labels and paths are user text and must print as they are (a "[b]" is not a style)
 err_console = Console(stderr=True, markup=False)
-out_console = Console(markup=False)
+out_console = OutConsole(markup=False)
 
 WorkspaceOpt = Annotated[
     Path | None,

@@ -145,10 +145,16 @@ def list_cmd(
 
 
 @images_app.command("show")
-def show_cmd(image_id: str, workspace_opt: WorkspaceOpt = None, json_out: JsonOpt = False) -> None:
+def show_cmd(
+    image: Annotated[
+        str, typer.Argument(metavar="IMAGE", help="Image id, a unique prefix of it (6+ characters) or a unique name.")
+    ],
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Everything stored about one image."""
     with open_ws(workspace_opt) as ws:
-        data = _row_dict(ws.get_image(image_id))
+        data = _row_dict(ws.get_image(ws.find_image(image), fresh=True))
     if json_out:
         print_json(data)
     else:
@@ -160,7 +166,11 @@ def show_cmd(image_id: str, workspace_opt: WorkspaceOpt = None, json_out: JsonOp
 def meta_cmd(
     image: Annotated[
         str | None,
-        typer.Argument(metavar="IMAGE", help="Image id, or its name as `images list` shows it.", show_default=False),
+        typer.Argument(
+            metavar="IMAGE",
+            help="Image id, a unique prefix of it (6+ characters) or its name as `images list` shows it.",
+            show_default=False,
+        ),
     ] = None,
     assignments: Annotated[
         list[str] | None,

@@ -30,6 +30,8 @@ def list_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Jobs, newest first."""
+    from gigavision.store.refs import SHOWN
+
     with open_ws(workspace_opt) as ws:
         items, total = ws.jobs.list_jobs(0, limit, kind=kind, status=status)
     if json_out:
@@ -38,7 +40,7 @@ def list_cmd(
     table = Table("id", "kind", "status", "progress", "created", "by", "message / error")
     for job in items:
         table.add_row(
-            job["id"],
+            job["id"][:SHOWN],  # a unique prefix is enough for every jobs command
             job["kind"],
             job["status"],
             f"{job['progress']:.0%}",
@@ -75,6 +77,7 @@ def wait_cmd(
     import time
 
     with open_ws(workspace_opt) as ws, progress_bar(f"job {job_id[:8]}", quiet=json_out) as update:
+        job_id = ws.jobs.find(job_id)
         deadline = time.monotonic() + timeout
         while True:
             job = ws.jobs.get(job_id)

@@ -277,7 +277,9 @@ def evaluate_cmd(
 
 def predict_cmd(
     model_id: Annotated[str, typer.Argument(help="Model id.")],
-    images: Annotated[list[str], typer.Argument(help="Image files and/or workspace image ids.")],
+    images: Annotated[
+        list[str], typer.Argument(help="Image files and/or workspace images (id, unique id prefix or unique name).")
+    ],
     runtime: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
     store_: Annotated[
         bool, typer.Option("--store", help="Add the predictions to the workspace (source model:<id>, proposed).")

@@ -38,7 +38,7 @@ def import_cmd(
     ingest: Annotated[bool, typer.Option(help="Ingest image files found under --images.")] = True,
     max_vertices: Annotated[int, typer.Option(help="Largest geometry accepted (vertices).")] = 1_000_000,
     image: Annotated[
-        str | None, typer.Option("--image", help="GeoJSON: the image (id or name) of a single file.")
+        str | None, typer.Option("--image", help="GeoJSON: the image (id, id prefix or name) of a single file.")
     ] = None,
     default_label: Annotated[
         str, typer.Option(help="GeoJSON: label of features without a classification.")

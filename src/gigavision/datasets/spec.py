@@ -19,7 +19,6 @@ from gigavision.errors import InvalidInput
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 SPLIT_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
-IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 DEFAULT_SPLIT = "train=0.8,val=0.1,test=0.1"
 DEFAULT_STATUSES = ("accepted", "adjudicated")  # consensus: what reviewers accepted or adjudicated
 DEFAULT_DUP_DISTANCE = 4
@@ -199,11 +198,7 @@ def parse_filters(filters: Sequence[str] | Mapping[str, str | Sequence[str]] | N
             raise InvalidInput(f"unknown filter key {key!r}{hint}; keys: {', '.join(FILTER_KEYS)}")
         collected.setdefault(key, set()).update(values)
     for key, chosen in collected.items():
-        if key == "image_id":
-            bad = sorted(v for v in chosen if not IMAGE_ID.match(v))
-            if bad:
-                raise InvalidInput(f"filter image_id={bad[0]!r}: image ids are 64 lower-case hex characters")
-        elif key == "kind":
+        if key == "kind":  # image_id values (ids, prefixes, names) are resolved with the workspace (versions.py)
             bad = sorted(chosen - set(KINDS))
             if bad:
                 raise InvalidInput(f"filter kind={bad[0]!r}: kind must be one of {', '.join(KINDS)}")

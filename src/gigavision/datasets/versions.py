@@ -11,6 +11,7 @@ A version is written in one transaction and never changed afterwards. What it ho
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,6 +27,7 @@ from gigavision.datasets.phash import perceptual_hashes
 from gigavision.datasets.spec import (
     DEFAULT_DUP_DISTANCE,
     DEFAULT_SPLIT,
+    Filters,
     check_name,
     parse_dup_distance,
     parse_filters,
@@ -137,6 +139,11 @@ class DatasetVersion:
             raise InvalidInput(f"{self.ref} has no split {split!r}; its splits: {', '.join(self.splits)}")
 
     def _image(self, image_id: str) -> DatasetImageRow:
+        """The version's row of an image: by full id, or a unique prefix or name (``Workspace.find_image``)."""
+        from gigavision.workspace import IMAGE_ID
+
+        if not IMAGE_ID.fullmatch(image_id):
+            image_id = self.ws.find_image(image_id)
         d = DatasetImageRow
         with self.ws.session() as s:
             row = s.scalars(select(d).where(d.version_id == self.id, d.image_id == image_id)).first()
@@ -247,7 +254,7 @@ def create_version(
     unless ``allow_duplicate``. ``progress(done, total, message)`` is called as work advances.
     """
     check_name(name)
-    parsed = parse_filters(filters)
+    parsed = _resolve_image_ids(ws, parse_filters(filters))
     if statuses is not None and parsed.status is not None:
         raise InvalidInput("give the statuses once: either --status or --filter status=..., not both")
     wanted_statuses = parse_statuses(statuses) if statuses is not None else (parsed.status or parse_statuses(None))
@@ -336,6 +343,18 @@ def create_version(
     row = _insert(ws, name, content_hash, actor, spec, schema, counts, frozen, image_split, group_of, allow_duplicate)
     report(1, 1, "done")
     return DatasetVersion(ws, row)
+
+
+def _resolve_image_ids(ws: Workspace, filters: Filters) -> Filters:
+    """``filters`` with its ``image_id`` values (ids, unique id prefixes or unique names, as people type them)
+    turned into full image ids, so the stored spec names exactly the images it selected."""
+    if not filters.image_id:
+        return filters
+    try:
+        found = ws.find_images(filters.image_id)
+    except NotFound as exc:
+        raise InvalidInput(f"filter image_id: {exc}") from exc
+    return dataclasses.replace(filters, image_id=tuple(sorted(set(found.values()))))
 
 
 def compute_content_hash(

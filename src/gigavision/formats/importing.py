@@ -24,8 +24,8 @@ from gigavision.annotations import Annotations
 from gigavision.errors import GigavisionError, InvalidInput
 from gigavision.formats.report import ImportOptions, ImportReport, Progress, Unmatched, no_progress
 from gigavision.formats.rle import encode_window
-from gigavision.formats.text import palette_color
 from gigavision.store.blobs import sha256_file
+from gigavision.store.labels import palette_color
 from gigavision.store.schema import ImageRow
 
 if TYPE_CHECKING:

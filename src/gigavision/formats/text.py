@@ -8,7 +8,6 @@ re-imported value differs from the written one by float noise far below the last
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -91,12 +90,6 @@ def rgb_to_hex(rgb: Iterable[Any]) -> str | None:
     if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in values):
         return None
     return "#" + "".join(f"{v:02x}" for v in values)
-
-
-def palette_color(label: str) -> str:
-    """A stable colour for a class that arrives without one (hash of the name; same on every machine)."""
-    digest = hashlib.sha256(label.encode("utf-8")).digest()
-    return "#" + "".join(f"{64 + b % 160:02x}" for b in digest[:3])
 
 
 def safe_component(text: str) -> str:

@@ -299,7 +299,7 @@ def _plan_inputs(
                 source.close()
         job = ImageJob(
             item=item,
-            open_as=str(Path(item).resolve()) if owned else item,
+            open_as=str(Path(item).resolve()) if owned else str(image_id),  # item may be a prefix or a name
             from_workspace=not owned,
             image_id=image_id,
             info=predictor.info,

@@ -19,6 +19,7 @@ from sqlalchemy import func, select, update
 from gigavision.errors import Conflict, GigavisionError, InvalidInput, NotFound
 from gigavision.jobs import registry
 from gigavision.jobs.context import JobCancelled, JobContext
+from gigavision.store import refs
 from gigavision.store.schema import JobRow, utcnow
 
 if TYPE_CHECKING:
@@ -196,8 +197,30 @@ class JobManager:
             return bool(s.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
 
     # -- watching ------------------------------------------------------------------------------------------
+    def find(self, ref: str) -> str:
+        """The id of the job ``ref`` names: its full id or a unique prefix of 6+ characters (``jobs list``
+        shows 12). ``NotFound`` for none, ``Ambiguous`` listing the candidates for several."""
+        if JOB_ID.match(ref):
+            return ref
+        prefix = refs.hex_prefix(ref, len_id=32)
+        if prefix is None:
+            raise InvalidInput(
+                f"job id must be 32 hex digits or a prefix of at least {refs.MIN_PREFIX} of them, got {ref!r}"
+            )
+        with self.ws.session() as s:
+            rows = refs.by_prefix(s, JobRow.id, prefix, JobRow.kind, JobRow.status)
+        if not rows:
+            raise NotFound(f"no job with an id starting {prefix!r}")
+        if len(rows) > 1:
+            listed = [f"{i[: refs.SHOWN]} ({kind}, {status})" for i, kind, status in rows]
+            capped = len(rows) > refs.CANDIDATES
+            head = f"{ref!r} is the start of {'several' if capped else len(rows)} job ids"
+            raise refs.ambiguous(head, "give more characters of the id", listed, capped=capped)
+        return str(rows[0][0])
+
     def get(self, job_id: str) -> dict[str, Any]:
-        self.folder(job_id)
+        """One job's record (``job_id``: the id or a unique prefix, see ``find``) with its output files."""
+        job_id = self.find(job_id)
         with self.ws.session() as s:
             row = s.get(JobRow, job_id)
             if row is None:
@@ -226,6 +249,7 @@ class JobManager:
     def wait(self, job_id: str, timeout: float = 60.0, poll: float = 0.05) -> dict[str, Any]:
         """Block until the job has finished (done, failed or cancelled); ``TimeoutError`` after ``timeout`` s."""
         deadline = time.monotonic() + timeout
+        job_id = self.find(job_id)
         while True:
             record = self.get(job_id)
             if record["status"] in FINISHED:
@@ -236,7 +260,7 @@ class JobManager:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued job at once, or ask a running one to stop at its next progress report."""
-        self.get(job_id)
+        job_id = self.get(job_id)["id"]
         with self.ws.session.begin() as s:
             s.execute(
                 update(JobRow)
@@ -266,6 +290,7 @@ class JobManager:
 
     def file_path(self, job_id: str, relative: str) -> Path:
         """An output file of a job, checked to stay inside the job's output folder."""
+        job_id = self.find(job_id)
         out = (self.folder(job_id) / "output").resolve()
         if "\x00" in relative or relative.startswith("/") or ".." in Path(relative).parts:
             raise InvalidInput(f"file path {relative!r} must be relative, without '..'")

@@ -242,7 +242,8 @@ def _known(ws: Workspace | None, image_id: str) -> bool:
 
 
 def open_input(ws: Workspace | None, item: str) -> tuple[ImageSource, str | None, bool]:
-    """(source, workspace image id or None, owned) for a workspace image id or an image file path.
+    """(source, workspace image id or None, owned) for an image file path or a workspace image (its id, a
+    unique id prefix or a unique name: ``Workspace.find_image``); an existing file wins over a name.
 
     A file already ingested is recognised by its sha256, so its predictions can be stored against it.
     ``owned``: the caller closes the source (workspace sources stay in the workspace's cache).
@@ -254,8 +255,13 @@ def open_input(ws: Workspace | None, item: str) -> tuple[ImageSource, str | None
         return ws.open_source(item), item, False
     path = Path(item)
     if not path.exists():
-        where = " nor an image id of this workspace" if ws is not None else ""
-        raise NotFound(f"{item}: no such image file{where}")
+        if ws is None:
+            raise NotFound(f"{item}: no such image file")
+        try:
+            found = ws.find_image(item)  # Ambiguous (a shared name, a short prefix) says which ones fit
+        except NotFound:
+            raise NotFound(f"{item}: no such image file nor an image (id, prefix, name) of this workspace") from None
+        return ws.open_source(found), found, False
     source = open_image(path, limits=ws.settings.limits if ws is not None else None)
     image_id = _file_id(path) if ws is not None and path.is_file() else None
     return source, image_id if image_id and _known(ws, image_id) else None, True

@@ -33,6 +33,7 @@ from gigavision.store import geometry_codec
 from gigavision.store.schema import AnnotationEventRow, AnnotationImageRow, AnnotationRow, LabelClassRow, utcnow
 
 CHUNK = 10_000
+MAX_LIMIT = 1_000_000  # most records one query returns
 ANALYZE_AFTER = 50_000  # rows added at once after which query-planner statistics are refreshed
 # PostgreSQL: COPY rows in Hilbert order of their boxes, so a viewport's rows share heap pages. At 5 M polygons:
 # 1024² records p50 13.0 → 9.0 ms, p95 16.6 → 14.4 ms; ingest +18 %, primary key 22.5 → 29.5 B/row (measured).
@@ -145,6 +146,29 @@ class Viewport:
         if len(parts) != 4:
             raise InvalidInput(f"bbox {text_value!r} must be four numbers x0,y0,x1,y1")
         return cls(*parts)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPage:
+    """One page of ``query_page``: records in id order, how many match in all, and where the next page starts.
+
+    ``total`` is None when it was not asked for (counting a viewport of millions costs more than the page).
+    ``next_cursor`` is None on the last page; pass it back as ``cursor`` for the next one.
+    """
+
+    items: list[dict[str, Any]]
+    total: int | None
+    truncated: bool
+    next_cursor: str | None
+
+
+def parse_cursor(cursor: str | None) -> int | None:
+    """The annotation id a page cursor (``RecordPage.next_cursor``) continues after; None for the first page."""
+    if cursor is None or cursor == "":
+        return None
+    if not cursor.isascii() or not cursor.isdigit() or len(cursor) > 19:
+        raise InvalidInput(f"cursor {cursor[:40]!r} is not one a previous page returned (next_cursor)")
+    return int(cursor)
 
 
 def _record(row: AnnotationRow) -> dict[str, Any]:
@@ -465,6 +489,7 @@ class AnnotationStore:
         Options: ``labels``, ``sources``, ``statuses`` (filters), ``limit``, and ``simplify`` (level-0 px
         tolerance that simplifies polygons for low zoom levels, topology kept).
         """
+        _check_limit(options.get("limit", 10_000))
         rows = self._select(
             image_id,
             viewport,
@@ -504,10 +529,53 @@ class AnnotationStore:
         limit: int = 10_000,
         simplify: float = 0.0,
     ) -> list[dict[str, Any]]:
-        """As ``query``, as JSON records that also carry each annotation's ``version`` (needed to edit it)."""
+        """As ``query``, as JSON records that also carry each annotation's ``version`` (needed to edit it).
+
+        Stops silently at ``limit``: use ``query_page`` to know whether there were more.
+        """
+        _check_limit(limit)
+        rows = self._select(image_id, viewport, labels=labels, sources=sources, statuses=statuses, limit=limit)
+        return self._records(rows, simplify)
+
+    def query_page(
+        self,
+        image_id: str,
+        viewport: Viewport | None = None,
+        *,
+        labels: Sequence[str] = (),
+        sources: Sequence[str] = (),
+        statuses: Sequence[str] = (),
+        limit: int = 10_000,
+        cursor: str | None = None,
+        simplify: float = 0.0,
+        with_total: bool = True,
+    ) -> RecordPage:
+        """``query_records`` one page at a time: up to ``limit`` records after ``cursor`` (keyset on the id, so
+        pages neither skip nor repeat rows while others add annotations), whether more follow, and (unless
+        ``with_total`` is False) how many match in all."""
+        after = parse_cursor(cursor)
+        _check_limit(limit)
+        rows = self._select(
+            image_id, viewport, labels=labels, sources=sources, statuses=statuses, limit=limit + 1, after=after
+        )
+        truncated = len(rows) > limit
+        rows = rows[:limit]
+        if not with_total:
+            total = None
+        elif after is None and not truncated:
+            total = len(rows)  # the whole answer is on this page
+        else:
+            where = self._where(image_id, viewport, labels=labels, sources=sources, statuses=statuses)
+            stmt = select(func.count()).select_from(AnnotationRow).where(*where)
+            with self.session() as s:
+                total = int(s.connection().scalar(stmt) or 0)
+        next_cursor = str(rows[-1][0]) if truncated else None
+        return RecordPage(self._records(rows, simplify), total, truncated, next_cursor)
+
+    def _records(self, rows: list[tuple[Any, ...]], simplify: float) -> list[dict[str, Any]]:
+        """JSON records of ``_select`` rows; polygons simplified by ``simplify`` px when > 0."""
         import shapely
 
-        rows = self._select(image_id, viewport, labels=labels, sources=sources, statuses=statuses, limit=limit)
         with _gc_paused():
             if simplify > 0:
                 mapping = shapely.geometry.mapping
@@ -542,25 +610,45 @@ class AnnotationStore:
         sources: Sequence[str] = (),
         statuses: Sequence[str] = (),
         limit: int = 10_000,
+        after: int | None = None,
     ) -> list[tuple[Any, ...]]:
-        """The matching rows (stored geometry bytes, not WKB), in id order."""
-        if not 1 <= limit <= 1_000_000:
-            raise InvalidInput(f"limit must be 1..1000000, got {limit}")
+        """The matching rows (stored geometry bytes, not WKB), in id order; ``after``: only ids above it.
+
+        ``limit`` is checked by the public callers (``query_page`` asks for one row more than its limit).
+        """
         a = AnnotationRow
         columns = [getattr(a, c) for c in ("id", "kind", "label", "x0", "y0", "x1", "y1")]
         columns += [type_coerce(a.geometry, LargeBinary).label("geometry")]
         columns += [getattr(a, c) for c in ("mask", "score", "source", "status", "attributes", "version")]
-        stmt = select(*columns).where(*self._viewport_filter(image_id, viewport))
-        if labels:
-            stmt = stmt.where(a.label.in_(list(labels)))
-        if sources:
-            stmt = stmt.where(a.source.in_(list(sources)))
-        if statuses:
-            stmt = stmt.where(a.status.in_(list(statuses)))
+        stmt = select(*columns).where(
+            *self._where(image_id, viewport, labels=labels, sources=sources, statuses=statuses)
+        )
+        if after is not None:
+            stmt = stmt.where(a.id > after)
         # through the session factory, not the engine: a caller that binds the store to its own transaction
         # (quality control does) must read the rows it has just written
         with self.session() as s:
             return cast(list[tuple[Any, ...]], s.connection().execute(stmt.order_by(a.id).limit(limit)).all())
+
+    def _where(
+        self,
+        image_id: str,
+        viewport: Viewport | None,
+        *,
+        labels: Sequence[str] = (),
+        sources: Sequence[str] = (),
+        statuses: Sequence[str] = (),
+    ) -> list[Any]:
+        """WHERE clauses of a query: the viewport's (spatial index) and the label/source/status filters."""
+        a = AnnotationRow
+        clauses = self._viewport_filter(image_id, viewport)
+        if labels:
+            clauses.append(a.label.in_(list(labels)))
+        if sources:
+            clauses.append(a.source.in_(list(sources)))
+        if statuses:
+            clauses.append(a.status.in_(list(statuses)))
+        return clauses
 
     @staticmethod
     def _geometries(rows: list[tuple[Any, ...]], simplify: float) -> np.ndarray:
@@ -647,3 +735,8 @@ class AnnotationStore:
             }
             for e in events
         ]
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be 1..{MAX_LIMIT}, got {limit}")

@@ -7,6 +7,7 @@ instead of silently restoring it) and is recorded in ``label_events`` with how m
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from gigavision.annotations import KINDS
 from gigavision.errors import Conflict, InvalidInput, NotFound
 from gigavision.store.schema import AnnotationRow, LabelClassRow, LabelEventRow, utcnow
+
+
+def palette_color(name: str) -> str:
+    """The colour of a class that arrives without one (``labels add``, imports): a hash of its name, so the
+    same on every machine and different for different classes; channels 64..223 keep it visible on light and
+    dark images."""
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    return "#" + "".join(f"{64 + b % 160:02x}" for b in digest[:3])
 
 
 def class_record(c: LabelClassRow) -> dict[str, Any]:
@@ -61,12 +70,14 @@ class LabelSchema:
         self,
         name: str,
         kind: str,
-        color: str = "#ff0000",
+        color: str | None = None,
         parent: str | None = None,
         attributes: dict[str, list[str]] | None = None,
         actor: str = "anonymous",
     ) -> dict[str, Any]:
         """Add or replace a class (attributes: name -> allowed values; an empty list allows any value).
+
+        Without a ``color`` the class keeps the one it has, and a new class gets ``palette_color(name)``.
 
         Changing the kind of a class that annotations use is refused: a box cannot turn into a tag.
         """
@@ -88,6 +99,8 @@ class LabelSchema:
                 ancestor = up.parent if up is not None else None
             old = s.get(LabelClassRow, name)
             before = class_record(old) if old else None
+            if color is None:
+                color = old.color if old is not None else palette_color(name)
             if old is not None and old.kind != kind and _used(s, name):
                 raise Conflict(f"class {name!r} is used by annotations of kind {old.kind!r}; its kind cannot change")
             row = s.merge(LabelClassRow(name=name, kind=kind, color=color, parent=parent, attributes=attributes))

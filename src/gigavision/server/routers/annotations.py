@@ -20,7 +20,10 @@ router = APIRouter(tags=["annotations"])
 
 class AnnotationPage(BaseModel):
     items: list[dict[str, Any]]
-    count: int
+    count: int = Field(description="records on this page")
+    total: int | None = Field(description="records that match in all (null with total=false)")
+    truncated: bool = Field(description="more records follow: ask again with cursor=next_cursor")
+    next_cursor: str | None = Field(description="the cursor of the next page; null on the last one")
 
 
 class AddAnnotations(BaseModel):
@@ -39,7 +42,9 @@ class EditAnnotation(BaseModel):
 
 class LabelClass(BaseModel):
     kind: str
-    color: str = Field("#ff0000", max_length=16)
+    color: str | None = Field(
+        None, max_length=16, description="omitted: the class keeps its colour; a new one gets a palette colour"
+    )
     parent: str | None = None
     attributes: dict[str, list[str]] = Field(default_factory=dict)
 
@@ -53,25 +58,35 @@ def list_annotations(
     source: Annotated[list[str] | None, Query()] = None,
     status: Annotated[list[str] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    cursor: Annotated[str | None, Query(max_length=32, description="next_cursor of the previous page")] = None,
     simplify: Annotated[float, Query(ge=0, le=1e6, description="polygon simplification tolerance (px)")] = 0.0,
+    total: Annotated[bool, Query(description="count every match (false: skip it, e.g. per viewer pan)")] = True,
 ) -> AnnotationPage:
-    ws.get_image(image_id)
-    items = ws.annotations.query_records(
-        image_id,
+    """Annotations of an image in id order, a page at a time (``cursor``), optionally inside a viewport."""
+    page = ws.annotations.query_page(
+        ws.find_image(image_id),
         Viewport.parse(bbox) if bbox else None,
         labels=label or (),
         sources=source or (),
         statuses=status or (),
         limit=limit,
+        cursor=cursor,
         simplify=simplify,
+        with_total=total,
     )
-    return AnnotationPage(items=items, count=len(items))
+    return AnnotationPage(
+        items=page.items,
+        count=len(page.items),
+        total=page.total,
+        truncated=page.truncated,
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.post("/api/v1/images/{image_id}/annotations", status_code=201)
 def add_annotations(image_id: str, body: AddAnnotations, ws: WorkspaceDep) -> dict[str, Any]:
     """Add annotations in one transaction: all are stored, or none (400 with the reasons)."""
-    ws.get_image(image_id)
+    image_id = ws.find_image(image_id)
     ids = ws.annotations.add(image_id, Annotations.from_records(body.annotations), actor=body.actor)
     return {"ids": ids, "count": len(ids)}
 
@@ -113,5 +128,5 @@ def list_labels(ws: WorkspaceDep) -> dict[str, LabelClass]:
 
 @router.put("/api/v1/labels/{name}")
 def put_label(name: str, body: LabelClass, ws: WorkspaceDep) -> LabelClass:
-    ws.labels.set(name, body.kind, body.color, body.parent, body.attributes, actor="rest")
-    return body
+    saved = ws.labels.set(name, body.kind, body.color, body.parent, body.attributes, actor="rest")
+    return LabelClass.model_validate(saved)

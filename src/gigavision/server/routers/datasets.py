@@ -127,7 +127,9 @@ def version_images(
 
 @router.get("/{name}/versions/{version}/images/{image_id}/annotations")
 def version_annotations(name: str, version: str, image_id: str, ws: WorkspaceDep) -> dict[str, Any]:
-    """The frozen annotations of one image of the version (as they were when it was created)."""
+    """The frozen annotations of one image of the version (as they were when it was created); the image by id,
+    unique id prefix or unique name."""
     dataset = open_version(ws, _ref(name, version))
+    image_id = dataset.image(image_id)["id"]  # the full id of a prefix or name
     items = dataset.records(image_id)
     return {"image": dataset.image(image_id), "items": items, "count": len(items)}

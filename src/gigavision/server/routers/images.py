@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, UploadFile
+from fastapi import APIRouter, Body, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, computed_field
@@ -105,15 +105,20 @@ def list_images(
     return ImagePage(items=[ImageOut.from_row(r) for r in rows], total=total, offset=offset, limit=limit)
 
 
+# Every ``{image_id}`` below is an image reference as people type it: the full id, a unique prefix of 6+
+# characters or a unique name (``Workspace.find_image``; 404 unknown, 400 ``ambiguous`` listing the candidates).
+ImageRef = Annotated[str, Path(description="image id, a unique prefix of it (6+ characters) or a unique name")]
+
+
 @router.get("/{image_id}", response_model=ImageOut)
-def get_image(image_id: str, ws: WorkspaceDep) -> ImageOut:
+def get_image(image_id: ImageRef, ws: WorkspaceDep) -> ImageOut:
     # fresh: the metadata may have been changed by another process (the CLI) since this one cached the row
-    return ImageOut.from_row(ws.get_image(image_id, fresh=True))
+    return ImageOut.from_row(ws.get_image(ws.find_image(image_id), fresh=True))
 
 
 @router.patch("/{image_id}/meta", response_model=ImageMetaOut, responses={400: {}, 404: {}})
 def patch_image_meta(
-    image_id: str,
+    image_id: ImageRef,
     ws: WorkspaceDep,
     values: Annotated[
         dict[str, Any],
@@ -124,20 +129,29 @@ def patch_image_meta(
     ],
 ) -> ImageMetaOut:
     """Merge keys into the image's metadata (all or nothing); keys that ingest wrote cannot be changed."""
+    image_id = ws.find_image(image_id)
     ws.set_image_meta(image_id, values)
     row = ws.get_image(image_id, fresh=True)
     return ImageMetaOut(id=image_id, meta=public_meta(row.meta), user_keys=user_meta_keys(row.meta))
 
 
+def _cache_control(ref: str, image_id: str) -> dict[str, str]:
+    """Immutable only under the full id: what a prefix or a name points at can change (a second image with
+    that prefix or name makes it ambiguous), so those answers must be revalidated."""
+    return {"Cache-Control": IMMUTABLE if ref == image_id else "no-cache"}
+
+
 @router.get("/{image_id}/thumbnail", response_class=FileResponse)
-def thumbnail(image_id: str, ws: WorkspaceDep) -> FileResponse:
-    return FileResponse(ws.thumbnail_path(image_id), media_type="image/jpeg", headers={"Cache-Control": IMMUTABLE})
+def thumbnail(image_id: ImageRef, ws: WorkspaceDep) -> FileResponse:
+    found = ws.find_image(image_id)
+    return FileResponse(ws.thumbnail_path(found), media_type="image/jpeg", headers=_cache_control(image_id, found))
 
 
 @router.get("/{image_id}/mask", response_class=FileResponse)
-def mask(image_id: str, ws: WorkspaceDep) -> FileResponse:
+def mask(image_id: ImageRef, ws: WorkspaceDep) -> FileResponse:
     """The foreground (tissue) mask at low resolution: white where there is something to look at."""
-    return FileResponse(ws.mask_path(image_id), media_type="image/png", headers={"Cache-Control": IMMUTABLE})
+    found = ws.find_image(image_id)
+    return FileResponse(ws.mask_path(found), media_type="image/png", headers=_cache_control(image_id, found))
 
 
 @router.post(

@@ -420,8 +420,12 @@ def render_tile(raster: _OpenRaster, width: int, height: int, level: int, col: i
     responses={404: {"description": "no such image"}},
 )
 def image_layers(image_id: str, request: Request, ws: WorkspaceDep) -> list[LayerOut]:
-    """The image's prediction rasters as viewer layers (Deep Zoom pyramids at the image's level-0 size)."""
-    return [layer.out() for layer in list_layers(ws, get_rasters(request), image_id)]
+    """The image's prediction rasters as viewer layers (Deep Zoom pyramids at the image's level-0 size).
+
+    ``image_id`` may be a unique prefix or name (``Workspace.find_image``); the layer tiles below and the
+    ``dzi`` URLs listed here take the full id only, as the image tiles do (see ``routers/tiles.py``).
+    """
+    return [layer.out() for layer in list_layers(ws, get_rasters(request), ws.find_image(image_id))]
 
 
 @router.get("/dzi/layers/{image_id}/{model_id}/{name}.dzi")

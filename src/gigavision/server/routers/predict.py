@@ -59,7 +59,9 @@ class PredictFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=128, description="model id")
-    image_id: str | None = Field(None, description="a workspace image (or upload the multipart field file)")
+    image_id: str | None = Field(
+        None, description="a workspace image: id, unique id prefix or unique name (or upload the field file)"
+    )
     runtime: Literal["torch", "onnx"] | None = Field(None, description="default: onnx when the model has model.onnx")
     store: bool = Field(False, description="add the predictions to the workspace as proposals (image_id only)")
     tile: int | None = Field(None, description="tiled: window side in pixels at the level read")
@@ -393,7 +395,8 @@ def _predict_image(
     image_id: str,
     png: bool,
 ) -> Response:
-    ws.get_image(image_id)  # 404 for an unknown id
+    image_id = ws.find_image(image_id)  # id, prefix or name: 404 unknown, 400 ambiguous
+    fields = fields.model_copy(update={"image_id": image_id})  # a queued job names the image by its full id
     source = ws.open_source(image_id)  # the workspace's cached source: not closed here
     options = tiled_options(info, fields, source)
     if options is None:

@@ -1,6 +1,12 @@
 """Tiles: IIIF Image API 3.0 under ``/iiif/3`` and Deep Zoom under ``/dzi``.
 
 Image ids are content hashes, so every response here is immutable: strong ETags, ``immutable`` caching.
+
+These routes take the full 64-character id only, never a prefix or a name (which ``/api/v1/images/{ref}``
+accepts through ``Workspace.find_image``): what a prefix or name points at can change (a second image with
+the same prefix or name makes it ambiguous), so a response cached for a year under such a URL could show the
+wrong pixels; the IIIF ``id`` in info.json must also be the one canonical URL; and a viewer asks for
+thousands of tiles, each of which would pay for the lookup. Clients get the full id from the images API.
 """
 
 from __future__ import annotations
