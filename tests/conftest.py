@@ -20,9 +20,37 @@ import gigavision as gv
 from gigavision.datasets.versions import DatasetVersion
 from gigavision.demo import bundled_images, make_slide
 from gigavision.models.store import ModelInfo
+from tests.seeding import TRAIN_SEED, TRAINED, trained
 
 PG_ADMIN = os.environ.get("GIGAVISION_TEST_PG", "postgresql://127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# -- one intra-op thread for the whole run ---------------------------------------------------------------
+# Float reductions split over threads sum in another order, so a model trained with 2 threads differs from
+# one trained with 8: a fixed count makes every training fixture come out bit-identical on any machine
+# (with the seeds and torch's deterministic algorithms the trainer sets). One, because on a shared 2-core
+# runner OpenMP threads spinning against other processes made training 4x slower (300 s instead of 70 s),
+# while one thread is within 1.5x of two on an idle machine. The variables reach subprocesses that train.
+TEST_THREADS = 1
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(TEST_THREADS)
+    try:
+        import torch
+    except ImportError:  # the core install has no torch (tests/test_wheel.py runs the core tests there)
+        return
+    torch.set_num_threads(TEST_THREADS)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """What every trained model reached, and its weights' hash: two runs of one lock print the same lines."""
+    if TRAINED:
+        terminalreporter.section(f"trained models (seed {TRAIN_SEED}, {TEST_THREADS} thread)")
+        for name, model_id, headline, value, digest in TRAINED:
+            terminalreporter.write_line(f"{name:24} {model_id:28} {headline}={value!r:22} weights={digest}")
 
 
 # -- no network: tests only talk to this machine ---------------------------------------------------------
@@ -141,6 +169,7 @@ DETECT_RECIPE = {
     "epochs": 20,
     "batch_size": 16,
     "lr": 3e-3,
+    "seed": TRAIN_SEED,
 }
 SEGMENT_SIZE = 64
 SEGMENT_CLASSES = ("coin", "horse")  # at 64 px the digits' strokes are 2-3 px wide: too few CPU epochs
@@ -152,14 +181,13 @@ SEGMENT_RECIPE = {
     "epochs": 10,
     "batch_size": 8,
     "lr": 3e-3,
+    "seed": TRAIN_SEED,
 }
 
 
 @pytest.fixture(scope="session")
 def scenes_detector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     """fcos_tiny trained on 200 pasted-object scenes (about a minute on one CPU thread)."""
-    import torch
-
     from gigavision.train.recipe import load_recipe
     from gigavision.train.trainer import train
     from tests.scenes import scenes_version
@@ -167,14 +195,7 @@ def scenes_detector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traine
     root = tmp_path_factory.mktemp("detector")
     ws = gv.init_workspace(root / "ws")
     version = scenes_version(ws, root / "src", n=200, size=DETECT_SIZE, seed=0)
-    # one intra-op thread: on a shared 2-core runner OpenMP threads spinning against other processes made
-    # this run 4× slower (300 s instead of 70 s); one thread is within 1.5× of two on an idle machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        info = train(ws, load_recipe(overrides=DETECT_RECIPE))
-    finally:
-        torch.set_num_threads(before)
+    info = trained("scenes_detector", train(ws, load_recipe(overrides=DETECT_RECIPE)))
     yield Trained(ws, version, info)
     ws.close()
 
@@ -189,6 +210,6 @@ def scenes_segmenter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Train
     root = tmp_path_factory.mktemp("segmenter")
     ws = gv.init_workspace(root / "ws")
     version = scenes_version(ws, root / "scenes", n=60, size=SEGMENT_SIZE, seed=0, classes=SEGMENT_CLASSES)
-    info = train(ws, load_recipe(overrides=SEGMENT_RECIPE), model_id="scenes-linknet")
+    info = trained("scenes_segmenter", train(ws, load_recipe(overrides=SEGMENT_RECIPE), model_id="scenes-linknet"))
     yield Trained(ws, version, info)
     ws.close()

@@ -23,6 +23,7 @@ from gigavision.train.trainer import train
 from tests.conftest import DETECT_SIZE, Trained
 from tests.realdata import ingest_tagged
 from tests.scenes import TEXTURES, _resize, _texture, make_scene
+from tests.seeding import TRAIN_SEED, measured, trained
 
 CELLS = 16  # a 16×16 grid of 128-px cells: a 2048² scene
 OBJECT_CELLS = 10
@@ -82,8 +83,15 @@ def objectness(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
             images.append(small[r * 32 : (r + 1) * 32, c * 32 : (c + 1) * 32])
             tags.append(["object" if cell in busy else "background"])
     ingest_tagged(ws, root / "src", images, tags, "cells")
-    recipe = {"task": "classify", "dataset": "cells", "arch": "resnet10t", "image_size": 32, "epochs": 8}
-    info = train(ws, load_recipe(overrides={**recipe, "batch_size": 32, "lr": 3e-3}))
+    recipe = {
+        "task": "classify",
+        "dataset": "cells",
+        "arch": "resnet10t",
+        "image_size": 32,
+        "epochs": 8,
+        "seed": TRAIN_SEED,
+    }
+    info = trained("objectness", train(ws, load_recipe(overrides={**recipe, "batch_size": 32, "lr": 3e-3})))
     return Predictor(info, runtime="onnx")
 
 
@@ -112,7 +120,7 @@ def test_zoom_in_finds_what_exhaustive_finds_on_a_fraction_of_the_windows(
     options = InferOptions(tile=DETECT_SIZE, overlap=DETECT_SIZE // 4, batch=16)
     exhaustive = infer_image(detector, source, name="sparse", options=options, out_dir=tmp_path / "all")
     found_all = _found(truth, exhaustive.annotations)
-    assert len(found_all) >= 0.8 * len(truth)
+    assert measured("zoom.exhaustive_recall", len(found_all) / len(truth)) >= 0.8
 
     plan = plan_windows(detector, source, options, name="sparse")
     narrowed, report = zoom_plan(
@@ -120,13 +128,16 @@ def test_zoom_in_finds_what_exhaustive_finds_on_a_fraction_of_the_windows(
     )
     assert report["coarse_level"] == 2 and report["exhaustive"] == exhaustive.tiles_run
     zoomed = infer_image(detector, source, name="sparse", options=options, out_dir=tmp_path / "z", plan=narrowed)
-    assert zoomed.tiles_run == report["selected"] <= 0.25 * exhaustive.tiles_run
+    assert zoomed.tiles_run == report["selected"]
+    assert measured("zoom.run_fraction", zoomed.tiles_run / exhaustive.tiles_run) <= 0.25
     found_zoom = _found(truth, zoomed.annotations)
-    assert len(found_zoom & found_all) >= 0.99 * len(found_all)  # recall lost vs exhaustive: none
+    assert measured("zoom.kept_of_exhaustive", len(found_zoom & found_all) / len(found_all)) >= 0.99  # no recall lost
     assert evaluate_detection({0: truth}, {0: zoomed.annotations}).map50 >= (
         evaluate_detection({0: truth}, {0: exhaustive.annotations}).map50 - 0.01
     )
-    assert report["max_skipped_score"] < 0.5  # what was not run is reported negative with its coarse score
+    assert (
+        measured("zoom.max_skipped_score", report["max_skipped_score"]) < 0.5
+    )  # what was not run is reported negative with its coarse score
 
     top = zoom_plan(detector, objectness, source, plan, ZoomSpec(topk=4), options, name="s", out_dir=tmp_path)[1]
     assert top["selected"] == 4

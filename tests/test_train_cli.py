@@ -15,9 +15,21 @@ import gigavision as gv
 from gigavision.cli.main import main
 from gigavision.models import predict as predict_module
 from tests.realdata import digits_version
+from tests.seeding import TRAIN_SEED
 
 # A tiny timm ResNet at 16 px, one epoch: seconds on 2 cores. The checks are about plumbing, not accuracy.
-TINY = ["--model", "test_resnet", "--image-size", "16", "--epochs", "1", "--batch-size", "64"]
+TINY = [
+    "--model",
+    "test_resnet",
+    "--image-size",
+    "16",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--set",
+    f"seed={TRAIN_SEED}",
+]
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -22,6 +22,7 @@ from gigavision.train.module import to_numpy
 from gigavision.train.recipe import load_recipe
 from gigavision.train.transforms import build_transform
 from tests.conftest import DETECT_SIZE, Trained
+from tests.seeding import measured
 
 SIZE = DETECT_SIZE
 
@@ -32,9 +33,9 @@ def test_detect_on_pasted_objects_meets_the_bar_exports_and_matches_pycocotools(
     assert info.task == "detect" and info.arch == "fcos_tiny"
     assert info.classes == ["coin", "digit", "horse"]
     assert info.headline == "map50"
-    assert info.metrics["map50"] >= 0.8, info.metrics
-    assert info.metrics["recall_iou60"] >= 0.8, info.metrics
-    assert all(info.metrics[f"ap50/{c}"] >= 0.6 for c in info.classes), info.metrics
+    assert measured("detect.map50", info.metrics["map50"]) >= 0.8, info.metrics
+    assert measured("detect.recall_iou60", info.metrics["recall_iou60"]) >= 0.8, info.metrics
+    assert min(measured(f"detect.ap50/{c}", info.metrics[f"ap50/{c}"]) for c in info.classes) >= 0.6, info.metrics
     assert info.extra["onnx_max_abs_diff"] <= 1e-4
 
     # the published model predicts the test split again; our mAP equals the one saved and pycocotools'

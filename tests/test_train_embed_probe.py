@@ -18,9 +18,16 @@ from gigavision.models.store import ModelInfo, get_model
 from gigavision.train.recipe import load_recipe
 from gigavision.train.trainer import train
 from tests.realdata import digits_version
+from tests.seeding import TRAIN_SEED, measured, trained
 
 # digits are not mirror-symmetric: no flips
-COMMON: dict[str, Any] = {"dataset": "digits", "image_size": 32, "batch_size": 64, "augment.hflip": False}
+COMMON: dict[str, Any] = {
+    "dataset": "digits",
+    "image_size": 32,
+    "batch_size": 64,
+    "augment.hflip": False,
+    "seed": TRAIN_SEED,
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +39,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[gv.Workspace]:
 
 
 def _train(ws: gv.Workspace, **fields: Any) -> ModelInfo:
-    return train(ws, load_recipe(overrides={**COMMON, **fields}))
+    return trained(f"digits_{fields['task']}", train(ws, load_recipe(overrides={**COMMON, **fields})))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +57,7 @@ def _onnx_matches_reloaded(ws: gv.Workspace, info: ModelInfo) -> torch.nn.Module
 
 
 def test_classify_from_scratch_reaches_97_percent(classifier: ModelInfo) -> None:
-    assert classifier.metrics["accuracy"] >= 0.97, classifier.metrics
+    assert measured("digits.accuracy", classifier.metrics["accuracy"]) >= 0.97, classifier.metrics
     assert classifier.extra["onnx_max_abs_diff"] <= 1e-4
 
 
@@ -58,7 +65,7 @@ def test_probe_on_the_classifier_backbone(digits: gv.Workspace, classifier: Mode
     info = _train(digits, task="probe", backbone_model=classifier.id)
     assert info.task == "probe" and info.arch == "resnet18"
     assert info.extra["task_state"]["backbone_arch"] == "resnet18"
-    assert info.metrics["accuracy"] >= 0.95, info.metrics
+    assert measured("probe.accuracy", info.metrics["accuracy"]) >= 0.95, info.metrics
     assert info.extra["onnx_max_abs_diff"] <= 1e-4
     net = _onnx_matches_reloaded(digits, info)
     # the backbone is the classifier's, frozen: same features
@@ -73,9 +80,9 @@ def test_probe_on_the_classifier_backbone(digits: gv.Workspace, classifier: Mode
 def test_embed_retrieval_on_digits(digits: gv.Workspace) -> None:
     info = _train(digits, task="embed", arch="resnet18", epochs=4, lr=3e-3, embedding_dim=64)
     assert info.headline == "recall_at_1"
-    assert info.metrics["recall_at_1"] >= 0.9, info.metrics
+    assert measured("embed.recall_at_1", info.metrics["recall_at_1"]) >= 0.9, info.metrics
     assert info.metrics["recall_at_5"] >= info.metrics["recall_at_1"]
-    assert info.metrics["verification_auc"] >= 0.9, info.metrics
+    assert measured("embed.verification_auc", info.metrics["verification_auc"]) >= 0.9, info.metrics
     assert info.extra["onnx_max_abs_diff"] <= 1e-4
     assert len(info.extra["task_state"]["prototypes"]) == 10
     net = _onnx_matches_reloaded(digits, info)

@@ -19,6 +19,7 @@ from gigavision.models.predict import Predictor, predict_files
 from gigavision.train.recipe import load_recipe
 from gigavision.train.trainer import train
 from tests.realdata import digit_images, ingest_tagged
+from tests.seeding import TRAIN_SEED, measured, trained
 
 MD_VALUES = (-0.9, -0.7, -0.2, 0.2, 0.7, 0.9)
 
@@ -58,12 +59,15 @@ def test_side_features_are_fused_and_reach_the_bar(side_ws: tuple[gv.Workspace, 
             "epochs": 8,
             "batch_size": 32,
             "lr": 1e-2,
+            "seed": TRAIN_SEED,
             "augment.hflip": False,
             "side_features": ["md", "site"],
         }
     )
-    info = train(ws, recipe, model_id="fused")
-    assert info.metrics["balanced_accuracy"] >= 0.9, info.metrics  # images alone: ≤ ~0.67
+    info = trained("side", train(ws, recipe, model_id="fused"))
+    assert measured("side.balanced_accuracy", info.metrics["balanced_accuracy"]) >= 0.9, (
+        info.metrics
+    )  # images alone: ≤ ~0.67
     assert info.input["side_features"] == ["md", "site"]
 
     ids = sorted(truth)[:40]
@@ -74,7 +78,7 @@ def test_side_features_are_fused_and_reach_the_bar(side_ws: tuple[gv.Workspace, 
         assert a.annotations.label[0] == b.annotations.label[0]
         assert abs(a.annotations.score[0] - b.annotations.score[0]) < 1e-4
         right += a.annotations.label[0] == _label(*truth[a.input])
-    assert right >= 36
+    assert measured("side.right", right) >= 36
 
     # the metadata value decides between the classes for the same pixels
     one = next(i for i in ids if truth[i] == (1, 0.9) or truth[i] == (1, 0.7))
