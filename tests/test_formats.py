@@ -543,3 +543,57 @@ def test_rest_import_that_rejects_something_ends_done_but_not_ok(
     # the CLI's client agrees with the CLI's import: exit code 1
     assert main(["-w", str(workspace.root), "jobs", "wait", job["id"]]) == 1
     assert "rejected 1, unmatched 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", ["coco", "voc", "geojson", "csv"])
+def test_reimport_matches_images_ingested_recursively_by_their_file_name(
+    fmt: str, tmp_path: Path, samples: dict[str, Path], workspace: gv.Workspace
+) -> None:
+    """Issue 11: images ingested with --recursive are stored as ``sub/name.jpg`` and exported as ``name.jpg``;
+    re-importing the export into the same workspace left their annotations unmatched."""
+    import shutil
+
+    folder = tmp_path / "scans"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(samples["coins.png"], folder / "coins.png")
+    shutil.copy(samples["astronaut.jpg"], folder / "sub" / "astronaut.jpg")
+    shutil.copy(samples["immunohistochemistry.png"], folder / "sub" / "ihc.png")
+    ids = {r.name: str(r.id) for r in workspace.ingest([folder], recursive=True)}
+    assert set(ids) == {"coins.png", "sub/astronaut.jpg", "sub/ihc.png"}
+    workspace.annotations.set_class("coin", "box")
+    workspace.annotations.set_class("face", "polygon")
+    workspace.annotations.set_class("histology", "tag")
+    workspace.annotations.add(ids["coins.png"], Annotations.from_boxes([[10, 20, 60, 70]], "coin"), "ana")
+    face = shapely.Polygon([(150, 50), (300, 60), (280, 250), (160, 240)])
+    workspace.annotations.add(ids["sub/astronaut.jpg"], Annotations.from_polygons([face], "face"), "ana")
+    workspace.annotations.add(ids["sub/ihc.png"], Annotations.from_tags(["histology"]), "ana")
+    kinds = {"coco": ("box", "polygon", "tag"), "voc": ("box", "polygon"), "geojson": ("box", "polygon")}
+    written = {
+        i: int(np.isin(workspace.annotations.query(i).kind, kinds.get(fmt, ("tag",))).sum()) for i in ids.values()
+    }
+
+    result = export_workspace(workspace, fmt, tmp_path / "out")
+    assert result.annotations == sum(written.values()) > 0
+    exported = next(p for p in sorted((tmp_path / "out").rglob("*")) if p.is_file())
+    report = import_annotations(workspace, fmt, exported if fmt in ("coco", "csv") else tmp_path / "out")
+    assert report.ok and report.unmatched == [], report.as_dict()
+    assert report.images_ingested == 0 and report.images_matched == 3  # every image is in the export
+    imported = {i: len(workspace.annotations.query(i, sources=[f"import:{fmt}"])) for i in ids.values()}
+    assert imported == written  # each exported annotation back once, on its own image
+    assert len(workspace.list_images(0, 100)[0]) == 3  # nothing ingested twice
+
+
+def test_ambiguous_file_names_are_reported_never_guessed(
+    tmp_path: Path, samples: dict[str, Path], workspace: gv.Workspace
+) -> None:
+    import shutil
+
+    for sub, sample in (("a", "coins.png"), ("b", "astronaut.jpg")):
+        (tmp_path / "scans" / sub).mkdir(parents=True)
+        shutil.copy(samples[sample], tmp_path / "scans" / sub / "scan.png")
+    workspace.ingest([tmp_path / "scans"], recursive=True)
+    (tmp_path / "labels.csv").write_text("image,label\nscan.png,round\nb/scan.png,portrait\n")
+    report = import_annotations(workspace, "csv", tmp_path / "labels.csv")
+    assert not report.ok and report.annotations == 1  # b/scan.png names one image
+    (unmatched,) = report.unmatched
+    assert unmatched.ref == "scan.png" and "a/scan.png" in unmatched.reason and "b/scan.png" in unmatched.reason

@@ -169,6 +169,7 @@ class ImportSession:
         }
         self._resolved: dict[tuple[str, str], Target | None] = {}
         self._named: dict[str, list[Any]] = {}  # prefetched workspace images by file name
+        self._foldered: dict[str, list[Any]] | None = None  # images named "sub/x.jpg", by file name "x.jpg"
         self._refused: dict[str, str] = {}  # labels the schema would not take, and why
         self._seen_images: set[str] = set()
         self._filtered = 0
@@ -308,7 +309,7 @@ class ImportSession:
                         found = candidate.resolve()
                         if found.is_relative_to(root) and found.is_file():
                             return self._from_file(found, found.name)
-        target, reason = self._by_name(name, stems)
+        target, reason = self._by_name(name, stems, path=clean)
         if target is None and escapes:
             reason += " (the reference is an absolute path or contains '..': only its file name was looked up)"
         return target, reason
@@ -338,13 +339,22 @@ class ImportSession:
                     found[row.name].append(row)
             self._named.update(found)
 
-    def _by_name(self, name: str, stems: bool) -> tuple[Target | None, str]:
+    def _by_name(self, name: str, stems: bool, path: str = "") -> tuple[Target | None, str]:
+        """The workspace image named ``name`` (a file name); ``path``: the reference as given (``sub/x.jpg``).
+
+        Lookup order: the stored name equal to ``name``, then to ``path``, then (``stems``) a stored name whose
+        stem is ``name``; then a stored name with folders whose file name is ``name`` (images ingested with
+        ``--recursive`` are named ``sub/x.jpg`` and exported as ``x.jpg``). Several images that fit are
+        reported, never guessed between.
+        """
+        columns = (ImageRow.id, ImageRow.name, ImageRow.width, ImageRow.height)
         with self.ws.session() as s:
             if name in self._named:
                 rows = self._named[name]
             else:
-                columns = (ImageRow.id, ImageRow.name, ImageRow.width, ImageRow.height)
                 rows = list(s.execute(select(*columns).where(ImageRow.name == name)).all())
+            if not rows and path and path != name:
+                rows = list(s.execute(select(*columns).where(ImageRow.name == path)).all())
             if not rows and stems:
                 like = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".%"
                 rows = [
@@ -358,11 +368,33 @@ class ImportSession:
                 ]
         where = f" under {self.images_dir}" if self.images_dir else " (no --images folder given)"
         if not rows:
+            rows = self._in_folders(name, stems)
+            if len(rows) > 1:
+                shown = ", ".join(sorted(r.name for r in rows)[:5]) + (", …" if len(rows) > 5 else "")
+                return None, (
+                    f"{len(rows)} workspace images in different folders have the file name {name} ({shown}); "
+                    "refer to one by its stored name, or pass the files with --images"
+                )
+        if not rows:
             return None, f"no file {name}{where} and no image named {name} in the workspace"
         if len(rows) > 1:
             return None, f"{len(rows)} workspace images are named {name}; pass the files with --images"
         r = rows[0]
         return self._target(r.id, r.name, r.width, r.height, ingested=False), ""
+
+    def _in_folders(self, name: str, stems: bool) -> list[Any]:
+        """Workspace images stored with folders in their name (``sub/x.jpg``) whose file name is ``name``
+        (``stems``: whose file name's stem is). The names with a ``/`` are read once per import."""
+        if self._foldered is None:
+            self._foldered = {}
+            columns = (ImageRow.id, ImageRow.name, ImageRow.width, ImageRow.height)
+            with self.ws.session() as s:
+                for row in s.execute(select(*columns).where(ImageRow.name.like("%/%"))):
+                    self._foldered.setdefault(PurePosixPath(row.name).name, []).append(row)
+        rows = list(self._foldered.get(name, []))
+        if not rows and stems:
+            rows = [r for base, found in self._foldered.items() if PurePosixPath(base).stem == name for r in found]
+        return rows
 
     def image(self, image_id: str) -> Target:
         """A workspace image by id (``NotFound`` when there is none)."""
