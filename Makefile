@@ -8,7 +8,7 @@ STATIC := src/gigavision/server/static/index.html
 WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/package.json web/package-lock.json web/vite.config.ts web/tsconfig.json
 PORT ?= 8000
 
-.PHONY: install lock web chromium demo test test-fast lint bench bench-tools clean
+.PHONY: install lock web chromium demo test test-fast lint bench bench-tools dist clean
 
 # Everything comes from the hash-pinned lock (every package, transitive ones and the build backend
 # included); the project itself is then installed editable without dependencies or build isolation, so
@@ -45,6 +45,16 @@ web: $(STATIC)
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# An sdist and a wheel in dist/, with the built viewer (server/static) and the Alembic migrations inside
+# (checked below); the wheel is built from the sdist, so both hold them. --no-isolation: setuptools and
+# wheel come from the locked venv, not from a download.
+dist: install web
+	rm -rf dist build src/gigavision.egg-info
+	$(PY) -m build --no-isolation --outdir dist .
+	$(PY) -c "import glob, zipfile; names = zipfile.ZipFile(glob.glob('dist/gigavision-*.whl')[0]).namelist(); \
+	  need = ['gigavision/server/static/index.html', 'gigavision/store/migrations/env.py']; \
+	  miss = [n for n in need if n not in names]; assert not miss, f'not in the wheel: {miss}'"
+
 demo: install web
 	$(BIN)/gigavision demo demo-workspace --port $(PORT)
 
@@ -70,4 +80,4 @@ bench: install bench-tools
 	@for b in benchmarks/bench_*.py; do echo "== $$b" >&2; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) web/node_modules src/gigavision/server/static demo-workspace .bench
+	rm -rf $(VENV) web/node_modules src/gigavision/server/static demo-workspace .bench dist build

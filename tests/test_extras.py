@@ -67,6 +67,20 @@ def test_an_import_error_past_require_maps_to_the_smallest_extra() -> None:
     assert extras.from_import_error(ImportError("cannot import name"), "f") is None
 
 
+def test_service_urls_name_their_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gigavision.config import load_settings
+    from gigavision.jobs.queue import make_huey
+    from gigavision.store.db import make_engine
+
+    _hide(monkeypatch, "psycopg", "redis")
+    with pytest.raises(MissingExtra, match=r"db_url = postgresql://… needs the 'postgres' extra \(psycopg"):
+        make_engine("postgresql://127.0.0.1:5432/x")
+    gv.init_workspace(tmp_path / "ws").close()
+    settings = load_settings(tmp_path / "ws", queue_url="redis://127.0.0.1:6379/0")
+    with pytest.raises(MissingExtra, match=r"queue_url = redis://… needs the 'redis' extra"):
+        make_huey(settings, lambda job_id: None)
+
+
 @pytest.mark.parametrize(
     ("args", "hidden", "extra", "feature"),
     [
