@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from gigavision.cli.main import main
+from gigavision.store.labels import palette_color
 from tests import formats
 
 
@@ -154,8 +155,9 @@ def test_labels_and_annotations_commands(
     code, _, _ = run(capsys, "-w", ws, "labels", "add", "coin", "--kind", "box", "-a", "metal=copper,silver")
     assert code == 0
     code, out, _ = run(capsys, "-w", ws, "labels", "list", "--json")
+    colour = palette_color("coin")  # no --color: the palette imports use, not one red for every class
     assert json.loads(out) == {
-        "coin": {"kind": "box", "color": "#ff0000", "parent": None, "attributes": {"metal": ["copper", "silver"]}}
+        "coin": {"kind": "box", "color": colour, "parent": None, "attributes": {"metal": ["copper", "silver"]}}
     }
     records = [
         {"kind": "box", "label": "coin", "bbox": [10, 10, 60, 60], "attributes": {"metal": "silver"}},
