@@ -507,23 +507,38 @@ def infer_image(
         pending_skips = [int(i) for i in np.nonzero(~keep)[0]]
         skip_at = 0
         for batch in stream_windows(source, res, windows[run], tile, batch=options.batch, readers=options.readers):
-            # keep the stitchers' row-major order: report skipped windows that come before this batch
-            first = int(run[batch[0].index])
-            while skip_at < len(pending_skips) and pending_skips[skip_at] < first:
-                output.skip(_box(windows[pending_skips[skip_at]]))
-                skip_at += 1
             good = []
             for win in batch:
                 win.index = int(run[win.index])
                 if win.error is None:
                     good.append(win)
-                    continue
-                if options.on_error == "fail":
+                elif options.on_error == "fail":
                     raise InvalidImage(f"{name}: window {list(win.xyxy)} could not be read: {win.error}")
-                failed.append({"xyxy": list(win.xyxy), "error": win.error})
-                output.skip(win.xyxy)
-            if good:
-                output.add(good, _run_batch(predictor, good, tile, side, name))
+                else:
+                    failed.append({"xyxy": list(win.xyxy), "error": win.error})
+            outputs = _run_batch(predictor, good, tile, side, name) if good else []
+            # keep the stitchers' row-major order: a batch spans rows, so the windows skipped (background or
+            # unreadable) between its windows are reported in their place, not before or after the batch
+            start = stop = 0  # good[start:stop] are read and not yet handed to the output
+
+            def flush() -> None:
+                nonlocal start
+                if stop > start:
+                    output.add(good[start:stop], [o[start:stop] for o in outputs])
+                start = stop
+
+            for win in batch:
+                if skip_at < len(pending_skips) and pending_skips[skip_at] < win.index:
+                    flush()
+                    while skip_at < len(pending_skips) and pending_skips[skip_at] < win.index:
+                        output.skip(_box(windows[pending_skips[skip_at]]))
+                        skip_at += 1
+                if win.error is None:
+                    stop += 1
+                else:
+                    flush()
+                    output.skip(win.xyxy)
+            flush()
             done += len(batch)
             if progress is not None:
                 progress(done, len(run), f"{name}: windows")
