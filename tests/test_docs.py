@@ -1,0 +1,144 @@
+"""The README and docs/*.md are tested: every command block runs, in order, as a tutorial (tests/docblocks.py).
+
+Each file gets a temporary home with the real files its examples name (scikit-image's bundled images in
+``~/scans``, scikit-learn's handwritten digits as class folders, a small pyramidal slide, a labels file, a
+clinical CSV, ...), made here in ``prepare_*``. Run: ``CI=true .venv/bin/pytest tests/test_docs.py -q``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gigavision.demo import make_slide
+from tests.docblocks import REPO, Tutorial, parse_blocks
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+MAX_SKIPPED = 4  # blocks opted out with <!-- doctest: skip — reason --> over all files
+
+
+@pytest.fixture(scope="module")
+def doc_files(fixture_cache: Path, samples: dict[str, Path]) -> dict[str, Path]:
+    """Real files the docs name, made once: the bundled images and a 12,000 × 10,000 pyramidal slide."""
+    slide = make_slide(fixture_cache / "doc_slide_12000x10000.tif", 12_000, 10_000, mpp=0.25, seed=3)
+    return {**samples, "slide.tif": slide}
+
+
+def write_digits(folder: Path, start: int, stop: int) -> None:
+    """scikit-learn's handwritten digits ``start:stop`` as ImageFolder class folders:
+    ``folder/<digit>/digit-NNNN.png`` (2× upscaled; identical bitmaps written once)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    seen: set[bytes] = set()
+    for i in range(stop):
+        arr = np.kron(np.clip(d.images[i] * 16, 0, 255).astype(np.uint8), np.ones((2, 2), dtype=np.uint8))
+        if arr.tobytes() in seen:
+            continue
+        seen.add(arr.tobytes())
+        if i >= start:
+            (folder / str(d.target[i])).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(folder / str(d.target[i]) / f"digit-{i:04d}.png")
+
+
+def prepare_common(files: dict[str, Path], home: Path, cwd: Path) -> None:
+    scans = home / "scans"
+    scans.mkdir()
+    for name, src in files.items():
+        if name != "slide.tif":
+            shutil.copyfile(src, scans / name)
+    shutil.copyfile(files["slide.tif"], cwd / "slide.tif")
+    shutil.copyfile(files["coins.png"], cwd / "photo.png")
+    write_digits(home / "digits", 0, 150)
+    write_digits(home / "more-digits", 150, 250)
+
+
+def prepare_readme(files: dict[str, Path], home: Path, cwd: Path) -> None:
+    prepare_common(files, home, cwd)
+    # a polygon "roof" with an attribute, as `annotations add` reads it
+    roofs = [
+        {
+            "kind": "polygon",
+            "label": "roof",
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[[100, 100], [300, 120], [280, 260], [90, 240], [100, 100]]],
+            },
+            "attributes": {"overhang": "low"},
+            "source": "user:ana",
+            "status": "proposed",
+        },
+        {"kind": "box", "label": "roof", "bbox": [320, 40, 480, 150], "source": "user:ana", "status": "proposed"},
+    ]
+    (cwd / "roofs.json").write_text(json.dumps(roofs, indent=1))
+    # lesion boxes as ana and bo would submit them to a QC item over retina.jpg
+    (cwd / "labels.json").write_text(
+        json.dumps([{"kind": "box", "label": "lesion", "bbox": [600, 600, 700, 690]}], indent=1)
+    )
+    # a COCO file with its photo, as another tool exports it
+    from skimage import data
+
+    (home / "coco" / "photos").mkdir(parents=True)
+    Image.fromarray(data.rocket()).save(home / "coco" / "photos" / "rocket.jpg")
+    coco = {
+        "images": [{"id": 1, "file_name": "rocket.jpg", "width": 640, "height": 427}],
+        "categories": [{"id": 1, "name": "rocket"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [290, 20, 60, 390], "iscrowd": 0}],
+    }
+    (home / "coco" / "instances.json").write_text(json.dumps(coco))
+    # QuPath annotation objects (cells) on slide.tif, in level-0 pixels
+    cells = [
+        {
+            "type": "Feature",
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[[x, y], [x + 40, y], [x + 40, y + 30], [x, y + 30], [x, y]]],
+            },
+            "properties": {"objectType": "annotation", "classification": {"name": "cell", "color": [200, 0, 0]}},
+        }
+        for x, y in ((4000, 3000), (4100, 3050), (6200, 5100))
+    ]
+    (cwd / "slide.tif.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": cells}))
+    Image.fromarray(data.camera()).save(cwd / "scan.tif")
+    (cwd / "clinical.csv").write_text("image,patient,age,md\nretina.jpg,p017,61,-3.25\nastronaut.jpg,p018,45,-1.5\n")
+
+
+PREPARE = {"README.md": prepare_readme}
+SLOW = {"README.md", "docs/training.md", "docs/inference.md"}
+
+
+def _params() -> list[object]:
+    out = []
+    for path in DOCS:
+        rel = str(path.relative_to(REPO))
+        marks = [pytest.mark.slow] if rel in SLOW else []
+        out.append(pytest.param(path, id=rel, marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("path", _params())
+def test_doc_commands_run(path: Path, doc_files: dict[str, Path], tmp_path: Path) -> None:
+    rel = str(path.relative_to(REPO))
+    prepare = PREPARE.get(rel, prepare_common)
+    tutorial = Tutorial(path, tmp_path, lambda home, cwd: prepare(doc_files, home, cwd))
+    failures = tutorial.run()
+    assert not failures, f"{len(failures)} failing doc block(s) in {rel}:\n\n" + "\n\n".join(map(str, failures))
+
+
+def test_skips_are_few_and_explained() -> None:
+    skipped = [b for path in DOCS for b in parse_blocks(path) if b.skip is not None]
+    for block in skipped:
+        assert len(block.skip or "") >= 10, f"{block.where}: a skipped block needs a reason"
+    assert len(skipped) <= MAX_SKIPPED, "too many skipped doc blocks: " + ", ".join(b.where for b in skipped)
+
+
+def test_docs_name_no_path_outside_the_repo() -> None:
+    for path in DOCS:
+        text = path.read_text(encoding="utf-8")
+        for bad in ("../shared", "DESIGN.md", "/work/"):
+            assert bad not in text, f"{path.relative_to(REPO)} names {bad!r}, which users do not have"
