@@ -183,6 +183,9 @@ def test_cli_tiled_predict_writes_the_mask_and_stores_polygons(
     stored = ws.annotations.query(added.id)
     assert len(stored) == item["n_annotations"] > 0
     assert set(stored.source) == {f"model:{info.id}"} and set(stored.kind) == {"polygon"}
+    assert [(a["model"], a["uncertainty"]) for a in stored.attributes] == [
+        (r["attributes"]["model"], r["attributes"]["uncertainty"]) for r in item["annotations"]
+    ]  # --store keeps them although the schema declares no attributes
 
     assert main(["-w", root, "predict", info.id, added.id, "--tile", "64", "--overlap", "64"]) != 0
     assert "--overlap 64 must be smaller than --tile 64" in capsys.readouterr().err
@@ -228,3 +231,31 @@ def test_tiled_classification_pools_windows_into_the_image_label(tmp_path: Path)
     heat = open_image(Path(result.outputs["heatmap"]))
     assert (heat.width, heat.height) == (48, 32)  # 16 heatmap pixels per 16-pixel window
     assert 0.0 <= result.uncertainty["max"] <= 1.0 and result.uncertainty["n"] == 6
+
+
+def test_whole_image_predictions_carry_uncertainty_and_model_and_keep_them_stored(
+    scenes_detector: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: whole-image predict had no uncertainty or model id, and --store dropped both (the scenes
+    schema declares no attributes)."""
+    from gigavision.infer.uncertainty import binary_uncertainty
+
+    ws, info = scenes_detector.ws, scenes_detector.info
+    assert ws.labels.classes()  # a schema: store_predictions filters attributes against it
+    scene = make_scenes(1, DETECT_SIZE, seed=83)[0]
+    path = tmp_path / "whole.png"
+    Image.fromarray(scene.pixels).save(path)
+    (added,) = ws.ingest([path])
+    assert added.id is not None
+    assert main(["-w", str(ws.root), "predict", info.id, added.id, "--store", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    records = doc["items"][0]["annotations"]
+    assert records and doc["stored"]["added"] == len(records)
+    scores = np.asarray([r["score"] for r in records])
+    unsure = [r["attributes"]["uncertainty"] for r in records]
+    assert unsure == pytest.approx(binary_uncertainty(scores).round(6).tolist(), abs=1e-6)
+    assert all(0.0 <= u <= 1.0 for u in unsure) and {r["attributes"]["model"] for r in records} == {info.id}
+    stored = ws.annotations.query(added.id, sources=[f"model:{info.id}"])
+    assert len(stored) == len(records) and set(stored.status) == {"proposed"}
+    assert [a["uncertainty"] for a in stored.attributes] == unsure
+    assert {a["model"] for a in stored.attributes} == {info.id}

@@ -1,4 +1,4 @@
-"""``POST /api/v1/predict``: small images answered in the request (the same annotations as ``predict_files``,
+"""``POST /api/v1/predict``: small images answered in the request (the same annotations as ``predict_whole``,
 or the image with them drawn), big ones as ``predict`` jobs run here to completion, and every bad input a
 4xx with the error shape (nothing queued, the server still answering)."""
 
@@ -17,8 +17,8 @@ from PIL import Image
 
 import gigavision as gv
 from gigavision.infer.engine import InferOptions
-from gigavision.infer.run import predict_tiled
-from gigavision.models.predict import Predictor, predict_files
+from gigavision.infer.run import predict_tiled, predict_whole
+from gigavision.models.predict import Predictor
 from gigavision.server.main import create_app
 from tests.conftest import DETECT_SIZE, SEGMENT_CLASSES, SEGMENT_SIZE, Trained
 from tests.scenes import make_scenes
@@ -66,7 +66,8 @@ def test_small_images_are_answered_with_the_whole_image_predictions(
     scene = make_scenes(1, DETECT_SIZE, seed=71)[0]
     path = tmp_path / "scene.png"
     Image.fromarray(scene.pixels).save(path)
-    expected = predict_files(Predictor(info, runtime="onnx"), [str(path)], ws)[0]
+    expected = predict_whole(Predictor(info, runtime="onnx"), [str(path)], ws=ws)[0][0]
+    assert all(0 <= a["uncertainty"] <= 1 and a["model"] == info.id for a in expected.annotations.attributes)
 
     resp = client.post(URL, data={"model": info.id}, files=_upload(path))
     assert resp.status_code == 200, resp.text
@@ -77,13 +78,13 @@ def test_small_images_are_answered_with_the_whole_image_predictions(
     assert body["annotations"] == _same(expected.as_dict()["annotations"])
     assert list((ws.root / "cache" / "uploads").iterdir()) == []  # the upload is not kept
 
-    # a workspace image by id, as JSON: the same as predict_files on that id
+    # a workspace image by id, as JSON: the same as predict_whole on that id
     rows, _ = ws.list_images(0, 1)
     image_id = rows[0].id
     by_id = client.post(URL, json={"model": info.id, "image_id": image_id, "runtime": "torch"})
     assert by_id.status_code == 200, by_id.text
     assert by_id.json()["image_id"] == image_id and by_id.json()["runtime"] == "torch"
-    expected_id = predict_files(Predictor(info, runtime="torch"), [image_id], ws)[0]
+    expected_id = predict_whole(Predictor(info, runtime="torch"), [image_id], ws=ws)[0][0]
     assert by_id.json()["annotations"] == _same(expected_id.as_dict()["annotations"])
 
     # ?format=png: the image with its predictions drawn, at its own size
@@ -109,6 +110,10 @@ def test_small_images_are_answered_with_the_whole_image_predictions(
     assert kept["stored"]["added"] + kept["stored"]["skipped_unknown_class"] == kept["n_annotations"]
     stored = ws.annotations.query(added.id)
     assert len(stored) == kept["stored"]["added"] > 0 and set(stored.source) == {f"model:{info.id}"}
+    assert [a["uncertainty"] for a in stored.attributes] == [
+        a["attributes"]["uncertainty"] for a in kept["annotations"]
+    ]
+    assert {a["model"] for a in stored.attributes} == {info.id}
 
 
 def test_big_images_become_predict_jobs_with_progress_and_result(

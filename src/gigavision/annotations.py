@@ -31,6 +31,9 @@ from gigavision.errors import InvalidInput
 KINDS = ("tag", "box", "polygon", "mask", "point")
 STATUSES = ("proposed", "accepted", "rejected", "adjudicated")
 GEOMETRY_TYPES = {"polygon": ("Polygon", "MultiPolygon"), "point": ("Point",)}
+PREDICTION_ATTRIBUTES = ("model", "uncertainty")
+"""Attributes every model prediction carries: the model id, and how unsure it is (0 = sure, 1 = unsure).
+Any class accepts them without declaring them in the label schema (a declared one keeps its allowed values)."""
 
 
 def _object_column(values: Sequence[Any], n: int) -> np.ndarray:

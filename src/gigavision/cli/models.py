@@ -345,7 +345,7 @@ def predict_cmd(
 ) -> None:
     """Predict images. Small images are predicted whole; with tiling options (or a model trained on
     patches) any image, gigapixel included, is predicted window by window in bounded memory."""
-    from gigavision.models.predict import Predictor, predict_files, require_runtime, store_predictions
+    from gigavision.models.predict import Predictor, require_runtime
     from gigavision.models.store import get_model, write_json
 
     require_runtime(runtime, feature=f"gigavision predict --runtime {runtime}")
@@ -419,8 +419,9 @@ def predict_cmd(
                     )
             _print_tiled(info.id, runtime, results, out, json_out)
             return
-        items = predict_files(predictor, images, ws, side=side_values)
-        stored = store_predictions(ws, items, predictor) if store_ else None
+        from gigavision.infer.run import predict_whole
+
+        items, stored = predict_whole(predictor, images, ws=ws, store=store_, side=side_values)
     doc: dict[str, Any] = {"model": info.id, "runtime": runtime, "items": [i.as_dict() for i in items]}
     if stored is not None:
         doc["stored"] = stored

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import select
 
-from gigavision.annotations import Annotations
+from gigavision.annotations import PREDICTION_ATTRIBUTES, Annotations
 from gigavision.errors import GigavisionError, InvalidInput
 from gigavision.formats.report import ImportOptions, ImportReport, Progress, Unmatched, no_progress
 from gigavision.formats.rle import encode_window
@@ -459,7 +459,7 @@ class ImportSession:
             if row.label not in self._schema:
                 return self._refused.get(row.label, f"label {row.label!r} could not be added to the schema")
             cls = self._schema[row.label]
-        missing = sorted(set(row.attributes) - set(cls.attributes))
+        missing = sorted(set(row.attributes) - set(cls.attributes) - set(PREDICTION_ATTRIBUTES))
         if missing and self.options.strict_labels:
             return f"class {row.label!r} has no attribute {missing[0]!r} in the schema (strict labels)"
         if missing:  # like an unknown label: the attribute joins the schema, any value allowed

@@ -320,17 +320,15 @@ def _combine_regions(parts: list[InferResult], plan: WindowPlan, options: InferO
     """One image's result from its regions' unmerged detections: merged once, as ``infer_image`` would,
     with the uncertainty attributes recomputed from the merged scores (soft-NMS and WBF change scores)."""
     from gigavision.annotations import Annotations
-    from gigavision.infer.uncertainty import aggregate, binary_uncertainty
+    from gigavision.infer.uncertainty import aggregate, binary_uncertainty, with_uncertainty
 
     started = time.monotonic()
     found = merge_detections(Annotations.merge([p.annotations for p in parts]), options)
     unsure = binary_uncertainty(found.score)
-    attrs = np.empty(len(found), dtype=object)
-    attrs[:] = [{**a, "uncertainty": round(float(u), 6)} for a, u in zip(found.attributes, unsure, strict=True)]
     failed = [f for p in parts for f in p.failed_regions]
     return replace(
         parts[0],
-        annotations=replace(found, attributes=attrs),
+        annotations=with_uncertainty(found, unsure),
         tiles_total=len(plan.windows),
         tiles_run=int(plan.keep.sum()) - len(failed),
         tiles_skipped=int((~plan.keep).sum()),

@@ -30,7 +30,7 @@ import numpy as np
 from gigavision.annotations import Annotations
 from gigavision.errors import InvalidImage, InvalidInput
 from gigavision.infer.reading import Resolution, Window, resolve_resolution, stream_windows
-from gigavision.infer.uncertainty import aggregate, binary_uncertainty, class_uncertainty
+from gigavision.infer.uncertainty import aggregate, binary_uncertainty, class_uncertainty, with_uncertainty
 from gigavision.tiling.grid import MaskIndex, window_grid
 
 if TYPE_CHECKING:
@@ -240,7 +240,7 @@ class _Detections(_Output):
         if self.merge:
             found = merge_detections(found, self.options)
         unsure = binary_uncertainty(found.score)
-        return _with_uncertainty(found, unsure), {}, aggregate(unsure), {}
+        return with_uncertainty(found, unsure), {}, aggregate(unsure), {}
 
 
 def merge_detections(ann: Annotations, options: InferOptions) -> Annotations:
@@ -287,7 +287,7 @@ class _Segmentation(_Output):
         if result.probability_path is not None:
             outputs["probability"] = str(result.probability_path)
         areas = {k: float(v) for k, v in result.areas.items()}
-        return _with_uncertainty(ann, unsure), {f"area:{k}": v for k, v in areas.items()}, aggregate(unsure), outputs
+        return with_uncertainty(ann, unsure), {f"area:{k}": v for k, v in areas.items()}, aggregate(unsure), outputs
 
     def abort(self) -> None:
         self.stitcher.abort()
@@ -375,7 +375,7 @@ class _Classes(_Output):
         ann = self.predictor.task.decode([pooled[None].astype(np.float32)], [(1, 1)])[0]
         unsure_tiles = class_uncertainty(probs, self.options.uncertainty)
         image_unsure = class_uncertainty(pooled[None], self.options.uncertainty)
-        ann = _with_uncertainty(ann, np.full(len(ann), float(image_unsure[0])))
+        ann = with_uncertainty(ann, np.full(len(ann), float(image_unsure[0])))
         scores = {c: round(float(v), 6) for c, v in zip(self.classes, pooled, strict=True)}
         return ann, scores, aggregate(unsure_tiles), outputs
 
@@ -408,12 +408,6 @@ def run_neighbours(windows: np.ndarray, keep: np.ndarray) -> np.ndarray:
     grid = np.zeros((len(ys) + 2, len(xs) + 2), dtype=bool)  # a frame of "no window" around the grid
     grid[iy + 1, ix + 1] = keep
     return np.stack([grid[iy + 1, ix], grid[iy, ix + 1], grid[iy + 1, ix + 2], grid[iy + 2, ix + 1]], axis=1)
-
-
-def _with_uncertainty(ann: Annotations, values: np.ndarray) -> Annotations:
-    attrs = np.empty(len(ann), dtype=object)
-    attrs[:] = [{**a, "uncertainty": round(float(u), 6)} for a, u in zip(ann.attributes, values, strict=True)]
-    return replace(ann, attributes=attrs)
 
 
 @dataclass
@@ -548,11 +542,7 @@ def infer_image(
     except BaseException:
         output.abort()
         raise
-    ann = replace(
-        ann,
-        source=np.asarray([predictor.source_name] * len(ann), dtype=object),
-        attributes=_tag_model(ann, predictor.info.id),
-    )
+    ann = predictor.stamp(ann)
     boxes = probs = None
     if isinstance(output, _Classes) and output.rows:
         boxes, probs = np.asarray(output.boxes, dtype=np.int64), np.stack(output.rows)
@@ -583,12 +573,6 @@ def infer_image(
 
 def _box(row: np.ndarray) -> tuple[int, int, int, int]:
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])
-
-
-def _tag_model(ann: Annotations, model_id: str) -> np.ndarray:
-    attrs = np.empty(len(ann), dtype=object)
-    attrs[:] = [{**a, "model": model_id} for a in ann.attributes]
-    return attrs
 
 
 def _make_output(

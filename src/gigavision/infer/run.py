@@ -1,8 +1,10 @@
-"""Tiled inference over many inputs (files or workspace images): masks, output folders, storing results.
+"""Inference over many inputs (files or workspace images): masks, output folders, storing results.
 
+``predict_whole`` predicts small images whole (the CLI's and ``POST /api/v1/predict``'s answer at once).
 ``predict_tiled`` is what the CLI (``gigavision predict … --tile``) and jobs call: per input it opens the
 image, finds its foreground mask (stored at ingest, else computed from a small overview), runs
-``infer.engine.infer_image`` and optionally stores the annotations as proposed model annotations.
+``infer.engine.infer_image`` and optionally stores the annotations as proposed model annotations. Both give
+every prediction ``attributes.uncertainty`` and ``attributes.model``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from gigavision.infer.zoom import ZoomSpec, zoom_plan
 
 if TYPE_CHECKING:
     from gigavision.images.source import ImageSource
-    from gigavision.models.predict import Predictor
+    from gigavision.models.predict import PredictItem, Predictor
     from gigavision.workspace import Workspace
 
 Progress = Callable[[float, float, str], None]
@@ -57,6 +59,29 @@ def prepare_input(
     mask = foreground(ws, image_id, source) if options.skip_background is not None else None
     meta = (ws.get_image(image_id).meta or {}) if ws is not None and image_id else {}
     return mask, dict(meta), plan_windows(predictor, source, options, name=item, mask=mask)
+
+
+def predict_whole(
+    predictor: Predictor,
+    items: Sequence[str],
+    *,
+    ws: Workspace | None,
+    store: bool = False,
+    side: Mapping[str, Any] | None = None,
+) -> tuple[list[PredictItem], dict[str, Any] | None]:
+    """Predict small images whole (``models.predict.predict_files``), each prediction with its
+    ``attributes.uncertainty`` by the tiled engine's definitions and the model id; ``store`` adds them to the
+    workspace as proposals. Returns the items and what was stored (None without ``store``)."""
+    from gigavision.infer.uncertainty import prediction_uncertainty, with_uncertainty
+    from gigavision.models.predict import predict_files, store_predictions
+
+    if store and ws is None:
+        raise InvalidInput("--store needs a workspace")
+    predicted = predict_files(predictor, items, ws, side=side)
+    for item in predicted:
+        item.annotations = with_uncertainty(item.annotations, prediction_uncertainty(item.annotations))
+    stored = store_predictions(ws, predicted, predictor) if store and ws is not None else None
+    return predicted, stored
 
 
 def predict_tiled(

@@ -7,14 +7,19 @@ All scores are in [0, 1], 1 = most unsure, so one threshold means the same acros
 - boxes and masks (one score per object): the binary entropy of the score in bits, highest at 0.5 — a
   detection at 0.5 is as likely a false positive as a real object, one at 0.95 or 0.05 is settled;
 - aggregates over an image or region: max, mean and the fraction of predictions above 0.5.
+
+Each prediction carries its score as ``attributes.uncertainty`` (``with_uncertainty``), whether it came from
+the tiled engine or from a whole-image prediction (``prediction_uncertainty``).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal, get_args
 
 import numpy as np
 
+from gigavision.annotations import Annotations
 from gigavision.errors import InvalidInput
 
 ClassMethod = Literal["entropy", "margin", "least_confidence"]
@@ -64,3 +69,30 @@ def aggregate(values: np.ndarray) -> dict[str, float | int]:
         "n": len(v),
         "unsure": round(float((v > 0.5).mean()), 6),
     }
+
+
+def with_uncertainty(ann: Annotations, values: np.ndarray) -> Annotations:
+    """``ann`` with ``attributes.uncertainty`` set row by row from ``values`` (rounded to 6 decimals)."""
+    attrs = np.empty(len(ann), dtype=object)
+    attrs[:] = [{**a, "uncertainty": round(float(u), 6)} for a, u in zip(ann.attributes, values, strict=True)]
+    return replace(ann, attributes=attrs)
+
+
+def prediction_uncertainty(ann: Annotations, method: str = "entropy") -> np.ndarray:
+    """``(N,)`` uncertainty of one image's whole-image predictions, by the tiled engine's definitions.
+
+    A tag holding the class probabilities it was chosen from (classify's ``attributes.scores``) gets
+    ``class_uncertainty`` of them (the image's row, as the engine's pooled row); any other prediction the
+    binary entropy of its score (a missing score counts as 0.5, as for the engine's polygons).
+    """
+    out = np.zeros(len(ann))
+    objects = np.ones(len(ann), dtype=bool)
+    for i, attrs in enumerate(ann.attributes):
+        scores = attrs.get("scores") if isinstance(attrs, dict) else None
+        if ann.kind[i] == "tag" and isinstance(scores, dict) and scores:
+            out[i] = class_uncertainty(np.asarray([list(scores.values())], dtype=np.float64), method)[0]
+            objects[i] = False
+    if objects.any():
+        score = np.clip(np.nan_to_num(np.asarray(ann.score[objects], dtype=np.float64), nan=0.5), 0.0, 1.0)
+        out[objects] = binary_uncertainty(score)
+    return out

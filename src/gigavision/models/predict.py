@@ -94,6 +94,12 @@ class Predictor:
             self._session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
             self._input_names = [i.name for i in self._session.get_inputs()]
 
+    def stamp(self, ann: Annotations) -> Annotations:
+        """``ann`` as this model's predictions: source ``model:<id>`` and ``attributes.model`` = the id."""
+        attrs = np.empty(len(ann), dtype=object)
+        attrs[:] = [{**a, "model": self.info.id} for a in ann.attributes]
+        return replace(ann, source=np.asarray([self.source_name] * len(ann), dtype=object), attributes=attrs)
+
     # -- preprocessing -----------------------------------------------------------------------------------
     def prepare(self, pixels: np.ndarray, name: str = "image") -> tuple[np.ndarray, tuple[int, int] | None]:
         """The normalised ``(3, S, S)`` float32 input for one image, and the size decode must scale to
@@ -198,7 +204,7 @@ class Predictor:
             for ann, crop in zip(self.task.decode(outputs, decode_sizes), crops, strict=True):
                 if crop is not None and crop != (self.size, self.size):
                     ann = ann.crop(0, 0, crop[1], crop[0])
-                out.append(replace(ann, source=np.asarray([self.source_name] * len(ann), dtype=object)))
+                out.append(self.stamp(ann))
         return out
 
 
@@ -326,8 +332,10 @@ def store_predictions(ws: Workspace, items: Sequence[PredictItem], predictor: Pr
     Every input must be a workspace image (ingest files first). With a label schema, predictions of a class
     it lacks (classify's implicit ``background``: "none of the classes") are left out and counted, and
     attributes the class does not declare (classify's per-class ``scores``) are dropped: the stored row keeps
-    the label and its score.
+    the label, its score and the prediction's ``model`` and ``uncertainty`` (``PREDICTION_ATTRIBUTES``).
     """
+    from gigavision.annotations import PREDICTION_ATTRIBUTES
+
     missing = [i.input for i in items if i.image_id is None]
     if missing:
         raise InvalidInput(
@@ -343,7 +351,7 @@ def store_predictions(ws: Workspace, items: Sequence[PredictItem], predictor: Pr
             ann = ann[keep]
             attrs = np.empty(len(ann), dtype=object)
             for k, (a, lab) in enumerate(zip(ann.attributes, ann.label, strict=True)):
-                attrs[k] = {key: v for key, v in a.items() if key in schema[str(lab)]}
+                attrs[k] = {key: v for key, v in a.items() if key in schema[str(lab)] or key in PREDICTION_ATTRIBUTES}
             ann = replace(ann, attributes=attrs)
         assert item.image_id is not None
         added += len(ws.annotations.add(item.image_id, ann, actor=predictor.source_name))

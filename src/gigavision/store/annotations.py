@@ -27,7 +27,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, LargeBinary, ScalarSelect, and_, func, select, text, type_coerce, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from gigavision.annotations import STATUSES, Annotations
+from gigavision.annotations import PREDICTION_ATTRIBUTES, STATUSES, Annotations
 from gigavision.errors import Conflict, InvalidInput, NotFound
 from gigavision.store import geometry_codec
 from gigavision.store.schema import AnnotationEventRow, AnnotationImageRow, AnnotationRow, LabelClassRow, utcnow
@@ -251,6 +251,8 @@ class AnnotationStore:
                 continue
             for key, value in ann.attributes[i].items():
                 allowed = cls.attributes.get(key)
+                if allowed is None and key in PREDICTION_ATTRIBUTES:
+                    continue  # a prediction's model id and uncertainty need no declaration
                 if allowed is None:
                     problems.append(f"annotation {i}: class {cls.name!r} has no attribute {key!r}")
                 elif allowed and value not in allowed:

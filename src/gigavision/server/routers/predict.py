@@ -5,7 +5,7 @@ with the predictions drawn on it); everything else becomes a ``predict`` job (20
 ``/api/v1/jobs/{id}``), the same split as ``gigavision predict``:
 
 - *small*: no tiling option given, not a patch model, and the level the whole-image path reads has at most
-  ``MAX_PREDICT_PIXELS`` pixels (``models.predict.read_for``) — ``models.predict.predict_files``;
+  ``MAX_PREDICT_PIXELS`` pixels (``models.predict.read_for``) — ``infer.run.predict_whole``;
 - *big*: anything else — tiled inference (``infer.run.predict_tiled``) in a job.
 
 The image is a workspace ``image_id`` or an upload (multipart field ``file``), streamed to disk under
@@ -275,11 +275,10 @@ def _predict_now(
 ) -> Response:
     """The whole-image prediction of one image, as JSON records or as the overlay PNG."""
     from gigavision.infer.jobs import render_overlay
-    from gigavision.models.predict import predict_files, store_predictions
+    from gigavision.infer.run import predict_whole
 
     try:
-        (result,) = predict_files(predictor, [item], ws, side=fields.side)
-        stored = store_predictions(ws, [result], predictor) if fields.store else None
+        (result,), stored = predict_whole(predictor, [item], ws=ws, store=fields.store, side=fields.side)
         if png:
             picture = render_overlay(source, result.annotations, class_colours(ws, predictor.info.classes))
     except GigavisionError as exc:  # name an upload as the client did, not by its path on the server
