@@ -97,7 +97,7 @@ def test_predict_torch_and_onnx_agree_and_store(
 
     # by workspace image id, stored as proposals of the model (the per-class scores stay out of the schema)
     image_id = results["torch"][0]["image_id"]
-    out_file = Path(ws) / "pred.json"
+    out_file = Path(ws) / "predictions-out" / "pred.json"  # its folder does not exist yet (issue 11)
     code, out, err = run(capsys, "-w", ws, "predict", "digits-classify-1", image_id, "--store", "--out", str(out_file))
     assert code == 0, err
     assert out.startswith(f"{image_id}: {results['torch'][0]['annotations'][0]['label']} ")
@@ -106,6 +106,15 @@ def test_predict_torch_and_onnx_agree_and_store(
         stored = w.annotations.query(image_id)
     model_rows = [i for i in range(len(stored)) if stored.source[i] == "model:digits-classify-1"]
     assert len(model_rows) == 1 and stored.status[model_rows[0]] == "proposed"
+    # issue 11: whole-image predictions carry the engine's class uncertainty and the model id, kept when stored
+    from gigavision.infer.uncertainty import class_uncertainty
+
+    (predicted,) = json.loads(out_file.read_text())["items"][0]["annotations"]
+    probs = np.asarray([list(predicted["attributes"]["scores"].values())])
+    assert predicted["attributes"]["uncertainty"] == pytest.approx(float(class_uncertainty(probs)[0]), abs=1e-6)
+    assert predicted["attributes"]["model"] == "digits-classify-1"
+    kept = stored.attributes[model_rows[0]]
+    assert kept == {"model": "digits-classify-1", "uncertainty": predicted["attributes"]["uncertainty"]}
 
     # a file that is not in the workspace cannot be stored; a missing one is named
     outside = Path(ws).parent / "outside.png"
@@ -164,6 +173,15 @@ def test_evaluate_matches_training_metrics_and_export(
     assert target.is_file() and (model_dir / "model.onnx").read_bytes() == target.read_bytes()
     code, _, err = run(capsys, "-w", ws, "export-model", "digits-classify-1", "--format", "tflite")
     assert code == 2 and "onnx" in err
+    # issue 11: --out into folders that do not exist yet; a folder gets model.onnx; a file in the way is one line
+    nested = Path(ws).parent / "deploy" / "v1" / "model.onnx"
+    code, out, err = run(capsys, "-w", ws, "export-model", "digits-classify-1", "--out", str(nested), "--json")
+    assert code == 0, err
+    assert json.loads(out)["path"] == str(nested) and nested.read_bytes() == target.read_bytes()
+    code, out, err = run(capsys, "-w", ws, "export-model", "digits-classify-1", "--out", str(nested.parent), "--json")
+    assert code == 0 and json.loads(out)["path"] == str(nested), err
+    code, out, err = run(capsys, "-w", ws, "export-model", "digits-classify-1", "--out", str(target / "model.onnx"))
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and str(target) in err, err
 
 
 def test_sweep_compare_remove(

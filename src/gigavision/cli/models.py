@@ -490,9 +490,6 @@ def export_model_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Export a model for deployment (ONNX for onnxruntime; rebuilt from the checkpoint if missing)."""
-    import os
-    import shutil
-
     from gigavision.models import store
 
     if format_ != "onnx":
@@ -508,12 +505,7 @@ def export_model_cmd(
 
             task, net = info.load_network()
             diff = export_onnx(task, net, path, int(info.input["size"]))
-        target = path
-        if out is not None:
-            target = out / store.ONNX_FILE if out.is_dir() else out
-            tmp = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, target)
+        target = path if out is None else store.copy_file(path, out)
     result = {"model": info.id, "format": "onnx", "path": str(target), "re_exported": exported, "max_abs_diff": diff}
     if json_out:
         print_json(result)

@@ -172,11 +172,41 @@ def list_models(ws: Workspace) -> list[ModelInfo]:
     return sorted(infos, key=lambda m: (m.created_at, m.id), reverse=True)
 
 
+def output_file(path: Path, default_name: str | None = None) -> Path:
+    """The file a user-named output ``path`` (``--out``) stands for, with its folder created.
+
+    An existing folder holds ``default_name`` (without one, a folder is refused); missing parent folders
+    are made (``deploy/model.onnx`` without ``deploy/``). A path that cannot be a file (a parent is a file)
+    is an ``InvalidInput`` naming it, not a traceback.
+    """
+    target = path
+    if path.is_dir():
+        if default_name is None:
+            raise InvalidInput(f"{path} is a folder; name a file to write")
+        target = path / default_name
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"cannot create the folder of {target}: {exc.strerror or exc}") from exc
+    return target
+
+
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file and a rename (never a half-written file)."""
+    """Write JSON through a temporary file and a rename (never a half-written file); the folder is created."""
+    path = output_file(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def copy_file(source: Path, path: Path) -> Path:
+    """Copy ``source`` to ``path`` (``output_file``: a folder gets the source's name) through a temporary file
+    and a rename; returns where it went."""
+    target = output_file(path, source.name)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    return target
 
 
 def publish(ws: Workspace, staging: Path, model_id: str) -> ModelInfo:
