@@ -180,3 +180,31 @@ def test_multi_label_mosaics_micro_f1(tmp_path: Path) -> None:
     assert measured("mosaics.micro_f1", info.metrics["micro_f1"]) >= 0.9, info.metrics
     thresholds = info.extra["task_state"]["thresholds"]
     assert len(thresholds) == 10 and all(0.0 < t < 1.0 for t in thresholds)  # tuned on val, not all 0.5
+
+
+def test_image_size_defaults_to_the_dataset(tmp_path: Path) -> None:
+    """Issue 11: without image_size, 8-pixel digits trained at 224 px; the default now comes from the data."""
+    from gigavision.train.recipe import PatchConfig, image_size_for, resolve_image_size
+
+    assert image_size_for([8] * 5) == 32  # never below 32
+    assert image_size_for([100, 100, 130]) == 128  # the median, rounded up to a multiple of 32
+    assert image_size_for([64, 64, 4000, 4000]) == 224  # never above 224 (photos)
+    assert image_size_for([]) == 224
+    patches = load_recipe(overrides={"task": "classify", "dataset": "x", "patch": {"size": 96}})
+    assert patches.image_size is None and resolve_image_size(patches, [4000]).image_size == 96
+    assert resolve_image_size(_recipe(), [4000]).image_size == 16  # a size the recipe sets stays
+    assert isinstance(patches.patch, PatchConfig)
+
+    ws = gv.init_workspace(tmp_path / "ws")
+    digits_version(ws, tmp_path / "digits", limit=60, scale=1)  # scikit-learn's 8×8 digits
+    recipe = load_recipe(overrides={"task": "classify", "dataset": "digits@1", "arch": "test_resnet", "epochs": 1})
+    assert recipe.image_size is None
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        info = train(ws, recipe)
+    finally:
+        torch.set_num_threads(before)
+    assert info.input["size"] == 32
+    assert json.loads((info.path / store.RECIPE_JSON).read_text())["image_size"] == 32
+    ws.close()

@@ -250,7 +250,7 @@ class DetectTask(Task):
         super().__init__(recipe, classes)
         self.index = {c: i for i, c in enumerate(self.classes)}
         self.kind = _kind(self.arch)
-        self.input_size = recipe.patch.size if recipe.patch is not None else recipe.image_size
+        self.input_size = recipe.input_size
 
     @classmethod
     def label_map(cls, schema: Sequence[dict[str, Any]], recipe: Recipe) -> list[str]:

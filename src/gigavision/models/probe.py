@@ -133,7 +133,7 @@ class ProbeTask(ClassifyTask):
 
         train = data.dataset
         mean, std = timm_normalization(backbone)
-        size = self.recipe.patch.size if self.recipe.patch else self.recipe.image_size
+        size = self.recipe.input_size
         plain = SampleDataset(self, train.source, build_transform(None, mean, std, size), train.indices)
         loader = DataLoader(plain, batch_size=FEATURE_BATCH, collate_fn=collate_for(self))
         feats, labels = [], []

@@ -127,7 +127,7 @@ class SegmentTask(Task):
                 f" {self.classes}; label some regions as polygons or masks"
             )
         self.arch_name, self.encoder = parse_arch(self.arch)
-        side = recipe.patch.size if recipe.patch is not None else recipe.image_size
+        side = recipe.input_size
         what = "patch.size" if recipe.patch is not None else "image_size"
         if side % STRIDE:
             lo, hi = max(STRIDE, side // STRIDE * STRIDE), (side // STRIDE + 1) * STRIDE

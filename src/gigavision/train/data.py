@@ -327,7 +327,7 @@ def split_data(
     images = PatchImages.from_version(version, split)
     side = side_table(version.ws, images.ids, recipe.side_features) if recipe.side_features else None
     if recipe.patch is None:
-        whole = WholeImages(images, recipe.image_size)
+        whole = WholeImages(images, recipe.input_size)
         keep, targets, left_out = [], [], 0
         for i in range(len(whole)):
             target = whole_target(task, whole, i)

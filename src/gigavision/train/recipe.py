@@ -8,8 +8,10 @@ model, so a model can always be retrained exactly.
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,7 +73,14 @@ class Recipe(_Strict):
     arch: str | None = Field(None, description="Backbone/architecture; default: the task's default.")
     pretrained: bool = Field(False, description="Start from the library's pretrained weights (must be cached).")
     weights: str | None = Field(None, description="Local weights file (safetensors or a weights_only checkpoint).")
-    image_size: int = Field(224, ge=8, le=4096, description="Whole images are resized to this square side.")
+    image_size: int | None = Field(
+        None,
+        ge=8,
+        le=4096,
+        description="Whole images are letterboxed to this square side; default: derived from the dataset when "
+        "training starts (the median longest image side rounded up to a multiple of 32, within 32..224; "
+        "patch.size with patches).",
+    )
     epochs: int = Field(10, ge=1, le=10_000)
     batch_size: int = Field(32, ge=1, le=4096)
     lr: float = Field(1e-3, gt=0, le=10)
@@ -128,6 +137,44 @@ class Recipe(_Strict):
     def resolved(self) -> dict[str, Any]:
         """Every field, defaults included (what is saved next to the model)."""
         return self.model_dump(mode="json")
+
+    @property
+    def input_size(self) -> int:
+        """The network's square input side: ``patch.size`` with patches, else ``image_size``."""
+        if self.patch is not None:
+            return self.patch.size
+        if self.image_size is None:
+            raise InvalidInput(
+                "image_size is not set: training derives it from the dataset (resolve_image_size); "
+                "set image_size to build a task outside training"
+            )
+        return self.image_size
+
+
+IMAGE_SIZE_STEP = 32  # derived sizes are multiples of 32 (segmentation encoders downsample 32×)
+IMAGE_SIZE_MIN = 32
+IMAGE_SIZE_MAX = 224  # ImageNet's side: big photos are still letterboxed to it unless image_size says otherwise
+
+
+def image_size_for(sides: Iterable[int]) -> int:
+    """The default ``image_size`` for images whose longest sides are ``sides`` (level-0 pixels): the median,
+    rounded up to a multiple of 32 (small images are never shrunk), within 32..224. 8-pixel digits train at
+    32, 100-pixel crops at 128, phone photos at 224. No images: 224."""
+    values = [int(v) for v in sides]
+    if not values:
+        return IMAGE_SIZE_MAX
+    stepped = math.ceil(statistics.median(values) / IMAGE_SIZE_STEP) * IMAGE_SIZE_STEP
+    return min(IMAGE_SIZE_MAX, max(IMAGE_SIZE_MIN, stepped))
+
+
+def resolve_image_size(recipe: Recipe, sides: Iterable[int]) -> Recipe:
+    """``recipe`` with ``image_size`` decided: as set; ``patch.size`` when training on patches; else
+    ``image_size_for(sides)`` over the longest sides of the training images. The one place the default is
+    decided (train, sweep trials and the REST train job all go through ``train``)."""
+    if recipe.image_size is not None:
+        return recipe
+    size = recipe.patch.size if recipe.patch is not None else image_size_for(sides)
+    return recipe.model_copy(update={"image_size": size})
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import shutil
 import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ import torch
 from gigavision import __version__
 from gigavision.errors import InvalidInput, NotFound
 from gigavision.models import store
-from gigavision.train.recipe import Recipe, load_recipe
+from gigavision.train.recipe import Recipe, load_recipe, resolve_image_size
 
 if TYPE_CHECKING:
     import lightning as L
@@ -160,6 +160,7 @@ def train(
         model_id = resume
     version = open_version(ws, recipe.dataset)
     recipe = recipe.model_copy(update={"dataset": version.ref})
+    recipe = resolve_image_size(recipe, training_sides(version, recipe.train_split))
     accelerator, devices = resolve_devices(recipe)
     cls = task_class(recipe.task)
     task = cls(recipe, cls.label_map(version.classes(), recipe))
@@ -177,7 +178,7 @@ def train(
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     net = task.build()
     mean, std = task.normalization(net)
-    size = recipe.patch.size if recipe.patch else recipe.image_size
+    size = recipe.input_size
     train_tf = build_transform(recipe.augment, mean, std, size, boxes=recipe.task == "detect")
     eval_tf = build_transform(None, mean, std, size)
     train_data = tdata.split_data(task, version, recipe, recipe.train_split, train_tf, training=True)
@@ -240,6 +241,12 @@ def train(
     if val_data is not None and best.exists():
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
     return _finish(run, module.net.cpu().eval(), progress)
+
+
+def training_sides(version: DatasetVersion, split: str) -> Iterator[int]:
+    """The longest side (level-0 pixels) of each image of ``split`` (all images when the version lacks it)."""
+    for entry in version.images(split if split in version.splits else None):
+        yield max(entry.width, entry.height)
 
 
 def _optional_split(task: Task, version: DatasetVersion, recipe: Recipe, split: str, tf: Any) -> SplitData | None:
