@@ -11,6 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +46,30 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(TEST_THREADS)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `pytest -n 2 --dist loadgroup` (make test) the tests that use the session's trained scene models
+    run on one worker, so each model is trained once per run."""
+    for item in items:
+        if {"scenes_detector", "scenes_segmenter"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("trained-scenes"))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    output = getattr(session.config, "workeroutput", None)  # an xdist worker: hand the list to the controller
+    if output is not None:
+        output["trained"] = TRAINED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    TRAINED.extend(tuple(row) for row in getattr(node, "workeroutput", {}).get("trained", []))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """What every trained model reached, and its weights' hash: two runs of one lock print the same lines."""
     if TRAINED:
         terminalreporter.section(f"trained models (seed {TRAIN_SEED}, {TEST_THREADS} thread)")
-        for name, model_id, headline, value, digest in TRAINED:
+        for name, model_id, headline, value, digest in sorted(TRAINED):
             terminalreporter.write_line(f"{name:24} {model_id:28} {headline}={value!r:22} weights={digest}")
 
 
@@ -81,16 +101,28 @@ def fixture_cache(request: pytest.FixtureRequest) -> Path:
     return Path(request.config.cache.mkdir("gigavision-fixtures"))
 
 
+@contextmanager
+def building(fixture_cache: Path) -> Iterator[None]:
+    """Builders of cached fixtures take turns: two xdist workers must not write the same file at once (the
+    second finds it built and reuses it)."""
+    from filelock import FileLock
+
+    with FileLock(str(fixture_cache / ".building.lock")):
+        yield
+
+
 @pytest.fixture(scope="session")
 def samples(fixture_cache: Path) -> dict[str, Path]:
     """scikit-image's real photographs and scans written as ordinary files, by file name."""
-    return {p.name: p for p in bundled_images(fixture_cache / "samples")}
+    with building(fixture_cache):
+        return {p.name: p for p in bundled_images(fixture_cache / "samples")}
 
 
 @pytest.fixture(scope="session")
 def gigapixel_tiff(fixture_cache: Path) -> Path:
     """A 40,000 × 25,000 (1 gigapixel) pyramidal JPEG TIFF of real IHC texture at 0.25 µm/px."""
-    return make_slide(fixture_cache / "ihc_slide_40000x25000.tif", 40_000, 25_000, mpp=0.25)
+    with building(fixture_cache):
+        return make_slide(fixture_cache / "ihc_slide_40000x25000.tif", 40_000, 25_000, mpp=0.25)
 
 
 # -- databases -----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 import gigavision as gv
 from gigavision.datasets.versions import create_version
 from tests.bigscene import planted_scene
+from tests.conftest import building
 from tests.seeding import TRAIN_SEED, measured
 
 pytestmark = pytest.mark.slow
@@ -37,8 +38,9 @@ print(json.dumps({"metrics": info.metrics, "before_kb": before, "peak_kb": peak,
 
 
 def test_patch_training_on_a_gigapixel_scene_in_bounded_memory(fixture_cache: Path, tmp_path: Path) -> None:
-    big = planted_scene(fixture_cache / "planted_20000.tif", 20_000, 20_000, seed=0)
-    small = planted_scene(fixture_cache / "planted_3000.tif", 3_000, 3_000, seed=1, cell=500)
+    with building(fixture_cache):
+        big = planted_scene(fixture_cache / "planted_20000.tif", 20_000, 20_000, seed=0)
+        small = planted_scene(fixture_cache / "planted_3000.tif", 3_000, 3_000, seed=1, cell=500)
     ws = gv.init_workspace(tmp_path / "ws")
     ws.labels.set("coin", "box")
     ws.labels.set("background", "box")
