@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import gigavision as gv
 from gigavision.demo import make_slide
 from tests.docblocks import REPO, Tutorial, parse_blocks
 
@@ -47,6 +48,7 @@ def write_digits(folder: Path, start: int, stop: int) -> None:
 
 
 def prepare_common(files: dict[str, Path], home: Path, cwd: Path) -> None:
+    gv.init_workspace(home / "workspace")  # GIGAVISION_WORKSPACE of files that do not `gigavision init` one
     scans = home / "scans"
     scans.mkdir()
     for name, src in files.items():
@@ -116,7 +118,7 @@ def _params() -> list[object]:
     out = []
     for path in DOCS:
         rel = str(path.relative_to(REPO))
-        marks = [pytest.mark.slow] if rel in SLOW else []
+        marks = [pytest.mark.slow, pytest.mark.timeout(1200)] if rel in SLOW else []
         out.append(pytest.param(path, id=rel, marks=marks))
     return out
 
