@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from fastapi.testclient import TestClient
 
 import gigavision as gv
 from gigavision.cli.main import main
-from gigavision.errors import Conflict, InvalidInput
+from gigavision.errors import Conflict, InvalidInput, MissingExtra
 from gigavision.jobs import JobContext, registry
 from gigavision.server.main import create_app
 from tests.conftest import IN_CI
@@ -73,6 +74,36 @@ def test_inline_failures_are_recorded_and_raised(workspace: gv.Workspace) -> Non
     with pytest.raises(InvalidInput, match="unknown job kind 'nope'"):
         workspace.jobs.submit("nope", {}, "ana")
     assert workspace.jobs.list_jobs()[1] == 2  # nothing written for the unknown kind
+
+
+def needs_torch_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """A job whose code imports an extra's module (or, with ``module``, any other) that a worker may lack."""
+    __import__(params.get("module", "torch"))
+    return {}
+
+
+def test_a_job_missing_an_extra_fails_with_the_one_line_message(
+    sqlite_workspace: gv.Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # a worker without the train extra
+    monkeypatch.setitem(sys.modules, "not_an_extra", None)
+    registry.register("test.torch", needs_torch_job)
+    try:
+        message = "a test.torch job needs the 'train' extra (torch is not installed): pip install 'gigavision[train]'"
+        with pytest.raises(MissingExtra) as raised:
+            sqlite_workspace.jobs.run("test.torch", {}, "ana")
+        assert str(raised.value) == message and raised.value.extra == "train"
+        assert isinstance(raised.value.__cause__, ModuleNotFoundError)
+        with pytest.raises(ModuleNotFoundError):  # an import error of no extra's module stays a crash
+            sqlite_workspace.jobs.run("test.torch", {"module": "not_an_extra"}, "ana")
+        with TestClient(create_app(sqlite_workspace)):  # the queue's worker records the same line
+            queued = sqlite_workspace.jobs.submit("test.torch", {}, "ana")
+            done = sqlite_workspace.jobs.wait(queued["id"], timeout=30)
+    finally:
+        registry.KINDS.pop("test.torch", None)
+    assert done["status"] == "failed" and done["error"] == message
+    errors = {j["error"] for j in sqlite_workspace.jobs.list_jobs(status="failed")[0]}
+    assert errors == {message, "ModuleNotFoundError: import of not_an_extra halted; None in sys.modules"}
 
 
 def test_queue_runs_jobs_and_rest_serves_them(workspace: gv.Workspace) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select, update
 
 from gigavision.errors import Conflict, GigavisionError, InvalidInput, NotFound
+from gigavision.extras import from_import_error
 from gigavision.jobs import registry
 from gigavision.jobs.context import JobCancelled, JobContext
 from gigavision.store import refs
@@ -177,16 +178,26 @@ class JobManager:
         except GigavisionError as exc:
             self._set(job_id, status="failed", error=str(exc), finished_at=utcnow())
             return exc
+        except ImportError as exc:  # a worker without an extra: the one-line message, not the raw import error
+            missing = from_import_error(exc, f"a {kind} job")
+            if missing is None:  # not an extra's module: a real bug, recorded like any crash
+                return self._crashed(job_id, kind, exc)
+            missing.__cause__ = exc
+            self._set(job_id, status="failed", error=str(missing), finished_at=utcnow())
+            return missing
         except Exception as exc:  # a bug in a job must not kill the worker; the job records it
-            log.error("job %s (%s) crashed:\n%s", job_id, kind, traceback.format_exc())
-            self._set(job_id, status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=utcnow())
-            return exc
+            return self._crashed(job_id, kind, exc)
         else:
             message = ctx.outcome or "done"
             self._set(job_id, status="done", progress=1.0, message=message, result=result, finished_at=utcnow())
             if on_progress is not None:
                 on_progress(1.0, message)
         return None
+
+    def _crashed(self, job_id: str, kind: str, exc: Exception) -> Exception:
+        log.error("job %s (%s) crashed:\n%s", job_id, kind, traceback.format_exc())
+        self._set(job_id, status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=utcnow())
+        return exc
 
     def _set(self, job_id: str, **values: Any) -> None:
         with self.ws.session.begin() as s:
