@@ -198,6 +198,12 @@ class _Output:
     def add(self, windows: list[Window], outputs: list[np.ndarray]) -> None:
         raise NotImplementedError
 
+    def add_slice(self, windows: list[Window], outputs: list[np.ndarray], start: int, stop: int) -> int:
+        """``add`` windows[start:stop] with their rows of every output; returns ``stop``, the next start."""
+        if stop > start:
+            self.add(windows[start:stop], [o[start:stop] for o in outputs])
+        return stop
+
     def skip(self, xyxy: tuple[int, int, int, int]) -> None:
         """A window not run (background or failed)."""
 
@@ -514,25 +520,18 @@ def infer_image(
             # keep the stitchers' row-major order: a batch spans rows, so the windows skipped (background or
             # unreadable) between its windows are reported in their place, not before or after the batch
             start = stop = 0  # good[start:stop] are read and not yet handed to the output
-
-            def flush() -> None:
-                nonlocal start
-                if stop > start:
-                    output.add(good[start:stop], [o[start:stop] for o in outputs])
-                start = stop
-
             for win in batch:
                 if skip_at < len(pending_skips) and pending_skips[skip_at] < win.index:
-                    flush()
+                    start = output.add_slice(good, outputs, start, stop)
                     while skip_at < len(pending_skips) and pending_skips[skip_at] < win.index:
                         output.skip(_box(windows[pending_skips[skip_at]]))
                         skip_at += 1
                 if win.error is None:
                     stop += 1
                 else:
-                    flush()
+                    start = output.add_slice(good, outputs, start, stop)
                     output.skip(win.xyxy)
-            flush()
+            output.add_slice(good, outputs, start, stop)
             done += len(batch)
             if progress is not None:
                 progress(done, len(run), f"{name}: windows")
