@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import gigavision as gv
+from gigavision.active.agreement import box_iou
 from gigavision.cli.main import main
 from gigavision.errors import InvalidImage, InvalidInput
 from gigavision.images.registry import open_image
@@ -19,6 +20,7 @@ from gigavision.metrics.detection import evaluate_detection
 from gigavision.models.predict import Predictor
 from tests.conftest import DETECT_SIZE, SEGMENT_SIZE, Trained
 from tests.scenes import CLASSES, make_scenes
+from tests.seeding import TRAIN_SEED, measured, trained
 
 
 def _mosaic(
@@ -42,6 +44,24 @@ def _mosaic(
     return path, gv.Annotations.merge(parts), truth
 
 
+def _claims(truth: gv.Annotations, pred: gv.Annotations, iou: float = 0.5) -> tuple[int, int, int]:
+    """(objects found, duplicates, strays): detections in score order claim the unclaimed true box of their
+    label they overlap most at IoU >= ``iou``; one whose best box is already claimed is a duplicate, one with
+    none a stray (a false positive)."""
+    claimed = np.zeros(len(truth), dtype=bool)
+    duplicates = strays = 0
+    for i in np.argsort(-pred.score, kind="stable"):
+        same = np.flatnonzero(truth.label == pred.label[i])
+        overlap = box_iou(np.repeat(pred.xyxy[i : i + 1], len(same), axis=0), truth.xyxy[same])
+        if not len(same) or overlap.max() < iou:
+            strays += 1
+        elif claimed[same[overlap.argmax()]]:
+            duplicates += 1
+        else:
+            claimed[same[overlap.argmax()]] = True
+    return int(claimed.sum()), duplicates, strays
+
+
 def test_detections_cut_by_tile_borders_come_out_once(scenes_detector: Trained, tmp_path: Path) -> None:
     info = scenes_detector.info
     path, truth, _ = _mosaic(tmp_path, 4, 3, DETECT_SIZE, seed=50)
@@ -55,8 +75,8 @@ def test_detections_cut_by_tile_borders_come_out_once(scenes_detector: Trained, 
     # tiles on the scenes' own cells: every scene seen whole, once (what the detector does on one image)
     cells = run(overlap=0)
     assert (cells.tiles_total, cells.tiles_run, cells.tiles_skipped) == (12, 12, 0)
-    base = evaluate_detection({0: truth}, {0: cells.annotations}).map50
-    assert base >= 0.8
+    base = measured("infer.cells_map50", evaluate_detection({0: truth}, {0: cells.annotations}).map50)
+    assert base >= 0.7  # seeds 0-4: 0.82-0.95
 
     # half-tile overlap: most objects are seen by 2-4 windows, whole or cut; merged they come out once
     merged = run(overlap=DETECT_SIZE // 2)
@@ -64,12 +84,29 @@ def test_detections_cut_by_tile_borders_come_out_once(scenes_detector: Trained, 
     ann = merged.annotations
     assert set(ann.source) == {f"model:{info.id}"}
     assert all(a["model"] == info.id and 0.0 <= a["uncertainty"] <= 1.0 for a in ann.attributes)
-    assert evaluate_detection({0: truth}, {0: ann}).map50 >= base - 0.03
-    assert len(ann) <= 1.15 * len(cells.annotations)
-
     raw = run(overlap=DETECT_SIZE // 2, merge="none", drop_cut=False)
-    assert len(raw.annotations) >= 2 * len(cells.annotations)  # what merging removed
-    assert evaluate_detection({0: truth}, {0: raw.annotations}).map50 < base - 0.1
+    # Each object comes out once: no detection claims an object another already has, and the objects the
+    # cells run found whole are found again. (The total count is no measure of the merge: the extra
+    # detections are low-score strays on the scenes' seams, which more windows see; at seed 0, 26 of 28
+    # objects found, 27 strays on the cells and 33 merged, 0 duplicates both ways.)
+    found_cells, dups_cells, _ = _claims(truth, cells.annotations)
+    found, dups, _ = _claims(truth, ann)
+    map_loss = measured("infer.merged_map50_minus_cells", evaluate_detection({0: truth}, {0: ann}).map50 - base)
+    raw_loss = measured(
+        "infer.raw_map50_minus_cells", evaluate_detection({0: truth}, {0: raw.annotations}).map50 - base
+    )
+    raw_dups = measured("infer.raw_duplicates_per_object", _claims(truth, raw.annotations)[1] / max(found, 1))
+    assert measured("infer.cells_duplicates", dups_cells) == 0
+    # Over seeds 0-4: 0 or 1 duplicate of 28 objects (two boxes of one digit from two windows, IoU 0.49 to each
+    # other: just under the merge's NMS threshold), none on the cells; every object the cells found found again;
+    # mAP@0.5 -0.020 to +0.008 from the cells'; unmerged, 1.60-1.70 extra detections per object and mAP -0.18
+    # to -0.28.
+    assert measured("infer.merged_duplicates", dups) <= 2
+    assert measured("infer.merged_found_minus_cells", found - found_cells) >= 0
+    assert map_loss >= -0.05
+    # what merging removed: unmerged, objects come out about once per window that sees them
+    assert raw_dups >= 1
+    assert raw_loss < -0.1
 
 
 def test_background_skipping_and_failed_regions(scenes_detector: Trained, tmp_path: Path) -> None:
@@ -127,7 +164,7 @@ def test_segmentation_is_stitched_without_seams(scenes_segmenter: Trained, tmp_p
             stitched[labels == k] = 1 + ("coin", "horse").index(name)
     for k, name in enumerate(("coin", "horse"), start=1):
         dice = 2 * ((stitched == k) & (truth == k)).sum() / max(1, (stitched == k).sum() + (truth == k).sum())
-        assert dice >= 0.75, (name, dice)
+        assert measured(f"infer.stitched_dice/{name}", dice) >= 0.75, (name, dice)  # seeds 0-4: 0.82-0.92
 
     # across a tile border the stitched map equals the prediction of one window centred on that border
     pixels = np.asarray(Image.open(path).convert("RGB"))
@@ -137,7 +174,7 @@ def test_segmentation_is_stitched_without_seams(scenes_segmenter: Trained, tmp_p
         c = size // 4
         inner = direct[c : size - c, c : size - c]
         seen = labels[y0 + c : y0 + size - c, x0 + c : x0 + size - c]
-        assert (inner == seen).mean() >= 0.97
+        assert measured("infer.border_agreement", (inner == seen).mean()) >= 0.97  # seeds 0-4: 0.998-1.0
 
     polys = result.annotations
     assert set(polys.kind) == {"polygon"} and set(polys.label) <= set(classes[1:])
@@ -212,8 +249,18 @@ def test_tiled_classification_pools_windows_into_the_image_label(tmp_path: Path)
 
     ws = gv.init_workspace(tmp_path / "ws")
     digits_version(ws, tmp_path / "digits", limit=300, scale=2)
-    recipe = {"task": "classify", "dataset": "digits", "arch": "resnet10t", "image_size": 16, "epochs": 3}
-    info = train(ws, load_recipe(overrides={**recipe, "batch_size": 32, "lr": 3e-3, "augment.hflip": False}))
+    recipe = {
+        "task": "classify",
+        "dataset": "digits",
+        "arch": "resnet10t",
+        "image_size": 16,
+        "epochs": 3,
+        "seed": TRAIN_SEED,
+    }
+    info = trained(
+        "infer_digits",
+        train(ws, load_recipe(overrides={**recipe, "batch_size": 32, "lr": 3e-3, "augment.hflip": False})),
+    )
     images, labels = digit_images(scale=2)  # 16×16 digits
     zeros = images[labels == 0][:6]
     mosaic = np.zeros((32, 48), dtype=np.uint8)

