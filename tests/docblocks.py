@@ -14,12 +14,14 @@ Each command of a bash block runs as written, except for what cannot run in a te
 - ``localhost:8000`` / ``127.0.0.1:8000`` in a command (curl) is a ``gigavision serve`` the harness starts on a
   free port, for the workspace the tutorial's shell has exported, before the block runs.
 
+A here-document (``cat > recipe.toml <<'EOF'`` … ``EOF``) is one command with its lines.
 A block opts out only with ``<!-- doctest: skip — REASON -->`` on the line right before its fence.
 A failing command is reported with the file, its line, the command and its stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -30,7 +32,8 @@ import subprocess
 import textwrap
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +44,7 @@ FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[A-Za-z0-9_+-]*)\s*$")
 SKIP = re.compile(r"^\s*<!--\s*doctest:\s*skip\b\s*(?:[—–:-]+\s*)?(?P<reason>.*?)\s*-->\s*$")
 DOCTEST_COMMENT = re.compile(r"^\s*<!--\s*doctest:")
 LOCAL_SERVER = re.compile(r"\b(localhost|127\.0\.0\.1):8000\b")
+HEREDOC = re.compile(r"<<-?\s*(?P<q>['\"]?)(?P<word>[A-Za-z_][A-Za-z0-9_]*)(?P=q)")
 
 
 @dataclass
@@ -79,6 +83,14 @@ class Block:
             while text.endswith("\\") and i < len(lines):
                 text += "\n" + lines[i]
                 i += 1
+            heredoc = HEREDOC.search(text)
+            if heredoc:  # `cat > recipe.toml <<'EOF'`: the lines up to the delimiter belong to the command
+                while i < len(lines):
+                    body = lines[i][2:] if self.lang == "console" and lines[i].startswith("> ") else lines[i]
+                    text += "\n" + body
+                    i += 1
+                    if body.strip() == heredoc["word"]:
+                        break
             out.append(Command(self.line + 1 + start, text))
         return out
 
@@ -134,7 +146,12 @@ def free_port() -> int:
 
 
 # The shell functions the rewritten commands call. $__DOC is the harness's state folder.
+# With a fork server (tests/gvfork.py) `gigavision` is a shell function that hands the command to it; `setsid
+# gigavision serve …` and anything else that execs the program by name gets the real one.
 PRELUDE = r"""
+if [ -n "${__DOC_GVFORK:-}" ] && [ -S "$__DOC_GVFORK" ]; then
+  gigavision() { "$__DOC_PY" -S "$__DOC_REPO/tests/gvfork.py" "$__DOC_GVFORK" "$@"; }
+fi
 __doc_wait_http() {  # URL PID LOG: wait until URL answers 200, or fail if PID died
   local url=$1 pid=$2 log=$3 i
   for i in $(seq 1 150); do
@@ -206,8 +223,15 @@ def rewrite(command: str, port: int) -> str:
 class Tutorial:
     """One Markdown file's blocks, run in order in one temporary home, workspace and shell state."""
 
-    def __init__(self, path: Path, tmp: Path, prepare: Callable[[Path, Path], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        tmp: Path,
+        prepare: Callable[[Path, Path], None] | None = None,
+        fork_server: Path | None = None,
+    ) -> None:
         self.path = path
+        self.fork_server = fork_server  # the socket of a tests/gvfork.py server running `gigavision` commands
         self.blocks = parse_blocks(path)
         self.home = tmp / "home"
         self.cwd = tmp / "work"  # where the tutorial's commands run (a project folder with .venv)
@@ -238,7 +262,10 @@ class Tutorial:
             __DOC=str(self.state),
             __DOC_REPO=str(REPO),
             __DOC_PORT=str(self.port),
+            __DOC_PY=str(VENV_BIN / "python"),
         )
+        if self.fork_server is not None:
+            env["__DOC_GVFORK"] = str(self.fork_server)
         return env
 
     def script(self, block: Block) -> tuple[str, list[Command]]:
@@ -342,6 +369,38 @@ class Tutorial:
             except subprocess.TimeoutExpired:
                 os.killpg(self.server.pid, signal.SIGKILL)
                 self.server.wait()
+
+
+@contextmanager
+def fork_server(folder: Path) -> Iterator[Path | None]:
+    """A tests/gvfork.py server (CLI, torch and Lightning imported once) on ``folder/gv.sock`` while the block
+    runs; None (the real program runs) when it does not come up in 60 s or GIGAVISION_DOCTEST_FORK=0."""
+    if os.environ.get("GIGAVISION_DOCTEST_FORK", "1") == "0":
+        yield None
+        return
+    sock = folder / "gv.sock"
+    log = (folder / "gvfork.log").open("wb")
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    env.update(PYTHONUNBUFFERED="1", COLUMNS="200", NO_COLOR="1")
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "python"), str(REPO / "tests" / "gvfork.py"), "--serve", str(sock)],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield sock if sock.exists() else None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
 
 
 def copy_files(files: dict[str, Path], folder: Path) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,8 @@ from PIL import Image
 
 import gigavision as gv
 from gigavision.demo import make_slide
-from tests.docblocks import REPO, Tutorial, parse_blocks
+from tests.conftest import building
+from tests.docblocks import REPO, Tutorial, fork_server, parse_blocks
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 MAX_SKIPPED = 4  # blocks opted out with <!-- doctest: skip — reason --> over all files
@@ -26,7 +29,8 @@ MAX_SKIPPED = 4  # blocks opted out with <!-- doctest: skip — reason --> over 
 @pytest.fixture(scope="module")
 def doc_files(fixture_cache: Path, samples: dict[str, Path]) -> dict[str, Path]:
     """Real files the docs name, made once: the bundled images and a 12,000 × 10,000 pyramidal slide."""
-    slide = make_slide(fixture_cache / "doc_slide_12000x10000.tif", 12_000, 10_000, mpp=0.25, seed=3)
+    with building(fixture_cache):
+        slide = make_slide(fixture_cache / "doc_slide_12000x10000.tif", 12_000, 10_000, mpp=0.25, seed=3)
     return {**samples, "slide.tif": slide}
 
 
@@ -110,24 +114,89 @@ def prepare_readme(files: dict[str, Path], home: Path, cwd: Path) -> None:
     (cwd / "clinical.csv").write_text("image,patient,age,md\nretina.jpg,p017,61,-3.25\nastronaut.jpg,p018,45,-1.5\n")
 
 
-PREPARE = {"README.md": prepare_readme}
-SLOW = {"README.md", "docs/training.md", "docs/inference.md"}
+def digits_datasets(home: Path) -> gv.Workspace:
+    """``digits@1`` (``~/digits``) and ``digits@2`` (+ ``~/more-digits``) in the tutorial's workspace, as the
+    README's tour makes them with `gigavision import imagefolder` and `gigavision dataset create`."""
+    from gigavision.datasets.versions import create_version
+    from gigavision.formats.api import import_annotations
+
+    ws = gv.open_workspace(home / "workspace")
+    for folder in ("digits", "more-digits"):
+        import_annotations(ws, "imagefolder", home / folder)
+        create_version(
+            ws,
+            "digits",
+            filters=["image=digit-*", "has=annotations"],
+            split="train=0.7,val=0.15,test=0.15",
+            stratify=True,
+        )
+    return ws
+
+
+def prepare_training(files: dict[str, Path], home: Path, cwd: Path) -> None:
+    from gigavision.datasets.versions import create_version
+    from tests.scenes import make_scenes
+
+    prepare_common(files, home, cwd)
+    ws = digits_datasets(home)
+    # scenes@1: photographs with coins, digits and a horse outlined as polygons, what patch training learns from
+    scenes = make_scenes(16, 96, 0)
+    (home / "scenes").mkdir()
+    paths = [home / "scenes" / f"scene-{i:02d}.png" for i in range(len(scenes))]
+    for path, scene in zip(paths, scenes, strict=True):
+        Image.fromarray(scene.pixels).save(path)
+    for label in sorted({label for scene in scenes for label in scene.labels}):
+        ws.labels.set(label, "polygon")
+    for result, scene in zip(ws.ingest(paths), scenes, strict=True):
+        assert result.id is not None, result
+        ws.annotations.add(result.id, scene.annotations(source="user:ana"), "ana")
+    create_version(ws, "scenes", filters=["image=scene-*"], split="train=0.7,val=0.15,test=0.15", stratify=True)
+    ws.close()
+
+
+def prepare_inference(files: dict[str, Path], home: Path, cwd: Path) -> None:
+    """The tiny digit classifier the examples run: ``digits-classify-1`` (16 px, 1 epoch: seconds)."""
+    from gigavision.train.recipe import load_recipe
+    from gigavision.train.trainer import train
+
+    prepare_common(files, home, cwd)
+    ws = digits_datasets(home)
+    train(ws, load_recipe(overrides={"task": "classify", "dataset": "digits@1", "epochs": 1, "image_size": 16}))
+    ws.close()
+
+
+PREPARE = {"README.md": prepare_readme, "docs/training.md": prepare_training, "docs/inference.md": prepare_inference}
+# seconds each file's blocks may take: about 3x what they take on a loaded 2-core machine
+TIMEOUTS = {"README.md": 600, "docs/training.md": 400, "docs/inference.md": 300}
 
 
 def _params() -> list[object]:
     out = []
     for path in DOCS:
         rel = str(path.relative_to(REPO))
-        marks = [pytest.mark.slow, pytest.mark.timeout(1200)] if rel in SLOW else []
+        marks = [pytest.mark.slow, pytest.mark.timeout(TIMEOUTS[rel])] if rel in TIMEOUTS else []
         out.append(pytest.param(path, id=rel, marks=marks))
     return out
 
 
+@pytest.fixture(scope="session")
+def gigavision_fork_server() -> Iterator[Path | None]:
+    """One fork server per test process: the docs' `gigavision` commands start in ~0.1 s instead of 1-9 s."""
+    folder = Path(tempfile.mkdtemp(prefix="gvfork-"))  # short: a Unix socket path has at most 107 bytes
+    try:
+        with fork_server(folder) as sock:
+            yield sock
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.parametrize("path", _params())
-def test_doc_commands_run(path: Path, doc_files: dict[str, Path], tmp_path: Path) -> None:
+def test_doc_commands_run(
+    path: Path, doc_files: dict[str, Path], tmp_path: Path, gigavision_fork_server: Path | None
+) -> None:
     rel = str(path.relative_to(REPO))
     prepare = PREPARE.get(rel, prepare_common)
-    tutorial = Tutorial(path, tmp_path, lambda home, cwd: prepare(doc_files, home, cwd))
+    tutorial = Tutorial(path, tmp_path, lambda home, cwd: prepare(doc_files, home, cwd), gigavision_fork_server)
     failures = tutorial.run()
     assert not failures, f"{len(failures)} failing doc block(s) in {rel}:\n\n" + "\n\n".join(map(str, failures))
 

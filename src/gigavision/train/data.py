@@ -278,6 +278,9 @@ class SplitData:
     left_out: int  # whole images without a usable label for this task
 
 
+BACKGROUND = "background"  # = models.classify.BACKGROUND = models.segment.BACKGROUND
+
+
 def patch_sampler(images: PatchImages, recipe: Recipe, *, training: bool, classes: Sequence[str]) -> PatchSampler:
     """The sampler the recipe asks for (training) or the tissue grid (validation, test)."""
     cfg = recipe.patch
@@ -289,9 +292,20 @@ def patch_sampler(images: PatchImages, recipe: Recipe, *, training: bool, classe
     common["seed"] = recipe.seed
     if cfg.sampler == "random":
         return RandomSampler(images, cfg.size, num_samples=cfg.per_epoch, min_foreground=cfg.min_foreground, **common)
+    wanted = _object_classes(images, classes)
     if cfg.sampler == "balanced":
-        return ClassBalancedSampler(images, cfg.size, num_samples=cfg.per_epoch, classes=list(classes), **common)
-    return AnnotationCentredSampler(images, cfg.size, classes=list(classes), **common)
+        return ClassBalancedSampler(images, cfg.size, num_samples=cfg.per_epoch, classes=wanted, **common)
+    return AnnotationCentredSampler(images, cfg.size, classes=wanted, **common)
+
+
+def _object_classes(images: PatchImages, classes: Sequence[str]) -> list[str]:
+    """The classes whose shapes the balanced and centred samplers visit. ``background`` is the class classify
+    and segment give to what no shape covers: it is visited only when shapes carry that label (a dataset
+    that outlines its background regions), not required of every dataset."""
+    if BACKGROUND not in classes:
+        return list(classes)
+    outlined = any(BACKGROUND in images.annotations(i).label.tolist() for i in range(len(images)))
+    return [c for c in classes if c != BACKGROUND or outlined]
 
 
 def check_patchable(images: PatchImages, sampler: PatchSampler) -> None:
