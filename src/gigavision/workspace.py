@@ -253,9 +253,9 @@ class Workspace:
         Every command and route that names an image resolves it here. Raises ``NotFound``, or ``Ambiguous``
         (400) listing the candidates when ``ref`` fits several images (a shared name, a short prefix).
         """
-        if IMAGE_ID.fullmatch(ref):
+        if IMAGE_ID.fullmatch(ref.lower()):  # a full id in any case, as prefixes are
             with contextlib.suppress(NotFound):
-                return self.get_image(ref).id  # the cached row: routes the viewer calls per request stay cheap
+                return self.get_image(ref.lower()).id  # the cached row: routes the viewer calls per request stay cheap
         found = self._resolve_refs([ref])[ref]
         if isinstance(found, GigavisionError):
             raise found
