@@ -58,11 +58,16 @@ dist: install web
 demo: install web
 	$(BIN)/gigavision demo demo-workspace --port $(PORT)
 
+# Two xdist workers (one intra-op torch thread each, tests/conftest.py); the tests that use the trained scene
+# models share one worker, so each model is trained once. The 25 slowest tests are listed at the end.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
+
 test: install web chromium
-	$(BIN)/pytest
+	$(PYTEST)
 
 test-fast: install
-	$(BIN)/pytest -m "not browser and not slow"
+	$(PYTEST) -m "not browser and not slow"
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
