@@ -46,13 +46,15 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(TEST_THREADS)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+SCENE_GROUP = "trained-scenes"
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
     """Under `pytest -n 2 --dist loadgroup` (make test) the tests that use the session's trained scene models
-    run on one worker, so each model is trained once per run."""
-    for item in items:
-        if {"scenes_detector", "scenes_segmenter"} & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("trained-scenes"))
+    run on one worker, so each model is trained once per run (marked as collected: before xdist's
+    collection_modifyitems hook turns the marks into groups)."""
+    if {"scenes_detector", "scenes_segmenter"} & set(getattr(item, "fixturenames", ())):
+        item.add_marker(pytest.mark.xdist_group(SCENE_GROUP))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

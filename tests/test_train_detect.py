@@ -21,14 +21,18 @@ from gigavision.train.evaluate import predict_split
 from gigavision.train.module import to_numpy
 from gigavision.train.recipe import load_recipe
 from gigavision.train.transforms import build_transform
-from tests.conftest import DETECT_SIZE, Trained
+from tests.conftest import DETECT_SIZE, SCENE_GROUP, Trained
 from tests.seeding import measured
 
 SIZE = DETECT_SIZE
 
 
-def test_detect_on_pasted_objects_meets_the_bar_exports_and_matches_pycocotools(scenes_detector: Trained) -> None:
+def test_detect_on_pasted_objects_meets_the_bar_exports_and_matches_pycocotools(
+    scenes_detector: Trained, request: pytest.FixtureRequest
+) -> None:
     ws, version, info = scenes_detector.ws, scenes_detector.version, scenes_detector.info
+    if request.config.getoption("loadgroup", False):  # an xdist worker of make test: scene models trained once
+        assert request.node.nodeid.endswith(f"@{SCENE_GROUP}"), "the xdist group of the trained scene models is lost"
 
     assert info.task == "detect" and info.arch == "fcos_tiny"
     assert info.classes == ["coin", "digit", "horse"]
