@@ -64,6 +64,8 @@ def test_find_image_by_id_prefix_and_name(workspace: gv.Workspace, two_images: d
     assert workspace.find_image(retina[:12]) == retina  # what `images list` shows
     assert workspace.find_image(retina[:6]) == retina  # the shortest prefix accepted
     assert workspace.find_image(retina[:9].upper()) == retina  # typed in capitals
+    assert workspace.find_image(retina.upper()) == retina  # the whole id too, one at a time or many
+    assert workspace.find_images([retina.upper()]) == {retina.upper(): retina}
     assert workspace.find_image("coins.png") == two_images["coins.png"]
     assert workspace.find_images([retina[:7], "coins.png"]) == {
         retina[:7]: retina,

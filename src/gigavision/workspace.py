@@ -253,9 +253,9 @@ class Workspace:
         Every command and route that names an image resolves it here. Raises ``NotFound``, or ``Ambiguous``
         (400) listing the candidates when ``ref`` fits several images (a shared name, a short prefix).
         """
-        if IMAGE_ID.fullmatch(ref.lower()):  # a full id in any case, as prefixes are
+        if IMAGE_ID.fullmatch(ref):
             with contextlib.suppress(NotFound):
-                return self.get_image(ref.lower()).id  # the cached row: routes the viewer calls per request stay cheap
+                return self.get_image(ref).id  # the cached row: routes the viewer calls per request stay cheap
         found = self._resolve_refs([ref])[ref]
         if isinstance(found, GigavisionError):
             raise found
@@ -327,11 +327,11 @@ class Workspace:
         """
         out: dict[str, str | GigavisionError] = {}
         with self.session() as s:
-            hex_ids = [r for r in refs if IMAGE_ID.fullmatch(r)]
+            full = {r: r.lower() for r in refs if IMAGE_ID.fullmatch(r.lower())}  # a full id in any case
             known: set[str] = set()
-            for chunk in _chunks(hex_ids):
+            for chunk in _chunks(list(set(full.values()))):
                 known.update(s.scalars(select(ImageRow.id).where(ImageRow.id.in_(chunk))))
-            names = [r for r in refs if r not in known]
+            names = [r for r in refs if full.get(r) not in known]
             found: dict[str, dict[str, tuple[str, str]]] = {r: {} for r in names}  # ref -> id -> (name, source)
             columns = (ImageRow.id, ImageRow.name, ImageRow.source_path)
             for chunk in _chunks(names):
@@ -346,8 +346,8 @@ class Workspace:
                     if len(rows) > refs_.CANDIDATES:
                         capped.add(ref)
         for ref in refs:
-            if ref in known:
-                out[ref] = ref
+            if full.get(ref) in known:
+                out[ref] = full[ref]
             elif len(found[ref]) == 1:
                 out[ref] = next(iter(found[ref]))
             elif found[ref]:
