@@ -535,9 +535,17 @@ class AnnotationStore:
 
         Stops silently at ``limit``: use ``query_page`` to know whether there were more.
         """
-        _check_limit(limit)
-        rows = self._select(image_id, viewport, labels=labels, sources=sources, statuses=statuses, limit=limit)
-        return self._records(rows, simplify)
+        page = self.query_page(
+            image_id,
+            viewport,
+            labels=labels,
+            sources=sources,
+            statuses=statuses,
+            limit=limit,
+            simplify=simplify,
+            with_total=False,
+        )
+        return page.items
 
     def query_page(
         self,
