@@ -25,13 +25,13 @@ import numpy as np
 
 from gigavision.errors import InvalidInput
 from gigavision.infer.engine import DEFAULT_OVERLAP, InferOptions, WindowPlan, infer_image
+from gigavision.models.task import BACKGROUND
 
 if TYPE_CHECKING:
     from gigavision.images.source import ImageSource
     from gigavision.models.predict import Predictor
 
 ZOOM_KEYS = ("threshold", "topk", "model", "level", "factor")
-BACKGROUND = "background"
 
 
 @dataclass(frozen=True)

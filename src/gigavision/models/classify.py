@@ -21,12 +21,11 @@ from gigavision.annotations import Annotations
 from gigavision.errors import InvalidInput
 from gigavision.models.backbones import feature_dim, recipe_backbone, timm_normalization
 from gigavision.models.side import standardisation
-from gigavision.models.task import Evaluation, Task
+from gigavision.models.task import BACKGROUND, Evaluation, Task
 
 if TYPE_CHECKING:
     from gigavision.train.recipe import Recipe
 
-BACKGROUND = "background"
 SIDE_WIDTH = 32  # units the side features are mapped to before fusion
 
 

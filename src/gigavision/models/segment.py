@@ -25,12 +25,11 @@ from torch import nn
 from gigavision.annotations import Annotations
 from gigavision.errors import InvalidInput, MissingDependency
 from gigavision.models.backbones import load_weights
-from gigavision.models.task import Evaluation, Task
+from gigavision.models.task import BACKGROUND, Evaluation, Task
 
 if TYPE_CHECKING:
     from gigavision.train.recipe import Recipe
 
-BACKGROUND = "background"
 DEFAULT_ENCODER = "resnet18"
 STRIDE = 32  # the encoders' total downsampling: input sides must be multiples of it
 SHAPE_KINDS = ("polygon", "mask")

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from gigavision.train.recipe import Recipe
     from gigavision.workspace import Workspace
 
+# The class classify and segment give to what none of the labelled shapes covers ("none of the classes").
+BACKGROUND = "background"
+
 # task name -> "module:Class", imported on first use (torch is heavy; `gigavision --help` must stay fast)
 TASKS: dict[str, str] = {
     "classify": "gigavision.models.classify:ClassifyTask",

@@ -35,6 +35,7 @@ from gigavision.datasets.patches import (
 )
 from gigavision.errors import InvalidInput
 from gigavision.models.side import side_table
+from gigavision.models.task import BACKGROUND
 from gigavision.tiling.grid import GridSpec
 
 if TYPE_CHECKING:
@@ -276,9 +277,6 @@ class SplitData:
     ids: list[str]  # whole images: the image id of each sample; patches: empty (``dataset.raw(i)`` names it)
     targets: list[Any] | None  # whole images: every kept sample's target (class counts, weights); None for patches
     left_out: int  # whole images without a usable label for this task
-
-
-BACKGROUND = "background"  # = models.classify.BACKGROUND = models.segment.BACKGROUND
 
 
 def patch_sampler(images: PatchImages, recipe: Recipe, *, training: bool, classes: Sequence[str]) -> PatchSampler:
