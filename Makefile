@@ -73,6 +73,7 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 # Baselines for the benchmarks: the vips CLI, nginx and wrk from Debian.
 bench-tools:
