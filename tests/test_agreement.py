@@ -10,7 +10,6 @@ from scipy.optimize import linear_sum_assignment
 
 from gigavision.active.agreement import (
     MatchOptions,
-    box_iou,
     cohen_kappa,
     f1_score,
     fleiss_kappa,
@@ -27,6 +26,7 @@ from gigavision.active.agreement import (
 )
 from gigavision.active.consensus import cluster_shapes, majority, shape_consensus, tag_consensus
 from gigavision.annotations import Annotations
+from gigavision.boxes import paired_iou
 from gigavision.errors import InvalidInput
 
 # Fleiss (1971) as worked through on Wikipedia's "Fleiss' kappa" page: 10 subjects, 14 raters, 5 categories.
@@ -107,8 +107,8 @@ def test_jaccard_and_item_tag_agreement() -> None:
 
 # -- shapes ----------------------------------------------------------------------------------------------------
 def test_box_iou_and_f1_edge_cases() -> None:
-    assert box_iou([[0, 0, 10, 10]], [[5, 0, 15, 10]]).tolist() == pytest.approx([50 / 150])
-    assert box_iou([[0, 0, 0, 0]], [[0, 0, 0, 0]]).tolist() == [0.0]  # empty boxes: no division by zero
+    assert paired_iou([[0, 0, 10, 10]], [[5, 0, 15, 10]]).tolist() == pytest.approx([50 / 150])
+    assert paired_iou([[0, 0, 0, 0]], [[0, 0, 0, 0]]).tolist() == [0.0]  # empty boxes: no division by zero
     empty = Annotations.empty()
     one = boxes([[0, 0, 10, 10]])
     assert f1_score(empty, empty) == 1.0  # both saw nothing

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import gigavision as gv
-from gigavision.active.agreement import box_iou
+from gigavision.boxes import box_iou
 from gigavision.cli.main import main
 from gigavision.errors import InvalidImage, InvalidInput
 from gigavision.images.registry import open_image
@@ -52,7 +52,7 @@ def _claims(truth: gv.Annotations, pred: gv.Annotations, iou: float = 0.5) -> tu
     duplicates = strays = 0
     for i in np.argsort(-pred.score, kind="stable"):
         same = np.flatnonzero(truth.label == pred.label[i])
-        overlap = box_iou(np.repeat(pred.xyxy[i : i + 1], len(same), axis=0), truth.xyxy[same])
+        overlap = box_iou(pred.xyxy[i : i + 1], truth.xyxy[same])[0]
         if not len(same) or overlap.max() < iou:
             strays += 1
         elif claimed[same[overlap.argmax()]]:

@@ -15,7 +15,8 @@ from gigavision.annotations import Annotations
 from gigavision.datasets.versions import open_version
 from gigavision.metrics.coco import evaluate_with_pycocotools, to_coco
 from gigavision.metrics.detection import evaluate_detection
-from gigavision.models.detect import DetectorNet, DetectTask, nms
+from gigavision.boxes import nms
+from gigavision.models.detect import DetectorNet, DetectTask
 from gigavision.train.data import split_data
 from gigavision.train.evaluate import predict_split
 from gigavision.train.module import to_numpy

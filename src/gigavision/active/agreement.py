@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from gigavision.annotations import Annotations, mask_to_polygon
+from gigavision.boxes import paired_iou
 from gigavision.errors import InvalidInput
 
 SHAPE_KINDS = ("box", "polygon", "mask", "point")
@@ -189,17 +190,6 @@ class Matching:
         return out
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise IoU of two ``(k, 4)`` xyxy arrays (0 where the union is empty)."""
-    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = iw * ih
-    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
-    iou: np.ndarray = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    return iou
-
-
 def _check_shapes(ann: Annotations, name: str) -> None:
     if len(ann) and (ann.kind == "tag").any():
         raise InvalidInput(f"{name}: tags have no geometry; compare tag sets with jaccard/set_kappa instead")
@@ -262,7 +252,7 @@ def _similarity(a: Annotations, b: Annotations, ia: np.ndarray, ib: np.ndarray, 
         d = np.hypot(a.xyxy[ia[points], 0] - b.xyxy[ib[points], 0], a.xyxy[ia[points], 1] - b.xyxy[ib[points], 1])
         sim[points] = 1.0 - d / radius
     if boxes.any():
-        sim[boxes] = box_iou(a.xyxy[ia[boxes]], b.xyxy[ib[boxes]])
+        sim[boxes] = paired_iou(a.xyxy[ia[boxes]], b.xyxy[ib[boxes]])
     if masks.any():
         cache: dict[tuple[int, int], np.ndarray] = {}
         sim[masks] = [_mask_iou(a, int(i), b, int(j), cache) for i, j in zip(ia[masks], ib[masks], strict=True)]

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gigavision.annotations import Annotations
+from gigavision.boxes import box_iou, nms
 from gigavision.errors import InvalidInput, MissingDependency
 from gigavision.models.backbones import load_weights
 from gigavision.models.task import Evaluation, Task
@@ -223,25 +224,6 @@ def _kind(arch: str) -> str:
     )
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int | None = None) -> np.ndarray:
-    """Greedy non-maximum suppression (as ``torchvision.ops.nms``): indices kept, best first, at most
-    ``limit`` (stopping early is what keeps decoding an untrained network's 1000 candidates cheap)."""
-    order = np.argsort(-scores, kind="stable")
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    keep: list[int] = []
-    while order.size and (limit is None or len(keep) < limit):
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        w = np.clip(np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]), 0, None)
-        h = np.clip(np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]), 0, None)
-        inter = w * h
-        union = areas[i] + areas[rest] - inter
-        overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        order = rest[overlap <= iou]
-    return np.asarray(keep, dtype=np.int64)
-
-
 class DetectTask(Task):
     name = "detect"
     default_arch = "fcos_tiny"
@@ -383,9 +365,7 @@ class DetectTask(Task):
             b = boxes[anchor]
             ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
             b, cls, s = b[ok], cls[ok], s[ok]
-            # per-class NMS in one pass: classes shifted apart so boxes of different classes never overlap
-            offset = cls[:, None] * (float(self.input_size) * 4 + 1)
-            keep = nms(b + offset, s, iou, MAX_DETECTIONS)
+            keep = nms(b, s, iou, MAX_DETECTIONS, codes=cls)  # per class, in one pass
             scale = max(h, w) / self.input_size
             xyxy = b[keep] * scale
             xyxy[:, 0::2] = np.clip(xyxy[:, 0::2], 0, w)
@@ -468,14 +448,7 @@ def _miss_false(truth: Annotations, pred: Annotations, iou: float = 0.5, score: 
     p = pred[pred.score >= score]
     if not len(truth) or not len(p):
         return len(truth), len(p)
-    a, b = truth.xyxy, p.xyxy
-    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = w * h
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    ious = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    ious = box_iou(truth.xyxy, p.xyxy)
     same = truth.label[:, None] == p.label[None, :]
     hit = (ious >= iou) & same
     return int((~hit.any(axis=1)).sum()), int((~hit.any(axis=0)).sum())

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gigavision.boxes import box_area, iou_of, suppress
 from gigavision.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class Candidates:
         i, j, inter = overlapping_pairs(xyxy, codes) if pairs else (none, none, np.zeros(0))
         swap = rank[i] > rank[j]
         i, j = np.where(swap, j, i), np.where(swap, i, j)
-        area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
+        area = box_area(xyxy)
         root = _components(n, i, j)
         size = np.bincount(root, minlength=n)[root]
         return cls(xyxy=xyxy, scores=scores, area=area, order=order, rank=rank, i=i, j=j, inter=inter, size=size)
@@ -134,27 +135,26 @@ class Candidates:
         )
 
     def iou(self) -> np.ndarray:
-        """IoU of each pair, computed as torchvision does (``inter / (area_i + area_j - inter)``)."""
-        out: np.ndarray = self.inter / (self.area[self.i] + self.area[self.j] - self.inter)
-        return out
+        """IoU of each pair (``boxes.iou_of``: torchvision's arithmetic)."""
+        return iou_of(self.inter, self.area[self.i], self.area[self.j])
 
     def adjacency(
-        self, keep: np.ndarray | None = None, *, directed: bool = False, values: np.ndarray | None = None
+        self, keep: np.ndarray | None = None, *, values: np.ndarray | None = None
     ) -> tuple[list[int], list[int], list[float]]:
         """CSR lists ``(indptr, neighbours, values)`` over input rows, each row's neighbours in rank order.
 
-        ``keep`` selects pairs; ``directed`` lists only the lower-scoring partner of each pair; ``values`` (one
-        per pair, e.g. IoU) are listed alongside the neighbours (empty when not given).
+        ``keep`` selects pairs; ``values`` (one per pair, e.g. IoU) are listed alongside the neighbours (empty
+        when not given).
         """
         i, j = (self.i, self.j) if keep is None else (self.i[keep], self.j[keep])
-        src, dst = (i, j) if directed else (np.r_[i, j], np.r_[j, i])
+        src, dst = np.r_[i, j], np.r_[j, i]
         by = np.lexsort((self.rank[dst], src))
         indptr = np.zeros(len(self.scores) + 1, dtype=np.int64)
         np.cumsum(np.bincount(src, minlength=len(self.scores)), out=indptr[1:])
         vals: list[float] = []
         if values is not None:
             v = values if keep is None else values[keep]
-            vals = (v if directed else np.r_[v, v])[by].tolist()
+            vals = np.r_[v, v][by].tolist()
         return indptr.tolist(), dst[by].tolist(), vals
 
 
@@ -312,16 +312,10 @@ def _keep_all(c: Candidates, opt: MergeOptions) -> Result:
 
 @register_merger("nms", "greedy non-maximum suppression by IoU (torchvision batched_nms)", fuses=False)
 def _nms(c: Candidates, opt: MergeOptions) -> Result:
-    """Greedy NMS over the pairs above the threshold only; a suppressed row's group is the row suppressing it."""
-    indptr, nbrs, _ = c.adjacency(c.iou() > opt.threshold, directed=True)
-    owner = list(range(len(c.scores)))  # the kept row each row went into (itself when kept)
-    for s in c.order[np.diff(np.asarray(indptr))[c.order] > 0].tolist():  # rows that suppress someone, by rank
-        if owner[s] != s:
-            continue  # suppressed before its turn: suppresses nothing
-        for d in nbrs[indptr[s] : indptr[s + 1]]:
-            if owner[d] == d:
-                owner[d] = s
-    return np.asarray(owner, dtype=np.int64), c.xyxy, c.scores
+    """Greedy NMS (``boxes.suppress``) over the pairs above the threshold only; a suppressed row's group is the
+    row suppressing it."""
+    over = c.iou() > opt.threshold
+    return suppress(c.rank, c.i[over], c.j[over]), c.xyxy, c.scores
 
 
 def _soft_nms_pairwise(c: Candidates, opt: MergeOptions, two: np.ndarray, out: Result) -> None:
