@@ -7,11 +7,12 @@ so a gigapixel "slide" has real texture, real colour and real background for the
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gigavision.files import atomic_path
 
 PATCH = 512
 
@@ -69,9 +70,7 @@ def write_pyramid(image: Any, out: Path, *, quality: int = 85, mpp: float | None
     """Save a (lazy) pyvips image as a tiled pyramidal JPEG BigTIFF (256² tiles), atomically: streamed by
     libvips, so a gigapixel image is never held in memory, and never left half-written at ``out``."""
     resolution = {"resunit": "cm", "xres": 1000.0 / mpp, "yres": 1000.0 / mpp} if mpp else {}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(out) as tmp:
         image.tiffsave(
             str(tmp),
             tile=True,
@@ -83,9 +82,6 @@ def write_pyramid(image: Any, out: Path, *, quality: int = 85, mpp: float | None
             bigtiff=True,
             **resolution,
         )
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -8,7 +8,6 @@ counted while copying, so a member that lies about its size in the header cannot
 
 from __future__ import annotations
 
-import os
 import shutil
 import stat
 import zipfile
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from gigavision.errors import InvalidInput, LimitExceeded
+from gigavision.files import atomic_path
 
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest zip date: no timestamps in exports
 
@@ -35,19 +35,17 @@ def write_zip(folder: Path, dest: Path) -> int:
     files = sorted(
         (p for p in folder.rglob("*") if p.is_file() or p.is_symlink()), key=lambda p: p.relative_to(folder).as_posix()
     )
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
-            for path in files:
-                info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), date_time=FIXED_DATE)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = (stat.S_IFREG | 0o644) << 16
-                info.create_system = 3  # unix, so the mode above is honoured
-                with path.open("rb") as src, zf.open(info, "w", force_zip64=True) as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with (
+        atomic_path(dest) as tmp,
+        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf,
+    ):
+        for path in files:
+            info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), date_time=FIXED_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            info.create_system = 3  # unix, so the mode above is honoured
+            with path.open("rb") as src, zf.open(info, "w", force_zip64=True) as out:
+                shutil.copyfileobj(src, out, 1 << 20)
     return len(files)
 
 

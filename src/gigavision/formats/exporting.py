@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from gigavision.errors import InvalidInput
+from gigavision.files import publish, temp_beside
 from gigavision.formats.archive import write_zip
 from gigavision.formats.report import ExportOptions, ExportResult, Progress, no_progress
 from gigavision.formats.source import AnnotatedImages, ImageEntry
@@ -94,7 +94,7 @@ def run_export(
     if not archive and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidInput(f"{out} already exists and is not an empty folder; choose a new folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp = temp_beside(out)
     tmp.mkdir()
     result = ExportResult(format=fmt, out=str(out))
     try:
@@ -107,7 +107,7 @@ def run_export(
         else:
             if out.exists():
                 out.rmdir()
-            os.replace(tmp, out)
+            publish(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gigavision.errors import InvalidImage
+from gigavision.files import atomic_path
 from gigavision.images.source import ImageSource
 
 ProgressFn = Callable[[float], None]
@@ -69,21 +69,14 @@ def build_pyramid(
     if progress is not None:
         image.set_progress(True)
         image.signal_connect("eval", lambda _img, p: progress(min(1.0, p.percent / 100.0)))
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        image.tiffsave(str(tmp), **options)
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            image.tiffsave(str(tmp), **options)
     except pyvips.Error as exc:
-        tmp.unlink(missing_ok=True)
         lines = str(exc).strip().splitlines()
         raise InvalidImage(
             f"{path.name}: cannot build pyramid (truncated or corrupt?): {lines[-1] if lines else exc}"
         ) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return {
         "compression": options["compression"],
         "tile_size": tile_size,

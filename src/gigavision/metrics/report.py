@@ -9,16 +9,15 @@ Numbers are printed with 4 decimals.
 from __future__ import annotations
 
 import base64
-import contextlib
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from gigavision.errors import InvalidInput, LimitExceeded
+from gigavision.files import write_text
 from gigavision.metrics._common import jsonable
 
 Example = tuple[str | os.PathLike[str] | bytes, str]
@@ -283,17 +282,4 @@ def write_report(
     ``worst_examples``: ``(thumbnail, caption)`` pairs, the thumbnail a PNG/JPEG/WebP/GIF file path or its bytes.
     """
     html = render_report(result, title, worst_examples)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(html)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise
-    return target
+    return write_text(path, html)

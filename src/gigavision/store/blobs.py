@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 from gigavision.errors import InvalidInput
+from gigavision.files import atomic_path, atomic_write
 
 CHUNK = 4 * 1024 * 1024
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -63,17 +62,8 @@ class BlobStore:
         if self.fs.exists(full):
             return False
         if self.local:
-            dest = Path(full)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex}")
-            try:
-                with src.open("rb") as fin, tmp.open("wb") as fout:
-                    shutil.copyfileobj(fin, fout, CHUNK)
-                    fout.flush()
-                    os.fsync(fout.fileno())
-                os.replace(tmp, dest)
-            finally:
-                tmp.unlink(missing_ok=True)
+            with src.open("rb") as fin, atomic_write(full) as fout:
+                shutil.copyfileobj(fin, fout, CHUNK)
         else:  # object stores publish an object only once its upload completes
             self.fs.put_file(str(src), full)
         return True
@@ -92,13 +82,8 @@ class BlobStore:
             raise InvalidInput(f"blob store {self.url} is remote and no local cache folder is configured")
         dest = self.cache_dir / key
         if not dest.exists():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex}")
-            try:
+            with atomic_path(dest) as tmp:
                 self.fs.get_file(full, str(tmp))
-                os.replace(tmp, dest)
-            finally:
-                tmp.unlink(missing_ok=True)
         return dest
 
     def keys(self) -> list[str]:

@@ -1,0 +1,81 @@
+"""Files that appear whole or not at all: write beside the target, fsync, rename, fsync the folder.
+
+A reader (the tile server, a resumed job, the next process after a crash) must never see half a file, and a
+rename is only durable once its folder is synced, so every published file goes through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Make the renames and creations in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # Windows, or a folder we may not open: nothing more to do
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Rename the finished ``tmp`` (a file or a folder) onto ``dest`` durably: its bytes, then the name."""
+    tmp_path, dest_path = Path(tmp), Path(dest)
+    if tmp_path.is_file():
+        with tmp_path.open("rb") as fh:
+            os.fsync(fh.fileno())
+    os.replace(tmp_path, dest_path)
+    fsync_dir(dest_path.parent)
+
+
+def temp_beside(dest: str | os.PathLike[str]) -> Path:
+    """A fresh hidden name next to ``dest`` (same folder, so the final rename never crosses a filesystem)."""
+    dest_path = Path(dest)
+    return dest_path.with_name(f".{dest_path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temp path for a writer that takes a path (libvips, zipfile, onnx export, a folder being filled);
+    published onto ``dest`` when the block ends cleanly, removed when it raises."""
+    dest_path = Path(dest)
+    dest_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_beside(dest_path)
+    try:
+        yield tmp
+        publish(tmp, dest_path)
+    finally:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_write(dest: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A binary file whose bytes replace ``dest`` when the block ends cleanly (nothing changes when it raises)."""
+    with atomic_path(dest) as tmp, tmp.open("wb") as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_bytes(dest: str | os.PathLike[str], data: bytes) -> Path:
+    """``dest`` holds ``data``, atomically."""
+    with atomic_write(dest) as fh:
+        fh.write(data)
+    return Path(dest)
+
+
+def write_text(dest: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """``dest`` holds ``text``, atomically."""
+    return write_bytes(dest, text.encode(encoding))

@@ -1,0 +1,36 @@
+"""Published files appear whole or not at all (gigavision.files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gigavision.files import atomic_path, atomic_write, write_text
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path: Path) -> None:
+    target = tmp_path / "report.html"
+    write_text(target, "old")
+    with pytest.raises(RuntimeError), atomic_write(target) as fh:
+        fh.write(b"half of the new")
+        raise RuntimeError("writer failed")
+    assert target.read_text() == "old"  # the old content survives a failed writer
+    with atomic_write(target) as fh:
+        fh.write(b"new")
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temp file left behind
+
+
+def test_atomic_path_publishes_a_folder_and_cleans_up_a_failed_one(tmp_path: Path) -> None:
+    out = tmp_path / "sub" / "export"
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        (tmp / "a.json").write_text("{}")
+        assert not out.exists()  # nothing visible until the block ends
+    assert (out / "a.json").read_text() == "{}"
+    with pytest.raises(ValueError), atomic_path(tmp_path / "sub" / "other") as tmp:
+        tmp.mkdir()
+        (tmp / "b.json").write_text("{}")
+        raise ValueError("exporter failed")
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["export"]
