@@ -83,7 +83,7 @@ def test_model_folder_contents_and_reload(digits_ws: gv.Workspace) -> None:
         "report.html",
     }
     assert info.dataset == "digits@1" and info.classes == [str(d) for d in range(10)]
-    assert info.extra["onnx_max_abs_diff"] <= 1e-4
+    assert info.card.onnx_max_abs_diff <= 1e-4
     metrics = json.loads((info.path / "metrics.json").read_text())
     assert metrics["split"] == "test" and 0.0 <= metrics["accuracy"] <= 1.0
     report = (info.path / "report.html").read_text()
@@ -178,7 +178,7 @@ def test_multi_label_mosaics_micro_f1(tmp_path: Path) -> None:
     )
     info = trained("mosaics", train(ws, recipe))
     assert measured("mosaics.micro_f1", info.metrics["micro_f1"]) >= 0.9, info.metrics  # seeds 0-4: 0.989-0.995
-    thresholds = info.extra["task_state"]["thresholds"]
+    thresholds = info.card.task_state["thresholds"]
     assert len(thresholds) == 10 and all(0.0 < t < 1.0 for t in thresholds)  # tuned on val, not all 0.5
 
 
@@ -205,6 +205,6 @@ def test_image_size_defaults_to_the_dataset(tmp_path: Path) -> None:
         info = train(ws, recipe)
     finally:
         torch.set_num_threads(before)
-    assert info.input["size"] == 32
+    assert info.input.size == 32
     assert json.loads((info.path / store.RECIPE_JSON).read_text())["image_size"] == 32
     ws.close()

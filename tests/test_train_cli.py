@@ -257,7 +257,7 @@ def test_predictor_matches_the_evaluation_path(digits_ws: tuple[str, Path], trai
     with gv.open_workspace(digits_ws[0]) as ws:
         info = get_model(ws, "digits-classify-1")
         task, net = info.load_network()
-        transform = build_transform(None, info.input["mean"], info.input["std"], info.input["size"])
+        transform = build_transform(None, info.input.mean, info.input.std, info.input.size)
         data = split_data(task, open_version(ws, "digits@1"), info.recipe(), "test", transform, training=False)
         _, expected = predict_split(task, net, data, 64)
         got = predict_files(Predictor(info, "onnx"), data.ids, ws)

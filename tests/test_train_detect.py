@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from gigavision.annotations import Annotations
+from gigavision.boxes import nms
 from gigavision.datasets.versions import open_version
 from gigavision.metrics.coco import evaluate_with_pycocotools, to_coco
 from gigavision.metrics.detection import evaluate_detection
-from gigavision.boxes import nms
 from gigavision.models.detect import DetectorNet, DetectTask
 from gigavision.train.data import split_data
 from gigavision.train.evaluate import predict_split
@@ -43,7 +43,7 @@ def test_detect_on_pasted_objects_meets_the_bar_exports_and_matches_pycocotools(
     assert measured("detect.map50", info.metrics["map50"]) >= 0.7, info.metrics
     assert measured("detect.recall_iou60", info.metrics["recall_iou60"]) >= 0.9, info.metrics
     assert min(measured(f"detect.ap50/{c}", info.metrics[f"ap50/{c}"]) for c in info.classes) >= 0.4, info.metrics
-    assert info.extra["onnx_max_abs_diff"] <= 1e-4
+    assert info.card.onnx_max_abs_diff <= 1e-4
 
     # the published model predicts the test split again; our mAP equals the one saved and pycocotools'
     task, net = info.load_network()

@@ -59,15 +59,15 @@ def _onnx_matches_reloaded(ws: gv.Workspace, info: ModelInfo) -> torch.nn.Module
 def test_classify_from_scratch_reaches_97_percent(classifier: ModelInfo) -> None:
     # over seeds 0-4: 0.981-1.0
     assert measured("digits.accuracy", classifier.metrics["accuracy"]) >= 0.96, classifier.metrics
-    assert classifier.extra["onnx_max_abs_diff"] <= 1e-4
+    assert classifier.card.onnx_max_abs_diff <= 1e-4
 
 
 def test_probe_on_the_classifier_backbone(digits: gv.Workspace, classifier: ModelInfo) -> None:
     info = _train(digits, task="probe", backbone_model=classifier.id)
     assert info.task == "probe" and info.arch == "resnet18"
-    assert info.extra["task_state"]["backbone_arch"] == "resnet18"
+    assert info.card.task_state["backbone_arch"] == "resnet18"
     assert measured("probe.accuracy", info.metrics["accuracy"]) >= 0.95, info.metrics  # seeds 0-4: 1.0
-    assert info.extra["onnx_max_abs_diff"] <= 1e-4
+    assert info.card.onnx_max_abs_diff <= 1e-4
     net = _onnx_matches_reloaded(digits, info)
     # the backbone is the classifier's, frozen: same features
     _, source = get_model(digits, classifier.id).load_network()
@@ -85,8 +85,8 @@ def test_embed_retrieval_on_digits(digits: gv.Workspace) -> None:
     assert measured("embed.recall_at_1", info.metrics["recall_at_1"]) >= 0.9, info.metrics
     assert info.metrics["recall_at_5"] >= info.metrics["recall_at_1"]
     assert measured("embed.verification_auc", info.metrics["verification_auc"]) >= 0.9, info.metrics
-    assert info.extra["onnx_max_abs_diff"] <= 1e-4
-    assert len(info.extra["task_state"]["prototypes"]) == 10
+    assert info.card.onnx_max_abs_diff <= 1e-4
+    assert len(info.card.task_state["prototypes"]) == 10
     net = _onnx_matches_reloaded(digits, info)
     task, _ = get_model(digits, info.id).load_network()
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))

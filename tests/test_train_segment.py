@@ -69,4 +69,4 @@ def test_train_segment_scenes(scenes_segmenter: Trained) -> None:
     assert measured("segment.mean_dice", metrics["mean_dice"]) >= 0.78, metrics
     assert measured("segment.dice_coin", metrics["dice_coin"]) >= 0.85, metrics
     assert measured("segment.dice_horse", metrics["dice_horse"]) >= 0.65, metrics
-    assert info.extra["onnx_max_abs_diff"] <= 1e-4
+    assert info.card.onnx_max_abs_diff <= 1e-4

@@ -67,7 +67,7 @@ def test_side_features_are_fused_and_reach_the_bar(side_ws: tuple[gv.Workspace, 
     info = trained("side", train(ws, recipe, model_id="fused"))
     # images alone: ≤ ~0.67; fused, seeds 0-4: 1.0 (and 40 of 40 right below)
     assert measured("side.balanced_accuracy", info.metrics["balanced_accuracy"]) >= 0.9, info.metrics
-    assert info.input["side_features"] == ["md", "site"]
+    assert info.input.side_features == ["md", "site"]
 
     ids = sorted(truth)[:40]
     by_torch = predict_files(Predictor(info), ids, ws)

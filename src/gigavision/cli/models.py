@@ -117,7 +117,7 @@ def _print_model(info: ModelInfo) -> None:
     out_console.print(f"model {info.id}  ({info.task}, {info.arch}, trained on {info.dataset})", highlight=False)
     out_console.print(f"path  {info.path}", highlight=False, soft_wrap=True)
     if headline:
-        split = info.extra.get("evaluated_on") or "test"
+        split = info.card.evaluated_on or "test"
         out_console.print(f"{headline} on {split}: {_fmt(value)}", highlight=False)
     for key, val in sorted(info.metrics.items()):
         if key not in ("headline", "split") and key != headline:
@@ -504,7 +504,7 @@ def export_model_cmd(
             from gigavision.models.onnx_export import export_onnx
 
             task, net = info.load_network()
-            diff = export_onnx(task, net, path, int(info.input["size"]))
+            diff = export_onnx(task, net, path, info.input.size)
         target = path if out is None else store.copy_file(path, out)
     result = {"model": info.id, "format": "onnx", "path": str(target), "re_exported": exported, "max_abs_diff": diff}
     if json_out:
@@ -549,9 +549,8 @@ def show_cmd(
         return
     _print_model(info)
     out_console.print(f"classes ({len(info.classes)}): {', '.join(info.classes)}", highlight=False, soft_wrap=True)
-    out_console.print(
-        f"input: {info.input['size']}px, patch {info.input.get('patch') or 'none'}", highlight=False, soft_wrap=True
-    )
+    patch = info.input.patch.model_dump() if info.input.patch is not None else "none"
+    out_console.print(f"input: {info.input.size}px, patch {patch}", highlight=False, soft_wrap=True)
     out_console.print(f"files: {', '.join(info.as_dict()['files'])}", highlight=False, soft_wrap=True)
 
 

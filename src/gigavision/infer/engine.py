@@ -170,12 +170,11 @@ def model_resolution(predictor: Predictor, source: ImageSource, options: InferOp
     """The options' level/mpp, else the resolution a patch model was trained at, else level 0."""
     if options.level is not None or options.mpp is not None:
         return resolve_resolution(source, level=options.level, mpp=options.mpp)
-    patch = predictor.patch or {}
-    if patch.get("mpp") is not None and source.info.mpp_x:
-        return resolve_resolution(source, mpp=float(patch["mpp"]))
-    level = patch.get("level")
-    if level is not None and int(level) < len(source.levels):
-        return resolve_resolution(source, level=int(level))
+    patch = predictor.patch
+    if patch is not None and patch.mpp is not None and source.info.mpp_x:
+        return resolve_resolution(source, mpp=patch.mpp)
+    if patch is not None and patch.level is not None and patch.level < len(source.levels):
+        return resolve_resolution(source, level=patch.level)
     return Resolution(0, 1.0)
 
 

@@ -24,7 +24,7 @@ from gigavision.models.side import standardisation
 from gigavision.models.task import BACKGROUND, Evaluation, Task
 
 if TYPE_CHECKING:
-    from gigavision.train.recipe import Recipe
+    from gigavision.models.recipe import Recipe
 
 SIDE_WIDTH = 32  # units the side features are mapped to before fusion
 

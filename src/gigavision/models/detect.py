@@ -38,7 +38,7 @@ from gigavision.models.task import Evaluation, Task
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from gigavision.train.recipe import Recipe
+    from gigavision.models.recipe import Recipe
 
 TORCHVISION_ARCHS = (
     "fcos_resnet50_fpn",

@@ -29,7 +29,7 @@ from gigavision.models.backbones import feature_dim, recipe_backbone, timm_norma
 from gigavision.models.task import Evaluation, Task
 
 if TYPE_CHECKING:
-    from gigavision.train.recipe import Recipe
+    from gigavision.models.recipe import Recipe
 
 UNLABELLED = "embedding"  # the decoded tag's label when the model has no class prototypes
 MAX_VERIFICATION_PAIRS = 2_000_000  # past this, the ROC uses a fixed random sample of pairs

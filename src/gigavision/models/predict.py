@@ -29,6 +29,7 @@ from gigavision.models.side import side_values
 if TYPE_CHECKING:
     from gigavision.annotations import Annotations
     from gigavision.images.source import ImageSource
+    from gigavision.models.recipe import PatchConfig
     from gigavision.models.task import Task
     from gigavision.workspace import Workspace
 
@@ -71,11 +72,11 @@ class Predictor:
         self.info = info
         self.runtime = runtime
         self.batch = max(1, int(batch))
-        self.size = int(info.input["size"])
-        self.mean = np.asarray(info.input["mean"], dtype=np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(info.input["std"], dtype=np.float32).reshape(3, 1, 1)
-        self.patch: dict[str, Any] | None = info.input.get("patch") or None
-        self.side_names: list[str] = [str(n) for n in info.input.get("side_features") or []]
+        self.size = info.input.size
+        self.mean = np.asarray(info.input.mean, dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(info.input.std, dtype=np.float32).reshape(3, 1, 1)
+        self.patch: PatchConfig | None = info.input.patch
+        self.side_names: list[str] = list(info.input.side_features)
         self.source_name = f"model:{info.id}"
         self._net: Any = None
         self._session: Any = None

@@ -26,8 +26,8 @@ from gigavision.models.backbones import create_timm, feature_dim, load_weights, 
 from gigavision.models.classify import ClassifyTask
 
 if TYPE_CHECKING:
+    from gigavision.models.recipe import Recipe
     from gigavision.train.data import SplitData
-    from gigavision.train.recipe import Recipe
     from gigavision.workspace import Workspace
 
 Progress = Callable[[float, float, str], None]

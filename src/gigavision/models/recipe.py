@@ -2,7 +2,8 @@
 
 Unknown fields and wrong types are errors that name the field (``extra="forbid"``), so a typo in a recipe
 never trains silently with a default. The resolved recipe (file + overrides + defaults) is written next to the
-model, so a model can always be retrained exactly.
+model (``recipe.json``), so a model can always be retrained exactly. Recipes live here, below training, because
+a published model's task is rebuilt from its recipe by code that must not import training (deployment).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from gigavision.models.backbones import load_weights
 from gigavision.models.task import BACKGROUND, Evaluation, Task
 
 if TYPE_CHECKING:
-    from gigavision.train.recipe import Recipe
+    from gigavision.models.recipe import Recipe
 
 DEFAULT_ENCODER = "resnet18"
 STRIDE = 32  # the encoders' total downsampling: input sides must be multiples of it

@@ -4,8 +4,8 @@ Training works in ``<workspace>/runs/<id>/`` (Lightning checkpoints for ``--resu
 finished model with one ``rename`` into ``models/``, so a crash, a kill or a failed export never leaves a
 half-written model there. A model directory holds:
 
-- ``model.json``   id, task, arch, label map, input (size, mean, std, patch), dataset version (lineage),
-                   headline metric, created time, gigavision version
+- ``model.json``   the model card (``models/card.py``): id, task, arch, label map, input (size, mean, std,
+                   patch, side features), dataset version (lineage), headline metric, created time, versions
 - ``recipe.json``  the resolved recipe
 - ``checkpoint.pt`` the network's ``state_dict`` (loadable with ``torch.load(weights_only=True)``)
 - ``model.onnx``   the same network for onnxruntime
@@ -18,20 +18,21 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gigavision.errors import InvalidInput, NotFound
+from gigavision.models.card import MODEL_JSON as MODEL_JSON  # the file name, for readers of a model folder
+from gigavision.models.card import ModelCard, ModelInput
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from gigavision.models.recipe import Recipe
     from gigavision.models.task import Task
-    from gigavision.train.recipe import Recipe
     from gigavision.workspace import Workspace
 
-MODEL_JSON = "model.json"
 RECIPE_JSON = "recipe.json"
 CHECKPOINT = "checkpoint.pt"
 ONNX_FILE = "model.onnx"
@@ -66,36 +67,58 @@ def new_model_id(ws: Workspace, dataset_name: str, task: str) -> str:
     return f"{stem}-{max(numbers, default=0) + 1}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelInfo:
-    """What ``models list/show`` prints and what predictors and ``evaluate`` need to rebuild the network."""
+    """A published model: its folder and its card (``model.json``), and what predictors and ``evaluate`` need
+    to rebuild the network."""
 
-    id: str
     path: Path
-    task: str
-    arch: str
-    classes: list[str]
-    dataset: str
-    input: dict[str, Any]
-    created_at: str
-    headline: str | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    card: ModelCard
+
+    @property
+    def id(self) -> str:
+        return self.card.id
+
+    @property
+    def task(self) -> str:
+        return self.card.task
+
+    @property
+    def arch(self) -> str:
+        return self.card.arch
+
+    @property
+    def classes(self) -> list[str]:
+        return self.card.classes
+
+    @property
+    def dataset(self) -> str:
+        return self.card.dataset
+
+    @property
+    def input(self) -> ModelInput:
+        return self.card.input
+
+    @property
+    def created_at(self) -> str:
+        return self.card.created_at
+
+    @property
+    def headline(self) -> str | None:
+        return self.card.headline
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.card.metrics)
+
+    @property
+    def has_onnx(self) -> bool:
+        return (self.path / ONNX_FILE).is_file()
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "task": self.task,
-            "arch": self.arch,
-            "classes": self.classes,
-            "dataset": self.dataset,
-            "input": self.input,
-            "created_at": self.created_at,
-            "headline": self.headline,
-            "metrics": self.metrics,
-            "files": sorted(p.name for p in self.path.iterdir()) if self.path.is_dir() else [],
-            **self.extra,
-        }
+        """The card and the folder's files (``models show --json``, the REST model record)."""
+        files = sorted(p.name for p in self.path.iterdir()) if self.path.is_dir() else []
+        return {**self.card.as_dict(), "files": files}
 
     @property
     def recipe_data(self) -> dict[str, Any]:
@@ -103,19 +126,20 @@ class ModelInfo:
         return data
 
     def recipe(self) -> Recipe:
-        from gigavision.train.recipe import load_recipe
+        from gigavision.models.recipe import load_recipe
 
         return load_recipe(base=self.recipe_data)
 
     def task_instance(self) -> Task:
+        """The task (label map, decode, evaluate; torch-free) with the state it learned besides the weights."""
         from gigavision.models.task import task_class
 
         task = task_class(self.task)(self.recipe(), self.classes)
-        task.load_state(dict(self.extra.get("task_state") or {}))
+        task.load_state(dict(self.card.task_state))
         return task
 
     def load_network(self, device: str = "cpu") -> tuple[Task, nn.Module]:
-        """The task and its network with the model's weights, in eval mode."""
+        """The task and its network with the model's weights, in eval mode (imports torch)."""
         import torch
 
         task = self.task_instance()
@@ -135,24 +159,7 @@ class ModelInfo:
 
 
 def _info(path: Path) -> ModelInfo:
-    try:
-        data = json.loads((path / MODEL_JSON).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"model {path.name}: {MODEL_JSON} is unreadable ({exc})") from exc
-    known = {"id", "task", "arch", "classes", "dataset", "input", "created_at", "headline", "metrics"}
-    return ModelInfo(
-        id=data["id"],
-        path=path,
-        task=data["task"],
-        arch=data["arch"],
-        classes=list(data["classes"]),
-        dataset=data["dataset"],
-        input=dict(data["input"]),
-        created_at=data["created_at"],
-        headline=data.get("headline"),
-        metrics=dict(data.get("metrics") or {}),
-        extra={k: v for k, v in data.items() if k not in known},
-    )
+    return ModelInfo(path=path, card=ModelCard.read(path))
 
 
 def get_model(ws: Workspace, model_id: str) -> ModelInfo:

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from gigavision.annotations import Annotations
+    from gigavision.models.recipe import Recipe
     from gigavision.train.data import SplitData
-    from gigavision.train.recipe import Recipe
     from gigavision.workspace import Workspace
 
 # The class classify and segment give to what none of the labelled shapes covers ("none of the classes").

@@ -30,7 +30,7 @@ def default_out(ws: Workspace, model_id: str, dataset_ref: str, split: str) -> P
 
 def evaluated_on(info: ModelInfo) -> tuple[str, str | None]:
     """(dataset version, split) the model's stored metrics were computed on."""
-    return info.dataset, info.extra.get("evaluated_on")
+    return info.dataset, info.card.evaluated_on
 
 
 def evaluate_model(
@@ -61,8 +61,8 @@ def evaluate_model(
             f"dataset {version.ref} has none of model {info.id}'s classes ({', '.join(task.classes[:10])});"
             " evaluate on a version of the data it was trained for"
         )
-    size = int(info.input["size"])
-    transform = build_transform(None, info.input["mean"], info.input["std"], size)
+    size = info.input.size
+    transform = build_transform(None, info.input.mean, info.input.std, size)
     data = split_data(task, version, recipe, split, transform, training=False)
     if len(data.dataset) == 0:
         raise InvalidInput(f"split {split!r} of {version.ref} has no sample usable by a {task.name} model")

@@ -164,7 +164,7 @@ def run_sweep(
             result = evaluate_model(ws, info, info.dataset, split)
             headline, metrics = result["headline"], result["metrics"]
         else:  # no validation split: the test metrics the trainer stored
-            split, headline, metrics = str(info.extra.get("evaluated_on")), info.headline, info.metrics
+            split, headline, metrics = str(info.card.evaluated_on), info.headline, info.metrics
         value = metrics.get(headline) if headline else None
         if not isinstance(value, int | float) or not math.isfinite(value):
             raise InvalidInput(f"trial {trial.number}: model {model_id} has no {headline or 'headline'} metric")

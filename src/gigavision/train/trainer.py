@@ -27,7 +27,8 @@ import torch
 from gigavision import __version__
 from gigavision.errors import InvalidInput, NotFound
 from gigavision.models import store
-from gigavision.train.recipe import Recipe, load_recipe, resolve_image_size
+from gigavision.models.card import ModelCard, ModelInput
+from gigavision.models.recipe import Recipe, load_recipe, resolve_image_size
 
 if TYPE_CHECKING:
     import lightning as L
@@ -296,32 +297,29 @@ def _finish(run: _Run, net: torch.nn.Module, progress: Progress | None) -> store
         metrics = write_evaluation(evaluation, staging, title, examples, split)
         headline = evaluation.headline
     onnx_diff = export_onnx(task, net, staging / store.ONNX_FILE, run.size)
-    store.write_json(
-        staging / store.MODEL_JSON,
-        {
-            "id": run.model_id,
-            "task": task.name,
-            "arch": task.arch,
-            "classes": task.classes,
-            "dataset": version.ref,
-            "dataset_hash": version.content_hash,
-            "input": {
-                "size": run.size,
-                "mean": list(run.mean),
-                "std": list(run.std),
-                "patch": recipe.patch.model_dump() if recipe.patch else None,
-                "side_features": list(recipe.side_features),
-            },
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "headline": headline,
-            "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float | str | None)},
-            "evaluated_on": split if test is not None else None,
-            "task_state": task.state(),
-            "onnx_max_abs_diff": onnx_diff,
-            "gigavision_version": __version__,
-            "train_seconds": round(time.monotonic() - run.started, 1),
-        },
-    )
+    ModelCard(
+        id=run.model_id,
+        task=task.name,
+        arch=task.arch,
+        classes=task.classes,
+        dataset=version.ref,
+        dataset_hash=version.content_hash,
+        input=ModelInput(
+            size=run.size,
+            mean=run.mean,
+            std=run.std,
+            patch=recipe.patch,
+            side_features=list(recipe.side_features),
+        ),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        headline=headline,
+        metrics={k: v for k, v in metrics.items() if isinstance(v, int | float | str | None)},
+        evaluated_on=split if test is not None else None,
+        task_state=task.state(),
+        onnx_max_abs_diff=onnx_diff,
+        gigavision_version=__version__,
+        train_seconds=round(time.monotonic() - run.started, 1),
+    ).write(staging)
     info = store.publish(run.ws, staging, run.model_id)
     shutil.rmtree(run.folder, ignore_errors=True)
     return info

@@ -207,9 +207,9 @@ def fits_whole(info: store.ModelInfo, source: ImageSource) -> bool:
     a prediction that path would refuse."""
     from gigavision.models import predict
 
-    if info.input.get("patch"):
+    if info.input.patch is not None:
         return False
-    want = max(source.width, source.height) / int(info.input["size"])
+    want = max(source.width, source.height) / info.input.size
     level = max(
         (k for k, lvl in enumerate(source.levels) if lvl.downsample <= max(want, 1.0) * 1.001),
         default=0,
@@ -224,12 +224,12 @@ def tiled_options(info: store.ModelInfo, fields: PredictFields, source: ImageSou
     from gigavision.infer.engine import DEFAULT_OVERLAP, InferOptions
     from gigavision.infer.reading import resolve_resolution
 
-    patch = bool(info.input.get("patch"))
+    patch = info.input.patch is not None
     if not fields.tiling_asked and not patch and fits_whole(info, source):
         return None
     if info.task not in TILED_TASKS:
         raise InvalidInput(task_message(info.id, info.task))
-    size = int(info.input["size"])
+    size = info.input.size
     tile = fields.tile or size
     options = InferOptions(
         tile=fields.tile,
