@@ -21,9 +21,9 @@ import gigavision as gv
 from gigavision.cli.main import main
 from gigavision.datasets import create_version
 from gigavision.errors import InvalidInput, NotFound
+from gigavision.images.metadata import INGEST_KEYS, USER_KEYS, parse_meta_value
 from gigavision.server.main import create_app
 from gigavision.store.schema import ImageRow
-from gigavision.workspace import INGEST_KEYS, USER_KEYS, parse_meta_value
 
 PHOTOS = ("astronaut.jpg", "coffee.webp", "immunohistochemistry.png", "retina.jpg")
 

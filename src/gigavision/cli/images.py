@@ -18,7 +18,7 @@ images_app = typer.Typer(help="List and inspect the workspace's images.", no_arg
 
 
 def run_ingest(ws: Any, paths: list[Path], *, recursive: bool, follow_symlinks: bool, json_out: bool) -> int:
-    from gigavision.workspace import IngestResult
+    from gigavision.ingest import IngestResult
 
     results: list[IngestResult] = []
     with Progress(
@@ -198,7 +198,7 @@ def meta_cmd(
 
     All or nothing: one bad key, value or CSV row and nothing is written.
     """
-    from gigavision.workspace import parse_meta_value, public_meta, user_meta_keys
+    from gigavision.images.metadata import parse_meta_value, public_meta, user_meta_keys
 
     if csv_file is not None:
         if image is not None or unset:

@@ -280,7 +280,9 @@ def predict_cmd(
     images: Annotated[
         list[str], typer.Argument(help="Image files and/or workspace images (id, unique id prefix or unique name).")
     ],
-    runtime: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
+    runtime: Annotated[
+        str, typer.Option(help="auto (onnx when the model has model.onnx and onnxruntime is installed), torch or onnx.")
+    ] = "auto",
     store_: Annotated[
         bool, typer.Option("--store", help="Add the predictions to the workspace (source model:<id>, proposed).")
     ] = False,
@@ -344,96 +346,49 @@ def predict_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Predict images. Small images are predicted whole; with tiling options (or a model trained on
-    patches) any image, gigapixel included, is predicted window by window in bounded memory."""
-    from gigavision.models.predict import Predictor, require_runtime
-    from gigavision.models.store import get_model, write_json
+    patches, or an image too big to predict whole) any image, gigapixel included, is predicted window by
+    window in bounded memory. The runtime is ONNX when the model has model.onnx, unless --runtime torch."""
+    from gigavision.infer.request import PredictRequest
+    from gigavision.models.store import write_json
 
-    require_runtime(runtime, feature=f"gigavision predict --runtime {runtime}")
-    if dask is not None:
-        require("dask", feature="gigavision predict --dask")
-    side_values = _side_values(side or [])
-    zoom = None
-    if zoom_in is not None:
-        from gigavision.infer.zoom import parse_zoom
-
-        zoom = parse_zoom(zoom_in)
-        if dask is not None:
-            raise InvalidInput("--zoom-in and --dask cannot be combined yet; drop one of them")
+    request = PredictRequest(
+        model=model_id,
+        images=tuple(images),
+        runtime=runtime,
+        task=task,
+        tile=tile,
+        overlap=overlap,
+        level=level,
+        mpp=mpp,
+        batch=batch,
+        skip_background=skip_background,
+        min_foreground=min_foreground,
+        merge=merge,
+        merge_threshold=merge_threshold,
+        min_score=min_score,
+        on_error=on_error,
+        side=_side_values(side or []),
+        zoom=zoom_in,
+        dask=dask,
+        workspace_dask=True,
+        store=store_,
+        out_dir=out_dir,
+    )
+    request.require_extras()  # before the workspace is opened: nothing written when an extra is missing
     with open_ws(workspace_opt) as ws:
-        info = get_model(ws, model_id)
-        if task is not None and info.task != task:
-            raise InvalidInput(f"model {info.id} is a {info.task} model, not {task}; pick a {task} model")
-        predictor = Predictor(info, runtime=runtime, batch=batch)
-        tiled = (
-            predictor.patch is not None
-            or any(v is not None for v in (tile, overlap, level, mpp, dask, zoom))
-            or skip_background
-        )
-        if dask is None and ws.settings.dask and zoom is None:
-            dask = ws.settings.dask  # the workspace's cluster (gigavision.toml dask = ...) for tiled runs
-            if tiled:
-                require("dask", feature=f"gigavision predict (the workspace's dask = {dask!r})")
-        if tiled:
-            from gigavision.infer.engine import DEFAULT_OVERLAP, InferOptions
-            from gigavision.infer.run import predict_tiled
-
-            options = InferOptions(
-                tile=tile,
-                # default: 64 px, at most a quarter of the window (a 64-px model gets 16)
-                overlap=min(DEFAULT_OVERLAP, (tile or predictor.size) // 4) if overlap is None else overlap,
-                batch=batch,
-                level=level,
-                mpp=mpp,
-                skip_background=min_foreground if skip_background else None,
-                merge=merge,
-                merge_threshold=merge_threshold,
-                min_score=min_score,
-                on_error=on_error,
-            )
-            with progress_bar("predicting", quiet=json_out) as advance:
-                if dask is not None:
-                    from gigavision.infer.distributed import predict_distributed
-
-                    results = predict_distributed(
-                        predictor,
-                        images,
-                        options,
-                        address=dask,
-                        ws=ws,
-                        out_root=out_dir,
-                        store=store_,
-                        side=side_values,
-                        progress=advance,
-                    )
-                else:
-                    results = predict_tiled(
-                        predictor,
-                        images,
-                        options,
-                        ws=ws,
-                        out_root=out_dir,
-                        store=store_,
-                        side=side_values,
-                        progress=advance,
-                        zoom=zoom,
-                    )
-            _print_tiled(info.id, runtime, results, out, json_out)
-            return
-        from gigavision.infer.run import predict_whole
-
-        items, stored = predict_whole(predictor, images, ws=ws, store=store_, side=side_values)
-    doc: dict[str, Any] = {"model": info.id, "runtime": runtime, "items": [i.as_dict() for i in items]}
-    if stored is not None:
-        doc["stored"] = stored
+        prediction = request.resolve(ws)
+        with progress_bar("predicting", quiet=json_out) as advance:
+            outcome = prediction.predict(progress=advance)
+    doc = outcome.as_dict()
     if out is not None:
         write_json(out, doc)
     if json_out:
         print_json(doc)
         return
-    for item in items:
-        out_console.print(f"{item.input}: {_summary(item.annotations)}", highlight=False, soft_wrap=True)
-    if stored is not None:
-        err_console.print(f"stored {stored['added']} annotation(s) as {stored['source']} (proposed)")
+    for item in outcome.items:
+        _print_item(item)
+    if outcome.stored is not None:
+        err_console.print(f"stored {outcome.stored['added']} annotation(s) as {outcome.stored['source']} (proposed)")
 
 
 def _summary(ann: Any) -> str:
@@ -445,27 +400,22 @@ def _summary(ann: Any) -> str:
     return ", ".join(f"{n} {lab}" for lab, n in sorted(counts.items())) or "nothing"
 
 
-def _print_tiled(model: str, runtime: str, results: list[Any], out: Path | None, json_out: bool) -> None:
-    from gigavision.models.store import write_json
-
-    doc: dict[str, Any] = {"model": model, "runtime": runtime, "items": [r.as_dict() for r in results]}
-    if out is not None:
-        write_json(out, doc)
-    if json_out:
-        print_json(doc)
+def _print_item(r: Any) -> None:
+    """One line per image: a whole-image ``PredictItem``, or a tiled ``InferResult`` with its windows."""
+    if not hasattr(r, "tiles_total"):
+        out_console.print(f"{r.input}: {_summary(r.annotations)}", highlight=False, soft_wrap=True)
         return
-    for r in results:
-        tiles = f"{r.tiles_run}/{r.tiles_total} windows run, {r.tiles_skipped} background"
-        if r.zoom:
-            tiles += f", zoom-in ran {r.zoom['selected']} of {r.zoom['exhaustive']}"
-        failed = f", {len(r.failed_regions)} failed" if r.failed_regions else ""
-        out_console.print(
-            f"{r.input}: {_summary(r.annotations)} ({tiles}{failed}; {r.seconds:.1f} s)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        for name, path in r.outputs.items():
-            out_console.print(f"  {name}: {path}", highlight=False, soft_wrap=True)
+    tiles = f"{r.tiles_run}/{r.tiles_total} windows run, {r.tiles_skipped} background"
+    if r.zoom:
+        tiles += f", zoom-in ran {r.zoom['selected']} of {r.zoom['exhaustive']}"
+    failed = f", {len(r.failed_regions)} failed" if r.failed_regions else ""
+    out_console.print(
+        f"{r.input}: {_summary(r.annotations)} ({tiles}{failed}; {r.seconds:.1f} s)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for name, path in r.outputs.items():
+        out_console.print(f"  {name}: {path}", highlight=False, soft_wrap=True)
 
 
 def _side_values(pairs: list[str]) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """The pixel side of ingest: find input files, then derive what the store keeps next to an original
 (a pyramid when needed, a thumbnail, a foreground mask, a display window) into a scratch folder.
-The database and blob side lives in ``gigavision.workspace``."""
+The database and blob side (publishing) lives in ``gigavision.ingest`` and ``store/catalog.py``."""
 
 from __future__ import annotations
 

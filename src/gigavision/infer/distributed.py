@@ -20,7 +20,8 @@ results. The work is split so that nothing a worker does depends on which worker
   database a retry never duplicates stored rows.
 
 A worker builds its own ``Predictor`` from the model folder (torch modules and onnxruntime sessions are not
-sent over the wire) and reopens the workspace from its settings, once per worker process.
+sent over the wire) and reopens the workspace from its settings, once per worker process; both are kept in
+bounded caches (``infer.predictors``, ``cache.LRUCache``).
 """
 
 from __future__ import annotations
@@ -29,10 +30,8 @@ import logging
 import math
 import os
 import re
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -41,8 +40,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gigavision.cache import LRUCache
 from gigavision.errors import GigavisionError, InvalidInput
 from gigavision.infer.engine import InferOptions, InferResult, WindowPlan, infer_image, merge_detections
+from gigavision.infer.predictors import loaded_predictor
 from gigavision.infer.run import PREDICTIONS_DIR, Progress, output_dir, prepare_input
 
 if TYPE_CHECKING:
@@ -184,45 +185,22 @@ class ImageJob:
     settings: Settings | None
 
 
-_CACHE_LOCK = threading.Lock()
-_PREDICTORS: OrderedDict[tuple[str, ...], Predictor] = OrderedDict()
-_WORKSPACES: OrderedDict[str, Workspace] = OrderedDict()
-_KEEP_PREDICTORS = 2  # models held per worker process (a job uses one; the next job may use another)
 _KEEP_WORKSPACES = 4
+_WORKSPACES: LRUCache[str, Workspace] = LRUCache(_KEEP_WORKSPACES)  # evicted ones are closed
 
 
-def worker_predictor(info: ModelInfo, runtime: str, device: str) -> Predictor:
-    """This process's ``Predictor`` for a model, built on first use and kept (loading a network takes
-    seconds; a worker runs many tasks of the same model). Keyed by the model folder and its creation time,
-    so a model removed and retrained under the same id is reloaded."""
-    from gigavision.models.predict import Predictor
-
-    key = (str(info.path), info.id, info.created_at, runtime, device)
-    with _CACHE_LOCK:
-        predictor = _PREDICTORS.get(key)
-        if predictor is None:
-            predictor = Predictor(info, runtime=runtime, device=device)
-            _PREDICTORS[key] = predictor
-            while len(_PREDICTORS) > _KEEP_PREDICTORS:
-                _PREDICTORS.popitem(last=False)
-        _PREDICTORS.move_to_end(key)
-        return predictor
+def worker_predictor(info: ModelInfo, runtime: str, device: str, batch: int = 16) -> Predictor:
+    """This process's ``Predictor`` for a model, from the process's predictor cache
+    (``infer.predictors``, the one ``POST /api/v1/predict`` uses too): loading a network takes seconds and a
+    worker runs many tasks of the same model. A model removed and retrained under the same id is reloaded."""
+    return loaded_predictor(info, runtime, device=device, batch=batch)
 
 
 def worker_workspace(settings: Settings) -> Workspace:
     """This process's handle on the workspace (engine, caches), opened once per settings."""
     from gigavision.workspace import Workspace
 
-    key = settings.model_dump_json()
-    with _CACHE_LOCK:
-        ws = _WORKSPACES.get(key)
-        if ws is None:
-            ws = Workspace(settings)
-            _WORKSPACES[key] = ws
-            while len(_WORKSPACES) > _KEEP_WORKSPACES:
-                _WORKSPACES.popitem(last=False)[1].close()
-        _WORKSPACES.move_to_end(key)
-        return ws
+    return _WORKSPACES.get_or_create(settings.model_dump_json(), lambda: Workspace(settings))
 
 
 def _open_on_worker(job: ImageJob) -> tuple[ImageSource, bool]:
@@ -239,7 +217,7 @@ def _open_on_worker(job: ImageJob) -> tuple[ImageSource, bool]:
 
 def run_job(job: ImageJob, plan: WindowPlan, merge: bool) -> InferResult:
     """One task: ``infer_image`` over ``plan``'s kept windows of ``job``'s image, on a worker."""
-    predictor = worker_predictor(job.info, job.runtime, job.device)
+    predictor = worker_predictor(job.info, job.runtime, job.device, job.options.batch)
     source, owned = _open_on_worker(job)
     try:
         return infer_image(

@@ -180,11 +180,16 @@ def model_resolution(predictor: Predictor, source: ImageSource, options: InferOp
 
 def tile_size(predictor: Predictor, options: InferOptions) -> int:
     """The window side: ``--tile`` or the model's input side; patch models never see bigger windows."""
-    tile = options.tile or predictor.size
-    if predictor.patch is not None and tile > predictor.size:
+    return window_side(options, predictor.size, predictor.patch is not None, predictor.info.id)
+
+
+def window_side(options: InferOptions, size: int, patch: bool, model_id: str) -> int:
+    """``tile_size`` from the model record alone (``size``: its input side; ``patch``: trained on patches)."""
+    tile = options.tile or size
+    if patch and tile > size:
         raise InvalidInput(
-            f"--tile {tile} is larger than the {predictor.size}×{predictor.size} patches model {predictor.info.id}"
-            f" was trained on; use --tile {predictor.size} or less"
+            f"--tile {tile} is larger than the {size}×{size} patches model {model_id}"
+            f" was trained on; use --tile {size} or less"
         )
     if options.overlap >= tile:
         raise InvalidInput(f"--overlap {options.overlap} must be smaller than the tile ({tile})")

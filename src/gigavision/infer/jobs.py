@@ -3,8 +3,9 @@
 ``POST /api/v1/predict`` answers small images in the request and queues this job for the rest (images the
 whole-image path refuses, patch models, tiling options). The job reads a workspace image, or only the
 upload kept in its own input folder, and writes only its own output folder (rasters, ``overlay.png``,
-``annotations.json``), whatever its parameters say; parameters are checked by ``predict_params`` both when
-the endpoint submits the job and again when it runs.
+``annotations.json``), whatever its parameters say. ``predict_params`` checks the parameters' shape and
+turns them into the one ``infer.request.PredictRequest`` (tiled), which checks what they ask, so a job
+refuses a bad request with the message the CLI and the endpoint give.
 
     predict {"model": ID, "runtime": "onnx" | "torch", "image_id": ID | null, "file": NAME | null,
              "options": {InferOptions fields: tile, overlap, batch, level, mpp, skip_background, merge,
@@ -29,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gigavision.errors import GigavisionError, InvalidInput
-from gigavision.infer.engine import InferOptions
+from gigavision.infer.engine import InferOptions, InferResult
+from gigavision.infer.request import MIN_FOREGROUND, PredictRequest
 
 if TYPE_CHECKING:
     from gigavision.annotations import Annotations
@@ -50,7 +52,6 @@ OPTION_KEYS = (
     "min_score",
     "on_error",
 )
-TILED_TASKS = ("detect", "segment", "classify")  # what infer.engine runs; embed/probe answer whole images only
 MAX_INLINE_ANNOTATIONS = 10_000  # more than this go to annotations.json: a job record is a database row
 ANNOTATIONS_FILE = "annotations.json"
 OVERLAY_FILE = "overlay.png"
@@ -84,6 +85,32 @@ class PredictParams:
     side: dict[str, float]
     zoom: str | None = None  # --zoom-in text (threshold=…,topk=…,model=…)
 
+    def request(self, item: str, out_dir: Path | None = None) -> PredictRequest:
+        """The job as the one prediction request: ``item`` tiled, results under ``out_dir``."""
+        o = self.options
+        return PredictRequest(
+            model=self.model,
+            images=(item,),
+            runtime=self.runtime,
+            tile=o.tile,
+            overlap=o.overlap,
+            level=o.level,
+            mpp=o.mpp,
+            batch=o.batch,
+            skip_background=o.skip_background is not None,
+            min_foreground=o.skip_background if o.skip_background is not None else MIN_FOREGROUND,
+            merge=o.merge,
+            merge_threshold=o.merge_threshold,
+            min_score=o.min_score,
+            on_error=o.on_error,
+            side=dict(self.side),
+            zoom=self.zoom,
+            store=self.store,
+            out_dir=out_dir,
+            tiled=True,
+            via="a predict job",
+        )
+
     def as_params(self) -> dict[str, Any]:
         """The JSON the job row keeps (``predict_params`` reads it back)."""
         return {
@@ -108,7 +135,7 @@ def _flag(params: Mapping[str, Any], key: str) -> bool:
 
 def predict_params(params: Mapping[str, Any]) -> PredictParams:
     """Check a ``predict`` job's parameters (``InvalidInput`` naming the bad one): no server paths, exactly
-    one input, known option names, options that ``InferOptions.check`` accepts."""
+    one input, known option names and types; what they ask is checked by the ``PredictRequest`` they make."""
     from gigavision.models.predict import RUNTIMES
 
     unknown = sorted(set(params) - set(PREDICT_KEYS))
@@ -137,7 +164,6 @@ def predict_params(params: Mapping[str, Any]) -> PredictParams:
         options = InferOptions(**raw)
     except TypeError as exc:
         raise InvalidInput(f"tiling options: {exc}") from exc
-    options.check()
     store = _flag(params, "store")
     if store and image_id is None:
         raise InvalidInput("store needs a workspace image: ingest the file (POST /api/v1/images), then use image_id")
@@ -148,22 +174,19 @@ def predict_params(params: Mapping[str, Any]) -> PredictParams:
         raise InvalidInput("side must be an object of KEY: number (side features of the model)")
     side = {str(k): float(v) for k, v in side_raw.items()}
     zoom = params.get("zoom")
-    if zoom is not None:
-        from gigavision.infer.zoom import parse_zoom
-
-        if not isinstance(zoom, str):
-            raise InvalidInput(f"zoom must be text such as 'threshold=0.5' or 'topk=4', got {zoom!r}")
-        parse_zoom(zoom)  # a bad spec is a 400 now, not a failed job
+    if zoom is not None and not isinstance(zoom, str):
+        raise InvalidInput(f"zoom must be text such as 'threshold=0.5' or 'topk=4', got {zoom!r}")
     overlay = _flag(params, "overlay")
-    return PredictParams(str(model), str(runtime), image_id, file, options, store, overlay, side, zoom)
+    checked = PredictParams(str(model), str(runtime), image_id, file, options, store, overlay, side, zoom)
+    checked.request(file or str(image_id))  # what the options ask is checked now: a 400, not a failed job
+    return checked
 
 
 def run_predict(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     """Run tiled inference on the job's one input; rasters, the overlay and big annotation lists become the
     job's output files (``GET /api/v1/jobs/{id}/files/{path}``)."""
-    from gigavision.infer.run import predict_tiled
-    from gigavision.models.predict import Predictor, open_input
-    from gigavision.models.store import get_model, write_json
+    from gigavision.models.predict import open_input
+    from gigavision.models.store import write_json
 
     p = predict_params(params)
     ws = ctx.workspace
@@ -176,22 +199,16 @@ def run_predict(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         assert p.image_id is not None
         ws.get_image(p.image_id)  # NotFound (the image was deleted since) before a model is loaded
         item, shown = p.image_id, p.image_id
-    info = get_model(ws, p.model)
-    if info.task not in TILED_TASKS:
-        raise InvalidInput(task_message(info.id, info.task))
-    predictor = Predictor(info, runtime=p.runtime, batch=p.options.batch)
 
     def progress(done: float, total: float, message: str) -> None:
         ctx.progress(done, total, message.replace(item, shown))
 
     out = Path(ctx.output_dir)
     try:
-        from gigavision.infer.zoom import parse_zoom
-
-        zoom = parse_zoom(p.zoom) if p.zoom is not None else None
-        (result,) = predict_tiled(
-            predictor, [item], p.options, ws=ws, out_root=out, store=p.store, side=p.side, progress=progress, zoom=zoom
-        )
+        prediction = p.request(item, out_dir=out).resolve(ws)
+        info = prediction.info
+        (result,) = prediction.predict(progress).items
+        assert isinstance(result, InferResult)  # a job's request is tiled
         overlay = None
         if p.overlay:
             source, _, owned = open_input(ws, item)
@@ -214,7 +231,7 @@ def run_predict(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     if not inline:
         write_json(out / ANNOTATIONS_FILE, result.annotations.to_records())
         record["annotations_file"] = ANNOTATIONS_FILE
-    return {"model": info.id, "runtime": p.runtime, "items": [record]}
+    return {"model": info.id, "runtime": prediction.runtime, "items": [record]}
 
 
 def _relative(value: str, root: Path) -> str:
@@ -224,13 +241,6 @@ def _relative(value: str, root: Path) -> str:
     if path.is_absolute() and path.is_relative_to(root):
         return path.relative_to(root).as_posix()
     return value
-
-
-def task_message(model_id: str, task: str) -> str:
-    return (
-        f"model {model_id} has task {task!r}; tiled inference runs {', '.join(TILED_TASKS)} models"
-        f" (a {task} model answers small images whole: send one without tiling options)"
-    )
 
 
 # -- the overlay ------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Inference over many inputs (files or workspace images): masks, output folders, storing results.
 
-``predict_whole`` predicts small images whole (the CLI's and ``POST /api/v1/predict``'s answer at once).
-``predict_tiled`` is what the CLI (``gigavision predict … --tile``) and jobs call: per input it opens the
+``predict_whole`` predicts small images whole; ``predict_tiled`` predicts any image window by window. Front
+ends reach both through ``infer.request`` (which decides which one an image takes). Per input it opens the
 image, finds its foreground mask (stored at ingest, else computed from a small overview), runs
 ``infer.engine.infer_image`` and optionally stores the annotations as proposed model annotations. Both give
 every prediction ``attributes.uncertainty`` and ``attributes.model``.
@@ -111,7 +111,7 @@ def predict_tiled(
         out_root = ws.root / PREDICTIONS_DIR
     coarse = None
     if zoom is not None:
-        from gigavision.models.predict import Predictor
+        from gigavision.infer.predictors import loaded_predictor
         from gigavision.models.store import get_model
 
         if zoom.model is None:
@@ -119,7 +119,7 @@ def predict_tiled(
         elif ws is None:
             raise InvalidInput("--zoom-in model=ID needs a workspace holding that model")
         else:
-            coarse = Predictor(get_model(ws, zoom.model), runtime=predictor.runtime)
+            coarse = loaded_predictor(get_model(ws, zoom.model), predictor.runtime, batch=options.batch)
     results = []
     for item in items:
         source, image_id, owned = open_input(ws, item)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -12,10 +12,13 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from gigavision.errors import InvalidInput, LimitExceeded
+from gigavision.images.metadata import public_meta, user_meta_keys
 from gigavision.server.deps import WorkspaceDep
 from gigavision.server.uploads import safe_filename, save_upload
 from gigavision.store.schema import ImageRow
-from gigavision.workspace import IngestResult, public_meta, user_meta_keys
+
+if TYPE_CHECKING:
+    from gigavision.ingest import IngestResult
 
 router = APIRouter(prefix="/api/v1/images", tags=["images"])
 IMMUTABLE = "public, max-age=31536000, immutable"
