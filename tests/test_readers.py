@@ -185,7 +185,7 @@ def test_registry_lists_builtin_readers_and_accepts_new_ones(tmp_path: Path) -> 
     finally:
         from gigavision.images.registry import _READERS
 
-        _READERS.pop("npy", None)
+        _READERS.discard("npy")
 
 
 def test_concurrent_first_decode_happens_once(samples: dict[str, Path]) -> None:

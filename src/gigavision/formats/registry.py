@@ -9,7 +9,7 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
-from gigavision.errors import InvalidInput
+from gigavision.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -23,12 +23,12 @@ class FormatInfo:
     reads: str
 
 
-FORMATS: dict[str, FormatInfo] = {}
+FORMATS: Registry[FormatInfo] = Registry("format")
 
 
 def register_format(info: FormatInfo) -> None:
     """Add (or replace) a format; its module is imported only when the format is used."""
-    FORMATS[info.name] = info
+    FORMATS.add(info.name, info)
 
 
 for _info in (
@@ -80,7 +80,4 @@ for _info in (
 
 def get_format(name: str) -> ModuleType:
     """The module of format ``name``; ``InvalidInput`` naming the known formats otherwise."""
-    info = FORMATS.get(name)
-    if info is None:
-        raise InvalidInput(f"unknown format {name!r}; known: {', '.join(FORMATS)}")
-    return importlib.import_module(info.module)
+    return importlib.import_module(FORMATS.resolve(name).module)

@@ -16,6 +16,7 @@ from gigavision.config import Limits
 from gigavision.errors import InvalidImage, LimitExceeded
 from gigavision.images.cache import TileCache
 from gigavision.images.source import ImageSource
+from gigavision.registry import Registry
 
 HEAD_BYTES = 512
 Sniffer = Callable[[Path, bytes], bool]
@@ -30,7 +31,9 @@ class ReaderEntry:
     description: str
 
 
-_READERS: dict[str, ReaderEntry] = {}
+# the built-in readers register themselves when gigavision.images.readers is imported: on first lookup, not
+# at package import, so `gigavision --help` does not load pyvips/openslide
+_READERS: Registry[ReaderEntry] = Registry("reader", builtins="gigavision.images.readers", error=InvalidImage)
 
 
 def register_reader(
@@ -40,20 +43,14 @@ def register_reader(
 
     def decorate(cls: type[ImageSource]) -> type[ImageSource]:
         cls.name = name
-        _READERS[name] = ReaderEntry(name, cls, sniff, priority, description or (cls.__doc__ or "").strip())
+        _READERS.add(name, ReaderEntry(name, cls, sniff, priority, description or (cls.__doc__ or "").strip()))
         return cls
 
     return decorate
 
 
 def list_readers() -> list[ReaderEntry]:
-    _load_builtin_readers()
     return sorted(_READERS.values(), key=lambda e: (e.priority, e.name))
-
-
-def _load_builtin_readers() -> None:
-    # Imported here, not at package import, so `gigavision --help` does not load pyvips/openslide.
-    from gigavision.images import readers  # noqa: F401
 
 
 def read_head(path: Path) -> bytes:
@@ -96,13 +93,7 @@ def open_image(
     """Open any supported image as a leveled ``ImageSource`` without decoding its pixels."""
     p = check_file(Path(path))
     limits = limits or Limits()
-    if reader is not None:
-        _load_builtin_readers()
-        if reader not in _READERS:
-            raise InvalidImage(f"unknown reader {reader!r}; known: {', '.join(sorted(_READERS))}")
-        entry = _READERS[reader]
-    else:
-        entry = detect_reader(p)
+    entry = _READERS.resolve(reader) if reader is not None else detect_reader(p)
     source = entry.source_cls(p, limits=limits, cache=cache)
     if source.info.pixels > limits.max_image_pixels:
         source.close()

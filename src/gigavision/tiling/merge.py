@@ -47,6 +47,7 @@ import numpy as np
 
 from gigavision.boxes import box_area, iou_of, suppress
 from gigavision.errors import InvalidInput
+from gigavision.registry import Registry
 
 if TYPE_CHECKING:
     from gigavision.annotations import Annotations
@@ -192,14 +193,14 @@ class MergeStrategy:
     pairs: bool = True  # needs the overlapping pairs
 
 
-MERGERS: dict[str, MergeStrategy] = {}
+MERGERS: Registry[MergeStrategy] = Registry("merge method")
 
 
 def register_merger(name: str, summary: str, *, fuses: bool, pairs: bool = True) -> Callable[[MergeFn], MergeFn]:
     """Add a strategy to ``MERGERS`` under ``name`` (the string ``merge_boxes(method=...)`` takes)."""
 
     def add(fn: MergeFn) -> MergeFn:
-        MERGERS[name] = MergeStrategy(name=name, summary=summary, fuses=fuses, run=fn, pairs=pairs)
+        MERGERS.add(name, MergeStrategy(name=name, summary=summary, fuses=fuses, run=fn, pairs=pairs))
         return fn
 
     return add
@@ -486,8 +487,7 @@ def _real(value: object) -> bool:
 def _validate(
     xyxy: Any, scores: Any, labels: Any, method: str, opt: MergeOptions
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if method not in MERGERS:
-        raise InvalidInput(f"unknown merge method {method!r}; known: {', '.join(sorted(MERGERS))}")
+    MERGERS.resolve(method)
     if not (_real(opt.threshold) and 0.0 < opt.threshold <= 1.0):
         raise InvalidInput(f"threshold must be in (0, 1], got {opt.threshold!r}")
     if not (_real(opt.sigma) and 0.0 < opt.sigma < math.inf):
