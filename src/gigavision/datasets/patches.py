@@ -1,7 +1,7 @@
 """Patch samplers over big images: which windows to read (the sampler), then pixels and annotations for each.
 
 Images of any size, up to gigapixel slides, are never decoded whole: a patch reads only the pyramid tiles its
-window touches (``ImageSource.read_window``) and only the annotations near it, clipped and shifted into the
+window touches (``ImageSource.read_region``) and only the annotations near it, clipped and shifted into the
 patch's pixels. Samplers (TorchGeo's split of "where" from "how"):
 
 - ``GridSampler``: every window of a ``GridSpec`` grid (inference, evaluation), optionally tissue-only;
@@ -12,8 +12,8 @@ patch's pixels. Samplers (TorchGeo's split of "where" from "how"):
 
 Resolution: ``level=k`` reads pyramid level k as stored. ``mpp=m`` asks for ``m`` microns per patch pixel:
 the finest level not coarser than that is read, and when its scale differs from the request by more than
-``MPP_TOLERANCE`` (2 %) the read window is resized to the patch size, so a patch covers the same physical area
-whichever scanner made the image. Annotations are scaled by the same factor.
+``images.resolution.TOLERANCE`` (2 %) the read window is resized to the patch size, so a patch covers the
+same physical area whichever scanner made the image. Annotations are scaled by the same factor.
 
 Determinism and workers: sample ``i`` is a pure function of (seed, epoch, i): ``sampler[i]`` draws from its own
 ``numpy`` generator, so DataLoader workers compute any sample independently. Samplers hold settings, ids and
@@ -35,6 +35,9 @@ import numpy as np
 
 from gigavision.annotations import Annotations
 from gigavision.errors import InvalidInput
+from gigavision.geometry import Region
+from gigavision.images.pixels import resize
+from gigavision.images.resolution import resolution_for_mpp
 from gigavision.tiling.grid import GridSpec, MaskIndex, level_extent
 
 if TYPE_CHECKING:
@@ -43,7 +46,6 @@ if TYPE_CHECKING:
     from gigavision.images.source import ImageSource
     from gigavision.workspace import Workspace
 
-MPP_TOLERANCE = 0.02  # a level within 2 % of the requested scale is read as is, without resizing
 LIVE_STATUSES = ("proposed", "accepted", "adjudicated")  # live annotations used unless told otherwise
 CACHED_IMAGES = 16  # annotations and masks kept per process, per image set
 
@@ -250,11 +252,8 @@ class PatchSampler(ABC):
         base = float(self.images.mpp[i])
         if self.mpp is None or math.isnan(base):
             raise InvalidInput(f"image {self.images.ids[i]} has no microns-per-pixel; sample it with level=")
-        want = self.mpp / base
-        level = max((k for k, d in enumerate(downsamples) if d <= want * (1 + MPP_TOLERANCE)), default=0)
-        if abs(downsamples[level] / want - 1) <= MPP_TOLERANCE:
-            want = downsamples[level]  # close enough: read the level as stored
-        return level, want
+        res = resolution_for_mpp(downsamples, base, self.mpp)
+        return res.level, res.downsample
 
     # -- sampler interface ---------------------------------------------------------------------------------
     @abstractmethod
@@ -303,44 +302,19 @@ class PatchSampler(ABC):
         i = where.image_index
         level, d = int(self.levels[i]), float(self.downsample[i])
         source = self.images.source(i)
-        level_ds = source.levels[level].downsample
         pw, ph = self.size
-        x0, y0 = where.window[0], where.window[1]
-        lx, ly = round(x0 / level_ds), round(y0 / level_ds)
-        if abs(d / level_ds - 1) < 1e-9:
-            pixels = source.read_window(level, lx, ly, pw, ph)
-        else:
-            rw, rh = max(1, round(pw * d / level_ds)), max(1, round(ph * d / level_ds))
-            pixels = _resize(source.read_window(level, lx, ly, rw, rh), pw, ph)
-        # the level-0 area the pixels cover exactly (equal to the window when it sits on the level's grid)
-        ox, oy = lx * level_ds, ly * level_ds
+        x0, y0, x1, y1 = where.window
+        region = Region(x0, y0, max(1, x1 - x0), max(1, y1 - y0))
+        pixels = source.read_region(region, level, downsample=d, size=(pw, ph))
+        # the level-0 area the pixels cover exactly: reads start on the level's pixel grid (equal to the
+        # window when it sits on that grid)
+        level_ds = source.levels[level].downsample
+        ox, oy = round(x0 / level_ds) * level_ds, round(y0 / level_ds) * level_ds
         ann = self.images.annotations(i).crop(ox, oy, ox + pw * d, oy + ph * d, self.min_visible).scale(1.0 / d)
         return Patch(where.image_id, level, where.window, pixels, ann, d)
 
 
-def _resize(arr: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``(h, w, C)`` resized to ``(height, width, C)`` (bilinear, antialiased when shrinking), dtype kept."""
-    from PIL import Image
-
-    if arr.shape[:2] == (height, width):
-        return arr
-    if arr.dtype == np.uint8 and arr.shape[2] in (1, 3, 4):
-        im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
-        out = np.asarray(im.resize((width, height), Image.Resampling.BILINEAR))
-        return out.reshape(height, width, arr.shape[2])
-    bands = [
-        np.asarray(
-            Image.fromarray(arr[:, :, b].astype(np.float32), mode="F").resize(
-                (width, height), Image.Resampling.BILINEAR
-            )
-        )
-        for b in range(arr.shape[2])
-    ]
-    stacked = np.stack(bands, axis=2)
-    if np.issubdtype(arr.dtype, np.integer):
-        info = np.iinfo(arr.dtype)
-        stacked = np.clip(np.rint(stacked), info.min, info.max)
-    return stacked.astype(arr.dtype)
+_resize = resize  # the old private name, still imported by infer/engine.py until it uses images.pixels.resize
 
 
 class GridSampler(PatchSampler):

@@ -2,6 +2,8 @@
 
 Readers implement ``_read_tile`` on a per-level tile grid; the base class assembles arbitrary windows
 from cached tiles, so a viewer request or a training patch never decodes more than the tiles it touches.
+``read_region`` reads a level-0 region at any resolution: the level and the resampling are decided once, in
+``images.resolution``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from gigavision.config import Limits
 from gigavision.errors import InvalidImage, InvalidInput, LimitExceeded
 from gigavision.geometry import Region
 from gigavision.images.cache import DEFAULT_CACHE, TileCache
+from gigavision.images.pixels import Resample
+from gigavision.images.resolution import level_for, read_at, read_sized
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +115,8 @@ class ImageSource(ABC):
         return self.info.height
 
     def level_for_downsample(self, downsample: float) -> int:
-        """The highest-resolution level whose downsample is ≤ ``downsample`` (never upsample needlessly)."""
-        best = 0
-        for i, lvl in enumerate(self.levels):
-            if lvl.downsample <= downsample * 1.000001:
-                best = i
-        return best
+        """The coarsest level whose downsample is at most ``downsample`` (``images.resolution.level_for``)."""
+        return level_for([lvl.downsample for lvl in self.levels], downsample)
 
     def read_window(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """Pixels ``[y:y+height, x:x+width]`` of ``level`` in that level's coordinates, ``(H, W, bands)``.
@@ -143,11 +143,38 @@ class ImageSource(ABC):
                 ]
         return out
 
-    def read_region(self, region: Region, level: int = 0) -> np.ndarray:
-        """Pixels of a level-0 ``region`` read from ``level`` (so the result is downsampled by that level)."""
-        lvl = self._level(level)
-        scaled = region.scaled(1.0 / lvl.downsample)
-        return self.read_window(level, scaled.x, scaled.y, scaled.width, scaled.height)
+    def read_region(
+        self,
+        region: Region,
+        level: int | None = None,
+        *,
+        downsample: float | None = None,
+        size: tuple[int, int] | None = None,
+        resample: Resample = "bilinear",
+    ) -> np.ndarray:
+        """Pixels of a level-0 ``region``, ``(h, w, bands)``, at any resolution (``images.resolution``).
+
+        - neither ``downsample`` nor ``size``: as stored at ``level`` (default 0), covering the region;
+        - ``downsample``: ``downsample`` level-0 pixels per output pixel, from the region's top-left snapped
+          to the read level's grid; ``size`` pixels (default: the region's extent at that scale);
+        - ``size`` alone: the region resampled exactly onto ``size`` (width, height).
+
+        Without ``level`` the coarsest level fine enough is read (``level_for``); a read at a level's own
+        downsample is its stored pixels, anything else is resampled once (``resample`` filter).
+        """
+        if downsample is None and size is None:
+            level = level or 0
+            scaled = region.scaled(1.0 / self._level(level).downsample)
+            return self.read_window(level, scaled.x, scaled.y, scaled.width, scaled.height)
+        if downsample is None:
+            assert size is not None
+            return read_sized(self, region, size[0], size[1], level=level, resample=resample)
+        if size is None:
+            size = (
+                max(1, math.ceil(region.width / downsample - 1e-6)),
+                max(1, math.ceil(region.height / downsample - 1e-6)),
+            )
+        return read_at(self, region.x, region.y, size[0], size[1], downsample, level=level, resample=resample)
 
     def tile(self, level: int, tx: int, ty: int) -> np.ndarray:
         """One decoded tile, through the shared LRU cache."""

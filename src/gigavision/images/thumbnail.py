@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from gigavision.images.display import to_uint8
+from gigavision.images.pixels import resize
+from gigavision.images.resolution import read_level
 from gigavision.images.source import ImageSource
 
 MAX_OVERVIEW_PIXELS = 16 * 1024 * 1024
@@ -16,28 +17,26 @@ MASK_SIDE = 1024  # longest side of a foreground mask (ingest stores one; others
 
 
 def overview(source: ImageSource, max_side: int, window: tuple[float, float] | None = None) -> np.ndarray:
-    """The whole image as 8-bit ``(h, w, 1|3)`` with its longest side ≤ ``max_side``."""
+    """The whole image as 8-bit ``(h, w, 1|3)`` with its longest side ≤ ``max_side``.
 
+    Not ``images.resolution.level_for``: an overview is read whole, so its level is bounded by pixels too
+    (``MAX_OVERVIEW_PIXELS``), and it is never upsampled (a level just under ``max_side`` would give a
+    smaller thumbnail). Stored thumbnails and foreground masks depend on this choice.
+    """
     # the smallest level that is still at least max_side on its longest side (or the smallest level)
     level = len(source.levels) - 1
     for i, lvl in enumerate(source.levels):
         if max(lvl.width, lvl.height) >= max_side and lvl.width * lvl.height <= MAX_OVERVIEW_PIXELS:
             level = i
-    lvl = source.levels[level]
-    return shrink(to_uint8(source.read_window(level, 0, 0, lvl.width, lvl.height), window), max_side)
+    return shrink(to_uint8(read_level(source, level), window), max_side)
 
 
 def shrink(arr: np.ndarray, max_side: int) -> np.ndarray:
-    """8-bit ``(h, w, 1|3)`` resized (aspect kept) so its longest side is at most ``max_side``."""
-    from PIL import Image
-
+    """8-bit ``(h, w, 1|3)`` resized (aspect kept, Lanczos) so its longest side is at most ``max_side``."""
     h, w = arr.shape[:2]
     scale = max_side / max(w, h)
     if scale < 1:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        im = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
-        im = im.reduce(max(1, math.floor(1 / scale))) if 1 / scale >= 2 else im
-        arr = np.asarray(im.resize(size, Image.Resampling.LANCZOS))
+        arr = resize(arr, max(1, round(w * scale)), max(1, round(h * scale)), resample="lanczos")
     out: np.ndarray = arr if arr.ndim == 3 else arr[:, :, None]
     return out
 

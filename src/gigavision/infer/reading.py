@@ -1,7 +1,7 @@
 """Where to read and how: the resolution a model runs at, and windows read on reader threads ahead of the model.
 
 Windows come from ``tiling.grid`` (level-0 ``[x0, y0, x1, y1]``, row-major). Pixels are read through
-``ImageSource.read_window`` (only the tiles a window touches, through the shared tile cache) on a small thread
+``ImageSource.read_region`` (only the tiles a window touches, through the shared tile cache) on a small thread
 pool: while the model runs batch *k*, batches *k+1* and *k+2* are being decoded, so reading hides behind compute
 and at most ``PREFETCH + 1`` batches of windows are in memory — never the image.
 """
@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gigavision.datasets.patches import MPP_TOLERANCE, _resize
 from gigavision.errors import InvalidInput
+from gigavision.geometry import Region
+from gigavision.images.resolution import Resolution as Resolution  # re-exported: engine, request
+from gigavision.images.resolution import resolution_for_mpp
 from gigavision.tiling.grid import level_extent
 
 if TYPE_CHECKING:
@@ -27,17 +29,9 @@ if TYPE_CHECKING:
 PREFETCH = 2  # batches read ahead of the one the model is running
 
 
-@dataclass(frozen=True)
-class Resolution:
-    """The pyramid ``level`` read and ``downsample`` (level-0 pixels per model pixel; may fall between levels,
-    then the level's pixels are resized)."""
-
-    level: int
-    downsample: float
-
-
 def resolve_resolution(source: ImageSource, *, level: int | None = None, mpp: float | None = None) -> Resolution:
-    """``level`` as stored, or the finest level at or below ``mpp`` µm/pixel (resized to exactly ``mpp``)."""
+    """``level`` as stored, or ``mpp`` µm/pixel (``images.resolution.resolution_for_mpp``: the level within
+    its tolerance as stored, else the finest level above it resized to exactly ``mpp``)."""
     if level is not None and mpp is not None:
         raise InvalidInput("give --level or --mpp, not both")
     if level is not None:
@@ -53,12 +47,7 @@ def resolve_resolution(source: ImageSource, *, level: int | None = None, mpp: fl
         raise InvalidInput(f"--mpp must be a positive number of microns per pixel, got {mpp}")
     if not base:
         raise InvalidInput(f"{source.path.name} has no microns-per-pixel; choose a --level instead of --mpp")
-    want = mpp / base
-    downsamples = [lv.downsample for lv in source.levels]
-    chosen = max((k for k, d in enumerate(downsamples) if d <= want * (1 + MPP_TOLERANCE)), default=0)
-    if abs(downsamples[chosen] / want - 1) <= MPP_TOLERANCE:
-        want = downsamples[chosen]
-    return Resolution(chosen, float(want))
+    return resolution_for_mpp([lv.downsample for lv in source.levels], base, mpp)
 
 
 @dataclass
@@ -75,16 +64,12 @@ class Window:
 
 def read_window(source: ImageSource, res: Resolution, xyxy: Sequence[int], size: int) -> np.ndarray:
     """``(h, w, bands)`` pixels of a level-0 window at ``res`` — the window's part inside the image only."""
-    x0, y0 = int(xyxy[0]), int(xyxy[1])
+    x0, y0, x1, y1 = (int(v) for v in xyxy[:4])
     full_w, full_h = level_extent(source.width, source.height, res.downsample)
     lx0, ly0 = round(x0 / res.downsample), round(y0 / res.downsample)
     w, h = max(1, min(size, full_w - lx0)), max(1, min(size, full_h - ly0))
-    level_ds = float(source.levels[res.level].downsample)
-    if abs(res.downsample / level_ds - 1) < 1e-9:
-        return source.read_window(res.level, lx0, ly0, w, h)
-    k = res.downsample / level_ds  # level pixels per model pixel
-    rw, rh = max(1, round(w * k)), max(1, round(h * k))
-    return _resize(source.read_window(res.level, round(x0 / level_ds), round(y0 / level_ds), rw, rh), w, h)
+    region = Region(x0, y0, max(1, x1 - x0), max(1, y1 - y0))
+    return source.read_region(region, res.level, downsample=res.downsample, size=(w, h))
 
 
 def stream_windows(

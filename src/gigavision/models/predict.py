@@ -105,7 +105,7 @@ class Predictor:
     def prepare(self, pixels: np.ndarray, name: str = "image") -> tuple[np.ndarray, tuple[int, int] | None]:
         """The normalised ``(3, S, S)`` float32 input for one image, and the size decode must scale to
         (None: the network's own pixels, for padded patches)."""
-        from gigavision.train.data import letterbox, to_rgb_uint8
+        from gigavision.images.pixels import letterbox, to_rgb_uint8
 
         if pixels.ndim not in (2, 3) or pixels.shape[0] == 0 or pixels.shape[1] == 0:
             raise InvalidInput(f"{name}: expected an (H, W) or (H, W, C) image array, got shape {pixels.shape}")
@@ -277,12 +277,10 @@ def open_input(ws: Workspace | None, item: str) -> tuple[ImageSource, str | None
 def read_for(predictor: Predictor, source: ImageSource, name: str) -> np.ndarray:
     """The pixels the model should see: level 0 for patch models; for whole-image models the coarsest level
     still at least ``input.size`` across (a pyramid is never decoded whole at full resolution)."""
+    from gigavision.images.resolution import read_level, whole_level
+
     width, height = source.width, source.height
-    if predictor.patch is not None:
-        level = 0
-    else:
-        want = max(width, height) / predictor.size
-        level = max((k for k, lvl in enumerate(source.levels) if lvl.downsample <= max(want, 1.0) * 1.001), default=0)
+    level = 0 if predictor.patch is not None else whole_level(source, predictor.size)
     lvl = source.levels[level]
     if lvl.width * lvl.height > MAX_PREDICT_PIXELS:
         raise _too_big(name, f"{width}×{height} has no pyramid level under {MAX_PREDICT_PIXELS:,} pixels")
@@ -290,7 +288,7 @@ def read_for(predictor: Predictor, source: ImageSource, name: str) -> np.ndarray
         raise _too_big(
             name, f"{width}×{height} is larger than the {predictor.size}×{predictor.size} patches the model saw"
         )
-    return source.read_window(level, 0, 0, lvl.width, lvl.height)
+    return read_level(source, level)
 
 
 def predict_files(

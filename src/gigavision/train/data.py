@@ -31,9 +31,11 @@ from gigavision.datasets.patches import (
     PatchImages,
     PatchSampler,
     RandomSampler,
-    _resize,
 )
 from gigavision.errors import InvalidInput
+from gigavision.images.pixels import letterbox
+from gigavision.images.pixels import to_rgb_uint8 as to_rgb_uint8  # re-exported: infer/engine.py
+from gigavision.images.resolution import level_for_side, read_level
 from gigavision.models.side import side_table
 from gigavision.models.task import BACKGROUND
 from gigavision.tiling.grid import GridSpec
@@ -53,34 +55,6 @@ class SampleSource(Protocol):
     def set_epoch(self, epoch: int) -> None: ...
 
 
-def to_rgb_uint8(pixels: np.ndarray) -> np.ndarray:
-    """``(H, W, C)`` of any band count and integer/float dtype as 3-band uint8 (grey repeated, alpha dropped)."""
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    if pixels.dtype != np.uint8:
-        if np.issubdtype(pixels.dtype, np.integer):
-            top = float(np.iinfo(pixels.dtype).max)
-        else:
-            top = float(np.nanmax(pixels)) if pixels.size and np.nanmax(pixels) > 1.0 else 1.0
-        pixels = np.clip(np.rint(pixels.astype(np.float32) * (255.0 / top)), 0, 255).astype(np.uint8)
-    bands = pixels.shape[2]
-    if bands == 1:
-        return np.repeat(pixels, 3, axis=2)
-    if bands == 2:  # grey + alpha
-        return np.repeat(pixels[:, :, :1], 3, axis=2)
-    return np.ascontiguousarray(pixels[:, :, :3])
-
-
-def letterbox(pixels: np.ndarray, size: int) -> tuple[np.ndarray, float]:
-    """Resize to fit a ``size`` square (isotropic) and pad right/bottom with zeros; returns (square, scale)."""
-    h, w = pixels.shape[:2]
-    scale = size / max(h, w)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    out = np.zeros((size, size, pixels.shape[2]), dtype=pixels.dtype)
-    out[:nh, :nw] = _resize(pixels, nw, nh)
-    return out, scale
-
-
 class WholeImages:
     """Whole images of a split, letterboxed to ``size`` (annotations scaled the same way)."""
 
@@ -90,10 +64,8 @@ class WholeImages:
         self.levels: list[int] = []
         for i in range(len(images)):
             width, height = (int(v) for v in images.sizes[i])
-            want = max(width, height) / self.size  # level-0 pixels per output pixel
-            downsamples = images.downsamples[i]
-            level = max((k for k, d in enumerate(downsamples) if d <= max(want, 1.0) * 1.001), default=0)
-            d = downsamples[level]
+            level = level_for_side(images.downsamples[i], width, height, self.size)
+            d = images.downsamples[i][level]
             if (width / d) * (height / d) > MAX_WHOLE_PIXELS:
                 raise InvalidInput(
                     f"image {images.ids[i]} is {width}×{height} with no pyramid level small enough to read whole;"
@@ -129,7 +101,7 @@ class WholeImages:
         source = self.images.source(index)
         level = self.levels[index]
         lvl = source.levels[level]
-        pixels = to_rgb_uint8(source.read_window(level, 0, 0, lvl.width, lvl.height))
+        pixels = to_rgb_uint8(read_level(source, level))
         width = int(self.images.sizes[index][0])
         square, scale = letterbox(pixels, self.size)
         # the letterbox scale is relative to the level read; annotations are in level-0 pixels
