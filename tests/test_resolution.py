@@ -18,11 +18,14 @@ from gigavision.images.pixels import letterbox, resize, to_rgb_uint8
 from gigavision.images.resolution import (
     TOLERANCE,
     Resolution,
+    coarser_level,
     level_for,
     level_for_side,
+    read_sized,
     resolution_for,
     resolution_for_mpp,
     whole_level,
+    whole_pixels,
 )
 from gigavision.images.source import ImageInfo, ImageSource, Level
 
@@ -84,6 +87,9 @@ def test_one_tolerance_decides_the_level_and_whether_to_resize() -> None:
     assert resolution_for(levels, 0.5) == Resolution(0, 0.5)  # finer than level 0: upsampled
     with pytest.raises(InvalidInput, match="positive"):
         resolution_for(levels, 0.0)
+    # the other way (zoom-in's coarse pass): the finest level at least that coarse, same tolerance
+    assert coarser_level(levels, 3.0) == 2 and coarser_level(levels, 4.08) == 2
+    assert coarser_level(levels, 8.16) == 3 and coarser_level(levels, 8.2) is None
 
 
 def test_mpp_and_whole_image_levels(source: ArraySource) -> None:
@@ -93,6 +99,7 @@ def test_mpp_and_whole_image_levels(source: ArraySource) -> None:
     assert resolution_for_mpp(levels, 0.25, 0.75) == Resolution(1, 3.0)  # 3×: level 1, resized
     # whole images: the coarsest level still `side` across (512 px image)
     assert [whole_level(source, side) for side in (128, 130, 131, 1024)] == [2, 2, 1, 0]
+    assert whole_pixels(source, 128) == 128 * 128 and whole_pixels(source, 131) == 256 * 256
     assert level_for_side(levels, 1010, 600, 512) == 1  # 505 px across: 1.4 % short, within the tolerance
     assert level_for_side(levels, 1000, 600, 512) == 0  # 500 px: 2.3 % short, level 0 shrunk instead
 
@@ -129,6 +136,7 @@ def test_read_between_levels_resizes_the_finer_level_once(source: ArraySource) -
     sized = source.read_region(gv.Region(101, 47, 300, 240), size=(100, 80))
     off_grid = np.asarray(Image.fromarray(ASTRONAUT[47:287, 101:401]).resize((100, 80), Image.Resampling.BOX))
     assert sized.shape == (80, 100, 3) and mean_abs(sized, off_grid) < 4
+    assert np.array_equal(read_sized(source, (101.0, 47.0, 401.0, 287.0), 100, 80), sized)  # a float box
     # windows past the edge read zeros there; the upsampled read (0.5) comes from level 0
     edge = source.read_region(gv.Region(480, 480, 64, 64), downsample=1.0)
     assert edge.shape == (64, 64, 3) and not edge[32:, 32:].any() and edge[:32, :32].any()

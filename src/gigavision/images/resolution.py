@@ -91,6 +91,13 @@ def whole_level(source: ImageSource, side: int) -> int:
     return level_for_side([lv.downsample for lv in source.levels], source.width, source.height, side)
 
 
+def whole_pixels(source: ImageSource, side: int) -> int:
+    """Pixels a whole-image read at ``side`` decodes (``whole_level``'s width × height): what a caller
+    checks against a limit before choosing the whole-image path over tiles."""
+    lvl = source.levels[whole_level(source, side)]
+    return lvl.width * lvl.height
+
+
 def read_level(source: ImageSource, level: int) -> np.ndarray:
     """A whole level as stored, ``(h, w, bands)`` (check its size first: this decodes all of it)."""
     lvl = source.levels[level]
@@ -145,31 +152,32 @@ def read_at(
 
 def read_sized(
     source: ImageSource,
-    region: Region,
+    region: Region | tuple[float, float, float, float],
     width: int,
     height: int,
     *,
     level: int | None = None,
     resample: Resample = "bilinear",
 ) -> np.ndarray:
-    """Level-0 ``region`` resampled exactly onto ``width × height``, from ``level`` (default: ``level_for``
-    the finer of the two axes' scales)."""
+    """Level-0 ``region`` (a ``Region``, or a fractional ``(x0, y0, x1, y1)``) resampled exactly onto
+    ``width × height``, from ``level`` (default: ``level_for`` the finer of the two axes' scales)."""
     if width <= 0 or height <= 0:
         raise InvalidInput(f"output size must be positive, got {width}x{height}")
+    if isinstance(region, tuple):
+        x0, y0, x1, y1 = (float(v) for v in region)
+    else:
+        x0, y0, x1, y1 = float(region.x), float(region.y), float(region.x1), float(region.y1)
+    if not (x1 > x0 and y1 > y0):
+        raise InvalidInput(f"region must have a positive size, got {region}")
     if level is None:
-        want = min(region.width / width, region.height / height)
-        level = level_for([lv.downsample for lv in source.levels], want)
+        level = level_for([lv.downsample for lv in source.levels], min((x1 - x0) / width, (y1 - y0) / height))
     lvl = source._level(level)
     lds = float(lvl.downsample)
     # the far edges stop at the level's own edge: a tiny level's height, rounded up from a downsample
     # measured on the width, may be shorter than height / downsample
-    box = (
-        region.x / lds,
-        region.y / lds,
-        min(region.x1 / lds, max(lvl.width, region.x / lds + 1e-6)),
-        min(region.y1 / lds, max(lvl.height, region.y / lds + 1e-6)),
-    )
-    return _read_box(source, level, box, width, height, resample)
+    fx0, fy0 = x0 / lds, y0 / lds
+    fx1, fy1 = min(x1 / lds, max(lvl.width, fx0 + 1e-6)), min(y1 / lds, max(lvl.height, fy0 + 1e-6))
+    return _read_box(source, level, (fx0, fy0, fx1, fy1), width, height, resample)
 
 
 __all__ = [
@@ -184,4 +192,5 @@ __all__ = [
     "resolution_for",
     "resolution_for_mpp",
     "whole_level",
+    "whole_pixels",
 ]

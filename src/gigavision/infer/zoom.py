@@ -88,14 +88,15 @@ def _coarse_level(source: ImageSource, fine_downsample: float, spec: ZoomSpec) -
                 f" --zoom-in level={spec.level} does not exist"
             )
         return spec.level
-    want = fine_downsample * spec.factor
-    coarser = [k for k, lv in enumerate(source.levels) if lv.downsample >= want * 0.98]
-    if not coarser:
+    from gigavision.images.resolution import coarser_level
+
+    coarse = coarser_level([lv.downsample for lv in source.levels], fine_downsample * spec.factor)
+    if coarse is None:
         raise InvalidInput(
             f"{source.path.name} has no pyramid level {spec.factor:g}× coarser than the one inferred;"
             " give --zoom-in level=N or a coarse model=ID (or ingest the image to build its pyramid)"
         )
-    return coarser[0]
+    return coarse
 
 
 def coarse_boxes(
