@@ -341,10 +341,10 @@ def agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray], iou_min: float
 def _bare_batches(predictor: Any, path: Path, options: Any) -> tuple[list[np.ndarray], int]:
     """Every window of the engine's plan, read and preprocessed exactly as ``engine._run_batch`` does, in the
     engine's batches."""
+    from gigavision.images.pixels import to_rgb_uint8
     from gigavision.images.registry import open_image
     from gigavision.infer.engine import plan_windows
     from gigavision.infer.reading import stream_windows
-    from gigavision.train.data import to_rgb_uint8
 
     source = open_image(path)
     try:
