@@ -21,15 +21,10 @@ from skimage import data
 from gigavision.errors import InvalidInput
 from gigavision.geometry import Region
 from gigavision.images.registry import open_image
-from gigavision.infer.stitch import (
-    MaskStitcher,
-    StitchResult,
-    blend_ramp,
-    class_colors,
-    colorize,
-    read_mask_info,
-    vectorize,
-)
+from gigavision.infer.mask_file import read_mask_info
+from gigavision.infer.palette import class_colors, colorize
+from gigavision.infer.stitch import MaskStitcher, StitchResult, blend_ramp
+from gigavision.infer.vectorize import vectorize
 from gigavision.tiling.grid import EdgeMode, level_extent, window_grid
 
 CLASSES = ["background", "coin"]

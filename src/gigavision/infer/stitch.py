@@ -1,4 +1,4 @@
-"""Stitch per-window segmentation probabilities into a pyramidal label mask, in bounded memory; vectorise it.
+"""Stitch per-window segmentation probabilities into a pyramidal label mask, in bounded memory.
 
 The engine runs a segmentation model window by window (``tiling.grid.window_grid`` order: row-major, top
 row first) and hands each window's class probabilities ``(C, h, w)`` to ``MaskStitcher``:
@@ -13,26 +13,15 @@ row first) and hands each window's class probabilities ``(C, h, w)`` to ``MaskSt
   values at the read level. Final rows are turned into uint8 labels (argmax) and probabilities and streamed
   to disk 256 rows at a time; libvips then builds the pyramid from that file, streaming too.
 
-Outputs (the read level's pixel grid: ``ceil(width / downsample) × ceil(height / downsample)``):
-
-- ``path``: labels, one uint8 class index per pixel (greyscale, so readers see the index itself), tiled 256²,
-  deflate (lossless; never JPEG), pyramid levels shrunk by the *mode* so they stay class indices.
-- ``<stem>.prob<suffix>`` when ``probabilities``: foreground probability ``round(255 × (1 − P(class 0)))``,
-  pyramid levels shrunk by the mean. Class 0 is background by convention (skipped windows are class 0).
-
-Both carry a JSON ImageDescription (``read_mask_info``) with the classes, their display colours (the palette:
-``colorize``), ``downsample`` and level-0 size, so a reader maps pixels back to level 0; the resolution tags
-hold the output's microns per pixel (``mpp × downsample``). Files appear atomically (temp + ``os.replace``);
-a stitcher that is never closed, or fails, leaves nothing at ``path``.
-
-``vectorize`` turns a label mask into polygons in level-0 coordinates, band by band: each band's 4-connected
-components become exact pixel-edge polygons (holes kept), and only pieces touching a band border are unioned.
+The outputs (the read level's pixel grid: ``ceil(width / downsample) × ceil(height / downsample)``) are a label
+mask at ``path`` and, when ``probabilities``, its foreground-probability file, in the format of
+``infer.mask_file``; skipped windows are class 0. Files appear atomically (temp + ``os.replace``); a stitcher
+that is never closed, or fails, leaves nothing at ``path``. ``infer.vectorize`` turns the mask into polygons.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import uuid
@@ -45,53 +34,20 @@ from typing import Any
 
 import numpy as np
 
-from gigavision.annotations import Annotations
 from gigavision.errors import InvalidInput
+from gigavision.infer.mask_file import (
+    TILE,
+    build_pyramid,
+    mask_description,
+    open_pages,
+    probability_path,
+    write_page,
+)
+from gigavision.infer.palette import class_colors
 from gigavision.tiling.grid import level_extent
 
-FORMAT = "gigavision-segmentation/1"
-TILE = 256  # tile side of the output TIFFs and the height of the pages streamed to disk
 _EMIT_ROWS = 32  # rows finalised at a time: bounds the temporaries of argmax / division
 _PROB_TOLERANCE = 1e-3
-
-# Display colours per class index; class 0 (background) is black. Beyond the list, colours repeat.
-PALETTE: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 0),
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
-    (0, 128, 128),
-    (220, 190, 255),
-    (170, 110, 40),
-    (128, 0, 0),
-    (170, 255, 195),
-)
-
-
-def class_colors(n: int) -> np.ndarray:
-    """``(n, 3)`` uint8 display colours for class indices ``0..n-1`` (class 0 black)."""
-    table = np.asarray(PALETTE, dtype=np.uint8)
-    out: np.ndarray = np.concatenate([table[:1], np.resize(table[1:], (max(n - 1, 0), 3))])[:n]
-    return out
-
-
-def colorize(labels: np.ndarray, colors: np.ndarray | Sequence[Sequence[int]] | None = None) -> np.ndarray:
-    """Labels ``(H, W)`` or ``(H, W, 1)`` uint8 → ``(H, W, 3)`` uint8 RGB for display."""
-    lab = np.asarray(labels)
-    if lab.ndim == 3:
-        lab = lab[..., 0]
-    table = class_colors(256) if colors is None else np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
-    if table.shape[0] < 256:
-        table = np.concatenate([table, np.zeros((256 - table.shape[0], 3), dtype=np.uint8)])
-    out: np.ndarray = table[lab]
-    return out
 
 
 def blend_ramp(length: int, overlap: int, *, start: bool, end: bool) -> np.ndarray:
@@ -160,8 +116,6 @@ class MaskStitcher:
         probabilities: bool = True,
         mpp: float | None = None,
     ) -> None:
-        import tifffile
-
         self.path = Path(path)
         if self.path.is_dir():
             raise InvalidInput(f"{self.path}: is a directory; give the label mask's file name (e.g. mask.tif)")
@@ -186,9 +140,7 @@ class MaskStitcher:
         self.downsample = float(downsample)
         self.mpp = mpp * self.downsample if mpp is not None else None
         self.out_width, self.out_height = level_extent(width, height, self.downsample)
-        self.probability_path = (
-            self.path.with_name(f"{self.path.stem}.prob{self.path.suffix or '.tif'}") if probabilities else None
-        )
+        self.probability_path = probability_path(self.path) if probabilities else None
         n, lw, band = len(names), self.out_width, self._win[1]
         self._acc = np.zeros((n, band, lw), dtype=np.float32)  # weighted probability sums
         self._wsum = np.zeros((band, lw), dtype=np.float32)  # summed weights
@@ -209,7 +161,7 @@ class MaskStitcher:
         self._writers: list[Any] = []
         self._cleanup = weakref.finalize(self, _discard, self._writers, self._pages_tmp + self._final_tmp)
         for tmp in self._pages_tmp:
-            self._writers.append(tifffile.TiffWriter(tmp, bigtiff=True))
+            self._writers.append(open_pages(tmp))
 
     # -- public ------------------------------------------------------------------------------------------
     def add(self, xyxy_level0: Sequence[float] | np.ndarray, probs: np.ndarray) -> None:
@@ -251,7 +203,7 @@ class MaskStitcher:
             if self.probability_path is not None:
                 outputs.append((self.probability_path, "foreground_probability", "mean"))
             for (_, kind, shrink), pages, tmp in zip(outputs, self._pages_tmp, self._final_tmp, strict=True):
-                _build_pyramid(pages, tmp, self.out_width, self.out_height, {**info, "kind": kind}, shrink, self.mpp)
+                build_pyramid(pages, tmp, self.out_width, self.out_height, {**info, "kind": kind}, shrink, self.mpp)
                 pages.unlink(missing_ok=True)
             # the label mask last: once it is at ``path``, its probability file is there too
             for (final, _, _), tmp in reversed(list(zip(outputs, self._final_tmp, strict=True))):
@@ -403,28 +355,18 @@ class MaskStitcher:
         for page in pages:
             page[self._page_rows :] = 0
         for writer, page in zip(self._writers, pages, strict=True):
-            writer.write(
-                page,
-                tile=(TILE, TILE),
-                compression="zlib",
-                compressionargs={"level": 1},
-                photometric="minisblack",
-                metadata=None,
-            )
+            write_page(writer, page)
         self._page_rows = 0
 
     def _info(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "classes": list(self.classes),
-            "colors": class_colors(len(self.classes)).tolist(),
-            "downsample": self.downsample,
-            "level0_width": self.width,
-            "level0_height": self.height,
-            "mpp": self.mpp,
-            "probability_file": self.probability_path.name if self.probability_path else None,
-            "probability": "uint8 round(255 * (1 - P(classes[0])))",
-        }
+        return mask_description(
+            self.classes,
+            downsample=self.downsample,
+            level0_width=self.width,
+            level0_height=self.height,
+            mpp=self.mpp,
+            probability_file=self.probability_path.name if self.probability_path else None,
+        )
 
 
 def _discard(writers: list[Any], paths: list[Path]) -> None:
@@ -433,179 +375,3 @@ def _discard(writers: list[Any], paths: list[Path]) -> None:
             writer.close()
     for p in paths:
         p.unlink(missing_ok=True)
-
-
-def _build_pyramid(
-    pages: Path, out: Path, width: int, height: int, info: dict[str, Any], shrink: str, mpp: float | None
-) -> None:
-    """Stack the 256-row pages into one image, crop the padding and save a tiled deflate pyramid (streamed)."""
-    import pyvips
-
-    image = pyvips.Image.new_from_file(str(pages), n=-1, access="sequential").crop(0, 0, width, height).copy()
-    for name in ("page-height", "n-pages"):
-        if image.get_typeof(name):
-            image.remove(name)
-    image.set_type(pyvips.GValue.gstr_type, "image-description", json.dumps(info))
-    # libvips takes resolution in pixels per millimetre, whatever unit it writes
-    resolution = {"resunit": "cm", "xres": 1000.0 / mpp, "yres": 1000.0 / mpp} if mpp else {}
-    image.tiffsave(
-        str(out),
-        tile=True,
-        tile_width=TILE,
-        tile_height=TILE,
-        pyramid=True,
-        compression="deflate",
-        region_shrink=shrink,
-        bigtiff=True,
-        **resolution,
-    )
-
-
-def read_mask_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The JSON description of a mask written by ``MaskStitcher`` (classes, colours, downsample, ...)."""
-    import tifffile
-
-    p = Path(path)
-    try:
-        with tifffile.TiffFile(p) as tif:
-            text = tif.pages.first.description
-        info = json.loads(text)
-    except (OSError, ValueError, IndexError, AttributeError, tifffile.TiffFileError) as exc:  # no pages: IndexError
-        raise InvalidInput(f"{p.name}: not a gigavision segmentation mask ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise InvalidInput(f"{p.name}: not a gigavision segmentation mask (no {FORMAT} description)")
-    return info
-
-
-@dataclass
-class _Piece:
-    """A polygon in mask pixels with the foreground-probability sum and pixel count under it (for its score)."""
-
-    geom: Any
-    prob_sum: float
-    pixels: int
-
-
-def vectorize(
-    mask: str | os.PathLike[str] | StitchResult,
-    *,
-    classes: Sequence[str] | None = None,
-    min_area: float = 0.0,
-    band_rows: int = 512,
-    source: str | None = None,
-) -> Annotations:
-    """Polygons (level-0 pixels) of each class's 4-connected regions in a stitched label mask, read band by band.
-
-    ``classes``: the class names to outline (default: all but class 0, the background). ``min_area`` drops
-    polygons smaller than that many level-0 pixels². Polygons follow pixel edges exactly (area = pixel count ×
-    downsample²) and keep holes. ``score`` is the mean foreground probability inside the polygon when the
-    probability file is there, else NaN. Memory: about ``15 × band_rows × width`` bytes (the band, its
-    component labels, a component's temporaries, two tile rows of cache) plus the polygons.
-    """
-    from scipy import ndimage
-
-    from gigavision.images.cache import LRUCache
-    from gigavision.images.registry import open_image
-
-    path = mask.path if isinstance(mask, StitchResult) else Path(mask)
-    info = read_mask_info(path)
-    names: list[str] = list(info["classes"])
-    wanted = names[1:] if classes is None else list(classes)
-    unknown = [c for c in wanted if c not in names]
-    if unknown:
-        raise InvalidInput(f"unknown classes {unknown}; the mask has {names}")
-    if band_rows <= 0:
-        raise InvalidInput(f"band_rows must be positive, got {band_rows}")
-    ids = [names.index(c) for c in wanted]
-    ds = float(info["downsample"])
-    prob_name = info.get("probability_file")
-    prob_path = path.with_name(prob_name) if prob_name else None
-
-    # private, and just big enough that a tile row cut by a band border is decoded once (the shared cache
-    # would be flooded by full-width bands)
-    mask_width = level_extent(int(info["level0_width"]), int(info["level0_height"]), ds)[0]
-    cache = LRUCache[np.ndarray](4 * TILE * mask_width)
-    labels = open_image(path, cache=cache)
-    probs = open_image(prob_path, cache=cache) if prob_path is not None and prob_path.is_file() else None
-    pending: dict[int, list[_Piece]] = {c: [] for c in ids}  # pieces touching the current band's top
-    done: list[tuple[int, _Piece]] = []
-    width, height = labels.width, labels.height
-    try:
-        for y0 in range(0, height, band_rows):
-            y1 = min(height, y0 + band_rows)
-            band = labels.read_window(0, 0, y0, width, y1 - y0)[..., 0]
-            fg = probs.read_window(0, 0, y0, width, y1 - y0)[..., 0] if probs is not None else None
-            for c in ids:
-                found = band == c
-                if not found.any() and not pending[c]:
-                    continue
-                comp, _ = ndimage.label(found)  # 4-connectivity, like the pixel-edge polygons
-                at_top, nxt = [], []
-                for i, sl in enumerate(ndimage.find_objects(comp), start=1):
-                    own = comp[sl] == i
-                    geom = _pixel_polygon(own, sl[1].start, y0 + sl[0].start)
-                    prob_sum = float(fg[sl][own].sum(dtype=np.int64)) if fg is not None else 0.0
-                    piece = _Piece(geom, prob_sum, int(own.sum()))
-                    if y0 > 0 and sl[0].start == 0:
-                        at_top.append(piece)
-                    elif y1 < height and sl[0].stop == y1 - y0:
-                        nxt.append(piece)
-                    else:
-                        done.append((c, piece))
-                if pending[c] or at_top:
-                    for merged in _union_pieces(pending[c] + at_top):
-                        if y1 < height and merged.geom.bounds[3] >= y1:
-                            nxt.append(merged)
-                        else:
-                            done.append((c, merged))
-                pending[c] = nxt
-    finally:
-        labels.close()
-        if probs is not None:
-            probs.close()
-
-    import shapely
-
-    kept = [(c, p) for c, p in done if p.geom.area * ds * ds >= min_area]
-    if not kept:
-        return Annotations.empty()
-    geoms = np.empty(len(kept), dtype=object)
-    geoms[:] = [p.geom for _, p in kept]
-    if ds != 1.0:
-        geoms = shapely.transform(geoms, lambda xy: xy * ds)
-    score = [p.prob_sum / p.pixels / 255.0 if probs is not None else math.nan for _, p in kept]
-    columns: dict[str, Any] = {"score": np.asarray(score)}
-    if source is not None:
-        columns["source"] = [source] * len(kept)
-    return Annotations.from_polygons(list(geoms), [names[c] for c, _ in kept], **columns)
-
-
-def _pixel_polygon(mask: np.ndarray, ox: int, oy: int) -> Any:
-    """Exact pixel-edge outline of a boolean mask placed at ``(ox, oy)``: union of its horizontal runs."""
-    import shapely
-
-    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    edges = np.diff(padded, axis=1)  # +1 where a run starts, -1 one past where it ends
-    rows, starts = np.nonzero(edges == 1)
-    _, ends = np.nonzero(edges == -1)
-    return shapely.union_all(shapely.box(ox + starts, oy + rows, ox + ends, oy + rows + 1))
-
-
-def _union_pieces(pieces: list[_Piece]) -> list[_Piece]:
-    """Union pieces that share an edge (across a band border); each part keeps the stats of its pieces."""
-    import shapely
-
-    merged = shapely.union_all([p.geom for p in pieces])
-    parts = list(shapely.get_parts(merged))
-    if len(parts) == 1:
-        return [_Piece(parts[0], sum(p.prob_sum for p in pieces), sum(p.pixels for p in pieces))]
-    tree = shapely.STRtree(parts)
-    out = [_Piece(g, 0.0, 0) for g in parts]
-    points = shapely.point_on_surface([p.geom for p in pieces])
-    for piece, point in zip(pieces, points, strict=True):
-        hits = tree.query(point, predicate="intersects")
-        target = out[int(hits[0])] if len(hits) else out[0]
-        target.prob_sum += piece.prob_sum
-        target.pixels += piece.pixels
-    return out

@@ -159,7 +159,8 @@ def _raster_path(root: Path, image_id: str, model_id: str, name: str) -> Path | 
 
 def _describe(image_id: str, model_id: str, name: str, path: Path, stamp: tuple[int, int, int]) -> Layer:
     """Read and check the raster's description; ``InvalidImage`` naming the file when it is not a layer."""
-    from gigavision.infer.stitch import class_colors, read_mask_info
+    from gigavision.infer.mask_file import read_mask_info
+    from gigavision.infer.palette import class_colors
 
     where = f"{model_id}/{image_id}/{path.name}"
     try:
@@ -351,7 +352,7 @@ def get_rasters(request: Request) -> LayerRasters:
 # -- rendering ---------------------------------------------------------------------------------------------
 def label_lut(colors: tuple[tuple[int, int, int], ...]) -> np.ndarray:
     """``(256, 4)`` uint8 RGBA per class index: the class colour at ``LABEL_ALPHA``; class 0 transparent."""
-    from gigavision.infer.stitch import class_colors
+    from gigavision.infer.palette import class_colors
 
     lut = np.zeros((256, 4), dtype=np.uint8)
     lut[:, :3] = class_colors(256)  # indices past the classes (never written) keep the palette
