@@ -288,7 +288,7 @@ class _Segmentation(_Output):
         self.stitcher.skip(xyxy)
 
     def finish(self) -> tuple[Annotations, dict[str, float], dict[str, float | int], dict[str, str]]:
-        from gigavision.infer.stitch import vectorize
+        from gigavision.infer.vectorize import vectorize
 
         result = self.stitcher.close()
         ann = vectorize(result, min_area=self.options.min_area, source=self.predictor.source_name)
