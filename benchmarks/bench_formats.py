@@ -79,7 +79,7 @@ def make_workspace(root: Path, db_url: str, rows: list[dict[str, Any]], boxes_pe
         conn.execute(insert(ImageRow), rows)
     if boxes_per_image:
         for name in LABELS:
-            ws.annotations.set_class(name, "box")
+            ws.labels.set(name, "box")
         rng = np.random.default_rng(0)
         for n, row in enumerate(rows):
             xy = rng.uniform(0, [WIDTH - 100, HEIGHT - 100], (boxes_per_image, 2)).round(2)

@@ -108,8 +108,8 @@ def test_edits_are_versioned_and_recorded(workspace: gv.Workspace, image_id: str
 
 def test_label_schema_is_enforced(workspace: gv.Workspace, image_id: str) -> None:
     store = workspace.annotations
-    store.set_class("roof", "polygon", "#aa0000", attributes={"overhang": ["none", "low", "high"]})
-    store.set_class("solar_panel", "box", parent="roof", attributes={"solar_panel": ["yes", "no"]})
+    store.labels.set("roof", "polygon", "#aa0000", attributes={"overhang": ["none", "low", "high"]})
+    store.labels.set("solar_panel", "box", parent="roof", attributes={"solar_panel": ["yes", "no"]})
     ok = Annotations.from_boxes([[0, 0, 10, 10]], "roof", attributes=[{"overhang": "low"}])
     assert len(store.add(image_id, ok, actor="ana")) == 1
     for bad, why in (
@@ -121,7 +121,7 @@ def test_label_schema_is_enforced(workspace: gv.Workspace, image_id: str) -> Non
             store.add(image_id, Annotations.merge([ok, bad]), actor="ana")
     assert store.count(image_id) == 1  # a rejected batch adds nothing
     with pytest.raises(InvalidInput, match="parent"):
-        store.set_class("tile", "box", parent="house")
+        store.labels.set("tile", "box", parent="house")
 
 
 def test_sqlite_uses_the_rtree(sqlite_workspace: gv.Workspace, samples: dict[str, Path]) -> None:

@@ -89,10 +89,10 @@ def splits_by_name(version: DatasetVersion) -> dict[str, str]:
 # -- creating, reading back, hashing ------------------------------------------------------------------------
 def test_create_freezes_consensus_and_reads_back(workspace: gv.Workspace, images: dict[str, str]) -> None:
     ws = workspace
-    ws.annotations.set_class("a", "tag", color="#00ff00")
-    ws.annotations.set_class("b", "tag")
-    ws.annotations.set_class("c", "tag")
-    ws.annotations.set_class("cell", "box")
+    ws.labels.set("a", "tag", color="#00ff00")
+    ws.labels.set("b", "tag")
+    ws.labels.set("c", "tag")
+    ws.labels.set("cell", "box")
     for name, label in classes_by_name(images).items():
         tag(ws, images[name], label)
     astronaut = images["astronaut_0.png"]
@@ -168,7 +168,7 @@ def test_content_hash_is_independent_of_creation_details(workspace: gv.Workspace
 
 def test_versions_never_change(workspace: gv.Workspace, images: dict[str, str]) -> None:
     ws = workspace
-    ws.annotations.set_class("cell", "polygon")
+    ws.labels.set("cell", "polygon")
     astronaut, coffee = images["astronaut_0.png"], images["coffee_0.png"]
     square = [(10, 10), (50, 10), (50, 40), (10, 40)]
     ids = ws.annotations.add(
@@ -181,7 +181,7 @@ def test_versions_never_change(workspace: gv.Workspace, images: dict[str, str]) 
     first_key = {e["id"]: e["annotations_sha"] for e in v1.page()[0]}
 
     # edit the live annotations and the schema: delete one, relabel another, add a third
-    ws.annotations.set_class("nucleus", "polygon")
+    ws.labels.set("nucleus", "polygon")
     ws.annotations.delete(ids[0], 1, actor="bo")
     ws.annotations.update(ids[1], 1, {"label": "nucleus"}, actor="bo")
     (added,) = ws.annotations.add(

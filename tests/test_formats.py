@@ -55,12 +55,12 @@ def hole_mask() -> np.ndarray:
 def annotate(ws: gv.Workspace, samples: dict[str, Path]) -> dict[str, str]:
     """Three real photos with every kind: boxes (fractional), polygons (one with a hole), a mask, a point, tags."""
     ids = {r.name: str(r.id) for r in ws.ingest([samples[n] for n in IMAGES])}
-    ws.annotations.set_class("coin", "box", "#ffaa00")
-    ws.annotations.set_class("face", "polygon", "#00ff00", attributes={"pose": ["front", "side"]})
-    ws.annotations.set_class("nucleus", "mask")
-    ws.annotations.set_class("eye", "point")
-    ws.annotations.set_class("portrait", "tag")
-    ws.annotations.set_class("histology", "tag")
+    ws.labels.set("coin", "box", "#ffaa00")
+    ws.labels.set("face", "polygon", "#00ff00", attributes={"pose": ["front", "side"]})
+    ws.labels.set("nucleus", "mask")
+    ws.labels.set("eye", "point")
+    ws.labels.set("portrait", "tag")
+    ws.labels.set("histology", "tag")
     accepted = {"status": "accepted", "source": "user:ana"}
     coins = Annotations.from_boxes([[10.25, 20, 60.5, 70], [100, 100, 150.125, 180]], "coin", **accepted)
     holed = shapely.Polygon([(150, 50), (300, 60), (280, 250), (160, 240)], [[(200, 100), (240, 100), (240, 140)]])
@@ -213,7 +213,7 @@ def test_coco_import_crowd_rle_and_matching(tmp_path: Path, samples: dict[str, P
     assert list(masks.kind) == ["mask"] and masks.attributes[0] == {"iscrowd": 1} and masks.status[0] == "accepted"
     assert masks.xyxy[0].tolist() == [70, 50, 90, 60] and masks.decode_mask(0).all()
     assert masks.source[0] == "import:coco"
-    classes = workspace.annotations.classes()
+    classes = workspace.labels.by_name()
     assert (classes["coin"].kind, classes["person"].kind) == ("mask", "box")
     export_workspace(workspace, "coco", tmp_path / "out")
     again = json.loads((tmp_path / "out" / "annotations.json").read_text())
@@ -242,7 +242,7 @@ def test_voc_mapping(tmp_path: Path, annotated: tuple[gv.Workspace, dict[str, st
     )
     report = import_annotations(ws, "voc", tmp_path / "more")
     assert report.ok and report.annotations == 1 and report.images_matched == 1
-    assert report.attributes_added == ["coin.difficult"] and ws.annotations.classes()["coin"].attributes == {
+    assert report.attributes_added == ["coin.difficult"] and ws.labels.by_name()["coin"].attributes == {
         "difficult": []
     }
     coins = workspace_source(ws).annotations(next(i.id for i in workspace_source(ws).images() if i.name == "coins.png"))
@@ -351,7 +351,7 @@ def test_geojson_reads_qupath(tmp_path: Path, samples: dict[str, Path], sqlite_w
     assert list(ann.kind) == ["polygon", "polygon", "point", "point"]
     assert ann.attributes[1] == {"objectType": "detection"} and ann.score[1] == 0.9
     assert ann.geometry[0].equals(shapely.Polygon(square[0]))
-    classes = ws.annotations.classes()
+    classes = ws.labels.by_name()
     assert (classes["Tumor"].color, classes["Tumor: Positive"].color) == ("#c80000", "#c80000")
     export_workspace(ws, "geojson", tmp_path / "out")
     out = json.loads((tmp_path / "out" / "immunohistochemistry.png.geojson").read_text())
@@ -560,9 +560,9 @@ def test_reimport_matches_images_ingested_recursively_by_their_file_name(
     shutil.copy(samples["immunohistochemistry.png"], folder / "sub" / "ihc.png")
     ids = {r.name: str(r.id) for r in workspace.ingest([folder], recursive=True)}
     assert set(ids) == {"coins.png", "sub/astronaut.jpg", "sub/ihc.png"}
-    workspace.annotations.set_class("coin", "box")
-    workspace.annotations.set_class("face", "polygon")
-    workspace.annotations.set_class("histology", "tag")
+    workspace.labels.set("coin", "box")
+    workspace.labels.set("face", "polygon")
+    workspace.labels.set("histology", "tag")
     workspace.annotations.add(ids["coins.png"], Annotations.from_boxes([[10, 20, 60, 70]], "coin"), "ana")
     face = shapely.Polygon([(150, 50), (300, 60), (280, 250), (160, 240)])
     workspace.annotations.add(ids["sub/astronaut.jpg"], Annotations.from_polygons([face], "face"), "ana")

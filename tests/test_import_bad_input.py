@@ -33,7 +33,7 @@ def test_coco_rejects_each_bad_record_and_keeps_the_rest(
     tmp_path: Path, samples: dict[str, Path], workspace: gv.Workspace
 ) -> None:
     coins, astronaut = workspace.ingest([samples["coins.png"], samples["astronaut.jpg"]])
-    workspace.annotations.set_class("coin", "box")
+    workspace.labels.set("coin", "box")
     workspace.annotations.add(str(coins.id), Annotations.from_boxes([[1, 1, 5, 5]], "coin"), "ana")
     before = snapshot(workspace, str(coins.id))
     bowtie = [10, 10, 60, 60, 60, 10, 10, 60]
@@ -84,14 +84,14 @@ def test_coco_rejects_each_bad_record_and_keeps_the_rest(
     after = snapshot(workspace, str(coins.id))
     assert after[0] == before[0] and len(after) == 3  # the stored annotation is untouched
     assert [a["kind"] for a in after[1:]] == ["box", "polygon"] and after[1]["bbox"] == [20, 30, 60, 80]
-    assert set(workspace.annotations.classes()) == {"coin"}  # strict: "cat" was not added
+    assert set(workspace.labels.by_name()) == {"coin"}  # strict: "cat" was not added
     assert workspace.annotations.query_records(str(astronaut.id)) == []
 
 
 def test_unreadable_input_changes_nothing(tmp_path: Path, samples: dict[str, Path], workspace: gv.Workspace) -> None:
     (coins,) = workspace.ingest([samples["coins.png"]])
     workspace.annotations.add(str(coins.id), Annotations.from_tags(["x"]), "ana")
-    before = snapshot(workspace, str(coins.id)), workspace.annotations.classes().keys()
+    before = snapshot(workspace, str(coins.id)), workspace.labels.by_name().keys()
     for name, text, message in (
         ("trunc.json", '{"images": [{"id": 1, "file_name": "coins.png"', "not a readable COCO JSON file"),
         ("list.json", "[1, 2]", "not a COCO file (needs 'images' and 'annotations' lists)"),
@@ -102,7 +102,7 @@ def test_unreadable_input_changes_nothing(tmp_path: Path, samples: dict[str, Pat
         with pytest.raises(InvalidInput, match=re.escape(message)) as caught:
             import_annotations(workspace, fmt, tmp_path / name)
         assert name in str(caught.value)
-    assert (snapshot(workspace, str(coins.id)), workspace.annotations.classes().keys()) == before
+    assert (snapshot(workspace, str(coins.id)), workspace.labels.by_name().keys()) == before
 
 
 def test_yolo_bad_lines(tmp_path: Path, samples: dict[str, Path], sqlite_workspace: gv.Workspace) -> None:
@@ -161,7 +161,7 @@ def test_voc_external_entity_is_refused_never_resolved(
     for r in report.rejected:
         assert r.item == "file" and "DTD or entity declarations is refused (entities are never resolved)" in r.reason
     assert {r.file for r in report.rejected} == {"Annotations/xxe.xml", "Annotations/laughs.xml"}
-    assert set(sqlite_workspace.annotations.classes()) == {"coin"}
+    assert set(sqlite_workspace.labels.by_name()) == {"coin"}
     with pytest.raises(InvalidInput, match=r"xxe\.xml: XML with a DTD"):
         import_annotations(sqlite_workspace, "voc", folder / "xxe.xml")
 
@@ -265,7 +265,7 @@ def test_labels_outside_the_schema(tmp_path: Path, samples: dict[str, Path], sql
     """Strict: unknown labels are rejected; otherwise added, unless the schema refuses the name itself."""
     ws = sqlite_workspace
     (coins,) = ws.ingest([samples["coins.png"]])
-    ws.annotations.set_class("coin", "tag")
+    ws.labels.set("coin", "tag")
     long_label = "x" * 300
     table = tmp_path / "labels.csv"
     table.write_text(f"image,label\ncoins.png,coin,dog\ncoins.png,{long_label}\n")
@@ -274,7 +274,7 @@ def test_labels_outside_the_schema(tmp_path: Path, samples: dict[str, Path], sql
         "row 2 label 2": "label 'dog' is not in the schema (strict labels)",
         "row 3 label 1": f"label {long_label!r} is not in the schema (strict labels)",
     }
-    assert strict.annotations == 1 and set(ws.annotations.classes()) == {"coin"}
+    assert strict.annotations == 1 and set(ws.labels.by_name()) == {"coin"}
     loose = import_annotations(ws, "csv", table)
     refused = "label cannot join the schema: class name must be 1 to 256 characters"
     assert reasons(loose) == {

@@ -33,12 +33,12 @@ def test_rename_relabels_annotations_and_bumps_versions(workspace: gv.Workspace,
     ws.annotations.add(coins, Annotations.from_boxes([[5, 5, 9, 9]], "old coin"), "ana")
 
     done = ws.labels.rename("coin", "penny", actor="bob")
-    assert done["annotations_changed"] == 2
+    assert done.annotations_changed == 2
     assert _labels(ws, coins) == ["old coin", "penny", "penny"]
-    classes = {c["name"]: c for c in ws.labels.classes()}
+    classes = ws.labels.by_name()
     assert set(classes) == {"old coin", "penny"}
-    assert classes["penny"]["attributes"] == {"metal": ["copper", "silver"]}
-    assert classes["old coin"]["parent"] == "penny"
+    assert classes["penny"].attributes == {"metal": ["copper", "silver"]}
+    assert classes["old coin"].parent == "penny"
     # an edit made against the pre-rename version would silently restore the old label: it is refused
     with pytest.raises(Conflict):
         ws.annotations.update(ids[0], 1, {"label": "coin"}, actor="carl")
@@ -49,8 +49,8 @@ def test_rename_relabels_annotations_and_bumps_versions(workspace: gv.Workspace,
     with pytest.raises(NotFound):
         ws.labels.rename("nickel", "dime", actor="bob")
     event = ws.labels.events()[0]
-    assert (event["action"], event["actor"], event["annotations_changed"]) == ("rename", "bob", 2)
-    assert event["before"]["name"] == "coin" and event["after"]["name"] == "penny"
+    assert (event.action, event.actor, event.annotations_changed) == ("rename", "bob", 2)
+    assert event.before["name"] == "coin" and event.after["name"] == "penny"
 
 
 def test_merge_unites_classes_and_attribute_values(workspace: gv.Workspace, coins: str) -> None:
@@ -66,10 +66,10 @@ def test_merge_unites_classes_and_attribute_values(workspace: gv.Workspace, coin
     assert _labels(ws, coins) == ["high", "high", "low"]  # nothing moved on the refused merge
 
     done = ws.labels.merge(["low", "high"], "vegetation", actor="bob")
-    assert done["annotations_changed"] == 3
-    assert done["class"]["attributes"] == {"overhang": ["low", "high"], "solar_panel": ["yes", "no"]}
+    assert done.annotations_changed == 3
+    assert done.label_class.attributes == {"overhang": ["low", "high"], "solar_panel": ["yes", "no"]}
     assert _labels(ws, coins) == ["vegetation"] * 3
-    assert {c["name"] for c in ws.labels.classes()} == {"tagged", "vegetation"}
+    assert {c.name for c in ws.labels.classes()} == {"tagged", "vegetation"}
     # values allowed in either source class stay valid on the merged class
     rec = ws.annotations.query_records(coins)[0]
     ws.annotations.update(rec["id"], rec["version"], {"attributes": {"overhang": "high"}}, actor="bob")
@@ -85,11 +85,11 @@ def test_remove_and_kind_changes_protect_used_classes(workspace: gv.Workspace, c
     with pytest.raises(Conflict, match="kind cannot change"):
         ws.labels.set("coin", "tag")
     ws.labels.remove("unused", actor="bob")
-    assert [c["name"] for c in ws.labels.classes()] == ["coin"]
+    assert [c.name for c in ws.labels.classes()] == ["coin"]
     ws.annotations.delete(aid, 1, actor="bob")
     ws.labels.remove("coin", actor="bob")  # only deleted annotations left: allowed, their history keeps the label
     assert ws.labels.classes() == []
-    assert [e["action"] for e in ws.labels.events()] == ["remove", "remove", "set", "set"]
+    assert [e.action for e in ws.labels.events()] == ["remove", "remove", "set", "set"]
 
 
 def test_rest_label_migrations(workspace: gv.Workspace, coins: str) -> None:
@@ -137,4 +137,4 @@ def test_merge_into_a_child_of_a_source_keeps_the_tree(workspace: gv.Workspace) 
     ws.labels.set("tumour", "box", parent="cell")
     ws.labels.set("lymphocyte", "box", parent="tumour")
     ws.labels.merge(["tumour"], "lymphocyte", actor="bob")
-    assert {c["name"]: c["parent"] for c in ws.labels.classes()} == {"cell": None, "lymphocyte": "cell"}
+    assert {c.name: c.parent for c in ws.labels.classes()} == {"cell": None, "lymphocyte": "cell"}

@@ -22,7 +22,7 @@ def test_mask_record_with_uncompressed_counts_is_stored_compressed_and_exports(
     """A mask record whose ``counts`` is a list (COCO's uncompressed RLE) was stored as is; every exporter that
     decodes masks (COCO, GeoJSON) then crashed with ``'list' object has no attribute 'encode'``."""
     (r,) = sqlite_workspace.ingest([samples["astronaut.jpg"]])
-    sqlite_workspace.annotations.set_class("helmet", "mask")
+    sqlite_workspace.labels.set("helmet", "mask")
     record = {
         "kind": "mask",
         "label": "helmet",
@@ -99,7 +99,7 @@ def test_coco_with_hostile_categories_and_ids_is_reported_not_a_traceback(
         "annotation 5": "segmentation must be a list of [x1, y1, x2, y2, ...] number lists or an RLE",
     }
     assert report.annotations == 1
-    assert set(sqlite_workspace.annotations.classes()) == {"face"}
+    assert set(sqlite_workspace.labels.by_name()) == {"face"}
 
 
 def _images(folder: Path) -> object:
@@ -159,7 +159,7 @@ def test_qupath_measurements_that_are_dropped_are_reported(
     assert any("measurements other than 'score'" in n for n in report.notes)
     stored = sqlite_workspace.annotations.query(str(r.id))
     assert stored.score.tolist() == [0.5] and stored.attributes[0] == {"objectType": "detection"}
-    assert sqlite_workspace.annotations.classes()["Positive"].color == "#fa3e3e"
+    assert sqlite_workspace.labels.by_name()["Positive"].color == "#fa3e3e"
 
 
 def test_a_class_cannot_be_its_own_ancestor(sqlite_workspace: gv.Workspace) -> None:
@@ -170,4 +170,4 @@ def test_a_class_cannot_be_its_own_ancestor(sqlite_workspace: gv.Workspace) -> N
         labels.set("animal", "box", parent="animal")
     with pytest.raises(InvalidInput, match="would make it its own ancestor"):
         labels.set("animal", "box", parent="dog")
-    assert {c["name"]: c["parent"] for c in labels.classes()} == {"animal": None, "dog": "animal"}
+    assert {c.name: c.parent for c in labels.classes()} == {"animal": None, "dog": "animal"}

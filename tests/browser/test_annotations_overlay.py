@@ -74,12 +74,12 @@ def seeded(
         retina_id, slide_id = str(results[0].id), str(results[1].id)
 
         store = ws.annotations
-        store.set_class("cell", "box", "#00c000")
-        store.set_class("tumor", "polygon", "#ff3030", attributes={"grade": ["low", "high"]})
-        store.set_class("nucleus", "point", "#3080ff")
-        store.set_class("debris", "mask", "#c0c000")
-        store.set_class(HTML_LABEL, "box", "#ff00ff")
-        store.set_class("needs-review", "tag", "#ffa000")
+        store.labels.set("cell", "box", "#00c000")
+        store.labels.set("tumor", "polygon", "#ff3030", attributes={"grade": ["low", "high"]})
+        store.labels.set("nucleus", "point", "#3080ff")
+        store.labels.set("debris", "mask", "#c0c000")
+        store.labels.set(HTML_LABEL, "box", "#ff00ff")
+        store.labels.set("needs-review", "tag", "#ffa000")
 
         ids: dict[str, int] = {}
 

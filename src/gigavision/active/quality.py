@@ -171,7 +171,7 @@ class QualityControl:
         """Refuse candidate labels that a submission would fail on: absent from a non-empty label schema, or a
         class of another kind than the item's (an empty schema accepts any label, as the annotation store does).
         """
-        classes = self.ws.annotations.classes()
+        classes = self.ws.labels.by_name()
         if not classes:
             return
         for label in labels:

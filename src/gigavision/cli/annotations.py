@@ -47,25 +47,26 @@ def labels_add(
     attrs = dict(_parse_attribute(a) for a in attribute or [])
     with open_ws(workspace_opt) as ws:
         saved = ws.labels.set(name, kind, color, parent, attrs, actor="cli")
-    err_console.print(f"class {name!r} ({kind}, {saved['color']}) saved")
+    err_console.print(f"class {name!r} ({kind}, {saved.color}) saved")
 
 
 @labels_app.command("list")
 def labels_list(workspace_opt: WorkspaceOpt = None, json_out: JsonOpt = False) -> None:
     """Show the label schema."""
     with open_ws(workspace_opt) as ws:
-        classes = ws.annotations.classes()
-    data = {
-        n: {"kind": c.kind, "color": c.color, "parent": c.parent, "attributes": c.attributes}
-        for n, c in classes.items()
-    }
+        classes = ws.labels.by_name()
     if json_out:
-        print_json(data)
+        print_json(
+            {
+                n: {"kind": c.kind, "color": c.color, "parent": c.parent, "attributes": c.attributes}
+                for n, c in classes.items()
+            }
+        )
         return
     table = Table("class", "kind", "colour", "parent", "attributes")
-    for name, c in data.items():
-        attrs = "; ".join(f"{k}: {', '.join(v)}" for k, v in c["attributes"].items())
-        table.add_row(name, c["kind"], c["color"], c["parent"] or "", attrs)
+    for name, c in classes.items():
+        attrs = "; ".join(f"{k}: {', '.join(v)}" for k, v in c.attributes.items())
+        table.add_row(name, c.kind, c.color, c.parent or "", attrs)
     out_console.print(table)
 
 
@@ -81,9 +82,9 @@ def labels_rename(
     with open_ws(workspace_opt) as ws:
         done = ws.labels.rename(old, new, actor)
     if json_out:
-        print_json(done)
+        print_json(done.as_dict())
     else:
-        err_console.print(f"class {old!r} renamed to {new!r}; {done['annotations_changed']} annotations relabelled")
+        err_console.print(f"class {old!r} renamed to {new!r}; {done.annotations_changed} annotations relabelled")
 
 
 @labels_app.command("merge")
@@ -98,9 +99,9 @@ def labels_merge(
     with open_ws(workspace_opt) as ws:
         done = ws.labels.merge(sources, into, actor)
     if json_out:
-        print_json(done)
+        print_json(done.as_dict())
     else:
-        err_console.print(f"merged {', '.join(sources)} into {into!r}; {done['annotations_changed']} relabelled")
+        err_console.print(f"merged {', '.join(sources)} into {into!r}; {done.annotations_changed} relabelled")
 
 
 @labels_app.command("remove")
@@ -125,12 +126,12 @@ def labels_history(
     with open_ws(workspace_opt) as ws:
         events = ws.labels.events(limit)
     if json_out:
-        print_json(events)
+        print_json([e.as_dict() for e in events])
         return
     table = Table("when", "who", "action", "class", "annotations moved")
     for e in events:
-        what = e["after"] or e["before"] or {}
-        table.add_row(e["at"][:19], e["actor"], e["action"], str(what.get("name", "")), str(e["annotations_changed"]))
+        what = e.after or e.before or {}
+        table.add_row(e.at[:19], e.actor, e.action, str(what.get("name", "")), str(e.annotations_changed))
     out_console.print(table)
 
 

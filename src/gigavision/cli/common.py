@@ -7,10 +7,13 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console, ConsoleDimensions
+
+if TYPE_CHECKING:
+    from gigavision.workspace import Workspace
 
 PIPED_WIDTH = 100_000  # columns of stdout when it is not a terminal: wide enough that nothing is cut
 
@@ -59,7 +62,7 @@ def workspace_path(option: Path | None) -> Path:
     return (option or State.workspace or Path(os.environ.get("GIGAVISION_WORKSPACE", "."))).expanduser()
 
 
-def open_ws(option: Path | None) -> Any:
+def open_ws(option: Path | None) -> Workspace:
     from gigavision.workspace import open_workspace
 
     return open_workspace(workspace_path(option))

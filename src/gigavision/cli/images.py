@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -14,10 +14,13 @@ from rich.text import Text
 from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, out_console, print_json
 from gigavision.errors import InvalidInput
 
+if TYPE_CHECKING:
+    from gigavision.workspace import Workspace
+
 images_app = typer.Typer(help="List and inspect the workspace's images.", no_args_is_help=True)
 
 
-def run_ingest(ws: Any, paths: list[Path], *, recursive: bool, follow_symlinks: bool, json_out: bool) -> int:
+def run_ingest(ws: Workspace, paths: list[Path], *, recursive: bool, follow_symlinks: bool, json_out: bool) -> int:
     from gigavision.ingest import IngestResult
 
     results: list[IngestResult] = []

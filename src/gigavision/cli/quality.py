@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, out_console, print_json
 from gigavision.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from gigavision.active.quality import QualityControl
+    from gigavision.annotations import Annotations
+    from gigavision.workspace import Workspace
 
 qc_app = typer.Typer(
     help="Quality control: items labelled independently by several annotators, agreement, adjudication.",
@@ -31,7 +36,7 @@ TagOpt = Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeatab
 EmptyOpt = Annotated[bool, typer.Option("--empty", help="Submit an explicit empty answer (nothing to label).")]
 
 
-def _qc(ws: Any) -> Any:
+def _qc(ws: Workspace) -> QualityControl:
     from gigavision.active.quality import QualityControl
 
     return QualityControl(ws)
@@ -54,7 +59,7 @@ def _read_json(file: Path) -> Any:
         raise InvalidInput(f"{file}: not a readable JSON file: {exc}") from exc
 
 
-def _labels(file: Path | None, tags: list[str] | None, empty: bool) -> Any:
+def _labels(file: Path | None, tags: list[str] | None, empty: bool) -> Annotations | None:
     """Annotations from ``--file`` / ``--tag`` / ``--empty``, or None (collect the proposals in the item)."""
     from gigavision.annotations import Annotations
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gigavision.cli.common import WorkspaceOpt, err_console, open_ws
 from gigavision.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from gigavision.workspace import Workspace
 
 
 def is_loopback(host: str) -> bool:
@@ -21,7 +24,7 @@ def is_loopback(host: str) -> bool:
 
 
 def run_server(
-    ws: Any, host: str, port: int, log_level: str = "warning", workers: int = 1, job_workers: int | None = None
+    ws: Workspace, host: str, port: int, log_level: str = "warning", workers: int = 1, job_workers: int | None = None
 ) -> None:
     import os
 

@@ -279,7 +279,7 @@ def create_version(
         with ws.session() as s:
             total = int(s.scalar(select(func.count()).select_from(ImageRow)) or 0)
         freeze.check_selection(frozen, total)
-    schema = freeze.freeze_schema(ws.annotations.classes(), freeze.used_kinds(frozen), parsed.label)
+    schema = freeze.freeze_schema(ws.labels.by_name(), freeze.used_kinds(frozen), parsed.label)
 
     # groups: whole images, joined by a shared metadata value and by near-identical pixels
     uf = UnionFind(len(frozen))

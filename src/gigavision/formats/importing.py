@@ -165,7 +165,7 @@ class ImportSession:
         self.progress: Progress = progress or no_progress
         self._declared: dict[str, _Class] = {}
         self._schema: dict[str, _Class] = {
-            name: _Class(c.kind, c.color, c.parent, dict(c.attributes)) for name, c in ws.annotations.classes().items()
+            name: _Class(c.kind, c.color, c.parent, dict(c.attributes)) for name, c in ws.labels.by_name().items()
         }
         self._resolved: dict[tuple[str, str], Target | None] = {}
         self._named: dict[str, list[Any]] = {}  # prefetched workspace images by file name
@@ -215,7 +215,7 @@ class ImportSession:
         if name in self._refused:
             return
         try:
-            self.ws.annotations.set_class(name, spec.kind, color, parent, spec.attributes)
+            self.ws.labels.set(name, spec.kind, color, parent, spec.attributes)
         except InvalidInput as exc:  # e.g. a name over 256 characters: its annotations are rejected with this
             self._refused[name] = f"label cannot join the schema: {exc}"
             self.reject("schema", f"class {name[:80]!r}", str(exc))
@@ -464,9 +464,9 @@ class ImportSession:
             return f"class {row.label!r} has no attribute {missing[0]!r} in the schema (strict labels)"
         if missing:  # like an unknown label: the attribute joins the schema, any value allowed
             cls.attributes.update({k: [] for k in missing})
-            self.ws.annotations.set_class(row.label, cls.kind, cls.color or "#ff0000", cls.parent, cls.attributes)
+            self.ws.labels.set(row.label, cls.kind, cls.color or "#ff0000", cls.parent, cls.attributes)
             self.report.attributes_added += [f"{row.label}.{k}" for k in missing]
-        for key, value in row.attributes.items():  # the same rule as AnnotationStore.check_labels
+        for key, value in row.attributes.items():  # the same rule as LabelSchema.check
             allowed = cls.attributes.get(key)
             if allowed and value not in allowed:
                 return f"{key}={value!r} is not one of {allowed}"

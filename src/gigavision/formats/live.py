@@ -55,7 +55,7 @@ class WorkspaceSource:
         """The schema sorted by name, plus labels in use that the schema lacks (kind = their commonest)."""
         found = {
             name: {"name": name, "kind": c.kind, "color": c.color, "parent": c.parent, "attributes": c.attributes}
-            for name, c in self.ws.annotations.classes().items()
+            for name, c in self.ws.labels.by_name().items()
         }
         a = AnnotationRow
         stmt = (

@@ -249,7 +249,7 @@ def class_colours(ws: Workspace | None, classes: Sequence[str]) -> dict[str, tup
     class's index in the model (stable across requests, so the same class is the same colour)."""
     from PIL import ImageColor
 
-    schema = {str(c["name"]): str(c.get("color") or "") for c in ws.labels.classes()} if ws is not None else {}
+    schema = {c.name: c.color for c in ws.labels.classes()} if ws is not None else {}
     out: dict[str, tuple[int, int, int]] = {}
     for k, name in enumerate(classes):
         try:

@@ -340,7 +340,7 @@ def store_predictions(ws: Workspace, items: Sequence[PredictItem], predictor: Pr
         raise InvalidInput(
             f"--store needs workspace images; not ingested: {', '.join(missing[:5])} (gigavision ingest them first)"
         )
-    schema = {str(c["name"]): set(c["attributes"]) for c in ws.labels.classes()}
+    schema = {c.name: set(c.attributes) for c in ws.labels.classes()}
     added, skipped = 0, 0
     for item in items:
         ann = item.annotations

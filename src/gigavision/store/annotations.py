@@ -27,10 +27,11 @@ import numpy as np
 from sqlalchemy import Connection, Engine, LargeBinary, ScalarSelect, and_, func, select, text, type_coerce, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from gigavision.annotations import PREDICTION_ATTRIBUTES, STATUSES, Annotations
+from gigavision.annotations import STATUSES, Annotations
 from gigavision.errors import Conflict, InvalidInput, NotFound
 from gigavision.store import geometry_codec
-from gigavision.store.schema import AnnotationEventRow, AnnotationImageRow, AnnotationRow, LabelClassRow, utcnow
+from gigavision.store.labels import LabelSchema
+from gigavision.store.schema import AnnotationEventRow, AnnotationImageRow, AnnotationRow, utcnow
 
 CHUNK = 10_000
 MAX_LIMIT = 1_000_000  # most records one query returns
@@ -216,48 +217,7 @@ class AnnotationStore:
         self.engine = engine
         self.session = session
         self.sqlite = engine.dialect.name == "sqlite"
-
-    # -- label schema -------------------------------------------------------------------------------------
-    def set_class(
-        self,
-        name: str,
-        kind: str,
-        color: str = "#ff0000",
-        parent: str | None = None,
-        attributes: dict[str, list[str]] | None = None,
-    ) -> None:
-        """Add or replace a class of the label schema (``LabelSchema.set``: validated and logged)."""
-        from gigavision.store.labels import LabelSchema
-
-        LabelSchema(self.session).set(name, kind, color, parent, attributes)
-
-    def classes(self) -> dict[str, LabelClassRow]:
-        with self.session() as s:
-            return {c.name: c for c in s.scalars(select(LabelClassRow))}
-
-    def check_labels(self, ann: Annotations) -> list[str]:
-        """Problems with labels and attribute values against the schema (empty schema: anything goes)."""
-        classes = self.classes()
-        if not classes:
-            return []
-        problems = []
-        unknown = sorted(set(np.unique(ann.label).tolist()) - set(classes)) if len(ann) else []
-        for label in unknown:
-            first = int(np.nonzero(ann.label == label)[0][0])
-            problems.append(f"annotation {first}: label {label!r} is not in the schema")
-        for i in np.nonzero([bool(a) for a in ann.attributes])[0]:
-            cls = classes.get(str(ann.label[i]))
-            if cls is None:
-                continue
-            for key, value in ann.attributes[i].items():
-                allowed = cls.attributes.get(key)
-                if allowed is None and key in PREDICTION_ATTRIBUTES:
-                    continue  # a prediction's model id and uncertainty need no declaration
-                if allowed is None:
-                    problems.append(f"annotation {i}: class {cls.name!r} has no attribute {key!r}")
-                elif allowed and value not in allowed:
-                    problems.append(f"annotation {i}: {key}={value!r} is not one of {allowed}")
-        return problems
+        self.labels = LabelSchema(session)  # the schema annotations are checked against (``ws.labels``)
 
     # -- writes ----------------------------------------------------------------------------------------------
     def add(self, image_id: str, ann: Annotations, actor: str) -> list[int]:
@@ -273,7 +233,7 @@ class AnnotationStore:
         bulk load does not write every annotation twice. After large loads the planner statistics are
         refreshed.
         """
-        problems = self.check_labels(ann)
+        problems = self.labels.check(ann)
         if problems:
             more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
             raise InvalidInput("; ".join(problems[:5]) + more)
@@ -449,7 +409,7 @@ class AnnotationStore:
                 merged["bbox"] = None  # recomputed from the new geometry
             # validate the edited annotation with the same rules as a new one
             ann = Annotations.from_records([merged])
-            problems = self.check_labels(ann)
+            problems = self.labels.check(ann)
             if problems:
                 raise InvalidInput("; ".join(problems))
             values: dict[str, Any] = {

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from gigavision.annotations import KINDS
+from gigavision.annotations import KINDS, PREDICTION_ATTRIBUTES
 from gigavision.errors import Conflict, InvalidInput, NotFound
 from gigavision.store.schema import AnnotationRow, LabelClassRow, LabelEventRow, utcnow
+
+if TYPE_CHECKING:
+    from gigavision.annotations import Annotations
 
 
 def palette_color(name: str) -> str:
@@ -27,8 +32,52 @@ def palette_color(name: str) -> str:
     return "#" + "".join(f"{64 + b % 160:02x}" for b in digest[:3])
 
 
+@dataclass(frozen=True, slots=True)
+class LabelClass:
+    """A class of the label schema; ``as_dict`` is its JSON record (CLI ``--json``, REST, the change log)."""
+
+    name: str
+    kind: str
+    color: str
+    parent: str | None = None
+    attributes: dict[str, list[str]] = field(default_factory=dict)  # name -> allowed values (empty: any)
+
+    @classmethod
+    def of(cls, row: LabelClassRow) -> LabelClass:
+        return cls(row.name, row.kind, row.color, row.parent, {k: list(v) for k, v in dict(row.attributes).items()})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelChange:
+    """What a rename or merge did: the resulting class and how many annotations it relabelled."""
+
+    label_class: LabelClass
+    annotations_changed: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"class": self.label_class.as_dict(), "annotations_changed": self.annotations_changed}
+
+
+@dataclass(frozen=True, slots=True)
+class LabelEvent:
+    """One entry of the schema's change log (``before``/``after``: class records, or None)."""
+
+    action: str
+    actor: str
+    at: str  # ISO 8601
+    before: Any
+    after: Any
+    annotations_changed: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def class_record(c: LabelClassRow) -> dict[str, Any]:
-    return {"name": c.name, "kind": c.kind, "color": c.color, "parent": c.parent, "attributes": dict(c.attributes)}
+    return LabelClass.of(c).as_dict()
 
 
 def _check_name(name: str) -> None:
@@ -61,7 +110,8 @@ def _used(s: Session, name: str) -> int:
 
 
 class LabelSchema:
-    """``ws.labels``: set, rename, merge and remove classes; every change recorded in ``label_events``."""
+    """``ws.labels``, the one door to the label schema: list, check against, set, rename, merge and remove
+    classes; every change recorded in ``label_events``."""
 
     def __init__(self, session: sessionmaker[Session]) -> None:
         self.session = session
@@ -74,7 +124,7 @@ class LabelSchema:
         parent: str | None = None,
         attributes: dict[str, list[str]] | None = None,
         actor: str = "anonymous",
-    ) -> dict[str, Any]:
+    ) -> LabelClass:
         """Add or replace a class (attributes: name -> allowed values; an empty list allows any value).
 
         Without a ``color`` the class keeps the one it has, and a new class gets ``palette_color(name)``.
@@ -104,17 +154,46 @@ class LabelSchema:
             if old is not None and old.kind != kind and _used(s, name):
                 raise Conflict(f"class {name!r} is used by annotations of kind {old.kind!r}; its kind cannot change")
             row = s.merge(LabelClassRow(name=name, kind=kind, color=color, parent=parent, attributes=attributes))
-            after = class_record(row)
-            if before != after:
-                _record(s, "set", actor, before, after, 0)
+            after = LabelClass.of(row)
+            if before != after.as_dict():
+                _record(s, "set", actor, before, after.as_dict(), 0)
         return after
 
-    def classes(self) -> list[dict[str, Any]]:
+    def classes(self) -> list[LabelClass]:
         """All classes, by name."""
         with self.session() as s:
-            return [class_record(c) for c in s.scalars(select(LabelClassRow).order_by(LabelClassRow.name))]
+            return [LabelClass.of(c) for c in s.scalars(select(LabelClassRow).order_by(LabelClassRow.name))]
 
-    def rename(self, old: str, new: str, actor: str) -> dict[str, Any]:
+    def by_name(self) -> dict[str, LabelClass]:
+        """All classes: name -> class."""
+        return {c.name: c for c in self.classes()}
+
+    def check(self, ann: Annotations) -> list[str]:
+        """Problems with the labels and attribute values of ``ann`` against the schema (an empty schema
+        takes anything)."""
+        classes = self.by_name()
+        if not classes:
+            return []
+        problems = []
+        unknown = sorted(set(np.unique(ann.label).tolist()) - set(classes)) if len(ann) else []
+        for label in unknown:
+            first = int(np.nonzero(ann.label == label)[0][0])
+            problems.append(f"annotation {first}: label {label!r} is not in the schema")
+        for i in np.nonzero([bool(a) for a in ann.attributes])[0]:
+            cls = classes.get(str(ann.label[i]))
+            if cls is None:
+                continue
+            for key, value in ann.attributes[i].items():
+                allowed = cls.attributes.get(key)
+                if allowed is None and key in PREDICTION_ATTRIBUTES:
+                    continue  # a prediction's model id and uncertainty need no declaration
+                if allowed is None:
+                    problems.append(f"annotation {i}: class {cls.name!r} has no attribute {key!r}")
+                elif allowed and value not in allowed:
+                    problems.append(f"annotation {i}: {key}={value!r} is not one of {allowed}")
+        return problems
+
+    def rename(self, old: str, new: str, actor: str) -> LabelChange:
         """Rename class ``old`` to ``new`` (which must not exist) and relabel its annotations."""
         _check_name(new)
         with self.session.begin() as s:
@@ -131,9 +210,9 @@ class LabelSchema:
             changed = _relabel(s, old, new)
             after = {**before, "name": new}
             _record(s, "rename", actor, before, after, changed)
-        return {"class": after, "annotations_changed": changed}
+        return LabelChange(LabelClass(**after), changed)
 
-    def merge(self, sources: Sequence[str], into: str, actor: str) -> dict[str, Any]:
+    def merge(self, sources: Sequence[str], into: str, actor: str) -> LabelChange:
         """Fold classes ``sources`` into ``into``: annotations relabelled, allowed attribute values united.
 
         ``into`` may be new (it takes the kind, colour and parent of the first source). All sources must
@@ -177,9 +256,9 @@ class LabelSchema:
             changed = sum(_relabel(s, name, into) for name in sources)
             for r in found:
                 s.delete(r)
-            after = class_record(target)
-            _record(s, "merge", actor, before, after, changed)
-        return {"class": after, "annotations_changed": changed}
+            after = LabelClass.of(target)
+            _record(s, "merge", actor, before, after.as_dict(), changed)
+        return LabelChange(after, changed)
 
     def remove(self, name: str, actor: str) -> None:
         """Remove an unused class; one still used by live annotations is a ``Conflict`` (merge it instead)."""
@@ -194,18 +273,10 @@ class LabelSchema:
             _record(s, "remove", actor, class_record(cls), None, 0)
             s.delete(cls)
 
-    def events(self, limit: int = 100) -> list[dict[str, Any]]:
+    def events(self, limit: int = 100) -> list[LabelEvent]:
         """Schema changes, newest first."""
         with self.session() as s:
             rows = s.scalars(select(LabelEventRow).order_by(LabelEventRow.id.desc()).limit(limit))
             return [
-                {
-                    "action": e.action,
-                    "actor": e.actor,
-                    "at": e.at.isoformat(),
-                    "before": e.before,
-                    "after": e.after,
-                    "annotations_changed": e.annotations_changed,
-                }
-                for e in rows
+                LabelEvent(e.action, e.actor, e.at.isoformat(), e.before, e.after, e.annotations_changed) for e in rows
             ]

@@ -122,11 +122,11 @@ def annotation_history(annotation_id: int, ws: WorkspaceDep) -> list[dict[str, A
 def list_labels(ws: WorkspaceDep) -> dict[str, LabelClass]:
     return {
         name: LabelClass(kind=c.kind, color=c.color, parent=c.parent, attributes=c.attributes)
-        for name, c in ws.annotations.classes().items()
+        for name, c in ws.labels.by_name().items()
     }
 
 
 @router.put("/api/v1/labels/{name}")
 def put_label(name: str, body: LabelClass, ws: WorkspaceDep) -> LabelClass:
     saved = ws.labels.set(name, body.kind, body.color, body.parent, body.attributes, actor="rest")
-    return LabelClass.model_validate(saved)
+    return LabelClass.model_validate(saved.as_dict())

@@ -29,19 +29,19 @@ class Merge(BaseModel):
 @router.get("/events")
 def label_events(ws: WorkspaceDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
     """Schema changes, newest first, with how many annotations each moved."""
-    return ws.labels.events(limit)
+    return [e.as_dict() for e in ws.labels.events(limit)]
 
 
 @router.post("/merge")
 def merge_labels(body: Merge, ws: WorkspaceDep) -> dict[str, Any]:
     """Relabel every annotation of ``sources`` as ``into``; 400 if the kinds differ."""
-    return ws.labels.merge(body.sources, body.into, body.actor)
+    return ws.labels.merge(body.sources, body.into, body.actor).as_dict()
 
 
 @router.post("/{name}/rename")
 def rename_label(name: str, body: Rename, ws: WorkspaceDep) -> dict[str, Any]:
     """Rename a class and relabel its annotations; 409 if the new name exists (merge instead)."""
-    return ws.labels.rename(name, body.to, body.actor)
+    return ws.labels.rename(name, body.to, body.actor).as_dict()
 
 
 @router.delete("/{name}", status_code=204)
