@@ -30,7 +30,7 @@ from gigavision.server.main import create_app
 from gigavision.tiling.grid import window_grid
 
 SEGMENTER, CLASSIFIER = "coins-segment-1", "coins-classify-1"
-CORAL = (230, 25, 75)  # infer.stitch.PALETTE[1], the colour of class 1
+CORAL = (230, 25, 75)  # infer.palette.PALETTE[1], the colour of class 1
 DZI_NS = "{http://schemas.microsoft.com/deepzoom/2008}"
 
 
@@ -277,7 +277,7 @@ def test_a_corrupt_raster_is_left_out_and_answers_422_without_hurting_the_server
 
 
 def test_an_evicted_raster_is_closed_only_once_no_request_reads_it(served: Served) -> None:
-    from gigavision.server.routers.layers import LayerRasters, find_layer
+    from gigavision.infer.layers import LayerRasters, find_layer
 
     rasters = LayerRasters(capacity=1)
     mask, prob = (find_layer(served.ws, rasters, served.image_id, SEGMENTER, n) for n in ("mask", "probability"))
