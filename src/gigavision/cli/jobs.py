@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, out_console, print_json, progress_bar
 
+if TYPE_CHECKING:
+    from gigavision.jobs.manager import JobRecord
+
 jobs_app = typer.Typer(help="Background jobs: list, show, wait for, cancel.", no_args_is_help=True)
 
 
-def _summary(job: dict[str, Any]) -> str:
+def _summary(job: JobRecord) -> str:
     line = f"{job['id']}  {job['kind']}  {job['status']}  {job['progress']:.0%}"
     if job["error"]:
         line += f"  error: {job['error']}"
@@ -44,7 +47,7 @@ def list_cmd(
             job["kind"],
             job["status"],
             f"{job['progress']:.0%}",
-            job["created_at"][:19],
+            (job["created_at"] or "")[:19],
             job["created_by"],
             job["error"] or job["message"],
         )

@@ -12,9 +12,10 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired
 
 from sqlalchemy import func, select, update
+from typing_extensions import TypedDict  # pydantic (REST responses) needs this one on Python 3.11
 
 from gigavision.errors import Conflict, GigavisionError, InvalidInput, NotFound
 from gigavision.extras import from_import_error
@@ -52,7 +53,34 @@ def job_ok(status: str, result: dict[str, Any] | None) -> bool | None:
     return status == "done" and (result or {}).get("ok") is not False
 
 
-def job_record(row: JobRow) -> dict[str, Any]:
+class JobFile(TypedDict):
+    """An output file of a job: its path under the job's ``output/`` folder and its size in bytes."""
+
+    path: str
+    size: int
+
+
+class JobRecord(TypedDict):
+    """A job as the REST API and ``jobs --json`` show it (a JSON document, so a typed dict, not a class)."""
+
+    id: str
+    kind: str
+    status: str  # one of JOB_STATUSES
+    ok: bool | None  # see job_ok
+    progress: float
+    message: str
+    params: dict[str, Any]
+    result: dict[str, Any] | None  # what the job kind returned
+    error: str | None
+    created_by: str
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    cancel_requested: bool
+    files: NotRequired[list[JobFile]]  # ``get`` only: output files of a done job
+
+
+def job_record(row: JobRow) -> JobRecord:
     return {
         "id": row.id,
         "kind": row.kind,
@@ -116,9 +144,7 @@ class JobManager:
             s.add(row)
         return row
 
-    def submit(
-        self, kind: str, params: dict[str, Any], actor: str, inputs: dict[str, Path] | None = None
-    ) -> dict[str, Any]:
+    def submit(self, kind: str, params: dict[str, Any], actor: str, inputs: dict[str, Path] | None = None) -> JobRecord:
         """Queue a job; ``inputs`` (name -> file) are moved into its input folder first. Returns its record."""
         row = self._create(kind, params, actor)
         if inputs:
@@ -229,7 +255,7 @@ class JobManager:
             raise refs.ambiguous(head, "give more characters of the id", listed, capped=capped)
         return str(rows[0][0])
 
-    def get(self, job_id: str) -> dict[str, Any]:
+    def get(self, job_id: str) -> JobRecord:
         """One job's record (``job_id``: the id or a unique prefix, see ``find``) with its output files."""
         job_id = self.find(job_id)
         with self.ws.session() as s:
@@ -242,7 +268,7 @@ class JobManager:
 
     def list_jobs(
         self, offset: int = 0, limit: int = 50, kind: str | None = None, status: str | None = None
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[JobRecord], int]:
         if status is not None and status not in JOB_STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(JOB_STATUSES)}, got {status!r}")
         where = [
@@ -257,7 +283,7 @@ class JobManager:
             )
             return [job_record(r) for r in rows], total
 
-    def wait(self, job_id: str, timeout: float = 60.0, poll: float = 0.05) -> dict[str, Any]:
+    def wait(self, job_id: str, timeout: float = 60.0, poll: float = 0.05) -> JobRecord:
         """Block until the job has finished (done, failed or cancelled); ``TimeoutError`` after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         job_id = self.find(job_id)
@@ -269,7 +295,7 @@ class JobManager:
                 raise TimeoutError(f"job {job_id} still {record['status']} after {timeout} s")
             time.sleep(poll)
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
+    def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued job at once, or ask a running one to stop at its next progress report."""
         job_id = self.get(job_id)["id"]
         with self.ws.session.begin() as s:
@@ -288,7 +314,7 @@ class JobManager:
         return self.get(job_id)
 
     # -- files ---------------------------------------------------------------------------------------------
-    def files(self, job_id: str) -> list[dict[str, Any]]:
+    def files(self, job_id: str) -> list[JobFile]:
         """The output files of a job: relative path and size, sorted."""
         out = self.folder(job_id) / "output"
         if not out.is_dir():

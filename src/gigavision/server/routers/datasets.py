@@ -62,7 +62,7 @@ def create_dataset(body: CreateDataset, ws: WorkspaceDep, response: Response) ->
     if body.background:
         check_name(body.name)
         response.status_code = 202
-        return ws.jobs.submit("dataset", body.model_dump(exclude={"actor", "background"}), body.actor)
+        return dict(ws.jobs.submit("dataset", body.model_dump(exclude={"actor", "background"}), body.actor))
     version = create_version(
         ws,
         body.name,

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
+from gigavision.jobs.manager import JobRecord
 from gigavision.server.deps import WorkspaceDep
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
 
 class JobPage(BaseModel):
-    items: list[dict[str, Any]]
+    items: list[JobRecord]
     total: int
 
 
@@ -32,7 +33,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, ws: WorkspaceDep) -> dict[str, Any]:
+def get_job(job_id: str, ws: WorkspaceDep) -> JobRecord:
     """Status (queued/running/done/failed/cancelled), ``ok``, progress 0–1, message, result or error, output files.
 
     ``ok`` is null until the job ends, and false for a failed or cancelled job and for a ``done`` one whose result
@@ -42,7 +43,7 @@ def get_job(job_id: str, ws: WorkspaceDep) -> dict[str, Any]:
 
 
 @router.post("/{job_id}/cancel")
-def cancel_job(job_id: str, ws: WorkspaceDep) -> dict[str, Any]:
+def cancel_job(job_id: str, ws: WorkspaceDep) -> JobRecord:
     """A queued job is cancelled at once; a running one stops at its next progress report (409 if finished)."""
     return ws.jobs.cancel(job_id)
 

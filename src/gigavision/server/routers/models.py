@@ -65,10 +65,10 @@ def train_model(
             raise InvalidInput(f"resume continues a run with its saved recipe; drop {', '.join(sorted(fields))}")
         run_id = str(body["resume"])
         saved_recipe(ws, run_id)  # 404 now when there is no such run
-        return ws.jobs.submit("train", {"resume": run_id}, actor)
+        return dict(ws.jobs.submit("train", {"resume": run_id}, actor))
     recipe = load_recipe(base=fields)
     model_id = reserve_model_id(ws, recipe, str(body["id"]) if body.get("id") else None)
-    return ws.jobs.submit("train", {"recipe": recipe.resolved(), "model_id": model_id}, actor)
+    return dict(ws.jobs.submit("train", {"recipe": recipe.resolved(), "model_id": model_id}, actor))
 
 
 @router.get("", response_model=ModelList)
@@ -103,4 +103,4 @@ def evaluate_model(model_id: str, body: EvaluateRequest, ws: WorkspaceDep) -> di
     require("train", feature=f"POST /api/v1/models/{model_id}/evaluate")
     store.get_model(ws, model_id)  # 404 now for an unknown model
     params = {"model": model_id, "dataset": body.dataset, "split": body.split}
-    return ws.jobs.submit("evaluate", params, body.actor)
+    return dict(ws.jobs.submit("evaluate", params, body.actor))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Query, Request, UploadFile
@@ -213,7 +214,7 @@ def _predict_now(prediction: Prediction, item: str, shown: str, source: ImageSou
     return JSONResponse(body)
 
 
-def _queued(record: dict[str, Any]) -> JSONResponse:
+def _queued(record: Mapping[str, Any]) -> JSONResponse:
     return JSONResponse(record, status_code=202, headers={"Location": f"/api/v1/jobs/{record['id']}"})
 
 

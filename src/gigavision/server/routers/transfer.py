@@ -44,7 +44,7 @@ def create_export(body: ExportRequest, ws: WorkspaceDep) -> dict[str, Any]:
         from gigavision.datasets import open_version
 
         open_version(ws, checked.dataset)  # 404 now rather than a failed job later
-    return ws.jobs.submit("export", params, body.actor)
+    return dict(ws.jobs.submit("export", params, body.actor))
 
 
 @router.post("/imports", status_code=202)
@@ -86,7 +86,7 @@ async def create_import(
         size = await run_in_threadpool(save_upload, file, spool / name, limit)
         if size == 0:
             raise InvalidInput(f"{name}: empty upload (0 bytes)")
-        return ws.jobs.submit("import", params, actor, inputs={name: spool / name})
+        return dict(ws.jobs.submit("import", params, actor, inputs={name: spool / name}))
     finally:
         await file.close()
         shutil.rmtree(spool, ignore_errors=True)
