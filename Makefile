@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 STATIC := src/gigavision/server/static/index.html
-WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/package.json web/package-lock.json web/vite.config.ts web/tsconfig.json
+# The build type-checks web/tests too (tsconfig.json), so they count as sources.
+WEB_SOURCES := $(shell find web/src web/tests -type f 2>/dev/null) web/index.html web/vite.config.ts web/vitest.config.ts \
+  web/tsconfig.json
+# npm writes this hidden lockfile on every install: web/node_modules is current while it is newer than the lock.
+WEB_DEPS := web/node_modules/.package-lock.json
 PORT ?= 8000
 
 .PHONY: install lock web chromium demo test test-fast lint bench bench-tools dist clean
@@ -36,8 +40,11 @@ lock:
 	sed -i '/^# WARNING: pip install will require/,/^    # via file:/d' requirements.lock
 	rm -rf .venv-lock
 
-$(STATIC): $(WEB_SOURCES)
-	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build
+$(WEB_DEPS): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+
+$(STATIC): $(WEB_SOURCES) $(WEB_DEPS)
+	cd web && npm run build
 
 web: $(STATIC)
 
@@ -63,7 +70,9 @@ demo: install web
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
+# The viewer's unit tests (Vitest, a few seconds) first, then the Python suite with the browser tests.
 test: install web chromium
+	cd web && npm test
 	$(PYTEST)
 
 test-fast: install

@@ -98,3 +98,20 @@ def test_bad_annotations_are_rejected_whole(api: tuple[TestClient, str]) -> None
     assert client.get("/api/v1/images/" + "0" * 64 + "/annotations").status_code == 404
     assert client.patch("/api/v1/annotations/999999", json={"version": 1, "changes": {}}).status_code == 404
     assert client.put("/api/v1/labels/x", json={"kind": "cube"}).status_code == 400
+
+
+def test_label_palette_is_the_colour_a_new_class_gets(sqlite_workspace: gv.Workspace) -> None:
+    """The viewer colours labels without a class by GET /api/v1/labels/palette: the colours classes get."""
+    client = TestClient(create_app(sqlite_workspace))
+    names = ["cell", "solar panel", '<img src=x onerror="x">']
+    r = client.get("/api/v1/labels/palette", params={"name": names})
+    assert r.status_code == 200
+    colours = r.json()
+    assert list(colours) == names and len(set(colours.values())) == 3
+    assert all(len(c) == 7 and c.startswith("#") for c in colours.values())
+    for name in names:  # a class added without a colour gets exactly the palette's
+        assert client.put(f"/api/v1/labels/{name}", json={"kind": "box"}).json()["color"] == colours[name]
+    assert client.get("/api/v1/labels/palette", params={"name": "cell"}).json() == {"cell": colours["cell"]}
+    assert client.get("/api/v1/labels/palette").status_code == 422
+    assert client.get("/api/v1/labels/palette", params={"name": ["x"] * 1001}).status_code == 422
+    assert client.get("/api/v1/labels/palette", params={"name": "x" * 257}).status_code == 422

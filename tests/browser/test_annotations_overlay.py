@@ -29,7 +29,7 @@ from tests.browser.conftest import run_server
 pytestmark = pytest.mark.browser
 
 HTML_LABEL = '<img src=x onerror="window.__xss=1">'
-LIMIT = 2000  # web/src/overlay.ts VIEWPORT_LIMIT
+LIMIT = 2000  # web/src/viewport-cache.ts VIEWPORT_LIMIT
 GRID_PITCH, GRID_SIZE, GRID_COLS, GRID_ROWS = 100, 60, 60, 40  # 2,400 boxes in the slide's top-left corner
 
 

@@ -224,3 +224,10 @@ export async function deleteAnnotation(id: number, version: number, actor: strin
 export async function listLabels(signal?: AbortSignal): Promise<Record<string, LabelClass>> {
   return getJson<Record<string, LabelClass>>("/api/v1/labels", signal);
 }
+
+/** The palette colour of each name: the colour a class of that name gets when it is given none. */
+export async function labelPalette(names: string[], signal?: AbortSignal): Promise<Record<string, string>> {
+  const params = new URLSearchParams();
+  for (const name of names) params.append("name", name);
+  return getJson<Record<string, string>>(`/api/v1/labels/palette?${params.toString()}`, signal);
+}

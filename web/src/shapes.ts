@@ -222,7 +222,3 @@ export function bboxOf(annotation: NewAnnotation): BBox | null {
   return [minX, minY, maxX, maxY];
 }
 
-/** Whether two level-0 boxes overlap (edges included). */
-export function intersects(a: BBox, b: BBox): boolean {
-  return a[0] <= b[2] && a[2] >= b[0] && a[1] <= b[3] && a[3] >= b[1];
-}

@@ -1,4 +1,4 @@
-"""Label-schema migrations over REST: rename, merge and remove classes; the schema's change log.
+"""Label-schema migrations over REST: rename, merge and remove classes; the schema's change log; the palette.
 
 Listing and setting classes are ``GET /api/v1/labels`` and ``PUT /api/v1/labels/{name}``.
 """
@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from gigavision.server.deps import WorkspaceDep
+from gigavision.store.labels import palette_color
 
 router = APIRouter(prefix="/api/v1/labels", tags=["labels"])
 
@@ -30,6 +31,15 @@ class Merge(BaseModel):
 def label_events(ws: WorkspaceDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
     """Schema changes, newest first, with how many annotations each moved."""
     return [e.as_dict() for e in ws.labels.events(limit)]
+
+
+@router.get("/palette")
+def label_palette(
+    name: Annotated[list[Annotated[str, Field(max_length=256)]], Query(min_length=1, max_length=1000)],
+) -> dict[str, str]:
+    """The palette colour of each ``name``: the colour a class of that name gets when it is given none. The
+    viewer draws labels without a class (an empty schema takes any label) in it, so it keeps no palette."""
+    return {n: palette_color(n) for n in name}
 
 
 @router.post("/merge")
