@@ -68,13 +68,50 @@ class TaskModule(L.LightningModule):
         self._truths += list(truths)
 
     def on_validation_epoch_end(self) -> None:
-        if not self._truths:
+        truths, preds = self._truths, self._preds
+        if self.trainer.world_size > 1:
+            truths, preds = self._gather(truths, preds)
+        if not truths:
             return
-        evaluation = self.task.evaluate(self._truths, self._preds)
+        evaluation = self.task.evaluate(truths, preds)
         score = evaluation.metrics.get(evaluation.headline)
         value = float(score) if isinstance(score, int | float) and math.isfinite(score) else 0.0
+        # every rank evaluated the same whole set, so all log the same value (the mean over ranks is that value)
         self.log("val_score", value, prog_bar=True, sync_dist=True)
         self.last_metrics = evaluation.metrics
+
+    def _gather(self, truths: list[Any], preds: list[Any]) -> tuple[list[Any], list[Any]]:
+        """The whole validation set's truths and predictions from every rank, each sample once, in dataset order.
+
+        Under DDP each rank validated a shard, and a ``DistributedSampler`` pads the shards to equal length by
+        repeating samples; a metric averaged over ranks is not the metric of the set (for F1 or mAP it is not
+        even close). The rank's sampler says which dataset index each of its samples was, so the repeats are
+        dropped and the set is evaluated once, on every rank alike.
+        """
+        import torch.distributed as dist
+
+        keys = self._sample_keys(len(truths))
+        gathered: list[Any] = [None] * self.trainer.world_size
+        dist.all_gather_object(gathered, (keys, truths, preds))
+        samples: dict[Any, tuple[Any, Any]] = {}
+        for rank_keys, rank_truths, rank_preds in gathered:
+            for key, truth, pred in zip(rank_keys, rank_truths, rank_preds, strict=True):
+                samples.setdefault(key, (truth, pred))
+        ordered = [samples[k] for k in sorted(samples)]
+        return [t for t, _ in ordered], [p for _, p in ordered]
+
+    def _sample_keys(self, count: int) -> list[Any]:
+        """The dataset index of each sample this rank validated, from its validation loader's sampler."""
+        loaders = self.trainer.val_dataloaders
+        loader = loaders[0] if isinstance(loaders, list | tuple) and len(loaders) == 1 else loaders
+        sampler = getattr(loader, "sampler", None)
+        keys = list(sampler) if sampler is not None else []
+        if len(keys) != count:
+            raise RuntimeError(
+                f"multi-device validation: rank {self.global_rank} validated {count} samples, but its sampler "
+                f"lists {len(keys)}; validation needs one dataloader whose sampler yields dataset indices"
+            )
+        return keys
 
     def configure_optimizers(self) -> Any:
         r = self.recipe
