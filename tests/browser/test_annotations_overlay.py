@@ -498,3 +498,26 @@ def test_html_label_is_text_not_markup(page: tuple[Page, PageLog], seeded: Seede
     assert tab.evaluate("() => window.__xss") is None
     assert tab.evaluate("() => window.__cspViolations") == []
     assert log.problems() == []
+
+
+def test_a_colour_the_viewer_cannot_draw_is_replaced_by_the_servers_palette(
+    page: tuple[Page, PageLog], seeded: Seeded
+) -> None:
+    """The viewer keeps no palette: a label without a usable schema colour gets GET /api/v1/labels/palette's."""
+    tab, log = page
+    served = _api(seeded.base_url, "GET", "/api/v1/labels/palette?name=debris")["debris"]
+    rgb = "rgb({}, {}, {})".format(*(int(served[i : i + 2], 16) for i in (1, 3, 5)))
+    _api(seeded.base_url, "PUT", "/api/v1/labels/debris", {"kind": "mask", "color": "olive"})
+    try:
+        open_image(tab, log, seeded.base_url, seeded.retina)
+        swatch = tab.locator('[data-testid="annotation-panel"] label.row > .swatch')
+        picker = tab.get_by_test_id("label-picker")
+        picker.select_option("debris")
+        expect(swatch).to_have_css("background-color", rgb)
+        picker.select_option("cell")
+        expect(swatch).to_have_css("background-color", "rgb(0, 192, 0)")  # the schema's #00c000
+        select_annotation(tab, seeded.ids["debris"], 230, 1020)
+        expect(tab.locator('[data-testid="selected-label"] .swatch')).to_have_css("background-color", rgb)
+    finally:
+        _api(seeded.base_url, "PUT", "/api/v1/labels/debris", {"kind": "mask", "color": "#c0c000"})
+    assert log.problems() == []
