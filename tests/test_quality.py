@@ -153,7 +153,7 @@ def test_disagreement_is_adjudicated_by_a_third_person(
     assert [c["bbox"] for c in decided["consensus"]] == [[0, 0, 30, 30]]
     assert decided["decision"] == {"how": "labels", "chosen": None}
 
-    rows = {r["annotator"]: r for r in qc.annotators()}
+    rows = {r.annotator: r.as_dict() for r in qc.annotators()}
     peer = f1_score(ana, cy)
     assert rows["ana"] | {"peer_agreement": None} == {
         "annotator": "ana",
@@ -258,7 +258,7 @@ def test_tag_items_with_three_raters_and_kappa(
     )
     pairs = {(p["a"], p["b"]): p["kappa"] for p in summary["pairs"]}
     assert pairs == {("ana", "bo"): 1.0, ("ana", "cy"): pytest.approx(0.0), ("bo", "cy"): pytest.approx(0.0)}
-    rows = {r["annotator"]: r for r in qc.annotators(kind="tag")}
+    rows = {r.annotator: r.as_dict() for r in qc.annotators(kind="tag")}
     # consensus: healthy, disease, healthy, disease; cy said healthy, healthy, disease, disease -> κ 0
     assert rows["ana"]["tag_kappa"] == 1.0 and rows["bo"]["tag_kappa"] == 1.0
     assert rows["cy"]["tag_kappa"] == pytest.approx(0.0) and rows["cy"]["consensus_agreement"] == 0.5
@@ -320,17 +320,17 @@ def test_pool_assignment_balances_work(qc: QualityControl, image_id: str) -> Non
     report = qc.assign(items, pool=["ana", "bo", "cy"], actor="lead")
     load: dict[str, int] = {}
     for r in report:
-        assert len(r["added"]) == 2 == len(set(r["added"]))
-        for name in r["added"]:
+        assert len(r.added) == 2 == len(set(r.added))
+        for name in r.added:
             load[name] = load.get(name, 0) + 1
     assert load == {"ana": 4, "bo": 4, "cy": 4}
     assert qc.unstaffed() == []
     again = qc.assign(items, pool=["ana", "bo", "cy"], actor="lead")
-    assert all(r["added"] == [] for r in again)
-    on_first = report[0]["added"]
+    assert all(r.added == [] for r in again)
+    on_first = report[0].added
     explicit = qc.assign(items[:1], annotators=["ana", "dee"], actor="lead")[0]
-    assert explicit["kept"] == [n for n in ["ana", "dee"] if n in on_first]
-    assert explicit["added"] == [n for n in ["ana", "dee"] if n not in on_first]
+    assert explicit.kept == [n for n in ["ana", "dee"] if n in on_first]
+    assert explicit.added == [n for n in ["ana", "dee"] if n not in on_first]
     (needy,) = qc.add_items(image_id, "point", required=3, actor="lead")
     with pytest.raises(InvalidInput, match=r"needs 3 more annotator.*only 2 pool member"):
         qc.assign([needy["id"]], pool=["ana", "bo"], actor="lead")

@@ -56,7 +56,13 @@ from gigavision.active.quality_items import (
     MAX_ITEMS,
     MAX_REQUIRED,
     ROLES,
+    Assignment,
+    ItemAgreement,
+    QcItem,
+    QcItemDetail,
+    QueuedItem,
     Region,
+    Submission,
     check_labels,
     check_name,
     check_region,
@@ -79,6 +85,7 @@ from gigavision.store.annotations import AnnotationStore, Viewport
 from gigavision.store.schema import QcAssignmentRow, QcItemRow, QcLabelRow, utcnow
 
 if TYPE_CHECKING:
+    from gigavision.active.quality_report import AgreementSummary, AnnotatorQuality
     from gigavision.workspace import Workspace
 
 MARK_CHUNK = 500  # annotations re-statused per transaction after a decision
@@ -103,7 +110,7 @@ class QualityControl:
         required: int = 2,
         threshold: float = 0.8,
         options: MatchOptions | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[QcItem]:
         """Create items: the whole image (default), the given ``regions``, or a ``grid`` of cells.
 
         ``kind`` is what annotators label (tag / box / polygon / mask / point); ``labels`` the candidate
@@ -197,7 +204,7 @@ class QualityControl:
         kind: str | None = None,
         offset: int = 0,
         limit: int = 100,
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[QcItem], int]:
         """A page of items (oldest first) and the total matching; ``annotator``: items the person is on."""
         if offset < 0 or not 1 <= limit <= 10_000:
             raise InvalidInput(f"offset must be ≥ 0 and limit 1..10000, got offset={offset} limit={limit}")
@@ -213,7 +220,7 @@ class QualityControl:
             people = assignments_of(s, [i.id for i in items])
         return [item_summary(i, people.get(i.id, [])) for i in items], int(total)
 
-    def item(self, item_id: int, viewer: str | None = None) -> dict[str, Any]:
+    def item(self, item_id: int, viewer: str | None = None) -> QcItemDetail:
         """One item: assignments, submissions, pairwise agreement, decision and consensus.
 
         While the item is open, a submission's labels are shown only to the annotator who made it.
@@ -222,9 +229,8 @@ class QualityControl:
             item = get_item(s, item_id)
             people = assignments_of(s, [item_id]).get(item_id, [])
             links = list(s.scalars(select(QcLabelRow).where(QcLabelRow.item_id == item_id).order_by(QcLabelRow.id)))
-        out = item_summary(item, people)
         revealed = item.status != "open"
-        submissions = []
+        submissions: list[Submission] = []
         verdicts = {k.annotation_id: k.verdict for k in links if k.role == "submission"}
         for a in people:
             if a.role != "annotator":
@@ -244,12 +250,14 @@ class QualityControl:
                     "labels": labels,
                 }
             )
-        out["submissions"] = submissions
-        out["labels_hidden"] = not revealed
-        out.update(item_evaluation(item))
         consensus_ids = [k.annotation_id for k in links if k.role == "consensus"]
-        out["consensus"] = records_by_id(self.ws.annotations, item, consensus_ids, [CONSENSUS]) if revealed else []
-        return out
+        return {
+            **item_summary(item, people),
+            "submissions": submissions,
+            "labels_hidden": not revealed,
+            **item_evaluation(item),
+            "consensus": records_by_id(self.ws.annotations, item, consensus_ids, [CONSENSUS]) if revealed else [],
+        }
 
     # -- assignment --------------------------------------------------------------------------------------
     def assign(
@@ -260,7 +268,7 @@ class QualityControl:
         annotators: Sequence[str] = (),
         pool: Sequence[str] = (),
         role: str = "annotator",
-    ) -> list[dict[str, Any]]:
+    ) -> list[Assignment]:
         """Put people on items: an explicit list, or from a ``pool`` balancing open work.
 
         Annotators (role ``annotator``): open items only; with a pool each item gets enough distinct members
@@ -284,7 +292,7 @@ class QualityControl:
         if len(ids) > MAX_ITEMS:
             raise LimitExceeded(f"{len(ids)} items at once; the limit is {MAX_ITEMS}")
         wanted_status = "open" if role == "annotator" else "adjudication"
-        report = []
+        report: list[Assignment] = []
         with self._transaction() as (s, _store):
             load: dict[str, int] | None = None
             for turn, item_id in enumerate(ids):
@@ -320,7 +328,7 @@ class QualityControl:
                         )
                     )
                     added.append(name)
-                report.append({"item": item_id, "role": role, "added": added, "kept": kept})
+                report.append(Assignment(item_id, role, added, kept))
         return report
 
     def unstaffed(self, role: str = "annotator", *, image_id: str | None = None) -> list[int]:
@@ -342,7 +350,7 @@ class QualityControl:
             return [int(i) for i in s.scalars(select(QcItemRow.id).where(*clauses).order_by(QcItemRow.id))]
 
     # -- labelling -----------------------------------------------------------------------------------------
-    def submit(self, item_id: int, annotator: str, annotations: Annotations | None = None) -> dict[str, Any]:
+    def submit(self, item_id: int, annotator: str, annotations: Annotations | None = None) -> QcItemDetail:
         """Hand in ``annotator``'s labels for an item; the last required submission triggers the agreement.
 
         With ``annotations`` those are stored (source ``user:<name>``, status proposed) and replace any earlier
@@ -403,7 +411,7 @@ class QualityControl:
         choose: str | None = None,
         annotations: Annotations | None = None,
         own: bool = False,
-    ) -> dict[str, Any]:
+    ) -> QcItemDetail:
         """Decide an item in adjudication; the decision becomes its consensus (status ``adjudicated``).
 
         Exactly one of: ``choose`` (take that annotator's labels), ``annotations`` (the adjudicator's own
@@ -467,7 +475,7 @@ class QualityControl:
 
     def queue(
         self, *, adjudicator: str | None = None, image_id: str | None = None, offset: int = 0, limit: int = 100
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[QueuedItem], int]:
         """Items awaiting adjudication, lowest agreement first. With ``adjudicator``: those assigned to them
         plus unclaimed ones they did not label (what they can work on)."""
         if offset < 0 or not 1 <= limit <= 10_000:
@@ -486,7 +494,7 @@ class QualityControl:
             total = s.scalar(select(func.count()).select_from(QcItemRow).where(*clauses)) or 0
             items = list(s.scalars(select(QcItemRow).where(*clauses).order_by(*order).offset(offset).limit(limit)))
             people = assignments_of(s, [i.id for i in items])
-        return [item_summary(i, people.get(i.id, [])) | item_evaluation(i) for i in items], int(total)
+        return [{**item_summary(i, people.get(i.id, [])), **item_evaluation(i)} for i in items], int(total)
 
     def consensus(self, *, item_id: int | None = None, image_id: str | None = None) -> list[dict[str, Any]]:
         """Consensus annotations of one item, or of every decided item of an image (records with versions)."""
@@ -500,7 +508,7 @@ class QualityControl:
             ids = linked_ids(s, item_id, "consensus", None)
         return records_by_id(self.ws.annotations, item, ids, [CONSENSUS])
 
-    def agreement(self, item_id: int) -> dict[str, Any]:
+    def agreement(self, item_id: int) -> ItemAgreement:
         """An item's agreement: the pairwise table (F1 or Jaccard), its mean, and each annotator against the
         consensus once decided. Empty while the item is open."""
         with self.ws.session() as s:
@@ -513,13 +521,13 @@ class QualityControl:
             **item_evaluation(item),
         }
 
-    def annotators(self, *, kind: str | None = None, image_id: str | None = None) -> list[dict[str, Any]]:
+    def annotators(self, *, kind: str | None = None, image_id: str | None = None) -> list[AnnotatorQuality]:
         """Per-annotator quality table (see ``gigavision.active.quality_report.annotator_quality``)."""
         from gigavision.active.quality_report import annotator_quality
 
         return annotator_quality(self._rows(kind=kind, image_id=image_id))
 
-    def summary(self, *, kind: str | None = None, image_id: str | None = None) -> dict[str, Any]:
+    def summary(self, *, kind: str | None = None, image_id: str | None = None) -> AgreementSummary:
         """Agreement over many items (see ``gigavision.active.quality_report.agreement_summary``)."""
         from gigavision.active.quality_report import agreement_summary
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, NotRequired, cast
 
 import numpy as np
+from typing_extensions import TypedDict  # pydantic (REST responses) needs this one on Python 3.11
 
 from gigavision.active.agreement import MatchOptions
 from gigavision.annotations import Annotations
@@ -21,6 +23,90 @@ AUTO = "qc"  # who writes an automatic consensus (annotation history)
 MAX_ITEMS = 100_000  # items created or assigned by one call
 MAX_REQUIRED = 100
 Region = tuple[float, float, float, float]
+
+
+# -- the records QC hands to the CLI and REST ----------------------------------------------------------------
+# Items are nested JSON documents printed as they are, so they are typed dicts; flat rows are dataclasses.
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """What ``assign`` did on one item: who was ``added`` and who was on it already (``kept``)."""
+
+    item: int
+    role: str
+    added: list[str]
+    kept: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Staffing(TypedDict):
+    """A person on an item: ``submitted_at`` for annotators, ``assigned_at`` for its adjudicator."""
+
+    name: str
+    status: str
+    submitted_at: NotRequired[str | None]
+    assigned_at: NotRequired[str | None]
+
+
+class QcItem(TypedDict):
+    """An item as lists show it (no labels)."""
+
+    id: int
+    image_id: str
+    region: list[float] | None
+    kind: str
+    labels: list[str]
+    required: int
+    threshold: float
+    iou_threshold: float  # the item's match options (MatchOptions)
+    match_labels: bool
+    point_radius: float
+    status: str
+    agreement: float | None
+    annotators: list[Staffing]
+    adjudicator: Staffing | None
+    created_by: str
+    created_at: str | None
+    decided_by: str | None
+    decided_at: str | None
+    version: int
+
+
+class Evaluation(TypedDict):
+    """The agreement part of an item: all None while it is open."""
+
+    measure: str | None
+    pairwise: dict[str, Any] | None  # {"annotators": [...], "matrix": [[...]]}
+    vs_consensus: dict[str, float] | None
+    decision: dict[str, Any] | None  # {"how": agreement | choice | labels, "chosen": name or None}
+
+
+class QueuedItem(QcItem, Evaluation):
+    """An item of the adjudication queue."""
+
+
+class Submission(TypedDict):
+    annotator: str
+    status: str
+    submitted_at: str | None
+    count: int | None  # None while hidden
+    labels: list[dict[str, Any]] | None  # annotation records, with their verdict; None while hidden
+
+
+class QcItemDetail(QcItem, Evaluation):
+    """One item in full: submissions, agreement, decision, consensus."""
+
+    submissions: list[Submission]
+    labels_hidden: bool
+    consensus: list[dict[str, Any]]  # annotation records
+
+
+class ItemAgreement(Evaluation):
+    item: int
+    status: str
+    agreement: float | None
+    threshold: float
 
 
 def source_of(annotator: str) -> str:
@@ -187,10 +273,10 @@ def not_in_adjudication(item: QcItemRow) -> str:
     return f"item {item.id} was already adjudicated by {item.decided_by}"
 
 
-def item_summary(item: QcItemRow, people: Sequence[QcAssignmentRow]) -> dict[str, Any]:
+def item_summary(item: QcItemRow, people: Sequence[QcAssignmentRow]) -> QcItem:
     """The JSON form of an item for lists (no labels)."""
     adjudicator = next((a for a in people if a.role == "adjudicator"), None)
-    return {
+    summary = {
         "id": item.id,
         "image_id": item.image_id,
         "region": list(item_region(item) or ()) or None,
@@ -213,13 +299,14 @@ def item_summary(item: QcItemRow, people: Sequence[QcAssignmentRow]) -> dict[str
         "decided_at": iso(item.decided_at),
         "version": item.version,
     }
+    return cast(QcItem, summary)  # the match options come from item.params
 
 
-def person(a: QcAssignmentRow) -> dict[str, Any]:
+def person(a: QcAssignmentRow) -> Staffing:
     return {"name": a.annotator, "status": a.status, "assigned_at": iso(a.assigned_at)}
 
 
-def item_evaluation(item: QcItemRow) -> dict[str, Any]:
+def item_evaluation(item: QcItemRow) -> Evaluation:
     """The agreement part of an item (pairwise table, against-consensus scores, decision); empty while open."""
     result = item.result or {}
     if item.status == "open" or not result:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, NotRequired
 
 import numpy as np
+from typing_extensions import TypedDict
 
 from gigavision.active.agreement import fleiss_kappa_sets, set_kappa
 from gigavision.store.schema import QcAssignmentRow, QcItemRow
@@ -19,11 +21,61 @@ from gigavision.store.schema import QcAssignmentRow, QcItemRow
 Rows = Sequence[tuple[QcItemRow, Sequence[QcAssignmentRow]]]
 
 
+@dataclass(frozen=True, slots=True)
+class AnnotatorQuality:
+    """One person's row of the quality table (``annotator_quality`` says what each number means)."""
+
+    annotator: str
+    assigned: int
+    submitted: int
+    pending: int
+    evaluated: int
+    agreed: int
+    disputed: int
+    decided: int
+    chosen: int
+    adjudicated: int
+    adjudicating: int
+    peer_agreement: float | None
+    consensus_agreement: float | None
+    tag_kappa: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PairAgreement(TypedDict):
+    """Agreement of two annotators over the items they shared: Cohen's κ (tags) or mean F1 (shapes)."""
+
+    a: str
+    b: str
+    items: int
+    kappa: NotRequired[float]
+    f1: NotRequired[float | None]
+
+
+class KindAgreement(TypedDict):
+    items: int
+    mean_agreement: float | None
+    disputed: int
+    measure: str  # jaccard | f1
+    pairs: list[PairAgreement]
+    fleiss_kappa: NotRequired[float]  # tags only
+
+
+class AgreementSummary(TypedDict):
+    """``qc agreement`` without an item (JSON document: REST and ``--json`` print it as it is)."""
+
+    items: int
+    by_status: dict[str, int]
+    kinds: dict[str, KindAgreement]
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return round(float(np.mean(values)), 6) if values else None
 
 
-def annotator_quality(rows: Rows) -> list[dict[str, Any]]:
+def annotator_quality(rows: Rows) -> list[AnnotatorQuality]:
     """One row per person, sorted by name.
 
     ``assigned`` / ``submitted`` / ``pending`` (assigned, item still open): labelling work;
@@ -87,18 +139,18 @@ def annotator_quality(rows: Rows) -> list[dict[str, Any]]:
         st = stats[name]
         tags = st.pop("_tags")
         out.append(
-            {
-                "annotator": name,
+            AnnotatorQuality(
+                annotator=name,
                 **{k: v for k, v in st.items() if not k.startswith("_")},
-                "peer_agreement": _mean(st["_peer"]),
-                "consensus_agreement": _mean(st["_consensus"]),
-                "tag_kappa": round(set_kappa([t for t, _ in tags], [c for _, c in tags]), 6) if tags else None,
-            }
+                peer_agreement=_mean(st["_peer"]),
+                consensus_agreement=_mean(st["_consensus"]),
+                tag_kappa=round(set_kappa([t for t, _ in tags], [c for _, c in tags]), 6) if tags else None,
+            )
         )
     return out
 
 
-def agreement_summary(rows: Rows) -> dict[str, Any]:
+def agreement_summary(rows: Rows) -> AgreementSummary:
     """Items by status, and per kind: mean agreement, share sent to adjudication, agreement per annotator
     pair over the items they shared (tags: Cohen's κ; shapes: mean F1), and for tags Fleiss' κ over all
     evaluated items."""
@@ -108,7 +160,7 @@ def agreement_summary(rows: Rows) -> dict[str, Any]:
         by_status[item.status] += 1
         if item.status != "open" and item.result:
             per_kind[item.kind].append(item)
-    kinds: dict[str, Any] = {}
+    kinds: dict[str, KindAgreement] = {}
     for kind, items in sorted(per_kind.items()):
         shared: dict[tuple[str, str], list[Any]] = defaultdict(list)
         for item in items:
@@ -123,13 +175,13 @@ def agreement_summary(rows: Rows) -> dict[str, Any]:
                     shared[key].append(result["pairwise"][i][j])
         pairs = []
         for (a, b), values in sorted(shared.items()):
-            entry: dict[str, Any] = {"a": a, "b": b, "items": len(values)}
+            entry: PairAgreement = {"a": a, "b": b, "items": len(values)}
             if kind == "tag":
                 entry["kappa"] = round(set_kappa([x for x, _ in values], [y for _, y in values]), 6)
             else:
                 entry["f1"] = _mean(values)
             pairs.append(entry)
-        summary: dict[str, Any] = {
+        summary: KindAgreement = {
             "items": len(items),
             "mean_agreement": _mean([float(i.agreement) for i in items if i.agreement is not None]),
             "disputed": sum(1 for i in items if i.status in ("adjudication", "adjudicated")),

@@ -7,6 +7,7 @@ items add|list|show, assign, submit, agreement, queue, adjudicate, consensus, an
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,6 +19,7 @@ from gigavision.errors import InvalidInput
 
 if TYPE_CHECKING:
     from gigavision.active.quality import QualityControl
+    from gigavision.active.quality_items import Assignment, QcItem
     from gigavision.annotations import Annotations
     from gigavision.workspace import Workspace
 
@@ -78,7 +80,7 @@ def _labels(file: Path | None, tags: list[str] | None, empty: bool) -> Annotatio
     return None
 
 
-def _items_table(items: list[dict[str, Any]]) -> None:
+def _items_table(items: Sequence[QcItem]) -> None:
     table = Table("id", "image", "region", "kind", "status", "agreement", "annotators", "adjudicator")
     for i in items:
         region = ",".join(f"{v:.0f}" for v in i["region"]) if i["region"] else "whole image"
@@ -89,7 +91,7 @@ def _items_table(items: list[dict[str, Any]]) -> None:
     out_console.print(table)
 
 
-def _show(item: dict[str, Any]) -> None:
+def _show(item: Mapping[str, Any]) -> None:
     region = item["region"] or "whole image"
     out_console.print(
         f"item {item['id']}  {item['kind']}  {region}  status {item['status']}  "
@@ -244,16 +246,16 @@ def assign(
         qc = _qc(ws)
         ids = list(items or []) if not all_items else qc.unstaffed(role, image_id=image)
         if not ids:
-            report: list[dict[str, Any]] = []
+            report: list[Assignment] = []
         else:
             report = qc.assign(ids, actor=actor, annotators=names, pool=members, role=role)
     if json_out:
-        print_json({"assignments": report})
+        print_json({"assignments": [r.as_dict() for r in report]})
         return
     for r in report:
-        if r["added"]:
-            out_console.print(f"item {r['item']}: {r['role']} {', '.join(r['added'])}", highlight=False)
-    err_console.print(f"{sum(len(r['added']) for r in report)} assignment(s) added to {len(report)} item(s)")
+        if r.added:
+            out_console.print(f"item {r.item}: {r.role} {', '.join(r.added)}", highlight=False)
+    err_console.print(f"{sum(len(r.added) for r in report)} assignment(s) added to {len(report)} item(s)")
 
 
 def _split(text: str | None) -> list[str]:
@@ -295,15 +297,20 @@ def agreement(
     """Agreement of one item (pairwise table) or over many (per pair, Fleiss' κ for tags)."""
     with open_ws(workspace_opt) as ws:
         qc = _qc(ws)
-        data = qc.agreement(item_id) if item_id is not None else qc.summary(kind=kind, image_id=image)
+        if item_id is not None:
+            one = qc.agreement(item_id)
+        else:
+            data = qc.summary(kind=kind, image_id=image)
+    if item_id is not None:
+        if json_out:
+            print_json(one)
+        elif one["pairwise"] is None:
+            out_console.print(f"item {item_id} is {one['status']}: no agreement measured yet")
+        else:
+            _show({**one, "id": item_id, "kind": "", "region": None})
+        return
     if json_out:
         print_json(data)
-        return
-    if item_id is not None:
-        if data["pairwise"] is None:
-            out_console.print(f"item {item_id} is {data['status']}: no agreement measured yet")
-        else:
-            _show({**data, "id": item_id, "kind": "", "region": None})
         return
     out_console.print(f"{data['items']} items: " + ", ".join(f"{k} {v}" for k, v in data["by_status"].items()))
     for kind_name, s in data["kinds"].items():
@@ -388,7 +395,7 @@ def annotators(
     with open_ws(workspace_opt) as ws:
         rows = _qc(ws).annotators(kind=kind, image_id=image)
     if json_out:
-        print_json({"annotators": rows})
+        print_json({"annotators": [r.as_dict() for r in rows]})
         return
 
     def fmt(v: float | None) -> str:
@@ -397,14 +404,14 @@ def annotators(
     table = Table("annotator", "submitted", "pending", "agreed", "disputed", "peers", "consensus", "κ tags", "adjud.")
     for r in rows:
         table.add_row(
-            r["annotator"],
-            str(r["submitted"]),
-            str(r["pending"]),
-            str(r["agreed"]),
-            str(r["disputed"]),
-            fmt(r["peer_agreement"]),
-            fmt(r["consensus_agreement"]),
-            fmt(r["tag_kappa"]),
-            str(r["adjudicated"]),
+            r.annotator,
+            str(r.submitted),
+            str(r.pending),
+            str(r.agreed),
+            str(r.disputed),
+            fmt(r.peer_agreement),
+            fmt(r.consensus_agreement),
+            fmt(r.tag_kappa),
+            str(r.adjudicated),
         )
     out_console.print(table)

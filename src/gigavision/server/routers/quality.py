@@ -115,12 +115,12 @@ def get_item(
     actor: Annotated[str | None, Query(description="who is looking: sees their own labels while open")] = None,
 ) -> dict[str, Any]:
     """Assignments, submissions (others' labels hidden while open), pairwise agreement, consensus."""
-    return QualityControl(ws).item(item_id, viewer=actor)
+    return dict(QualityControl(ws).item(item_id, viewer=actor))
 
 
 @router.get("/items/{item_id}/agreement")
 def item_agreement(item_id: int, ws: WorkspaceDep) -> dict[str, Any]:
-    return QualityControl(ws).agreement(item_id)
+    return dict(QualityControl(ws).agreement(item_id))
 
 
 @router.get("/items/{item_id}/consensus")
@@ -137,21 +137,23 @@ def assign(body: NewAssignments, ws: WorkspaceDep) -> dict[str, Any]:
     if body.all_items and not ids:
         return {"assignments": []}
     report = qc.assign(ids, actor=body.actor, annotators=body.annotators, pool=body.pool, role=body.role)
-    return {"assignments": report}
+    return {"assignments": [r.as_dict() for r in report]}
 
 
 @router.post("/items/{item_id}/submit")
 def submit(item_id: int, body: Submission, ws: WorkspaceDep) -> dict[str, Any]:
     """Hand in the actor's labels; the last required submission measures agreement and decides."""
     labels = None if body.annotations is None else Annotations.from_records(body.annotations)
-    return QualityControl(ws).submit(item_id, body.actor, labels)
+    return dict(QualityControl(ws).submit(item_id, body.actor, labels))
 
 
 @router.post("/items/{item_id}/adjudicate")
 def adjudicate(item_id: int, body: Decision, ws: WorkspaceDep) -> dict[str, Any]:
     """Decide a disputed item: choose an annotator's labels, or give the adjudicator's own."""
     labels = None if body.annotations is None else Annotations.from_records(body.annotations)
-    return QualityControl(ws).adjudicate(item_id, body.actor, choose=body.choose, annotations=labels, own=body.own)
+    return dict(
+        QualityControl(ws).adjudicate(item_id, body.actor, choose=body.choose, annotations=labels, own=body.own)
+    )
 
 
 @router.get("/queue", response_model=ItemPage)
@@ -177,10 +179,10 @@ def image_consensus(ws: WorkspaceDep, image_id: str) -> dict[str, Any]:
 @router.get("/annotators")
 def annotator_quality(ws: WorkspaceDep, kind: str | None = None, image_id: str | None = None) -> dict[str, Any]:
     """Per-annotator work and agreement (with peers, with the consensus, κ for tags)."""
-    return {"annotators": QualityControl(ws).annotators(kind=kind, image_id=image_id)}
+    return {"annotators": [r.as_dict() for r in QualityControl(ws).annotators(kind=kind, image_id=image_id)]}
 
 
 @router.get("/agreement")
 def agreement_summary(ws: WorkspaceDep, kind: str | None = None, image_id: str | None = None) -> dict[str, Any]:
     """Agreement over many items: per kind, per annotator pair, Fleiss' κ for tags."""
-    return QualityControl(ws).summary(kind=kind, image_id=image_id)
+    return dict(QualityControl(ws).summary(kind=kind, image_id=image_id))
