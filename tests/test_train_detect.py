@@ -16,7 +16,8 @@ from gigavision.boxes import nms
 from gigavision.datasets.versions import open_version
 from gigavision.metrics.coco import evaluate_with_pycocotools, to_coco
 from gigavision.metrics.detection import evaluate_detection
-from gigavision.models.detect import DetectorNet, DetectTask
+from gigavision.models.detect import DetectTask
+from gigavision.models.nets.detect import DetectorNet
 from gigavision.train.data import split_data
 from gigavision.train.evaluate import predict_split
 from gigavision.train.module import to_numpy

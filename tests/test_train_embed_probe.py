@@ -100,7 +100,7 @@ def test_embed_retrieval_on_digits(digits: gv.Workspace) -> None:
 
 
 def test_batch_hard_triplet_picks_the_hardest_pairs() -> None:
-    from gigavision.models.embed import batch_hard_triplet
+    from gigavision.models.nets.embed import batch_hard_triplet
 
     angles = torch.tensor([0.0, 0.5, 0.6, 2.0])  # points on the unit circle; classes a a b b
     emb = torch.stack([torch.cos(angles), torch.sin(angles)], 1)

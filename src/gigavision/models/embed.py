@@ -19,13 +19,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from gigavision.annotations import Annotations
 from gigavision.errors import InvalidInput
-from gigavision.models.backbones import feature_dim, recipe_backbone, timm_normalization
 from gigavision.models.task import Evaluation, Task
 
 if TYPE_CHECKING:
@@ -35,47 +31,10 @@ UNLABELLED = "embedding"  # the decoded tag's label when the model has no class 
 MAX_VERIFICATION_PAIRS = 2_000_000  # past this, the ROC uses a fixed random sample of pairs
 
 
-class EmbedNet(nn.Module):
-    """A timm backbone and a linear projection; ``forward`` returns L2-normalised embeddings ``(N, D)``."""
-
-    backbone: nn.Module
-
-    def __init__(self, backbone: nn.Module, dim: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.proj = nn.Linear(feature_dim(backbone), dim)
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """The backbone's pooled features (what a ``probe`` on this model reads)."""
-        out: torch.Tensor = self.backbone(images)
-        return out
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.proj(self.features(images)), dim=1)
-
-
-def batch_hard_triplet(embeddings: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
-    """Mean of ``relu(d(a, hardest positive) − d(a, hardest negative) + margin)`` over the anchors that have both.
-
-    Euclidean distances of unit vectors (``sqrt(2 − 2 cos)``, clamped so the gradient stays finite).
-    """
-    sim = embeddings @ embeddings.T
-    dist = (2.0 - 2.0 * sim).clamp_min(1e-12).sqrt()
-    same = labels[:, None] == labels[None, :]
-    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    positive = same & ~eye
-    negative = ~same
-    valid = positive.any(1) & negative.any(1)
-    if not bool(valid.any()):
-        return embeddings.sum() * 0.0  # no anchor with both a positive and a negative in this batch
-    hardest_pos = dist.masked_fill(~positive, 0.0).amax(1)
-    hardest_neg = dist.masked_fill(~negative, float("inf")).amin(1)
-    return F.relu(hardest_pos - hardest_neg + margin)[valid].mean()
-
-
 class EmbedTask(Task):
     name = "embed"
     default_arch = "resnet18"
+    nets_class = "gigavision.models.nets.embed:EmbedNets"
 
     def __init__(self, recipe: Recipe, classes: Sequence[str]) -> None:
         super().__init__(recipe, classes)
@@ -92,38 +51,13 @@ class EmbedTask(Task):
             return [c["name"] for c in schema if c.get("kind") != "tag"]
         return tags
 
-    # -- network ---------------------------------------------------------------------------------------------
-    def build(self, init_weights: bool = True) -> nn.Module:
-        r = self.recipe
-        backbone = recipe_backbone(self.arch, r.pretrained, r.weights, init_weights)
-        return EmbedNet(backbone, r.embedding_dim)
-
-    def normalization(self, net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return timm_normalization(net.backbone if isinstance(net, EmbedNet) else net)
-
     def output_names(self) -> list[str]:
         return ["embeddings"]
 
     # -- data ------------------------------------------------------------------------------------------------
-    def _label(self, annotations: Annotations) -> int | None:
+    def label_of(self, annotations: Annotations) -> int | None:
         present = {self.index[lab] for lab in annotations.label if lab in self.index}
         return present.pop() if len(present) == 1 else None
-
-    def target(self, annotations: Annotations, height: int, width: int) -> torch.Tensor | None:
-        label = self._label(annotations)
-        return None if label is None else torch.tensor(label)
-
-    def configure(self, train_targets: Sequence[Any]) -> None:
-        counts = np.bincount([int(t) for t in train_targets], minlength=len(self.classes))
-        if (counts >= 2).sum() < 1 or (counts > 0).sum() < 2:
-            raise InvalidInput(
-                "embed needs two or more classes in the training split and at least one with two or more"
-                f" examples (counts: {dict(zip(self.classes, counts.tolist(), strict=True))}); annotate more"
-            )
-
-    # -- training --------------------------------------------------------------------------------------------
-    def loss(self, net: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return batch_hard_triplet(net(images), targets, self.recipe.margin)
 
     # -- inference -------------------------------------------------------------------------------------------
     def decode(self, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]) -> list[Annotations]:
@@ -145,7 +79,7 @@ class EmbedTask(Task):
         """(embeddings, class indices, positions in the inputs) of the samples with one known class."""
         rows, labels, where = [], [], []
         for i, (t, p) in enumerate(zip(truths, predictions, strict=True)):
-            label = self._label(t)
+            label = self.label_of(t)
             if label is None or not len(p) or "embedding" not in p.attributes[0]:
                 continue
             rows.append(p.attributes[0]["embedding"])

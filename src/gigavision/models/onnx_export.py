@@ -49,13 +49,10 @@ def export_onnx(task: Task, net: torch.nn.Module, path: Path, size: int) -> floa
     inputs = ["images", SIDE_INPUT][: len(examples)]
     names = task.output_names()
     tmp = path.with_name(f".{path.name}.tmp")
-    exporter = getattr(task, "export_onnx", None)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if exporter is not None:
-                exporter(net, example, tmp)
-            else:
+            if not task.nets.export_onnx(net, example, tmp):  # the task's own way (detect), else this one
                 torch.onnx.export(
                     net,
                     examples,
@@ -85,7 +82,7 @@ def parity(net: torch.nn.Module, onnx_path: Path, *examples: torch.Tensor) -> fl
     """
     import onnxruntime as ort
 
-    from gigavision.train.module import to_numpy
+    from gigavision.models.nets.task import to_numpy
 
     with torch.inference_mode():
         ref = to_numpy(net(*examples))

@@ -43,15 +43,14 @@ _IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 def require_runtime(runtime: str, feature: str) -> None:
     """Raise ``MissingExtra`` before anything is loaded or written when ``runtime`` cannot run here.
 
-    torch needs the 'train' extra; onnx needs the 'onnx' extra (onnxruntime) and, until the tasks' decode
-    lives apart from their torch networks (issue 12), torch as well: ``task_instance()`` imports the task's
-    module, which defines its ``nn.Module``.
+    torch needs the 'train' extra; onnx needs only the 'onnx' extra (onnxruntime): the tasks' decoding is
+    NumPy (``models/<task>.py``), their torch half is never imported.
     """
     from gigavision.extras import require
 
     if runtime == "onnx":
         require("onnx", "onnxruntime", feature=feature)
-    if runtime in RUNTIMES:
+    elif runtime == "torch":
         require("train", "torch", feature=feature)
 
 
@@ -150,7 +149,7 @@ class Predictor:
             return [np.asarray(o) for o in self._session.run(None, dict(zip(self._input_names, inputs, strict=True)))]
         import torch
 
-        from gigavision.train.module import to_numpy
+        from gigavision.models.nets.task import to_numpy
 
         with torch.inference_mode():
             return to_numpy(self._net(*(torch.from_numpy(a).to(self._device) for a in inputs)))

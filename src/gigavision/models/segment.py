@@ -9,6 +9,8 @@ background pixels).
 
 ``arch`` is ``ARCH`` or ``ARCH:ENCODER`` (``unet``, ``unet:resnet34``, ``fpn:mobilenet_v2``,
 ``deeplabv3plus:tu-efficientnet_b0``); the encoders downsample 32×, so the input side must be a multiple of 32.
+This module is the torch-free half (label map, decode, evaluate); the network and loss are the torch half,
+``models/nets/segment.py``.
 """
 
 from __future__ import annotations
@@ -18,13 +20,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from gigavision.annotations import Annotations
-from gigavision.errors import InvalidInput, MissingDependency
-from gigavision.models.backbones import load_weights
+from gigavision.errors import InvalidInput
 from gigavision.models.task import BACKGROUND, Evaluation, Task
 
 if TYPE_CHECKING:
@@ -35,35 +33,10 @@ STRIDE = 32  # the encoders' total downsampling: input sides must be multiples o
 SHAPE_KINDS = ("polygon", "mask")
 
 
-class SegmentNet(nn.Module):
-    """An smp model whose ``forward`` returns per-class probabilities (softmax over the class axis)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.model(images)
-        return out
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.logits(images), dim=1)
-
-
-def parse_arch(arch: str) -> tuple[str, str]:
-    """``"unet"`` or ``"unet:resnet34"`` as (architecture, encoder), checked against smp's names."""
-    import segmentation_models_pytorch as smp
-
+def split_arch(arch: str) -> tuple[str, str]:
+    """``"unet"`` or ``"unet:resnet34"`` as (architecture, encoder); the torch half checks them against smp."""
     name, _, encoder = arch.partition(":")
-    name, encoder = name.strip().lower(), encoder.strip() or DEFAULT_ENCODER
-    archs = sorted(a.lower() for a in smp.MODEL_ARCHITECTURES_MAPPING)
-    if name not in archs:
-        raise InvalidInput(f"segment: unknown architecture {name!r}; known: {', '.join(archs)}")
-    if not encoder.startswith("tu-") and encoder not in smp.encoders.get_encoder_names():
-        close = [e for e in smp.encoders.get_encoder_names() if e.startswith(encoder[:4])][:8]
-        hint = f"; similar: {', '.join(close)}" if close else "; timm encoders are named tu-<timm name>"
-        raise InvalidInput(f"segment: unknown encoder {encoder!r}{hint}")
-    return name, encoder
+    return name.strip().lower(), encoder.strip() or DEFAULT_ENCODER
 
 
 def rasterize(annotations: Annotations, height: int, width: int, index: dict[str, int]) -> np.ndarray:
@@ -117,6 +90,7 @@ def _paint_polygon(out: np.ndarray, geometry: Any, cls: int) -> None:
 class SegmentTask(Task):
     name = "segment"
     default_arch = f"unet:{DEFAULT_ENCODER}"
+    nets_class = "gigavision.models.nets.segment:SegmentNets"
 
     def __init__(self, recipe: Recipe, classes: Sequence[str]) -> None:
         super().__init__(recipe, classes)
@@ -125,7 +99,7 @@ class SegmentTask(Task):
                 f"segment needs at least one polygon or mask class besides {BACKGROUND!r}, the dataset has"
                 f" {self.classes}; label some regions as polygons or masks"
             )
-        self.arch_name, self.encoder = parse_arch(self.arch)
+        self.arch_name, self.encoder = split_arch(self.arch)
         side = recipe.input_size
         what = "patch.size" if recipe.patch is not None else "image_size"
         if side % STRIDE:
@@ -136,73 +110,14 @@ class SegmentTask(Task):
             )
         self.size = side
         self.index = {c: i for i, c in enumerate(self.classes)}
-        self.dice_loss: nn.Module | None = None
 
     @classmethod
     def label_map(cls, schema: Sequence[dict[str, Any]], recipe: Recipe) -> list[str]:
         shapes = [c["name"] for c in schema if c.get("kind") in SHAPE_KINDS and c["name"] != BACKGROUND]
         return [BACKGROUND, *shapes]
 
-    # -- network ---------------------------------------------------------------------------------------------
-    def build(self, init_weights: bool = True) -> nn.Module:
-        import segmentation_models_pytorch as smp
-
-        r = self.recipe
-        pretrained = r.pretrained and init_weights
-        try:
-            model = smp.create_model(
-                self.arch_name,
-                encoder_name=self.encoder,
-                encoder_weights="imagenet" if pretrained else None,
-                in_channels=3,
-                classes=len(self.classes),
-            )
-        except Exception as exc:
-            if not pretrained:
-                raise InvalidInput(f"segment: cannot build {self.arch}: {type(exc).__name__}: {exc}") from exc
-            raise MissingDependency(
-                f"pretrained ImageNet weights for the {self.encoder} encoder are not in the local cache and could"
-                f" not be fetched ({type(exc).__name__}); either download them once where there is network"
-                " (torch hub / Hugging Face cache), or pass --weights PATH with a local safetensors/.pt file,"
-                " or train from scratch without --pretrained"
-            ) from exc
-        net = SegmentNet(model)
-        if init_weights and r.weights:
-            load_weights(net, r.weights)
-        return net
-
     def output_names(self) -> list[str]:
         return ["probabilities"]
-
-    # -- data ------------------------------------------------------------------------------------------------
-    def target(self, annotations: Annotations, height: int, width: int) -> Any:
-        from torchvision import tv_tensors
-
-        return tv_tensors.Mask(torch.from_numpy(rasterize(annotations, height, width, self.index)))
-
-    def configure(self, train_targets: Sequence[Any]) -> None:
-        counts = np.zeros(len(self.classes), dtype=np.int64)
-        for t in train_targets:
-            counts += np.bincount(np.asarray(t).ravel(), minlength=len(self.classes))[: len(self.classes)]
-        missing = [repr(c) for c, n in zip(self.classes[1:], counts[1:], strict=True) if n == 0]
-        if missing:
-            raise InvalidInput(
-                f"class(es) {', '.join(missing)} cover no pixel of the training images of this dataset version;"
-                " annotate some, or merge/remove the class (gigavision labels merge|remove) and create a new version"
-            )
-
-    # -- training --------------------------------------------------------------------------------------------
-    def loss(self, net: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        assert isinstance(net, SegmentNet)
-        if self.dice_loss is None:
-            from segmentation_models_pytorch.losses import DiceLoss
-
-            self.dice_loss = DiceLoss(mode="multiclass", from_logits=True)
-        logits = net.logits(images)
-        target = targets.long()
-        ce = F.cross_entropy(logits, target)
-        dice: torch.Tensor = self.dice_loss(logits, target)
-        return ce + dice
 
     # -- inference -------------------------------------------------------------------------------------------
     def decode(self, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]) -> list[Annotations]:

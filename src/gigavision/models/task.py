@@ -2,8 +2,10 @@
 
 A task turns ``Annotations`` into training targets, builds the network, computes the loss, turns network
 outputs back into ``Annotations`` and scores predictions against the truth. Everything else (data, trainer,
-checkpoints, ONNX, model directories, jobs, CLI, REST) is shared, so a new task is one module here plus a line
-in ``TASKS``.
+checkpoints, ONNX, model directories, jobs, CLI, REST) is shared, so a new task is two modules plus a line in
+``TASKS``: ``models/<task>.py``, the torch-free half (label map, decode, evaluate, learned state: NumPy only),
+and ``models/nets/<task>.py``, the torch half (network, training targets, loss, ONNX export), imported on first
+use by ``Task.nets``, so deployment with onnxruntime never imports torch.
 
 Network contract: ``net(images)`` on a float32 ``(N, 3, H, W)`` batch, already normalised with ``mean``/``std``,
 returns the *inference* outputs (a tensor or a tuple of tensors) in eval mode. That same forward is exported to
@@ -16,9 +18,10 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -29,8 +32,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from gigavision.annotations import Annotations
+    from gigavision.models.nets.task import TaskNets
     from gigavision.models.recipe import Recipe
-    from gigavision.train.data import SplitData
     from gigavision.workspace import Workspace
 
 # The class classify and segment give to what none of the labelled shapes covers ("none of the classes").
@@ -46,6 +49,16 @@ TASKS: dict[str, str] = {
 }
 
 
+class SampleBatches(Protocol):
+    """The training split for tasks that fit themselves (probe): ``(batches, count)``, the samples without
+    augmentation, normalised with ``mean``/``std``, collated by the task in batches of ``batch_size`` (None
+    for a batch without a labelled sample). Training builds it, so models never import the data pipeline."""
+
+    def __call__(
+        self, mean: Sequence[float], std: Sequence[float], batch_size: int
+    ) -> tuple[Iterable[tuple[Any, Any] | None], int]: ...
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """What ``Task.evaluate`` returns: JSON-able ``metrics`` (for metrics.json and compare), ``headline`` (the
@@ -58,10 +71,15 @@ class Evaluation:
 
 
 class Task(ABC):
-    """One kind of model. Instances hold the recipe and the label map (class names, in output order)."""
+    """One kind of model. Instances hold the recipe and the label map (class names, in output order).
+
+    The methods under "network", "data" and "training" belong to the torch half (``nets``) and are passed on
+    to it; the rest runs on NumPy outputs (torch's or onnxruntime's alike).
+    """
 
     name: ClassVar[str]
     default_arch: ClassVar[str]
+    nets_class: ClassVar[str]  # "module:Class" of the torch half (a TaskNets)
     uses_trainer: ClassVar[bool] = True  # False: the task fits itself (probe)
     supports_side: ClassVar[bool] = False  # True: recipe.side_features feed a second network input
 
@@ -86,56 +104,60 @@ class Task(ABC):
     def bind(self, ws: Workspace) -> None:  # noqa: B027 - optional hook
         """Read what the task needs from the workspace before ``build`` (probe: the backbone model's arch)."""
 
+    # -- the torch half ----------------------------------------------------------------------------------
+    @cached_property
+    def nets(self) -> TaskNets[Any]:
+        """The torch half of this task (imports torch on first use)."""
+        module, _, attr = self.nets_class.partition(":")
+        cls: type[TaskNets[Any]] = getattr(importlib.import_module(module), attr)
+        return cls(self)
+
     # -- network ---------------------------------------------------------------------------------------------
-    @abstractmethod
     def build(self, init_weights: bool = True) -> nn.Module:
         """The network; ``init_weights``: initialise from the recipe (``pretrained`` or ``weights``), else leave
         the random init for a checkpoint to replace (no download, no weights file needed)."""
+        return self.nets.build(init_weights)
 
     def normalization(self, net: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel (mean, std) applied to 0..1 pixels before the network (the backbone's own config)."""
-        return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+        return self.nets.normalization(net)
 
     def output_names(self) -> list[str]:
         """Names of the network's outputs (ONNX output names, in order)."""
         return ["output"]
 
     # -- data ------------------------------------------------------------------------------------------------
-    @abstractmethod
     def target(self, annotations: Annotations, height: int, width: int) -> Any:
         """The training target of one sample from its annotations in the sample's pixel coordinates.
 
         May hold ``torchvision.tv_tensors`` (``BoundingBoxes``, ``Mask``) so that augmentation moves them with
         the image. Return None to leave the sample out (e.g. single-label classify with no or several labels).
         """
+        return self.nets.target(annotations, height, width)
 
     def collate(self, images: list[Any], targets: list[Any]) -> tuple[Any, Any]:
         """A batch from samples: stacked inputs (images, or (images, side)); targets stacked when tensors,
         else kept as a list."""
-        import torch
-
-        from gigavision.models.side import stack_inputs
-
-        batch = stack_inputs(images)
-        if targets and isinstance(targets[0], torch.Tensor):
-            return batch, torch.stack(targets)
-        return batch, targets
+        return self.nets.collate(images, targets)
 
     # -- training --------------------------------------------------------------------------------------------
-    @abstractmethod
     def loss(self, net: nn.Module, images: torch.Tensor, targets: Any) -> torch.Tensor:
         """Training loss of a batch (``net`` in train mode)."""
+        return self.nets.loss(net, images, targets)
 
-    def fit(self, ws: Workspace, train: SplitData, progress: Callable[[float, float, str], None] | None) -> nn.Module:
+    def fit(
+        self, ws: Workspace, samples: SampleBatches, progress: Callable[[float, float, str], None] | None
+    ) -> nn.Module:
         """Tasks with ``uses_trainer = False`` fit themselves here and return the network to publish."""
-        raise NotImplementedError(f"{self.name} trains through the Lightning trainer")
+        return self.nets.fit(ws, samples, progress)
 
-    def configure(self, train_targets: Sequence[Any]) -> None:  # noqa: B027 - optional hook
+    def configure(self, train_targets: Sequence[Any]) -> None:
         """Called once with every training target before training (class weights, priors)."""
+        self.nets.configure(train_targets)
 
     def fit_side(self, net: nn.Module, values: np.ndarray) -> None:
         """Learn the side features' standardisation from the training split's ``(N, K)`` values."""
-        raise NotImplementedError(f"{self.name} takes no side features")
+        self.nets.fit_side(net, values)
 
     # -- inference -------------------------------------------------------------------------------------------
     @abstractmethod

@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from gigavision.models.nets.task import to_numpy as to_numpy  # re-exported: training code imports it here
 from gigavision.models.side import call_net, first, stack_inputs
 
 if TYPE_CHECKING:
@@ -18,13 +19,6 @@ if TYPE_CHECKING:
     from gigavision.annotations import Annotations
     from gigavision.models.task import Task
     from gigavision.train.recipe import Recipe
-
-
-def to_numpy(outputs: Any) -> list[np.ndarray]:
-    """Network outputs (a tensor or a tuple/list of tensors) as a list of NumPy arrays."""
-    if isinstance(outputs, torch.Tensor):
-        outputs = (outputs,)
-    return [o.detach().float().cpu().numpy() for o in outputs]
 
 
 class TaskModule(L.LightningModule):

@@ -15,7 +15,7 @@ import shutil
 import signal
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import lightning as L
 
     from gigavision.datasets.versions import DatasetVersion
-    from gigavision.models.task import Task
+    from gigavision.models.task import SampleBatches, Task
     from gigavision.train.data import SplitData
     from gigavision.workspace import Workspace
 
@@ -166,6 +166,7 @@ def train(
     cls = task_class(recipe.task)
     task = cls(recipe, cls.label_map(version.classes(), recipe))
     task.bind(ws)
+    task.nets  # noqa: B018 - the torch half checks the architecture now, before any data is read
     if model_id is None:
         model_id = store.new_model_id(ws, version.name, recipe.task)
     if (store.models_dir(ws) / store.check_model_id(model_id)).exists():
@@ -198,7 +199,7 @@ def train(
     run = _Run(ws, folder, model_id, task, recipe, version, mean, std, size, eval_tf, val_data, started)
 
     if not task.uses_trainer:
-        return _finish(run, task.fit(ws, train_data, progress), progress)
+        return _finish(run, task.fit(ws, _plain_batches(task, train_data), progress), progress)
 
     loader_args: dict[str, Any] = {"num_workers": recipe.num_workers, "persistent_workers": False}
     train_loader = DataLoader(
@@ -248,6 +249,24 @@ def training_sides(version: DatasetVersion, split: str) -> Iterator[int]:
     """The longest side (level-0 pixels) of each image of ``split`` (all images when the version lacks it)."""
     for entry in version.images(split if split in version.splits else None):
         yield max(entry.width, entry.height)
+
+
+def _plain_batches(task: Task, data: SplitData) -> SampleBatches:
+    """``data``'s samples without augmentation, for tasks that fit themselves (probe: features, once)."""
+
+    def batches(mean: Sequence[float], std: Sequence[float], batch_size: int) -> tuple[Iterable[Any], int]:
+        from torch.utils.data import DataLoader
+
+        from gigavision.train.data import SampleDataset, collate_for
+        from gigavision.train.transforms import build_transform
+
+        train = data.dataset
+        plain = SampleDataset(
+            task, train.source, build_transform(None, mean, std, task.recipe.input_size), train.indices
+        )
+        return DataLoader(plain, batch_size=batch_size, collate_fn=collate_for(task)), len(plain)
+
+    return batches
 
 
 def _optional_split(task: Task, version: DatasetVersion, recipe: Recipe, split: str, tf: Any) -> SplitData | None:
