@@ -88,7 +88,7 @@ def test_service_urls_name_their_extra(tmp_path: Path, monkeypatch: pytest.Monke
         (["sweep", "classify", "--dataset", "x@1"], ("optuna",), "train", "gigavision sweep"),
         (["evaluate", "m", "--dataset", "x@1"], ("torch",), "train", "gigavision evaluate"),
         (["predict", "m", "a.png", "--runtime", "onnx"], ("onnxruntime",), "onnx", "gigavision predict --runtime onnx"),
-        (["predict", "m", "a.png"], ("torch",), "train", "gigavision predict --runtime torch"),
+        (["predict", "m", "a.png", "--runtime", "torch"], ("torch",), "train", "gigavision predict --runtime torch"),
         (["predict", "m", "a.png", "--dask", "local"], ("distributed",), "dask", "gigavision predict --dask"),
     ],
 )

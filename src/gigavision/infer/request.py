@@ -12,9 +12,9 @@ everywhere (CLI: one line and a non-zero exit; REST: 400; job: failed, the messa
    else torch; ``onnx`` on a model without the file is refused), the window side of a patch model, the
    default overlap (64 px, at most a quarter of the window) and the workspace's Dask cluster.
 3. ``prediction.plan(source)`` → whole or tiled, and why: tiled when any tiling option is given, the model was
-   trained on patches, or the image has no level small enough for the whole-image path (its level choice is
-   ``models.predict.read_for``'s); a tiled plan checks the level/mpp against the image and the task against
-   the tiled engine.
+   trained on patches, or the level the whole-image path reads (``images.resolution.whole_level``, as
+   ``models.predict.read_for`` does) has more than ``MAX_PREDICT_PIXELS``; a tiled plan checks the level/mpp
+   against the image and the task against the tiled engine.
 4. ``prediction.predict()`` runs every image the way its plan says — whole (``run.predict_whole``), tiled
    (``run.predict_tiled``, with ``--zoom-in``'s coarse pass) or on Dask workers
    (``distributed.predict_distributed``) — and returns the results in input order.
@@ -250,10 +250,13 @@ class Prediction:
         elif self.request.tiling_asked:
             plan = Plan(True, "tiling options")
         else:
-            level = whole_level(source, self.info.input.size)
-            lvl = source.levels[level]
-            if fits_whole(lvl.width, lvl.height):
-                return Plan(False, f"level {level} ({lvl.width}×{lvl.height}) is small enough to predict whole")
+            from gigavision.images.resolution import whole_level, whole_pixels
+            from gigavision.models.predict import MAX_PREDICT_PIXELS
+
+            size = self.info.input.size
+            pixels = whole_pixels(source, size)
+            if pixels <= MAX_PREDICT_PIXELS:
+                return Plan(False, f"level {whole_level(source, size)} ({pixels:,} pixels) fits a whole-image read")
             plan = Plan(True, f"{source.width}×{source.height} has no level small enough to predict whole")
         if self.info.task not in TILED_TASKS:
             raise InvalidInput(task_message(self.info.id, self.info.task))
@@ -340,16 +343,3 @@ class Prediction:
             progress=progress,
             zoom=self.zoom,
         )
-
-
-# -- the whole-image path's reach -----------------------------------------------------------------------------
-def whole_level(source: ImageSource, size: int) -> int:
-    """The level the whole-image path reads: the coarsest still ``size`` across (``models.predict.read_for``)."""
-    want = max(source.width, source.height) / size
-    return max((k for k, lvl in enumerate(source.levels) if lvl.downsample <= max(want, 1.0) * 1.001), default=0)
-
-
-def fits_whole(width: int, height: int) -> bool:
-    from gigavision.models.predict import MAX_PREDICT_PIXELS
-
-    return width * height <= MAX_PREDICT_PIXELS
