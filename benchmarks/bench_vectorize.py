@@ -83,7 +83,11 @@ def main() -> None:
     result["speedup"] = u.rnd(float(result["numpy_band_s"]) / float(result["rasterio_band_s"]), 2)  # type: ignore[arg-type]
     result["load_average"] = [round(x, 2) for x in __import__("os").getloadavg()]
     result["targets"] = {"rasterio_band_s": 0.6}
-    result["met"] = {"rasterio_band_s": float(result["rasterio_band_s"]) <= 0.6, "identical": identical}  # type: ignore[arg-type]
+    result["met"] = {
+        "rasterio_band_s": float(result["rasterio_band_s"]) <= 0.6,  # type: ignore[arg-type]
+        "rasterio_band_cpu_s": float(result["rasterio_band_cpu_s"]) <= 0.6,  # type: ignore[arg-type]
+        "identical": identical,
+    }
     result["machine"] = u.machine()
     u.emit(result)
 
