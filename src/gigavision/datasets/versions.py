@@ -39,7 +39,7 @@ from gigavision.datasets.spec import (
 from gigavision.datasets.splits import UnionFind, assign_splits, group_order_key, near_duplicate_pairs
 from gigavision.errors import Conflict, InvalidInput, NotFound
 from gigavision.formats.source import ImageEntry
-from gigavision.store.schema import DatasetImageRow, DatasetVersionRow, ImageRow, utcnow
+from gigavision.store.schema import DatasetImageRow, DatasetVersionRow, utcnow
 
 if TYPE_CHECKING:
     from gigavision.workspace import Workspace
@@ -140,7 +140,7 @@ class DatasetVersion:
 
     def _image(self, image_id: str) -> DatasetImageRow:
         """The version's row of an image: by full id, or a unique prefix or name (``Workspace.find_image``)."""
-        from gigavision.workspace import IMAGE_ID
+        from gigavision.store.catalog import IMAGE_ID
 
         if not IMAGE_ID.fullmatch(image_id):
             image_id = self.ws.find_image(image_id)
@@ -276,9 +276,7 @@ def create_version(
         ws, candidates, parsed, wanted_statuses, qc_submissions=qc_submissions, progress=progress
     )
     if not frozen:
-        with ws.session() as s:
-            total = int(s.scalar(select(func.count()).select_from(ImageRow)) or 0)
-        freeze.check_selection(frozen, total)
+        freeze.check_selection(frozen, ws.catalog.count())
     schema = freeze.freeze_schema(ws.labels.by_name(), freeze.used_kinds(frozen), parsed.label)
 
     # groups: whole images, joined by a shared metadata value and by near-identical pixels

@@ -189,8 +189,8 @@ def _target(file: Path, shown: str, features: int, session: ImportSession) -> Ta
 def _explicit_image(ref: str, shown: str, features: int, session: ImportSession) -> Target | None:
     """The ``image`` option: an image id of the workspace or a unique prefix of one (``Workspace.find_image``;
     a prefix that fits several images is an error listing them), else a name looked up like any reference."""
+    from gigavision.store.catalog import IMAGE_ID
     from gigavision.store.refs import hex_prefix
-    from gigavision.workspace import IMAGE_ID
 
     if IMAGE_ID.match(ref) or hex_prefix(ref, len_id=64):
         try:

@@ -316,8 +316,7 @@ class ImportSession:
 
     def _from_file(self, file: Path, name: str) -> tuple[Target | None, str]:
         if not self.options.ingest:
-            with self.ws.session() as s:
-                row = s.get(ImageRow, sha256_file(file))
+            row = self.ws.catalog.lookup(sha256_file(file))
             if row is None:
                 return None, f"{name} is not in the workspace (ingest is off)"
             return self._target(row.id, row.name, row.width, row.height, ingested=False), ""

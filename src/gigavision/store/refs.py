@@ -1,8 +1,9 @@
 """Ids the way users type them: a unique prefix of a hex id (at least ``MIN_PREFIX`` characters, as git and
 docker accept), found with an indexed range query, and the one error for a reference that fits several rows.
 
-The callers own their identifiers (``Workspace.find_image`` for images, also by name; ``JobManager.find`` for
-jobs); this module only knows how to look up a prefix and how to say that a reference is ambiguous.
+The callers own their identifiers (``ImageCatalog.find`` in ``store/catalog.py`` for images, also by name;
+``JobManager.find`` for jobs); this module only knows how to look up a prefix and how to say that a
+reference is ambiguous.
 """
 
 from __future__ import annotations
