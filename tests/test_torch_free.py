@@ -1,5 +1,6 @@
-"""Deployment with onnxruntime never imports torch: ``gigavision predict --runtime onnx`` and ``POST /api/v1/predict``
-run in a fresh interpreter that ends without ``torch`` in ``sys.modules`` (the task's torch-free half decodes)."""
+"""Deployment with onnxruntime never imports torch: ``gigavision predict --runtime onnx`` (whole and tiled: the
+engine Dask workers run) and ``POST /api/v1/predict`` run in a fresh interpreter that ends without ``torch`` in
+``sys.modules`` (the task's torch-free half decodes)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ with contextlib.redirect_stdout(out):
     code = main(["-w", ws_path, "predict", model, image, "--runtime", "onnx", "--json"])
 assert code == 0, code
 cli = json.loads(out.getvalue())
+tiled_out = io.StringIO()
+with contextlib.redirect_stdout(tiled_out):  # the tiled engine, as Dask workers run it
+    code = main(["-w", ws_path, "predict", model, image, "--runtime", "onnx", "--tile", "64", "--json"])
+assert code == 0, code
+tiled = json.loads(tiled_out.getvalue())
 after_cli = "torch" in sys.modules
 
 from fastapi.testclient import TestClient
@@ -34,7 +40,8 @@ with open(image, "rb") as f, TestClient(create_app(ws)) as client:
     r = client.post("/api/v1/predict", data={"model": model, "runtime": "onnx"}, files={"file": ("s.png", f)})
 assert r.status_code == 200, r.text
 ws.close()
-print(json.dumps({"cli": cli, "rest": r.json(), "torch_after_cli": after_cli, "torch": "torch" in sys.modules}))
+result = {"cli": cli, "tiled": tiled, "rest": r.json(), "torch_after_cli": after_cli, "torch": "torch" in sys.modules}
+print(json.dumps(result))
 """
 
 
@@ -57,7 +64,9 @@ def test_onnx_prediction_through_the_cli_and_rest_never_imports_torch(scenes_det
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["torch_after_cli"] is False and result["torch"] is False
-    cli = result["cli"]["items"][0]["annotations"] if "items" in result["cli"] else result["cli"]["annotations"]
+    cli = result["cli"]["items"][0]["annotations"]
     rest = result["rest"]["annotations"]
     assert result["rest"]["runtime"] == "onnx"
     assert len(rest) > 0 and _labels(cli) == _labels(rest)  # the same objects found both ways
+    tiles = result["tiled"]["items"][0]["tiles"]
+    assert tiles["run"] == tiles["total"] > 1 and tiles["failed"] == 0  # the tiled engine ran every window

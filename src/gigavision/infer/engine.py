@@ -593,7 +593,7 @@ def _run_batch(
     predictor: Predictor, windows: Sequence[Window], tile: int, side: dict[str, Any] | None, name: str
 ) -> list[np.ndarray]:
     """The network's outputs for a batch of windows (padded patches, or letterboxed windows)."""
-    from gigavision.train.data import to_rgb_uint8
+    from gigavision.images.pixels import to_rgb_uint8
 
     inputs = []
     for win in windows:
