@@ -144,7 +144,7 @@ class Workspace:
         return self.catalog.get(image_id, fresh=fresh)
 
     def list_images(self, offset: int = 0, limit: int = 50) -> tuple[list[ImageRow], int]:
-        return self.catalog.list(offset, limit)
+        return self.catalog.page(offset, limit)
 
     def find_image(self, ref: str) -> str:
         """The id of the image ``ref`` names: full id, unique id prefix or unique name (``ImageCatalog.find``)."""

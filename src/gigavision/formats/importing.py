@@ -18,15 +18,14 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import select
 
 from gigavision.annotations import PREDICTION_ATTRIBUTES, Annotations
 from gigavision.errors import GigavisionError, InvalidInput
 from gigavision.formats.report import ImportOptions, ImportReport, Progress, Unmatched, no_progress
 from gigavision.formats.rle import encode_window
 from gigavision.store.blobs import sha256_file
+from gigavision.store.catalog import NamedImage
 from gigavision.store.labels import palette_color
-from gigavision.store.schema import ImageRow
 
 if TYPE_CHECKING:
     from gigavision.workspace import Workspace
@@ -168,8 +167,8 @@ class ImportSession:
             name: _Class(c.kind, c.color, c.parent, dict(c.attributes)) for name, c in ws.labels.by_name().items()
         }
         self._resolved: dict[tuple[str, str], Target | None] = {}
-        self._named: dict[str, list[Any]] = {}  # prefetched workspace images by file name
-        self._foldered: dict[str, list[Any]] | None = None  # images named "sub/x.jpg", by file name "x.jpg"
+        self._named: dict[str, list[NamedImage]] = {}  # prefetched workspace images by file name
+        self._foldered: dict[str, list[NamedImage]] | None = None  # images named "sub/x.jpg", by file name "x.jpg"
         self._refused: dict[str, str] = {}  # labels the schema would not take, and why
         self._seen_images: set[str] = set()
         self._filtered = 0
@@ -327,16 +326,9 @@ class ImportSession:
         return self._target(result.id, name, result.width, result.height, ingested=result.status == "added"), ""
 
     def prefetch(self, refs: Iterable[str]) -> None:
-        """Look up the workspace images of many references by file name at once (a query per 1,000)."""
+        """Look up the workspace images of many references by file name at once (a query per chunk of names)."""
         names = sorted({PurePosixPath(r.replace("\\", "/")).name for r in refs if r} - set(self._named))
-        columns = (ImageRow.id, ImageRow.name, ImageRow.width, ImageRow.height)
-        for start in range(0, len(names), 1000):
-            chunk = names[start : start + 1000]
-            found: dict[str, list[Any]] = {n: [] for n in chunk}
-            with self.ws.session() as s:
-                for row in s.execute(select(*columns).where(ImageRow.name.in_(chunk))):
-                    found[row.name].append(row)
-            self._named.update(found)
+        self._named.update(self.ws.catalog.named(names))
 
     def _by_name(self, name: str, stems: bool, path: str = "") -> tuple[Target | None, str]:
         """The workspace image named ``name`` (a file name); ``path``: the reference as given (``sub/x.jpg``).
@@ -346,25 +338,13 @@ class ImportSession:
         ``--recursive`` are named ``sub/x.jpg`` and exported as ``x.jpg``). Several images that fit are
         reported, never guessed between.
         """
-        columns = (ImageRow.id, ImageRow.name, ImageRow.width, ImageRow.height)
-        with self.ws.session() as s:
-            if name in self._named:
-                rows = self._named[name]
-            else:
-                rows = list(s.execute(select(*columns).where(ImageRow.name == name)).all())
-            if not rows and path and path != name:
-                rows = list(s.execute(select(*columns).where(ImageRow.name == path)).all())
-            if not rows and stems:
-                like = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".%"
-                rows = [
-                    r
-                    for r in s.execute(
-                        select(ImageRow.id, ImageRow.name, ImageRow.width, ImageRow.height)
-                        .where(ImageRow.name.like(like, escape="\\"))
-                        .limit(50)
-                    ).all()
-                    if PurePosixPath(r.name).stem == name
-                ]
+        catalog = self.ws.catalog
+        rows = self._named[name] if name in self._named else catalog.named([name])[name]
+        if not rows and path and path != name:
+            rows = catalog.named([path])[path]
+        if not rows and stems:
+            like = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".%"
+            rows = [r for r in catalog.named_like(like, escape="\\", limit=50) if PurePosixPath(r.name).stem == name]
         where = f" under {self.images_dir}" if self.images_dir else " (no --images folder given)"
         if not rows:
             rows = self._in_folders(name, stems)
@@ -381,15 +361,13 @@ class ImportSession:
         r = rows[0]
         return self._target(r.id, r.name, r.width, r.height, ingested=False), ""
 
-    def _in_folders(self, name: str, stems: bool) -> list[Any]:
+    def _in_folders(self, name: str, stems: bool) -> list[NamedImage]:
         """Workspace images stored with folders in their name (``sub/x.jpg``) whose file name is ``name``
         (``stems``: whose file name's stem is). The names with a ``/`` are read once per import."""
         if self._foldered is None:
             self._foldered = {}
-            columns = (ImageRow.id, ImageRow.name, ImageRow.width, ImageRow.height)
-            with self.ws.session() as s:
-                for row in s.execute(select(*columns).where(ImageRow.name.like("%/%"))):
-                    self._foldered.setdefault(PurePosixPath(row.name).name, []).append(row)
+            for row in self.ws.catalog.named_like("%/%"):
+                self._foldered.setdefault(PurePosixPath(row.name).name, []).append(row)
         rows = list(self._foldered.get(name, []))
         if not rows and stems:
             rows = [r for base, found in self._foldered.items() if PurePosixPath(base).stem == name for r in found]

@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,6 +32,15 @@ if TYPE_CHECKING:
 IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 CACHED_ROWS = 4096
 QUERY_CHUNK = 500  # ids in one ``IN (...)``: SQLite caps bound parameters
+
+
+class NamedImage(NamedTuple):
+    """An image's id, name and size: what matching files to workspace images by name needs."""
+
+    id: str
+    name: str
+    width: int
+    height: int
 
 
 def check_image_id(image_id: str) -> str:
@@ -98,7 +107,7 @@ class ImageCatalog:
         with self.session() as s:
             return s.get(ImageRow, image_id)
 
-    def list(self, offset: int = 0, limit: int = 50) -> tuple[list[ImageRow], int]:
+    def page(self, offset: int = 0, limit: int = 50) -> tuple[list[ImageRow], int]:
         """A page of images in the order they were added, and the total."""
         if offset < 0 or not 1 <= limit <= 1000:
             raise InvalidInput(f"offset must be ≥ 0 and limit 1..1000, got offset={offset} limit={limit}")
@@ -112,6 +121,21 @@ class ImageCatalog:
     def count(self) -> int:
         with self.session() as s:
             return int(s.scalar(select(func.count()).select_from(ImageRow)) or 0)
+
+    def named(self, names: Sequence[str]) -> dict[str, list[NamedImage]]:
+        """name -> the images stored under exactly that name (none: an empty list), a query per chunk."""
+        found: dict[str, list[NamedImage]] = {n: [] for n in names}
+        with self.session() as s:
+            for chunk in chunks(list(found)):
+                for row in s.execute(select(*_NAMED).where(ImageRow.name.in_(chunk))):
+                    found[row.name].append(NamedImage(*row))
+        return found
+
+    def named_like(self, pattern: str, *, escape: str | None = None, limit: int | None = None) -> list[NamedImage]:
+        """Images whose name matches the SQL ``LIKE`` ``pattern`` (e.g. ``"%/%"``: names with folders)."""
+        stmt = select(*_NAMED).where(ImageRow.name.like(pattern, escape=escape)).order_by(ImageRow.name)
+        with self.session() as s:
+            return [NamedImage(*row) for row in s.execute(stmt.limit(limit))]
 
     # -- references -----------------------------------------------------------------------------------------
     def find(self, ref: str) -> str:
@@ -241,6 +265,9 @@ class ImageCatalog:
                 if moved:
                     shutil.rmtree(final, ignore_errors=True)
                 raise
+
+
+_NAMED = (ImageRow.id, ImageRow.name, ImageRow.width, ImageRow.height)
 
 
 def _json(meta: Mapping[str, Any]) -> str:
