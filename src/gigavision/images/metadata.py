@@ -2,7 +2,8 @@
 belong to ingest, how text becomes a typed value, how a set of changes applies to one image, and the
 metadata CSV (``images meta --csv``).
 
-Pure functions over plain mappings: the catalogue (``store/catalog.py``) runs them inside its transaction.
+Pure functions over plain mappings: ``Workspace.set_images_meta`` runs them inside the catalogue's transaction
+(``store/catalog.py``), which stores what they return.
 """
 
 from __future__ import annotations
