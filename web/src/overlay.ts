@@ -1,10 +1,13 @@
 // The annotation overlay: Annotorious (W3C annotation model, WebGL rendering) over the OpenSeadragon
 // viewer, fed by viewport queries so that images with millions of annotations stay interactive.
 //
-// This module wires the parts together: `viewport-cache.ts` (what to query for a view, what to keep),
-// `edit-sync.ts` (saving edits, 409 handling), `overlay-panel.ts` (the side panel), `palette.ts` (label
-// colours) and `shapes.ts` (records <-> Annotorious shapes). It owns the Annotorious annotator, the
-// debounced viewport loading, styling and the keyboard shortcuts.
+// This module only wires the parts together and owns the Annotorious annotator:
+//   viewport-loader.ts  debounced, abortable loading of the visible rectangle
+//   viewport-cache.ts   what to query for a view, merging answers, what to keep and evict
+//   edit-sync.ts        saving edits one annotation at a time, 409 / 404 handling
+//   overlay-panel.ts    the side panel (DOM)
+//   palette.ts          label colours (the schema's, else the server's palette)
+//   drawing-style.ts    fill and stroke by status; keys.ts the shortcuts; shapes.ts records <-> shapes
 //
 // Loading: after the view has been still for DEBOUNCE_MS, the visible level-0 rectangle is queried
 // (`bbox`), with `simplify` = one screen pixel in level-0 units (polygons come back simplified when
@@ -37,14 +40,16 @@ import {
   type ImageInfo,
   type LabelClass,
 } from "./api";
+import { drawingStyle } from "./drawing-style";
 import { EditSync, messageOf } from "./edit-sync";
+import { shortcutOf, typingInto } from "./keys";
 import { OverlayPanel, type Tool } from "./overlay-panel";
 import { LabelColors } from "./palette";
 import { screenPixelsPerImagePixel } from "./scalebar";
 import { bboxOf, geometryChanges, newAnnotation, RESHAPEABLE, shapeOf } from "./shapes";
-import { isTruncated, viewQuery, ViewportCache, type Entry, type Page } from "./viewport-cache";
+import { isTruncated, ViewportCache, type Entry } from "./viewport-cache";
+import { ViewportLoader, type ViewportQuery } from "./viewport-loader";
 
-const DEBOUNCE_MS = 200;
 /** Points are drawn as discs of this many screen pixels (radius) at the zoom they were loaded at. */
 const POINT_RADIUS_PX = 4;
 const TAG_LIMIT = 500;
@@ -57,14 +62,6 @@ type Store = OpenSeadragonAnnotator["state"]["store"] & {
 type Origin = NonNullable<Parameters<Store["deleteAnnotation"]>[1]>;
 /** Changes made by this module (not by the user): Annotorious raises no lifecycle events for them. */
 const REMOTE = "REMOTE" as unknown as Origin;
-
-export interface ViewportQuery {
-  bbox: BBox;
-  simplify: number;
-  limit: number;
-  count: number;
-  truncated: boolean;
-}
 
 /** What the page exposes to tests and to the console as `window.__gv.overlay`. */
 export interface OverlayHandle {
@@ -87,15 +84,6 @@ function isAbort(err: unknown): boolean {
   return err instanceof DOMException && err.name === "AbortError";
 }
 
-function typingInto(target: EventTarget | null): boolean {
-  return (
-    target instanceof HTMLInputElement ||
-    target instanceof HTMLSelectElement ||
-    target instanceof HTMLTextAreaElement ||
-    (target instanceof HTMLElement && target.isContentEditable)
-  );
-}
-
 /** Attaches the overlay and its side panel (rendered into `panelRoot`) to an open viewer. */
 export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, panelRoot: HTMLElement): OverlayHandle {
   const annotator = createOSDAnnotator(viewer, {
@@ -112,11 +100,6 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
   let classes: Record<string, LabelClass> = {};
   let visible = true;
   let destroyed = false;
-  let loadTimer: ReturnType<typeof setTimeout> | null = null;
-  let loadAbort: AbortController | null = null;
-  let loading = false;
-  let loads = 0;
-  let lastQuery: ViewportQuery | null = null;
   let tool: Tool = "select";
 
   const colors = new LabelColors(() => {
@@ -204,25 +187,8 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
   }
 
   function styleOf(a: ImageAnnotation, state?: AnnotationState): DrawingStyle {
-    const label = a.bodies[0]?.value ?? panel.pickedLabel();
-    const color = colors.colorOf(label);
-    const status = a.properties?.["status"] as AnnotationStatus | undefined;
-    let fillOpacity = 0.15;
-    let strokeOpacity = 1;
-    if (status === "accepted" || status === "adjudicated") fillOpacity = 0.35;
-    else if (status === "rejected") {
-      fillOpacity = 0;
-      strokeOpacity = 0.45;
-    } else if (status === undefined) fillOpacity = 0.04; // drawn, not saved yet
-    const emphasis = Boolean(state?.selected || state?.hovered);
-    return {
-      stroke: color,
-      fill: color,
-      strokeOpacity,
-      fillOpacity: emphasis ? Math.min(fillOpacity + 0.15, 1) : fillOpacity,
-      // Width 1 is drawn as native lines that need no re-tessellation when zooming (thousands of shapes).
-      strokeWidth: emphasis ? 2 : 1,
-    };
+    const color = colors.colorOf(a.bodies[0]?.value ?? panel.pickedLabel());
+    return drawingStyle(color, a.properties?.["status"] as AnnotationStatus | undefined, state);
   }
 
   /** Draws every shape again with the current colours. */
@@ -275,56 +241,24 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
     return [x0, y0, x1, y1];
   }
 
-  function scheduleLoad(): void {
-    if (destroyed) return;
-    if (loadTimer !== null) clearTimeout(loadTimer);
-    loadTimer = setTimeout(() => {
-      loadTimer = null;
-      void loadViewport();
-    }, DEBOUNCE_MS);
-  }
-
-  async function loadViewport(): Promise<void> {
-    loadAbort?.abort();
-    const rect = visibleRect();
-    if (!visible || !rect) {
-      loadAbort = null;
-      loading = false;
-      if (rect === null) {
-        // Panned or zoomed off the image: nothing can be in view.
-        undraw(cache.evict(null, isBusy));
-        lastQuery = null;
-      }
-      updateCount();
-      return;
-    }
-    const query = viewQuery(rect, screenPixelsPerImagePixel(viewer));
-    const abort = new AbortController();
-    loadAbort = abort;
-    loading = true;
-    const startedAt = performance.now();
-    try {
-      const records = await listAnnotations(image.id, query, abort.signal);
-      if (abort.signal.aborted || destroyed) return;
-      const page: Page = { ...query, records, startedAt };
-      const truncated = isTruncated(page);
+  const loader = new ViewportLoader(image.id, {
+    visibleRect: () => visibleRect(),
+    scale: () => screenPixelsPerImagePixel(viewer),
+    shown: () => visible,
+    apply: (page) => {
       const { changed, dropped } = cache.merge(page, pointRadius(), isBusy);
       draw(changed);
       undraw(dropped);
-      undraw(cache.evict(query.bbox, isBusy));
-      lastQuery = { ...query, count: records.length, truncated };
-      loads += 1;
-      panel.showTruncated(truncated, records.length);
-    } catch (err) {
-      if (isAbort(err) || destroyed) return;
-      panel.showMessage(`Could not load annotations: ${messageOf(err)}`);
-    } finally {
-      if (loadAbort === abort) {
-        loadAbort = null;
-        loading = false;
-        updateCount();
-      }
-    }
+      undraw(cache.evict(page.bbox, isBusy));
+      panel.showTruncated(isTruncated(page), page.records.length);
+    },
+    offImage: () => undraw(cache.evict(null, isBusy)),
+    showMessage: (text) => panel.showMessage(text),
+    done: () => updateCount(),
+  });
+
+  function scheduleLoad(): void {
+    if (!destroyed) loader.schedule();
   }
 
   function renderedIds(): number[] {
@@ -446,22 +380,18 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
   }
 
   const onKey = (event: KeyboardEvent): void => {
-    if (event.ctrlKey || event.metaKey || event.altKey || typingInto(event.target)) return;
-    if (event.key === "Delete" || event.key === "Backspace") {
+    const shortcut = typingInto(event.target) ? null : shortcutOf(event);
+    if (shortcut === "delete") {
       // The polygon editor uses these keys for selected corners (and says so with preventDefault).
       if (!event.defaultPrevented && annotator.getSelected().length > 0) {
         event.preventDefault();
         deleteSelected();
       }
-      return;
+    } else if (shortcut === "toggle") setVisible(!visible);
+    else if (shortcut) {
+      setTool(shortcut.tool);
+      if (shortcut.tool === "select") annotator.cancelSelected();
     }
-    const key = event.key.toLowerCase();
-    if (key === "escape" || key === "v") {
-      setTool("select");
-      annotator.cancelSelected();
-    } else if (key === "b") setTool("rectangle");
-    else if (key === "p") setTool("polygon");
-    else if (key === "h") setVisible(!visible);
   };
   document.addEventListener("keydown", onKey);
 
@@ -491,23 +421,16 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
 
   return {
     annotator,
-    loads: () => loads,
-    lastQuery: () => lastQuery,
-    settled: () => {
-      if (loadTimer !== null || loading || sync.inFlight > 0) return false;
-      const rect = visibleRect();
-      if (!visible || !rect) return true;
-      const q = lastQuery;
-      return q !== null && q.bbox.every((v, i) => Math.abs(v - (rect[i] ?? NaN)) <= 1);
-    },
+    loads: () => loader.loads,
+    lastQuery: () => loader.lastQuery,
+    settled: () => sync.inFlight === 0 && loader.settled(),
     loadedIds: () => cache.ids(),
     renderedIds,
     visibleRect,
     destroy: () => {
       destroyed = true;
       sync.stop();
-      if (loadTimer !== null) clearTimeout(loadTimer);
-      loadAbort?.abort();
+      loader.stop();
       abortAll.abort();
       document.removeEventListener("keydown", onKey);
       for (const name of ["open", "viewport-change", "resize"] as const) viewer.removeHandler(name, onViewport);

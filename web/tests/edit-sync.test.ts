@@ -63,7 +63,8 @@ class FakeServer {
     if (!match) return error(404, "no route");
     if (!record) return error(404, `no annotation ${match[1]}`);
     if (method === "GET") return json(200, record);
-    const version = method === "DELETE" ? Number(url.searchParams.get("version")) : (body as { version: number }).version;
+    const version =
+      method === "DELETE" ? Number(url.searchParams.get("version")) : (body as { version: number }).version;
     if (version !== record.version) return error(409, `annotation ${record.id} is at version ${record.version}`);
     if (method === "DELETE") {
       this.records.delete(record.id);
@@ -298,7 +299,9 @@ describe("EditSync.destroy", () => {
     loaded(server.add({ id: 1 }));
     sync.destroy("a1");
     await view.idle();
-    expect(server.sent.map((s) => `${s.method} ${s.path}`)).toEqual(["DELETE /api/v1/annotations/1?version=1&actor=web"]);
+    expect(server.sent.map((s) => `${s.method} ${s.path}`)).toEqual([
+      "DELETE /api/v1/annotations/1?version=1&actor=web",
+    ]);
     expect(server.records.has(1)).toBe(false);
     expect(cache.size).toBe(0);
     expect(view.drawn.size).toBe(0);

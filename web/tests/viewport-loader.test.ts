@@ -1,0 +1,200 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+
+import type { AnnotationRecord, BBox } from "../src/api";
+import type { Page } from "../src/viewport-cache";
+import { DEBOUNCE_MS, ViewportLoader, type LoaderView } from "../src/viewport-loader";
+
+const IMAGE = "cd".repeat(32);
+
+function box(id: number): AnnotationRecord {
+  return {
+    id,
+    version: 1,
+    kind: "box",
+    label: "cell",
+    bbox: [0, 0, 10, 10],
+    geometry: null,
+    mask: null,
+    score: null,
+    source: "t",
+    status: "proposed",
+    attributes: {},
+  };
+}
+
+/** A view the test moves, and what the loader told it. */
+class FakeView implements LoaderView {
+  rect: BBox | null = [0, 0, 4000, 3000];
+  perPixel: number | null = 0.25;
+  visible = true;
+  readonly pages: Page[] = [];
+  readonly messages: string[] = [];
+  offImages = 0;
+  private waiting: (() => void)[] = [];
+
+  visibleRect(): BBox | null {
+    return this.rect;
+  }
+  scale(): number | null {
+    return this.perPixel;
+  }
+  shown(): boolean {
+    return this.visible;
+  }
+  apply(page: Page): void {
+    this.pages.push(page);
+  }
+  offImage(): void {
+    this.offImages += 1;
+  }
+  showMessage(text: string): void {
+    this.messages.push(text);
+  }
+  done(): void {
+    for (const resolve of this.waiting.splice(0)) resolve();
+  }
+  /** Resolves at the next `done()`. */
+  nextDone(): Promise<void> {
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+}
+
+interface Call {
+  url: URL;
+  signal: AbortSignal | null | undefined;
+  answer: (records: AnnotationRecord[]) => void;
+  fail: (status: number, message: string) => void;
+}
+
+let calls: Call[];
+let view: FakeView;
+let loader: ViewportLoader;
+
+beforeEach(() => {
+  vi.useFakeTimers();
+  calls = [];
+  vi.stubGlobal("fetch", (input: RequestInfo | URL, init?: RequestInit) => {
+    return new Promise<Response>((resolve, reject) => {
+      const signal = init?.signal;
+      signal?.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError")));
+      calls.push({
+        url: new URL(String(input), "http://gigavision.test"),
+        signal,
+        answer: (records) => resolve(new Response(JSON.stringify({ items: records }), { status: 200 })),
+        fail: (status, message) =>
+          resolve(new Response(JSON.stringify({ error: { code: "x", message } }), { status })),
+      });
+    });
+  });
+  view = new FakeView();
+  loader = new ViewportLoader(IMAGE, view);
+});
+
+afterEach(() => {
+  vi.useRealTimers();
+  vi.unstubAllGlobals();
+});
+
+describe("ViewportLoader", () => {
+  it("loads the view once it has been still for the debounce time", async () => {
+    loader.schedule();
+    vi.advanceTimersByTime(DEBOUNCE_MS - 1);
+    loader.schedule(); // moved again: the wait starts over
+    vi.advanceTimersByTime(DEBOUNCE_MS - 1);
+    expect(calls).toHaveLength(0);
+    expect(loader.settled()).toBe(false);
+    vi.advanceTimersByTime(1);
+    expect(calls).toHaveLength(1);
+    const call = calls[0];
+    if (!call) throw new Error("no request");
+    expect(call.url.pathname).toBe(`/api/v1/images/${IMAGE}/annotations`);
+    expect(Object.fromEntries(call.url.searchParams)).toEqual({
+      bbox: "0,0,4000,3000",
+      limit: "2000",
+      simplify: "4",
+      total: "false",
+    });
+    const done = view.nextDone();
+    call.answer([box(1), box(2)]);
+    await done;
+    expect(view.pages).toHaveLength(1);
+    expect(view.pages[0]).toMatchObject({ bbox: [0, 0, 4000, 3000], simplify: 4, limit: 2000 });
+    expect(view.pages[0]?.records.map((r) => r.id)).toEqual([1, 2]);
+    expect(loader.loads).toBe(1);
+    const last = { bbox: [0, 0, 4000, 3000], simplify: 4, limit: 2000, count: 2, truncated: false };
+    expect(loader.lastQuery).toEqual(last);
+    expect(loader.settled()).toBe(true);
+    view.rect = [2, 0, 4002, 3000]; // panned by more than a pixel: the answer no longer covers the view
+    expect(loader.settled()).toBe(false);
+  });
+
+  it("aborts a load the view has moved away from", async () => {
+    loader.schedule();
+    vi.advanceTimersByTime(DEBOUNCE_MS);
+    view.rect = [100, 100, 4100, 3100];
+    loader.schedule();
+    vi.advanceTimersByTime(DEBOUNCE_MS);
+    expect(calls).toHaveLength(2);
+    expect(calls[0]?.signal?.aborted).toBe(true);
+    const done = view.nextDone();
+    calls[1]?.answer([box(5)]);
+    await done;
+    expect(view.pages.map((p) => p.bbox)).toEqual([[100, 100, 4100, 3100]]);
+    expect(view.messages).toEqual([]);
+    expect(loader.loads).toBe(1);
+  });
+
+  it("loads nothing while hidden, and forgets everything when the view is off the image", async () => {
+    view.visible = false;
+    let done = view.nextDone();
+    loader.schedule();
+    vi.advanceTimersByTime(DEBOUNCE_MS);
+    await done;
+    expect(calls).toHaveLength(0);
+    expect(view.offImages).toBe(0);
+    expect(loader.settled()).toBe(true);
+
+    view.visible = true;
+    view.rect = null;
+    done = view.nextDone();
+    loader.schedule();
+    vi.advanceTimersByTime(DEBOUNCE_MS);
+    await done;
+    expect(calls).toHaveLength(0);
+    expect(view.offImages).toBe(1);
+    expect(loader.lastQuery).toBeNull();
+    expect(loader.settled()).toBe(true);
+  });
+
+  it("says when a load fails, and loads again when the view moves", async () => {
+    loader.schedule();
+    vi.advanceTimersByTime(DEBOUNCE_MS);
+    let done = view.nextDone();
+    calls[0]?.fail(500, "database is locked");
+    await done;
+    expect(view.messages).toEqual(["Could not load annotations: database is locked"]);
+    expect(loader.loads).toBe(0);
+    loader.schedule();
+    vi.advanceTimersByTime(DEBOUNCE_MS);
+    done = view.nextDone();
+    calls[1]?.answer([]);
+    await done;
+    expect(loader.loads).toBe(1);
+  });
+
+  it("asks for exact geometry when zoomed in past one screen pixel per level-0 pixel", () => {
+    view.perPixel = 2;
+    loader.schedule();
+    vi.advanceTimersByTime(DEBOUNCE_MS);
+    expect(calls[0]?.url.searchParams.has("simplify")).toBe(false);
+  });
+
+  it("loads nothing once stopped", () => {
+    loader.schedule();
+    loader.stop();
+    vi.advanceTimersByTime(DEBOUNCE_MS);
+    loader.schedule();
+    vi.advanceTimersByTime(DEBOUNCE_MS);
+    expect(calls).toHaveLength(0);
+  });
+});
