@@ -33,8 +33,7 @@ from gigavision.datasets.patches import (
     RandomSampler,
 )
 from gigavision.errors import InvalidInput
-from gigavision.images.pixels import letterbox
-from gigavision.images.pixels import to_rgb_uint8 as to_rgb_uint8  # re-exported: infer/engine.py
+from gigavision.images.pixels import letterbox, to_rgb_uint8
 from gigavision.images.resolution import level_for_side, read_level
 from gigavision.models.side import side_table
 from gigavision.models.task import BACKGROUND
