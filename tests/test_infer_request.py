@@ -183,3 +183,23 @@ def test_the_endpoint_and_the_dask_workers_share_one_predictor_cache(scenes_dete
     assert key in PREDICTORS
     loaded = PREDICTORS.get(key)
     assert worker_predictor(info, "onnx", "cpu") is loaded is loaded_predictor(info, "onnx")
+
+
+def test_the_cli_runs_the_onnx_file_by_default(
+    scenes_detector: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws, info = scenes_detector.ws, scenes_detector.info
+    from tests.scenes import make_scenes
+
+    path = str(tmp_path / "scene.png")
+    Image.fromarray(make_scenes(1, DETECT_SIZE, seed=83)[0].pixels).save(path)
+    docs = {}
+    for runtime in ("auto", "torch"):
+        assert main(["-w", str(ws.root), "predict", info.id, path, "--runtime", runtime, "--json"]) == 0
+        docs[runtime] = json.loads(capsys.readouterr().out)
+    assert main(["-w", str(ws.root), "predict", info.id, path, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == docs["auto"]  # auto is the default
+    assert (docs["auto"]["runtime"], docs["torch"]["runtime"]) == ("onnx", "torch")
+    onnx, torch = (docs[k]["items"][0]["annotations"] for k in ("auto", "torch"))
+    assert [a["label"] for a in onnx] == [a["label"] for a in torch] and onnx
+    assert [a["score"] for a in onnx] == pytest.approx([a["score"] for a in torch], abs=1e-3)
