@@ -10,11 +10,11 @@ the methods here are the short names the callers use.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
+from gigavision.cache import LRUCache
 from gigavision.config import CONFIG_NAME, Settings, default_toml, load_settings
 from gigavision.errors import ConfigError, GigavisionError, NotFound
 from gigavision.store.catalog import IMAGE_ID, ImageCatalog, check_image_id
@@ -132,8 +132,7 @@ class Workspace:
         self.session = session_factory(self.engine)
         self.catalog = ImageCatalog(self.session, self.root)
         self._handles_lock = threading.RLock()  # annotations, labels, jobs, blobs, tile_cache: made on first use
-        self._sources: OrderedDict[str, ImageSource] = OrderedDict()
-        self._sources_lock = threading.Lock()
+        self._sources: LRUCache[str, ImageSource] = LRUCache(OPEN_SOURCES)  # evicted sources are closed
 
     # -- images (the catalogue) ---------------------------------------------------------------------------
     def image_dir(self, image_id: str) -> Path:
@@ -158,27 +157,16 @@ class Workspace:
         """The image's pixels (its pyramid when one was built), kept open in a small LRU."""
         from gigavision.images.registry import open_image
 
-        with self._sources_lock:
-            source = self._sources.get(image_id)
-            if source is not None:
-                self._sources.move_to_end(image_id)
-                return source
+        source = self._sources.get(image_id)
+        if source is not None:
+            return source
         row = self.get_image(image_id)
         if row.pyramid:
             path, reader = self.root / row.pyramid, "tiff"
         else:
             path, reader = self.blobs.local_path(row.blob_key), row.reader
         source = open_image(path, reader=reader, limits=self.settings.limits, cache=self.tile_cache)
-        with self._sources_lock:
-            existing = self._sources.get(image_id)
-            if existing is not None:  # another thread opened it meanwhile
-                source.close()
-                return existing
-            self._sources[image_id] = source
-            while len(self._sources) > OPEN_SOURCES:
-                _, old = self._sources.popitem(last=False)
-                old.close()
-        return source
+        return self._sources.add(image_id, source)  # closes ours when another thread opened it meanwhile
 
     def thumbnail_path(self, image_id: str) -> Path:
         from gigavision.images.ingest import THUMBNAIL_NAME
@@ -308,10 +296,7 @@ class Workspace:
         return ingest_file(self, path, name=name, source_path=source_path, progress=progress)
 
     def close(self) -> None:
-        with self._sources_lock:
-            for source in self._sources.values():
-                source.close()
-            self._sources.clear()
+        self._sources.clear()
         self.engine.dispose()
 
     def __enter__(self) -> Workspace:

@@ -1,67 +1,54 @@
-"""A byte-bounded, thread-safe LRU cache for decoded tiles (arrays) or encoded tiles (bytes)."""
+"""The byte-bounded, thread-safe tile caches: decoded tiles (arrays) or encoded tiles (bytes).
+
+``cache.LRUCache`` weighted by bytes, plus hit/miss counts; cached arrays are made read-only, because a
+cached tile is shared between threads and a caller that changed it in place would change it for all.
+"""
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
-V = TypeVar("V", np.ndarray, bytes)
+from gigavision.cache import LRUCache, keep
+
+V = TypeVar("V", bound=np.ndarray | bytes)
 
 
-def _size(value: np.ndarray | bytes) -> int:
+def nbytes(value: np.ndarray | bytes) -> int:
     return value.nbytes if isinstance(value, np.ndarray) else len(value)
 
 
-class LRUCache(Generic[V]):
-    """LRU of arrays or bytes keyed by any hashable, bounded by their total size in bytes."""
+class ByteCache(LRUCache[Hashable, V]):
+    """Arrays or bytes keyed by any hashable, bounded by their total size in bytes."""
 
     def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[Hashable, V] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
+        super().__init__(max(1, max_bytes), weigh=nbytes, on_evict=keep)
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: Hashable) -> V | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return value
-
-    def put(self, key: Hashable, value: V) -> None:
-        size = _size(value)
-        if size > self.max_bytes:
-            return
-        if isinstance(value, np.ndarray):
-            value.setflags(write=False)  # cached tiles are shared between threads: never mutate them
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._bytes -= _size(old)
-            self._items[key] = value
-            self._bytes += size
-            while self._bytes > self.max_bytes and self._items:
-                _, evicted = self._items.popitem(last=False)
-                self._bytes -= _size(evicted)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
+    @property
+    def max_bytes(self) -> int:
+        return self.size
 
     @property
     def nbytes(self) -> int:
-        return self._bytes
+        return self.weight
+
+    def get(self, key: Hashable) -> V | None:
+        value = super().get(key)
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def put(self, key: Hashable, value: V) -> None:
+        if isinstance(value, np.ndarray):
+            value.setflags(write=False)  # cached tiles are shared between threads: never mutate them
+        super().put(key, value)
 
 
-TileCache = LRUCache[np.ndarray]
-DEFAULT_CACHE: TileCache = LRUCache(256 * 1024**2)
+TileCache = ByteCache[np.ndarray]
+DEFAULT_CACHE: TileCache = ByteCache(256 * 1024**2)

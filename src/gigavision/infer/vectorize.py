@@ -60,7 +60,7 @@ def vectorize(
     Memory: about ``15 × band_rows × width`` bytes (the band, its component labels, two tile rows of cache)
     plus the polygons.
     """
-    from gigavision.images.cache import LRUCache
+    from gigavision.images.cache import TileCache
     from gigavision.images.registry import open_image
 
     outline = _outliner(backend)
@@ -81,7 +81,7 @@ def vectorize(
     # private, and just big enough that a tile row cut by a band border is decoded once (the shared cache
     # would be flooded by full-width bands)
     mask_width = level_extent(int(info["level0_width"]), int(info["level0_height"]), ds)[0]
-    cache = LRUCache[np.ndarray](4 * TILE * mask_width)
+    cache = TileCache(4 * TILE * mask_width)
     labels = open_image(path, cache=cache)
     probs = open_image(prob_path, cache=cache) if prob_path is not None and prob_path.is_file() else None
     done: list[_Piece] = []

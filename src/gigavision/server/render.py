@@ -15,7 +15,7 @@ import numpy as np
 
 from gigavision.errors import InvalidInput, NotFound
 from gigavision.geometry import Region
-from gigavision.images.cache import LRUCache
+from gigavision.images.cache import ByteCache
 from gigavision.images.display import to_uint8
 from gigavision.images.pixels import Resample
 from gigavision.images.source import ImageSource
@@ -90,7 +90,7 @@ class TileRenderer:
     """Renders requests for one workspace's images; safe to call from many threads."""
 
     def __init__(self, cache_bytes: int = 64 * 1024 * 1024) -> None:
-        self.cache: LRUCache[bytes] = LRUCache(cache_bytes)
+        self.cache: ByteCache[bytes] = ByteCache(cache_bytes)
 
     def stored_tile(self, source: ImageSource, region: Region, out_w: int, out_h: int) -> bytes | None:
         """The stored JPEG tile that is exactly this request, if there is one."""

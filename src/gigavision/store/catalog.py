@@ -13,8 +13,6 @@ import fcntl
 import json
 import re
 import shutil
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from gigavision.cache import LRUCache, keep
 from gigavision.errors import GigavisionError, InvalidInput, NotFound
 from gigavision.store import refs as refs_
 from gigavision.store.schema import ImageRow
@@ -75,8 +74,7 @@ class ImageCatalog:
         # Image rows change only in ``meta`` (update_meta), so the tile routes read them from memory instead
         # of querying the database for every tile. Readers of metadata pass ``fresh=True``: another process
         # may have changed it since the row was cached here.
-        self._rows: OrderedDict[str, ImageRow] = OrderedDict()
-        self._lock = threading.Lock()
+        self._rows: LRUCache[str, ImageRow] = LRUCache(CACHED_ROWS, on_evict=keep)
 
     # -- reading ------------------------------------------------------------------------------------------
     def image_dir(self, image_id: str) -> Path:
@@ -87,19 +85,13 @@ class ImageCatalog:
     def get(self, image_id: str, *, fresh: bool = False) -> ImageRow:
         """The image's row; ``fresh``: read the database instead of this process's cache (for ``meta``)."""
         check_image_id(image_id)
-        with self._lock:
-            row = None if fresh else self._rows.get(image_id)
-            if row is not None:
-                self._rows.move_to_end(image_id)
-                return row
+        row = None if fresh else self._rows.get(image_id)
+        if row is not None:
+            return row
         row = self.lookup(image_id)
         if row is None:
             raise NotFound(f"no image with id {image_id}")
-        with self._lock:
-            self._rows[image_id] = row
-            self._rows.move_to_end(image_id)
-            while len(self._rows) > CACHED_ROWS:
-                self._rows.popitem(last=False)
+        self._rows.put(image_id, row)
         return row
 
     def lookup(self, image_id: str) -> ImageRow | None:
@@ -224,9 +216,8 @@ class ImageCatalog:
             changed = {i for i, meta in new.items() if _json(meta) != _json(rows[i].meta or {})}
             for image_id in changed:
                 rows[image_id].meta = new[image_id]
-        with self._lock:
-            for image_id in changed:
-                self._rows.pop(image_id, None)
+        for image_id in changed:
+            self._rows.discard(image_id)
         return new, changed
 
     def publish_lock(self) -> contextlib.AbstractContextManager[None]:
