@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gigavision.annotations import Annotations
+from gigavision.cache import LRUCache, keep
 from gigavision.errors import InvalidInput
 from gigavision.geometry import Region
 from gigavision.images.pixels import resize
@@ -120,8 +120,8 @@ class PatchImages:
         self._ws = ws
         self._owned = False
         self._version = version
-        self._annotations: OrderedDict[int, Annotations] = OrderedDict()
-        self._masks: OrderedDict[int, MaskIndex] = OrderedDict()
+        self._annotations: LRUCache[int, Annotations] = LRUCache(CACHED_IMAGES, on_evict=keep)
+        self._masks: LRUCache[int, MaskIndex] = LRUCache(CACHED_IMAGES, on_evict=keep)
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("settings", "ids", "version_ref", "statuses", "sizes", "mpp", "downsamples")
@@ -161,10 +161,9 @@ class PatchImages:
 
     def annotations(self, index: int) -> Annotations:
         """All annotations of image ``index`` in level-0 pixels (cached for the last few images)."""
-        cached = self._annotations.get(index)
-        if cached is not None:
-            self._annotations.move_to_end(index)
-            return cached
+        return self._annotations.get_or_create(index, lambda: self._read_annotations(index))
+
+    def _read_annotations(self, index: int) -> Annotations:
         ws = self.workspace()
         if self.version_ref is not None:
             if self._version is None:
@@ -174,26 +173,18 @@ class PatchImages:
             ann = self._version.annotations(self.ids[index])
         else:
             ann = ws.annotations.query(self.ids[index], statuses=list(self.statuses), limit=1_000_000)
-        self._annotations[index] = ann
-        while len(self._annotations) > CACHED_IMAGES:
-            self._annotations.popitem(last=False)
         return ann
 
     def mask(self, index: int) -> MaskIndex:
         """Foreground of image ``index``: the mask stored at ingest, else one computed from a low level."""
-        cached = self._masks.get(index)
-        if cached is not None:
-            self._masks.move_to_end(index)
-            return cached
+        return self._masks.get_or_create(index, lambda: self._read_mask(index))
+
+    def _read_mask(self, index: int) -> MaskIndex:
         from gigavision.images.thumbnail import load_foreground
 
         mask = load_foreground(self.workspace().mask_path(self.ids[index]), lambda: self.source(index))
         width, height = (int(v) for v in self.sizes[index])
-        index_ = MaskIndex(mask, width, height)
-        self._masks[index] = index_
-        while len(self._masks) > CACHED_IMAGES:
-            self._masks.popitem(last=False)
-        return index_
+        return MaskIndex(mask, width, height)
 
 
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
