@@ -33,16 +33,18 @@ t0 = time.perf_counter()
 if {torch!r}:
     import torch  # the baseline: what the predict path imported before the torch-free split
 import numpy as np
-from gigavision.models import store
+from pathlib import Path
+from gigavision.models.card import ModelCard
 from gigavision.models.predict import Predictor
+from gigavision.models.store import ModelInfo
 import gigavision.models.detect, gigavision.models.classify, gigavision.models.segment
 import onnxruntime
 t1 = time.perf_counter()
 if {app!r}:
     import gigavision.cli.main, gigavision.server.main  # the CLI and the REST app around the path
 t2 = time.perf_counter()
-folder = store.Path({folder!r})
-predictor = Predictor(store.ModelInfo(path=folder, card=store.ModelCard.read(folder)), "onnx")
+folder = Path({folder!r})
+predictor = Predictor(ModelInfo(path=folder, card=ModelCard.read(folder)), "onnx")
 image = np.random.default_rng(0).integers(0, 255, ({size}, {size}, 3), dtype=np.uint8)
 n = len(predictor.predict([image])[0])
 t3 = time.perf_counter()

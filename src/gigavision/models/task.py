@@ -104,7 +104,7 @@ class Task(ABC):
     def bind(self, ws: Workspace) -> None:  # noqa: B027 - optional hook
         """Read what the task needs from the workspace before ``build`` (probe: the backbone model's arch)."""
 
-    # -- the torch half ----------------------------------------------------------------------------------
+    # -- the torch half --------------------------------------------------------------------------------------
     @cached_property
     def nets(self) -> TaskNets[Any]:
         """The torch half of this task (imports torch on first use)."""
