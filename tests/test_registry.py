@@ -39,3 +39,33 @@ def test_lazy_entries_are_imported_once_on_first_use() -> None:
 def test_builtin_readers_and_formats_are_listed() -> None:
     assert {"coco", "voc", "yolo", "geojson", "imagefolder", "csv"} <= set(FORMATS)
     assert {"pillow", "tiff"} <= {entry.name for entry in list_readers()}
+
+
+def test_threads_racing_for_the_first_lookup_all_see_the_builtins(tmp_path) -> None:
+    """The first lookup imports the built-in entries; a thread arriving meanwhile waits for them instead of
+    seeing a half-filled table ("unknown reader 'pillow'; known: none" from the tile server, found by the
+    browser tests)."""
+    import sys
+    import threading
+
+    module = tmp_path / "slow_builtins.py"
+    module.write_text(
+        "import time\nfrom tests.test_registry import RACE\ntime.sleep(0.2)\nRACE.add('only', 'json:dumps')\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        results: list[object] = []
+        threads = [threading.Thread(target=lambda: results.append(RACE.load("only"))) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("slow_builtins", None)
+    import json
+
+    assert results == [json.dumps] * 4
+
+
+RACE: Registry[str] = Registry("race entry", builtins="slow_builtins")

@@ -9,6 +9,7 @@ not import every stage (and a lower layer can name code of an upper one without 
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -39,6 +40,10 @@ class Registry(Mapping[str, T], Generic[T]):
         self._error = error
         self._entries: dict[str, T] = {}
         self._loaded: dict[str, Any] = {}
+        # other threads wait while the built-ins are imported (a half-filled table would refuse known names);
+        # re-entrant, because that import calls add() on this thread
+        self._lock = threading.RLock()
+        self._loading = False
 
     def add(self, name: str, entry: T) -> T:
         """Register (or replace) ``entry`` under ``name``; returns it, so decorators can pass it through."""
@@ -72,13 +77,17 @@ class Registry(Mapping[str, T], Generic[T]):
         return self._loaded[name]
 
     def _load_builtins(self) -> None:
-        if self._builtins is not None:
-            module, self._builtins = self._builtins, None  # cleared first: the import calls add()
+        if self._builtins is None:
+            return
+        with self._lock:
+            if self._builtins is None or self._loading:  # done meanwhile, or this thread is importing them
+                return
+            self._loading = True
             try:
-                importlib.import_module(module)
-            except BaseException:
-                self._builtins = module
-                raise
+                importlib.import_module(self._builtins)
+                self._builtins = None
+            finally:
+                self._loading = False
 
     def __getitem__(self, name: str) -> T:
         self._load_builtins()
