@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from gigavision.cache import LRUCache, keep
 from gigavision.errors import GigavisionError, InvalidImage, InvalidInput, NotFound
 from gigavision.images.source import ImageSource
 from gigavision.workspace import Workspace, check_image_id
@@ -221,9 +221,9 @@ class LayerRasters:
 
     def __init__(self, capacity: int = OPEN_LAYERS) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[tuple[Any, ...], OpenRaster] = OrderedDict()
-        self._described: OrderedDict[tuple[Any, ...], Layer] = OrderedDict()
-        self._lock = threading.Lock()
+        self._items: LRUCache[tuple[Any, ...], OpenRaster] = LRUCache(capacity, on_evict=self._retire)
+        self._described: LRUCache[tuple[Any, ...], Layer] = LRUCache(DESCRIBED_LAYERS, on_evict=keep)
+        self._lock = threading.RLock()  # guards OpenRaster.users / .evicted (re-entered by _retire)
 
     def describe(self, image_id: str, model_id: str, name: str, path: Path) -> Layer:
         """The layer at ``path`` (resolved, inside ``predictions/``); its description is read once per version."""
@@ -232,16 +232,10 @@ class LayerRasters:
         except OSError as exc:
             raise NotFound(f"image {image_id} has no {name} layer from model {model_id}") from exc
         key = (str(path), stamp)
-        with self._lock:
-            layer = self._described.get(key)
-            if layer is not None:
-                self._described.move_to_end(key)
-                return layer
-        layer = _describe(image_id, model_id, name, path, stamp)
-        with self._lock:
-            self._described[key] = layer
-            while len(self._described) > DESCRIBED_LAYERS:
-                self._described.popitem(last=False)
+        layer = self._described.get(key)
+        if layer is None:
+            layer = _describe(image_id, model_id, name, path, stamp)
+            self._described.put(key, layer)
         return layer
 
     @contextmanager
@@ -250,23 +244,12 @@ class LayerRasters:
         with self._lock:
             entry = self._items.get(key)
             if entry is not None:
-                self._items.move_to_end(key)
                 entry.users += 1
         if entry is None:
-            entry = self._open(ws, layer)
+            opened = self._open(ws, layer)
             with self._lock:
-                existing = self._items.get(key)
-                if existing is not None:  # another request opened it meanwhile
-                    entry.source.close()
-                    entry = existing
-                else:
-                    self._items[key] = entry
+                entry = self._items.add(key, opened)  # another request may have opened it meanwhile
                 entry.users += 1
-                while len(self._items) > self.capacity:
-                    _, old = self._items.popitem(last=False)
-                    old.evicted = True
-                    if old.users == 0:
-                        old.source.close()
         try:
             yield entry
         finally:
@@ -274,6 +257,13 @@ class LayerRasters:
                 entry.users -= 1
                 if entry.evicted and entry.users == 0:
                     entry.source.close()
+
+    def _retire(self, entry: OpenRaster) -> None:
+        """Out of the LRU (or lost an opening race): close now, or when its last reader is done."""
+        with self._lock:
+            entry.evicted = True
+            if entry.users == 0:
+                entry.source.close()
 
     @staticmethod
     def _open(ws: Workspace, layer: Layer) -> OpenRaster:
