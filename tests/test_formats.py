@@ -242,9 +242,7 @@ def test_voc_mapping(tmp_path: Path, annotated: tuple[gv.Workspace, dict[str, st
     )
     report = import_annotations(ws, "voc", tmp_path / "more")
     assert report.ok and report.annotations == 1 and report.images_matched == 1
-    assert report.attributes_added == ["coin.difficult"] and ws.labels.by_name()["coin"].attributes == {
-        "difficult": []
-    }
+    assert report.attributes_added == ["coin.difficult"] and ws.labels.by_name()["coin"].attributes == {"difficult": []}
     coins = workspace_source(ws).annotations(next(i.id for i in workspace_source(ws).images() if i.name == "coins.png"))
     assert coins.xyxy[-1].tolist() == [0, 0, 10, 12] and coins.attributes[-1] == {"difficult": 1}
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from gigavision.errors import GigavisionError
 from gigavision.images.ingest import PYRAMID_NAME, Prepared, collect_inputs, prepare
 from gigavision.images.metadata import jsonable
+from gigavision.progress import Progress
 from gigavision.store.blobs import blob_key, sha256_file
 from gigavision.store.schema import ImageRow
 
@@ -63,7 +64,7 @@ def ingest(
     follow_symlinks: bool | None = None,
     on_start: Callable[[int], None] | None = None,
     on_result: Callable[[IngestResult], None] | None = None,
-    progress: Callable[[float], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[IngestResult]:
     """Ingest files and folders; returns one result per file, in input order."""
     follow = ws.settings.ingest.follow_symlinks if follow_symlinks is None else follow_symlinks
@@ -88,7 +89,7 @@ def ingest_file(
     *,
     name: str | None = None,
     source_path: str | None = None,
-    progress: Callable[[float], None] | None = None,
+    progress: Progress | None = None,
 ) -> IngestResult:
     """Ingest one file. Rejections are returned, not raised; nothing is left behind for them."""
     path = Path(path)

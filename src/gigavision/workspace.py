@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from gigavision.cache import LRUCache
 from gigavision.config import CONFIG_NAME, Settings, default_toml, load_settings
 from gigavision.errors import ConfigError, GigavisionError, NotFound
+from gigavision.progress import Progress
 from gigavision.store.catalog import IMAGE_ID, ImageCatalog, check_image_id
 from gigavision.store.db import make_engine, migrate, session_factory
 from gigavision.store.schema import ImageRow
@@ -267,7 +268,7 @@ class Workspace:
         follow_symlinks: bool | None = None,
         on_start: Callable[[int], None] | None = None,
         on_result: Callable[[IngestResult], None] | None = None,
-        progress: Callable[[float], None] | None = None,
+        progress: Progress | None = None,
     ) -> list[IngestResult]:
         """Ingest files and folders; returns one result per file, in input order (``gigavision.ingest``)."""
         from gigavision.ingest import ingest
@@ -288,7 +289,7 @@ class Workspace:
         *,
         name: str | None = None,
         source_path: str | None = None,
-        progress: Callable[[float], None] | None = None,
+        progress: Progress | None = None,
     ) -> IngestResult:
         """Ingest one file. Rejections are returned, not raised; nothing is left behind for them."""
         from gigavision.ingest import ingest_file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -13,6 +13,7 @@ import typer
 from rich.console import Console, ConsoleDimensions
 
 if TYPE_CHECKING:
+    from gigavision.progress import Progress
     from gigavision.workspace import Workspace
 
 PIPED_WIDTH = 100_000  # columns of stdout when it is not a terminal: wide enough that nothing is cut
@@ -73,7 +74,7 @@ def print_json(data: Any) -> None:
 
 
 @contextmanager
-def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[float, float, str], None]]:
+def progress_bar(description: str, quiet: bool = False) -> Iterator[Progress]:
     """A Rich progress bar on stderr; yields ``update(done, total, message)`` (the job progress signature).
 
     Drawn only on a terminal and cleared when done, so piped stderr keeps errors to their one line.

@@ -49,8 +49,8 @@ def run_ingest(ws: Workspace, paths: list[Path], *, recursive: bool, follow_syml
                 line = Text.assemble((f"{r.status:9}", style), f" {r.name}  {extra}")
                 bar.console.print(line, highlight=False, soft_wrap=True)
 
-        def on_progress(fraction: float) -> None:
-            bar.update(current, visible=True, description="  pyramid", completed=fraction)
+        def on_progress(done: float, total: float, message: str) -> None:
+            bar.update(current, visible=True, description=f"  {message}", completed=done / total if total else 0.0)
 
         ws.ingest(
             paths,

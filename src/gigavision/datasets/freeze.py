@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ from sqlalchemy import column, inspect, select, table
 
 from gigavision.datasets.spec import Filters
 from gigavision.errors import ConfigError, InvalidInput, LimitExceeded
+from gigavision.progress import Progress
 from gigavision.store.schema import AnnotationRow, ImageRow
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 FORMAT = "gigavision.frozen-annotations/1"
 MAX_ANNOTATIONS_PER_IMAGE = 1_000_000
 DEFAULT_COLOR = "#ff0000"
-Progress = Callable[[int, int, str], None]
 
 
 def canonical_json(value: Any) -> bytes:

@@ -5,12 +5,13 @@ An image never changes (its id is the sha256 of its bytes), so its hash is compu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select
 
+from gigavision.progress import Progress
 from gigavision.store.schema import ImageHashRow, utcnow
 
 if TYPE_CHECKING:
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
 
     from gigavision.workspace import Workspace
 
-Progress = Callable[[int, int, str], None]
 QUERY_CHUNK = 500  # ids per IN (...) query
 OVERVIEW_SIDE = 256  # when a thumbnail is missing, hash an overview this size
 

@@ -14,7 +14,7 @@ import copy
 import dataclasses
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,12 +39,12 @@ from gigavision.datasets.spec import (
 from gigavision.datasets.splits import UnionFind, assign_splits, group_order_key, near_duplicate_pairs
 from gigavision.errors import Conflict, InvalidInput, NotFound
 from gigavision.formats.source import ImageEntry
+from gigavision.progress import Progress
 from gigavision.store.schema import DatasetImageRow, DatasetVersionRow, utcnow
 
 if TYPE_CHECKING:
     from gigavision.workspace import Workspace
 
-Progress = Callable[[int, int, str], None]
 HASH_FORMAT = "gigavision.dataset/1"
 NO_LABEL = "(none)"  # the stratum of images without annotations
 PAGE = 1000

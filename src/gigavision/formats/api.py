@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 from gigavision.errors import InvalidInput
 from gigavision.formats.live import workspace_source
 from gigavision.formats.registry import get_format
-from gigavision.formats.report import ExportOptions, ExportResult, ImportOptions, ImportReport, Progress
+from gigavision.formats.report import ExportOptions, ExportResult, ImportOptions, ImportReport
 from gigavision.formats.source import AnnotatedImages
+from gigavision.progress import Progress
 
 if TYPE_CHECKING:
     from gigavision.formats.exporting import ImageFile

@@ -14,9 +14,10 @@ from pathlib import Path
 from gigavision.errors import InvalidInput
 from gigavision.files import publish, temp_beside
 from gigavision.formats.archive import write_zip
-from gigavision.formats.report import ExportOptions, ExportResult, Progress, no_progress
+from gigavision.formats.report import ExportOptions, ExportResult
 from gigavision.formats.source import AnnotatedImages, ImageEntry
 from gigavision.formats.text import UniqueNames
+from gigavision.progress import Progress, no_progress
 
 ImageFile = Callable[[str], Path]
 """``image_file(image_id) -> Path``: a local file with the image's original bytes."""

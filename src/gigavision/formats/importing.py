@@ -21,8 +21,9 @@ import numpy as np
 
 from gigavision.annotations import PREDICTION_ATTRIBUTES, Annotations
 from gigavision.errors import GigavisionError, InvalidInput
-from gigavision.formats.report import ImportOptions, ImportReport, Progress, Unmatched, no_progress
+from gigavision.formats.report import ImportOptions, ImportReport, Unmatched
 from gigavision.formats.rle import encode_window
+from gigavision.progress import Progress, no_progress
 from gigavision.store.blobs import sha256_file
 from gigavision.store.catalog import NamedImage
 from gigavision.store.labels import palette_color

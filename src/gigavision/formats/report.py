@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -11,15 +11,10 @@ from typing import Any
 from gigavision.annotations import STATUSES
 from gigavision.errors import InvalidInput
 
-Progress = Callable[[float, float, str], None]
 """``progress(done, total, message)``; a job's version raises ``JobCancelled`` to stop the work."""
 
 IMAGE_MODES = ("copy", "link", "none")
 MAX_LISTED = 10_000  # rejections listed one by one in a report; the count is always exact
-
-
-def no_progress(done: float, total: float, message: str = "") -> None:
-    """The default progress callback: nothing to show."""
 
 
 def _from_mapping(cls: Any, values: Mapping[str, Any], what: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ The database and blob side (publishing) lives in ``gigavision.ingest`` and ``sto
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,10 @@ from gigavision.images.pyramid import build_pyramid
 from gigavision.images.registry import open_image
 from gigavision.images.source import ImageInfo, ImageSource
 from gigavision.images.thumbnail import MASK_SIDE, foreground_mask, overview, shrink
+from gigavision.progress import Progress
 
 PYRAMID_NAME, THUMBNAIL_NAME, MASK_NAME = "pyramid.tif", "thumbnail.jpg", "mask.png"
 PREPARE_CACHE_BYTES = 512 * 1024 * 1024  # per image being prepared; freed with it
-ProgressFn = Callable[[float], None]
 
 
 @dataclass(slots=True)
@@ -137,7 +137,7 @@ def _is_label_mask(source: ImageSource, sample: np.ndarray) -> bool:
     return source.info.bands == 1 and source.info.dtype == "uint8" and np.unique(sample).size <= 32
 
 
-def prepare(path: Path, settings: Settings, folder: Path, *, progress: ProgressFn | None = None) -> Prepared:
+def prepare(path: Path, settings: Settings, folder: Path, *, progress: Progress | None = None) -> Prepared:
     """Validate ``path`` fully and write the derived files into ``folder`` (which must exist).
 
     Raises ``InvalidImage`` / ``LimitExceeded`` with a one-line reason; the caller discards ``folder``.

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gigavision.errors import InvalidImage
 from gigavision.files import atomic_path
 from gigavision.images.source import ImageSource
-
-ProgressFn = Callable[[float], None]
+from gigavision.progress import Progress
 
 
 def _pyramid_input(path: Path, source: ImageSource) -> Any:
@@ -37,7 +35,7 @@ def build_pyramid(
     *,
     tile_size: int = 256,
     jpeg_quality: int = 90,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     lossless: bool = False,
 ) -> dict[str, Any]:
     """Write ``out`` (BigTIFF, tiled, pyramidal); JPEG for 8-bit grey/RGB, lossless deflate otherwise.
@@ -68,7 +66,7 @@ def build_pyramid(
         options.update(resunit="cm", xres=1000.0 / source.info.mpp_x, yres=1000.0 / source.info.mpp_y)
     if progress is not None:
         image.set_progress(True)
-        image.signal_connect("eval", lambda _img, p: progress(min(1.0, p.percent / 100.0)))
+        image.signal_connect("eval", lambda _img, p: progress(min(100, p.percent), 100, "pyramid"))
     try:
         with atomic_path(out) as tmp:
             image.tiffsave(str(tmp), **options)

@@ -44,7 +44,8 @@ from gigavision.cache import LRUCache
 from gigavision.errors import GigavisionError, InvalidInput
 from gigavision.infer.engine import InferOptions, InferResult, WindowPlan, infer_image, merge_detections
 from gigavision.infer.predictors import loaded_predictor
-from gigavision.infer.run import PREDICTIONS_DIR, Progress, output_dir, prepare_input
+from gigavision.infer.run import PREDICTIONS_DIR, output_dir, prepare_input
+from gigavision.progress import Progress
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster

@@ -20,7 +20,7 @@ aggregate, for the review queue. Never is a full-resolution array of the image i
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -31,13 +31,13 @@ from gigavision.annotations import Annotations
 from gigavision.errors import InvalidImage, InvalidInput
 from gigavision.infer.reading import Resolution, Window, resolve_resolution, stream_windows
 from gigavision.infer.uncertainty import aggregate, binary_uncertainty, class_uncertainty, with_uncertainty
+from gigavision.progress import Progress
 from gigavision.tiling.grid import MaskIndex, window_grid
 
 if TYPE_CHECKING:
     from gigavision.images.source import ImageSource
     from gigavision.models.predict import Predictor
 
-Progress = Callable[[float, float, str], None]
 OnError = Literal["fail", "skip"]
 ON_ERROR: tuple[str, ...] = get_args(OnError)
 Pooling = Literal["max", "mean"]

@@ -35,9 +35,9 @@ from gigavision.infer.zoom import ZoomSpec, parse_zoom
 
 if TYPE_CHECKING:
     from gigavision.images.source import ImageSource
-    from gigavision.infer.run import Progress
     from gigavision.models.predict import PredictItem, Predictor
     from gigavision.models.store import ModelInfo
+    from gigavision.progress import Progress
     from gigavision.workspace import Workspace
 
 RUNTIME_CHOICES = ("auto", "torch", "onnx")

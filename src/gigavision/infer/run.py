@@ -9,7 +9,7 @@ every prediction ``attributes.uncertainty`` and ``attributes.model``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +18,13 @@ import numpy as np
 from gigavision.errors import InvalidInput
 from gigavision.infer.engine import InferOptions, InferResult, WindowPlan, infer_image, plan_windows
 from gigavision.infer.zoom import ZoomSpec, zoom_plan
+from gigavision.progress import Progress
 
 if TYPE_CHECKING:
     from gigavision.images.source import ImageSource
     from gigavision.models.predict import PredictItem, Predictor
     from gigavision.workspace import Workspace
 
-Progress = Callable[[float, float, str], None]
 PREDICTIONS_DIR = "predictions"
 
 

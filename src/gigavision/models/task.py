@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from gigavision.annotations import Annotations
     from gigavision.models.nets.task import TaskNets
     from gigavision.models.recipe import Recipe
+    from gigavision.progress import Progress
     from gigavision.workspace import Workspace
 
 # The class classify and segment give to what none of the labelled shapes covers ("none of the classes").
@@ -145,9 +146,7 @@ class Task(ABC):
         """Training loss of a batch (``net`` in train mode)."""
         return self.nets.loss(net, images, targets)
 
-    def fit(
-        self, ws: Workspace, samples: SampleBatches, progress: Callable[[float, float, str], None] | None
-    ) -> nn.Module:
+    def fit(self, ws: Workspace, samples: SampleBatches, progress: Progress | None) -> nn.Module:
         """Tasks with ``uses_trainer = False`` fit themselves here and return the network to publish."""
         return self.nets.fit(ws, samples, progress)
 

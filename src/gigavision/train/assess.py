@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gigavision.errors import InvalidInput
+from gigavision.progress import Progress
 
 if TYPE_CHECKING:
     from gigavision.models.store import ModelInfo
     from gigavision.workspace import Workspace
-
-Progress = Callable[[float, float, str], None]
 
 
 def default_out(ws: Workspace, model_id: str, dataset_ref: str, split: str) -> Path:

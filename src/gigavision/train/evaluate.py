@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +13,7 @@ from torch.utils.data import DataLoader
 from gigavision.metrics._common import jsonable
 from gigavision.models import store
 from gigavision.models.side import call_net, first, to_device
+from gigavision.progress import Progress
 from gigavision.train.module import eval_collate, to_numpy
 
 if TYPE_CHECKING:
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from gigavision.train.data import SplitData
 
 WORST_EXAMPLES = 12
-Progress = Callable[[float, float, str], None]
 
 
 @torch.inference_mode()

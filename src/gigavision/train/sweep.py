@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,12 +27,11 @@ import yaml
 
 from gigavision.errors import InvalidInput
 from gigavision.models import store
+from gigavision.progress import Progress
 from gigavision.train.recipe import load_recipe
 
 if TYPE_CHECKING:
     from gigavision.workspace import Workspace
-
-Progress = Callable[[float, float, str], None]
 
 
 @dataclass(frozen=True)

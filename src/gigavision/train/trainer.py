@@ -15,7 +15,7 @@ import shutil
 import signal
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from gigavision.errors import InvalidInput, NotFound
 from gigavision.models import store
 from gigavision.models.card import ModelCard, ModelInput
 from gigavision.models.recipe import Recipe, load_recipe, resolve_image_size
+from gigavision.progress import Progress
 
 if TYPE_CHECKING:
     import lightning as L
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from gigavision.train.data import SplitData
     from gigavision.workspace import Workspace
 
-Progress = Callable[[float, float, str], None]
 KILL_AFTER_EPOCH_ENV = "GIGAVISION_FAULT_KILL_AFTER_EPOCH"  # fault injection for the resume test: SIGKILL
 
 

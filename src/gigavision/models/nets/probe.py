@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -13,12 +12,12 @@ from gigavision.errors import InvalidInput
 from gigavision.models.backbones import create_timm, feature_dim, load_weights, timm_normalization
 from gigavision.models.nets.classify import ClassifyNets
 from gigavision.models.probe import ProbeTask
+from gigavision.progress import Progress
 
 if TYPE_CHECKING:
     from gigavision.models.task import SampleBatches
     from gigavision.workspace import Workspace
 
-Progress = Callable[[float, float, str], None]
 FEATURE_BATCH = 128
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
@@ -12,6 +12,7 @@ from torch import nn
 if TYPE_CHECKING:
     from gigavision.annotations import Annotations
     from gigavision.models.task import SampleBatches, Task
+    from gigavision.progress import Progress
     from gigavision.workspace import Workspace
 
 T = TypeVar("T", bound="Task")
@@ -57,9 +58,7 @@ class TaskNets(Generic[T]):
     def fit_side(self, net: nn.Module, values: np.ndarray) -> None:
         raise NotImplementedError(f"{self.task.name} takes no side features")
 
-    def fit(
-        self, ws: Workspace, samples: SampleBatches, progress: Callable[[float, float, str], None] | None
-    ) -> nn.Module:
+    def fit(self, ws: Workspace, samples: SampleBatches, progress: Progress | None) -> nn.Module:
         raise NotImplementedError(f"{self.task.name} trains through the Lightning trainer")
 
     def export_onnx(self, net: nn.Module, example: torch.Tensor, path: Any) -> bool:
