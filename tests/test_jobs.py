@@ -47,7 +47,7 @@ def count_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
 def _count_kind() -> Iterator[None]:
     registry.register("test.count", count_job)
     yield
-    registry.KINDS.pop("test.count", None)
+    registry.KINDS.discard("test.count")
 
 
 def test_inline_run_records_result_progress_and_files(workspace: gv.Workspace) -> None:
@@ -100,7 +100,7 @@ def test_a_job_missing_an_extra_fails_with_the_one_line_message(
             queued = sqlite_workspace.jobs.submit("test.torch", {}, "ana")
             done = sqlite_workspace.jobs.wait(queued["id"], timeout=30)
     finally:
-        registry.KINDS.pop("test.torch", None)
+        registry.KINDS.discard("test.torch")
     assert done["status"] == "failed" and done["error"] == message
     errors = {j["error"] for j in sqlite_workspace.jobs.list_jobs(status="failed")[0]}
     assert errors == {message, "ModuleNotFoundError: import of not_an_extra halted; None in sys.modules"}

@@ -225,7 +225,7 @@ def echo_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
 def echo_kind() -> Iterator[None]:
     registry.register("test.echo", echo_job)
     yield
-    registry.KINDS.pop("test.echo", None)
+    registry.KINDS.discard("test.echo")
 
 
 @pytest.mark.usefixtures("echo_kind")

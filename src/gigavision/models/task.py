@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 
 from gigavision.errors import InvalidInput
+from gigavision.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -41,13 +42,15 @@ if TYPE_CHECKING:
 BACKGROUND = "background"
 
 # task name -> "module:Class", imported on first use (torch is heavy; `gigavision --help` must stay fast)
-TASKS: dict[str, str] = {
-    "classify": "gigavision.models.classify:ClassifyTask",
-    "detect": "gigavision.models.detect:DetectTask",
-    "segment": "gigavision.models.segment:SegmentTask",
-    "embed": "gigavision.models.embed:EmbedTask",
-    "probe": "gigavision.models.probe:ProbeTask",
-}
+TASKS: Registry[str] = Registry("task")
+for _name, _path in (
+    ("classify", "gigavision.models.classify:ClassifyTask"),
+    ("detect", "gigavision.models.detect:DetectTask"),
+    ("segment", "gigavision.models.segment:SegmentTask"),
+    ("embed", "gigavision.models.embed:EmbedTask"),
+    ("probe", "gigavision.models.probe:ProbeTask"),
+):
+    TASKS.add(_name, _path)
 
 
 class SampleBatches(Protocol):
@@ -193,8 +196,5 @@ class Task(ABC):
 
 def task_class(name: str) -> type[Task]:
     """The task class registered as ``name``."""
-    if name not in TASKS:
-        raise InvalidInput(f"unknown task {name!r}; known: {', '.join(TASKS)}")
-    module, _, attr = TASKS[name].partition(":")
-    cls: type[Task] = getattr(importlib.import_module(module), attr)
+    cls: type[Task] = TASKS.load(name)
     return cls
