@@ -138,3 +138,16 @@ def test_merge_into_a_child_of_a_source_keeps_the_tree(workspace: gv.Workspace) 
     ws.labels.set("lymphocyte", "box", parent="tumour")
     ws.labels.merge(["tumour"], "lymphocyte", actor="bob")
     assert {c.name: c.parent for c in ws.labels.classes()} == {"cell": None, "lymphocyte": "cell"}
+
+
+def test_prediction_overlays_draw_a_class_without_colour_in_its_palette_colour(tmp_path: Path) -> None:
+    """One palette: the viewer (GET /api/v1/labels/palette) and the prediction overlay PNG agree."""
+    from gigavision.infer.jobs import class_colours
+    from gigavision.store.labels import palette_color, palette_rgb
+
+    ws = gv.init_workspace(tmp_path / "ws")
+    ws.labels.set("tumour", kind="polygon", color="#00ff00")
+    colours = class_colours(ws, ["tumour", "stroma"])
+    assert colours["tumour"] == (0, 255, 0)  # the schema's colour wins
+    assert colours["stroma"] == palette_rgb("stroma")
+    assert palette_color("stroma") == "#{:02x}{:02x}{:02x}".format(*palette_rgb("stroma"))

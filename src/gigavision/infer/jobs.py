@@ -32,6 +32,7 @@ import numpy as np
 from gigavision.errors import GigavisionError, InvalidInput
 from gigavision.infer.engine import InferOptions, InferResult
 from gigavision.infer.request import MIN_FOREGROUND, PredictRequest
+from gigavision.store.labels import palette_rgb
 
 if TYPE_CHECKING:
     from gigavision.annotations import Annotations
@@ -56,19 +57,6 @@ MAX_INLINE_ANNOTATIONS = 10_000  # more than this go to annotations.json: a job 
 ANNOTATIONS_FILE = "annotations.json"
 OVERLAY_FILE = "overlay.png"
 OVERLAY_SIDE = 2048
-# tab10: distinct on photos and slides alike; used for classes whose schema colour is missing or unreadable
-PALETTE = (
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
-)
 
 
 @dataclass(frozen=True)
@@ -245,18 +233,18 @@ def _relative(value: str, root: Path) -> str:
 
 # -- the overlay ------------------------------------------------------------------------------------------
 def class_colours(ws: Workspace | None, classes: Sequence[str]) -> dict[str, tuple[int, int, int]]:
-    """RGB per class: the label schema's colour when it has a readable one, else a palette entry by the
-    class's index in the model (stable across requests, so the same class is the same colour)."""
+    """RGB per class: the label schema's colour when it has a readable one, else the palette colour of its
+    name (``store.labels.palette_color``, the one the viewer draws it in)."""
     from PIL import ImageColor
 
     schema = {c.name: c.color for c in ws.labels.classes()} if ws is not None else {}
     out: dict[str, tuple[int, int, int]] = {}
-    for k, name in enumerate(classes):
+    for name in classes:
         try:
             rgb = ImageColor.getrgb(schema[name])
             out[name] = (int(rgb[0]), int(rgb[1]), int(rgb[2]))
         except (KeyError, ValueError):
-            out[name] = PALETTE[k % len(PALETTE)]
+            out[name] = palette_rgb(name)
     return out
 
 
@@ -302,7 +290,7 @@ def render_overlay(
         if kind == "tag":
             tags.append(text)
             continue
-        rgb = colours.get(label) or PALETTE[sum(label.encode()) % len(PALETTE)]
+        rgb = colours.get(label) or palette_rgb(label)
         solid, faint = (*rgb, 255), (*rgb, 70)
         if kind == "box":
             x0, y0, x1, y1 = (float(v) for v in annotations.xyxy[i])

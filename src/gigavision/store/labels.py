@@ -28,8 +28,14 @@ def palette_color(name: str) -> str:
     """The colour of a class that arrives without one (``labels add``, imports): a hash of its name, so the
     same on every machine and different for different classes; channels 64..223 keep it visible on light and
     dark images."""
+    return "#" + "".join(f"{v:02x}" for v in palette_rgb(name))
+
+
+def palette_rgb(name: str) -> tuple[int, int, int]:
+    """``palette_color`` as an RGB triple (for drawing with Pillow or NumPy)."""
     digest = hashlib.sha256(name.encode("utf-8")).digest()
-    return "#" + "".join(f"{64 + b % 160:02x}" for b in digest[:3])
+    r, g, b = (64 + v % 160 for v in digest[:3])
+    return r, g, b
 
 
 @dataclass(frozen=True, slots=True)
