@@ -339,25 +339,22 @@ def agreement(a: dict[str, np.ndarray], b: dict[str, np.ndarray], iou_min: float
 
 # -- 1. engine throughput vs the bare model ------------------------------------------------------------------
 def _bare_batches(predictor: Any, path: Path, options: Any) -> tuple[list[np.ndarray], int]:
-    """Every window of the engine's plan, read and preprocessed exactly as ``engine._run_batch`` does, in the
-    engine's batches."""
-    from gigavision.images.pixels import to_rgb_uint8
+    """Every window of the engine's plan, read and preprocessed by the engine's own preprocess stage
+    (``engine._prepare_batch``), in the engine's batches."""
     from gigavision.images.registry import open_image
-    from gigavision.infer.engine import plan_windows
+    from gigavision.infer.engine import _prepare_batch, plan_windows
     from gigavision.infer.reading import stream_windows
 
     source = open_image(path)
     try:
         plan = plan_windows(predictor, source, options, name=path.name)
+        run = np.nonzero(plan.keep)[0]
         batches = []
-        for batch in stream_windows(source, plan.res, plan.windows[plan.keep], plan.tile, batch=options.batch):
-            inputs = []
-            for win in batch:
-                assert win.pixels is not None and win.error is None
-                pixels = to_rgb_uint8(win.pixels)[: win.height, : win.width]
-                inputs.append(predictor.prepare(pixels)[0])
-            batches.append(np.ascontiguousarray(np.stack(inputs)))
-        return batches, int(plan.keep.sum())
+        for batch in stream_windows(source, plan.res, plan.windows[run], plan.tile, batch=options.batch):
+            _, good, x, _ = _prepare_batch(predictor, batch, run, None, path.name, options)
+            assert x is not None and len(good) == len(batch)
+            batches.append(x)
+        return batches, len(run)
     finally:
         source.close()
 
@@ -427,8 +424,8 @@ def throughput_one(kind: str, info: Any, path: Path, args: argparse.Namespace, w
         "batch": options.batch,
         "windows": n_windows,
         "ours": {
-            "what": "infer_image: plan, reader threads (PREFETCH 2), to_rgb/letterbox/normalise on the main thread,"
-            " Predictor.run, then "
+            "what": "infer_image: plan, then a pipeline: reader threads (PREFETCH 2) → to_rgb/letterbox/normalise"
+            " thread → Predictor.run thread → on the caller's thread "
             + ("per-window decode + score filter + cut-edge drop, cross-tile NMS" if kind == "detect" else "")
             + ("blend into MaskStitcher, mask.tif + mask.prob.tif written, vectorised" if kind == "segment" else ""),
             "windows_per_s": u.rnd(n_windows / e_s, 1),

@@ -3,7 +3,10 @@
 ``infer_image`` lays a window grid over the image at the model's resolution (``tiling.grid``), drops windows
 on empty background (the foreground mask from ingest), reads the rest on reader threads ahead of the model
 (``infer.reading``), runs the torch or onnxruntime ``Predictor`` batch by batch and streams each batch's result
-into the task's output:
+into the task's output (``OUTPUTS``, by task name). Reading, preprocessing (letterbox, normalise) and the model
+call are pipeline stages on threads of their own (``reading.ahead``), so the model's native code (which
+releases the GIL) overlaps the NumPy work before and after it; outputs take batches in grid order on the
+caller's thread, as do progress callbacks:
 
 - ``detect``: boxes of every window, moved to level-0 pixels, merged across tile borders by a
   ``tiling.merge`` strategy (``ios`` joins objects cut by borders; ``nms``/``soft_nms``/``wbf``);
@@ -14,13 +17,13 @@ into the task's output:
 
 Every prediction carries an uncertainty (``infer.uncertainty``) in its attributes, and the result an
 aggregate, for the review queue. Never is a full-resolution array of the image in memory: at most
-``PREFETCH + 1`` batches of windows plus one row band of the stitched mask.
+``PREFETCH + 1`` batches of read windows, ``STAGE_DEPTH`` prepared batches and ``STAGE_DEPTH`` batches of
+network outputs, plus one row band of the stitched mask.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -29,9 +32,10 @@ import numpy as np
 
 from gigavision.annotations import Annotations
 from gigavision.errors import InvalidImage, InvalidInput
-from gigavision.infer.reading import Resolution, Window, resolve_resolution, stream_windows
+from gigavision.infer.reading import Resolution, Window, ahead, resolve_resolution, stream_windows
 from gigavision.infer.uncertainty import aggregate, binary_uncertainty, class_uncertainty, with_uncertainty
 from gigavision.progress import Progress
+from gigavision.registry import Registry
 from gigavision.tiling.grid import MaskIndex, window_grid
 
 if TYPE_CHECKING:
@@ -45,6 +49,7 @@ POOLINGS: tuple[str, ...] = get_args(Pooling)
 CUT_MARGIN = 2  # pixels from a window side within which a detection counts as cut by it
 HEATMAP_CELLS = 16  # heatmap pixels per window side: enough to see the blend, tiny next to the image
 DEFAULT_OVERLAP = 64
+STAGE_DEPTH = 2  # batches a pipeline stage (preprocess, model) may run ahead of the next
 
 
 @dataclass(frozen=True)
@@ -197,7 +202,13 @@ def window_side(options: InferOptions, size: int, patch: bool, model_id: str) ->
 
 
 class _Output:
-    """What a task does with each batch of window predictions, and at the end."""
+    """What a task does with each batch of window predictions, and at the end; one per task in ``OUTPUTS``,
+    all built from the same arguments."""
+
+    def __init__(
+        self, predictor: Predictor, plan: WindowPlan, options: InferOptions, out_dir: Path, source: ImageSource
+    ) -> None:
+        raise NotImplementedError
 
     def add(self, windows: list[Window], outputs: list[np.ndarray]) -> None:
         raise NotImplementedError
@@ -219,9 +230,11 @@ class _Output:
 
 
 class _Detections(_Output):
-    def __init__(self, predictor: Predictor, res: Resolution, options: InferOptions, neighbours: np.ndarray) -> None:
-        self.predictor, self.res, self.options = predictor, res, options
-        self.neighbours = neighbours  # per grid window: does the neighbour on each side run
+    def __init__(
+        self, predictor: Predictor, plan: WindowPlan, options: InferOptions, out_dir: Path, source: ImageSource
+    ) -> None:
+        self.predictor, self.res, self.options = predictor, plan.res, options
+        self.neighbours = plan.run_neighbours()  # per grid window: does the neighbour on each side run
         self.merge = True
         # pieces of objects cut by a window side are dropped when the overlap lets a neighbour see them whole;
         # ios instead merges the pieces (objects larger than the overlap), so it keeps them
@@ -393,6 +406,13 @@ class _Classes(_Output):
         self.heatmap.abort()
 
 
+# the tasks tiled inference runs, and what each makes of the windows' predictions
+OUTPUTS: Registry[type[_Output]] = Registry("tiled-inference task")
+OUTPUTS.add("detect", _Detections)
+OUTPUTS.add("segment", _Segmentation)
+OUTPUTS.add("classify", _Classes)
+
+
 def _touches_inner_edge(xyxy: np.ndarray, win: Window, run_neighbour: np.ndarray) -> np.ndarray:
     """Rows (window pixels) within ``CUT_MARGIN`` of a window side across which a neighbouring window runs:
     objects this window cut that the neighbour (with an overlap wider than the objects) sees whole. Sides on
@@ -456,9 +476,10 @@ def plan_windows(
     """The window grid at the model's resolution, with background windows (under ``mask``) not kept."""
     options.check()
     task = predictor.task.name
-    if task not in ("detect", "segment", "classify"):
+    if task not in OUTPUTS:
+        *rest, last = OUTPUTS
         raise InvalidInput(
-            f"model {predictor.info.id} is a {task} model; tiled inference runs detect, segment and classify models"
+            f"model {predictor.info.id} is a {task} model; tiled inference runs {', '.join(rest)} and {last} models"
         )
     res = model_resolution(predictor, source, options)
     tile = tile_size(predictor, options)
@@ -502,25 +523,25 @@ def infer_image(
     res, tile, windows, keep = plan.res, plan.tile, plan.windows, plan.keep
     run = np.nonzero(keep)[0]
     out_dir.mkdir(parents=True, exist_ok=True)
-    output = _make_output(predictor, plan, options, out_dir, source)
+    output = OUTPUTS[task](predictor, plan, options, out_dir, source)
     if isinstance(output, _Detections):
         output.merge = merge
     failed: list[dict[str, Any]] = []
     done = 0
+    # a pipeline: reader threads → preprocess thread → model thread → this thread (decode, merge, stitch,
+    # progress), each stage a few batches ahead of the next, so the model never waits for NumPy work
+    read = stream_windows(source, res, windows[run], tile, batch=options.batch, readers=options.readers)
+
+    def prepare(batch: list[Window]) -> Prepared:
+        return _prepare_batch(predictor, batch, run, side, name, options)
+
+    prepared = ahead(read, prepare, depth=STAGE_DEPTH, name="gv-prep")
+    ran = ahead(prepared, lambda item: _run_prepared(predictor, item), depth=STAGE_DEPTH, name="gv-model")
     try:
         pending_skips = [int(i) for i in np.nonzero(~keep)[0]]
         skip_at = 0
-        for batch in stream_windows(source, res, windows[run], tile, batch=options.batch, readers=options.readers):
-            good = []
-            for win in batch:
-                win.index = int(run[win.index])
-                if win.error is None:
-                    good.append(win)
-                elif options.on_error == "fail":
-                    raise InvalidImage(f"{name}: window {list(win.xyxy)} could not be read: {win.error}")
-                else:
-                    failed.append({"xyxy": list(win.xyxy), "error": win.error})
-            outputs = _run_batch(predictor, good, tile, side, name) if good else []
+        for batch, good, outputs in ran:
+            failed.extend({"xyxy": list(win.xyxy), "error": win.error} for win in batch if win.error is not None)
             # keep the stitchers' row-major order: a batch spans rows, so the windows skipped (background or
             # unreadable) between its windows are reported in their place, not before or after the batch
             start = stop = 0  # good[start:stop] are read and not yet handed to the output
@@ -545,6 +566,8 @@ def infer_image(
     except BaseException:
         output.abort()
         raise
+    finally:
+        ran.close()  # stops the stage threads (each after its current batch) and joins them
     ann = predictor.stamp(ann)
     boxes = probs = None
     if isinstance(output, _Classes) and output.rows:
@@ -578,28 +601,43 @@ def _box(row: np.ndarray) -> tuple[int, int, int, int]:
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
 
-def _make_output(
-    predictor: Predictor, plan: WindowPlan, options: InferOptions, out_dir: Path, source: ImageSource
-) -> _Output:
-    task = predictor.task.name
-    if task == "detect":
-        return _Detections(predictor, plan.res, options, plan.run_neighbours())
-    if task == "segment":
-        return _Segmentation(predictor, plan, options, out_dir, source)
-    return _Classes(predictor, plan, options, out_dir, source)
+Prepared = tuple[list[Window], list[Window], np.ndarray | None, np.ndarray | None]
 
 
-def _run_batch(
-    predictor: Predictor, windows: Sequence[Window], tile: int, side: dict[str, Any] | None, name: str
-) -> list[np.ndarray]:
-    """The network's outputs for a batch of windows (padded patches, or letterboxed windows)."""
+def _prepare_batch(
+    predictor: Predictor,
+    batch: list[Window],
+    run: np.ndarray,
+    side: dict[str, Any] | None,
+    name: str,
+    options: InferOptions,
+) -> Prepared:
+    """The preprocess stage: a read batch as (windows, the readable ones, their normalised ``(N, 3, S, S)``
+    network input — padded patches or letterboxed windows —, side features). ``batch``'s indices become grid
+    indices (``run[i]``); an unreadable window fails the run here (``on_error`` fail), in its batch's turn."""
     from gigavision.images.pixels import to_rgb_uint8
 
+    good = []
+    for win in batch:
+        win.index = int(run[win.index])
+        if win.error is None:
+            good.append(win)
+        elif options.on_error == "fail":
+            raise InvalidImage(f"{name}: window {list(win.xyxy)} could not be read: {win.error}")
+    if not good:
+        return batch, good, None, None
     inputs = []
-    for win in windows:
+    for win in good:
         assert win.pixels is not None
         pixels = to_rgb_uint8(win.pixels)[: win.height, : win.width]
         inputs.append(predictor.prepare(pixels, f"{name} window {list(win.xyxy)}")[0])
-    metas = [side or {}] * len(windows) if predictor.side_names else None
-    side_batch = predictor.side_batch(metas, [name] * len(windows))
-    return predictor.run(np.ascontiguousarray(np.stack(inputs)), side_batch)
+        win.pixels = None  # read pixels are not needed past here: only the network input travels on
+    metas = [side or {}] * len(good) if predictor.side_names else None
+    side_batch = predictor.side_batch(metas, [name] * len(good))
+    return batch, good, np.ascontiguousarray(np.stack(inputs)), side_batch
+
+
+def _run_prepared(predictor: Predictor, item: Prepared) -> tuple[list[Window], list[Window], list[np.ndarray]]:
+    """The model stage: the network's outputs for a prepared batch (none for a batch of unreadable windows)."""
+    batch, good, x, side_batch = item
+    return batch, good, (predictor.run(x, side_batch) if x is not None else [])

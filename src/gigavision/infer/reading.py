@@ -3,17 +3,20 @@
 Windows come from ``tiling.grid`` (level-0 ``[x0, y0, x1, y1]``, row-major). Pixels are read through
 ``ImageSource.read_region`` (only the tiles a window touches, through the shared tile cache) on a small thread
 pool: while the model runs batch *k*, batches *k+1* and *k+2* are being decoded, so reading hides behind compute
-and at most ``PREFETCH + 1`` batches of windows are in memory — never the image.
+and at most ``PREFETCH + 1`` batches of windows are in memory — never the image. ``ahead`` chains further
+stages (preprocessing, the model call) on threads of their own, each at most ``depth`` batches ahead.
 """
 
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -27,6 +30,9 @@ if TYPE_CHECKING:
     from gigavision.images.source import ImageSource
 
 PREFETCH = 2  # batches read ahead of the one the model is running
+T = TypeVar("T")
+U = TypeVar("U")
+_END = object()
 
 
 def resolve_resolution(source: ImageSource, *, level: int | None = None, mpp: float | None = None) -> Resolution:
@@ -114,3 +120,49 @@ def stream_windows(
             futures = pending.popleft()
             submit()
             yield [f.result() for f in futures]
+
+
+def ahead(items: Iterator[T], fn: Callable[[T], U], *, depth: int = 2, name: str = "gv-stage") -> Generator[U]:
+    """``fn`` of each item, in order, computed on a thread of its own at most ``depth`` results ahead of the
+    consumer — a pipeline stage, so NumPy work overlaps the model's native code (which releases the GIL).
+
+    An exception raised by ``items`` or ``fn`` reaches the consumer as it was raised (same type and message),
+    after the results before it. Closing the generator (the consumer stopped: an error, a cancelled run) stops
+    the thread after the item it is working on and joins it; the thread closes ``items`` itself (it is the one
+    iterating them), so a chain of stages shuts down stage by stage and no thread outlives the run.
+    """
+    results: queue.SimpleQueue[Any] = queue.SimpleQueue()  # never blocks a put: ``slots`` bounds it
+    slots = threading.Semaphore(max(1, depth))  # results computed and not yet taken
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                slots.acquire()
+                if stop.is_set():
+                    return
+                results.put((True, fn(item)))
+            results.put(_END)
+        except BaseException as exc:  # handed to the consumer, in order
+            results.put((False, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            got = results.get()
+            if got is _END:
+                return
+            ok, value = got
+            if not ok:
+                raise value
+            slots.release()
+            yield value
+    finally:
+        stop.set()
+        slots.release()  # wakes the thread if it waits for a slot; it then sees ``stop``
+        thread.join()
