@@ -253,14 +253,14 @@ def _overview(source: ImageSource, max_side: int) -> np.ndarray:
     level still ``max_side`` across (``images.thumbnail.overview`` takes the coarsest level of an image smaller
     than ``max_side``, a blurrier picture than the image itself)."""
     from gigavision.images.display import to_uint8
+    from gigavision.images.resolution import read_level
     from gigavision.images.thumbnail import MAX_OVERVIEW_PIXELS, shrink
 
     level = 0
     for k, lvl in enumerate(source.levels):
         if max(lvl.width, lvl.height) >= max_side and lvl.width * lvl.height <= MAX_OVERVIEW_PIXELS:
             level = k
-    lvl = source.levels[level]
-    return shrink(to_uint8(source.read_window(level, 0, 0, lvl.width, lvl.height)), max_side)
+    return shrink(to_uint8(read_level(source, level)), max_side)
 
 
 def render_overlay(

@@ -309,23 +309,11 @@ def read_raster(
     source: ImageSource, box: tuple[float, float, float, float], out_w: int, out_h: int, *, nearest: bool
 ) -> np.ndarray:
     """``(out_h, out_w)`` uint8 values of ``box`` (x0, y0, x1, y1 in raster level-0 pixels, fractional),
-    read from the coarsest pyramid level that is fine enough and resampled once."""
-    from PIL import Image
+    read from the coarsest pyramid level that is fine enough and resampled once (nearest for class labels)."""
+    from gigavision.images.resolution import read_sized
 
-    x0, y0, x1, y1 = box
-    level = source.level_for_downsample(min((x1 - x0) / out_w, (y1 - y0) / out_h))
-    lvl = source.levels[level]
-    sx, sy = lvl.width / source.width, lvl.height / source.height
-    fx0, fy0 = min(x0 * sx, lvl.width), min(y0 * sy, lvl.height)
-    fx1, fy1 = min(x1 * sx, lvl.width), min(y1 * sy, lvl.height)
-    ix0, iy0 = min(math.floor(fx0), lvl.width - 1), min(math.floor(fy0), lvl.height - 1)
-    ix1, iy1 = max(ix0 + 1, math.ceil(fx1)), max(iy0 + 1, math.ceil(fy1))
-    arr = source.read_window(level, ix0, iy0, ix1 - ix0, iy1 - iy0)[:, :, 0]
-    crop = (fx0 - ix0, fy0 - iy0, max(fx1 - ix0, fx0 - ix0 + 1e-6), max(fy1 - iy0, fy0 - iy0 + 1e-6))
-    if arr.shape == (out_h, out_w) and crop == (0, 0, out_w, out_h):
-        return arr
-    filt = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
-    return np.asarray(Image.fromarray(arr).resize((out_w, out_h), filt, box=crop))
+    values: np.ndarray = read_sized(source, box, out_w, out_h, resample="nearest" if nearest else "bilinear")
+    return values[:, :, 0]
 
 
 def render_layer(raster: OpenRaster, box: tuple[float, float, float, float], width: int, height: int) -> np.ndarray:
