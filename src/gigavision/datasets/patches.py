@@ -36,7 +36,6 @@ from gigavision.annotations import Annotations
 from gigavision.cache import LRUCache, keep
 from gigavision.errors import InvalidInput
 from gigavision.geometry import Region
-from gigavision.images.pixels import resize
 from gigavision.images.resolution import resolution_for_mpp
 from gigavision.tiling.grid import GridSpec, MaskIndex, level_extent
 
@@ -303,9 +302,6 @@ class PatchSampler(ABC):
         ox, oy = round(x0 / level_ds) * level_ds, round(y0 / level_ds) * level_ds
         ann = self.images.annotations(i).crop(ox, oy, ox + pw * d, oy + ph * d, self.min_visible).scale(1.0 / d)
         return Patch(where.image_id, level, where.window, pixels, ann, d)
-
-
-_resize = resize  # the old private name, still imported by infer/engine.py until it uses images.pixels.resize
 
 
 class GridSampler(PatchSampler):

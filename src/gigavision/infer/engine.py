@@ -318,7 +318,7 @@ class _Segmentation(_Output):
 
 def _window_probs(predictor: Predictor, win: Window, p: np.ndarray, tile: int) -> np.ndarray:
     """A window's ``(C, tile, tile)`` class probabilities in read pixels from the network's ``(C, S, S)``."""
-    from gigavision.datasets.patches import _resize
+    from gigavision.images.pixels import resize
 
     if predictor.patch is not None:
         out = np.zeros((p.shape[0], tile, tile), dtype=np.float32)
@@ -329,7 +329,7 @@ def _window_probs(predictor: Predictor, win: Window, p: np.ndarray, tile: int) -
     scale = predictor.size / max(win.width, win.height)  # letterbox: network pixels per window pixel
     vh, vw = max(1, round(win.height * scale)), max(1, round(win.width * scale))
     seen = np.ascontiguousarray(p[:, :vh, :vw].transpose(1, 2, 0))
-    back = _resize(seen, win.width, win.height).transpose(2, 0, 1)
+    back = resize(seen, win.width, win.height).transpose(2, 0, 1)
     out = np.zeros((p.shape[0], tile, tile), dtype=np.float32)
     out[0] = 1.0
     out[:, : win.height, : win.width] = back / np.maximum(back.sum(axis=0, keepdims=True), 1e-12)

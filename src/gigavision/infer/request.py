@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gigavision.errors import InvalidInput
-from gigavision.infer.engine import DEFAULT_OVERLAP, InferOptions, InferResult, window_side
+from gigavision.infer.engine import DEFAULT_OVERLAP, OUTPUTS, InferOptions, InferResult, window_side
 from gigavision.infer.zoom import ZoomSpec, parse_zoom
 
 if TYPE_CHECKING:
@@ -41,14 +41,13 @@ if TYPE_CHECKING:
     from gigavision.workspace import Workspace
 
 RUNTIME_CHOICES = ("auto", "torch", "onnx")
-TILED_TASKS = ("detect", "segment", "classify")  # what infer.engine runs; embed/probe answer whole images only
 MIN_FOREGROUND = 0.05
 BATCH = 16
 
 
 def task_message(model_id: str, task: str) -> str:
     return (
-        f"model {model_id} has task {task!r}; tiled inference runs {', '.join(TILED_TASKS)} models"
+        f"model {model_id} has task {task!r}; tiled inference runs {', '.join(OUTPUTS)} models"
         f" (a {task} model answers small images whole: send one without tiling options)"
     )
 
@@ -188,7 +187,7 @@ class PredictRequest:
         overlap = min(DEFAULT_OVERLAP, tile // 4) if self.overlap is None else self.overlap
         options = self.options(overlap)
         window_side(options, size, patch, info.id)
-        if (self.tiling_asked or patch) and info.task not in TILED_TASKS:
+        if (self.tiling_asked or patch) and info.task not in OUTPUTS:
             raise InvalidInput(task_message(info.id, info.task))
         dask = self.dask
         if dask is None and self.workspace_dask and ws is not None and ws.settings.dask and self.zoom is None:
@@ -258,7 +257,7 @@ class Prediction:
             if pixels <= MAX_PREDICT_PIXELS:
                 return Plan(False, f"level {whole_level(source, size)} ({pixels:,} pixels) fits a whole-image read")
             plan = Plan(True, f"{source.width}×{source.height} has no level small enough to predict whole")
-        if self.info.task not in TILED_TASKS:
+        if self.info.task not in OUTPUTS:
             raise InvalidInput(task_message(self.info.id, self.info.task))
         if self.options.level is not None or self.options.mpp is not None:
             from gigavision.infer.reading import resolve_resolution
@@ -310,7 +309,7 @@ class Prediction:
     def predict_tiled(self, items: list[str], progress: Progress | None = None) -> list[InferResult]:
         """Images window by window: here (with the zoom-in's coarse pass) or on the Dask cluster."""
         r = self.request
-        if self.info.task not in TILED_TASKS:
+        if self.info.task not in OUTPUTS:
             raise InvalidInput(task_message(self.info.id, self.info.task))
         predictor = self.predictor()
         if self.dask is not None:
