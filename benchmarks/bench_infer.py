@@ -48,7 +48,7 @@ import _util as u
 
 sys.path.insert(0, str(u.ROOT))  # tests/test_infer_zoom.py (scene generator), tests/scenes.py, tests/conftest.py
 
-PARTS = ("throughput", "zoom", "sahi")
+PARTS = ("throughput", "zoom", "sahi", "cli_rss")
 TARGETS = {
     "throughput_ratio_min": 0.9,
     "zoom_tiles_ratio_min": 4.0,
@@ -888,6 +888,34 @@ def bench_sahi(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 # -- driver ----------------------------------------------------------------------------------------------------
+def bench_cli_rss(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Peak RSS of ``gigavision predict`` itself (CLI start-up, model, engine) on the SAHI big image, ONNX
+    (torch never imported) against torch in the same run; target ≤ 600 MB for ONNX (was 1.34 GB)."""
+    detector_info()
+    big, _ = sahi_images((8_192, 8_192) if args.quick else CLAIM_SIZE, args.crop)
+    ws = MODELS / "detector" / "ws"
+    gigavision = str(Path(u.PY).with_name("gigavision"))
+    overlap = int(args.overlap_ratio * args.slice)
+    out: dict[str, Any] = {"image": {"path": big.name, **_size_of(big)}, "target_onnx_peak_rss_mb_max": 600}
+    for runtime in ("onnx", "torch"):
+        rusage = work / f"cli-{runtime}.rusage.json"
+        cmd = [gigavision, "-w", str(ws), "predict", "bench-detector", str(big), "--tile", str(args.slice)]
+        cmd += ["--overlap", str(overlap), "--min-score", str(args.min_score), "--runtime", runtime, "--json"]
+        child = u.run_child([u.PY, "-c", LAUNCHER, str(rusage), *cmd]).check()
+        (item,) = json.loads(child.stdout)["items"]
+        usage = json.loads(rusage.read_text())
+        out[runtime] = {
+            "peak_rss_mb": u.rnd(usage["maxrss_kb"] / 1024, 0),
+            "wall_s": u.rnd(child.wall_s),
+            "cpu_s": u.rnd(usage["cpu_s"]),
+            "windows": item["tiles"]["run"],
+            "detections": item["n_annotations"],
+        }
+        u.log(f"  cli {runtime}: peak RSS {out[runtime]['peak_rss_mb']} MB, {out[runtime]['wall_s']} s")
+    out["met"] = {"onnx_peak_rss": out["onnx"]["peak_rss_mb"] <= 600}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller scenes and images, fewer repeats")
@@ -941,7 +969,7 @@ def main() -> None:
     started = time.perf_counter()
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries the one JSON line
-            benches = {"throughput": bench_throughput, "zoom": bench_zoom, "sahi": bench_sahi}
+            benches = {"throughput": bench_throughput, "zoom": bench_zoom, "sahi": bench_sahi, "cli_rss": bench_cli_rss}
             for part in parts:
                 t0 = time.perf_counter()
                 load = [round(v, 2) for v in os.getloadavg()]
