@@ -1,8 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
-import type { AnnotationRecord, BBox, NewAnnotation } from "../src/api";
+import type { AnnotationRecord, NewAnnotation } from "../src/api";
 import { EditSync, type MessageKind, type SyncView } from "../src/edit-sync";
 import { ViewportCache, type Entry } from "../src/viewport-cache";
+import { boxRecord } from "./records";
 
 const IMAGE = "ab".repeat(32);
 
@@ -83,22 +84,6 @@ function json(status: number, body: unknown): Response {
 
 function error(status: number, message: string): Response {
   return json(status, { error: { code: "x", message } });
-}
-
-function boxRecord(id: number, bbox: BBox): AnnotationRecord {
-  return {
-    id,
-    version: 1,
-    kind: "box",
-    label: "cell",
-    bbox,
-    geometry: null,
-    mask: null,
-    score: null,
-    source: "fixture",
-    status: "proposed",
-    attributes: {},
-  };
 }
 
 /** What the page would show: drawn shapes (by Annotorious id), messages, and when edits finish. */

@@ -10,22 +10,9 @@ import {
   ViewportCache,
   type Page,
 } from "../src/viewport-cache";
+import { boxRecord } from "./records";
 
-function box(id: number, bbox: BBox, version = 1): AnnotationRecord {
-  return {
-    id,
-    version,
-    kind: "box",
-    label: "cell",
-    bbox,
-    geometry: null,
-    mask: null,
-    score: null,
-    source: "test",
-    status: "proposed",
-    attributes: {},
-  };
-}
+const box = boxRecord;
 
 function polygon(id: number, bbox: BBox, version = 1): AnnotationRecord {
   const [x0, y0, x1, y1] = bbox;
