@@ -15,7 +15,7 @@ row first) and hands each window's class probabilities ``(C, h, w)`` to ``MaskSt
 
 The outputs (the read level's pixel grid: ``ceil(width / downsample) × ceil(height / downsample)``) are a label
 mask at ``path`` and, when ``probabilities``, its foreground-probability file, in the format of
-``infer.mask_file``; skipped windows are class 0. Files appear atomically (temp + ``os.replace``); a stitcher
+``infer.mask_file``; skipped windows are class 0. Files appear atomically (temp + ``files.publish``); a stitcher
 that is never closed, or fails, leaves nothing at ``path``. ``infer.vectorize`` turns the mask into polygons.
 """
 
@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from gigavision.errors import InvalidInput
+from gigavision.files import publish
 from gigavision.infer.mask_file import (
     TILE,
     build_pyramid,
@@ -207,7 +208,7 @@ class MaskStitcher:
                 pages.unlink(missing_ok=True)
             # the label mask last: once it is at ``path``, its probability file is there too
             for (final, _, _), tmp in reversed(list(zip(outputs, self._final_tmp, strict=True))):
-                os.replace(tmp, final)
+                publish(tmp, final)
         except BaseException:
             self.abort()
             raise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 
 from gigavision.errors import GigavisionError
+from gigavision.files import publish
 from gigavision.models.side import SIDE_INPUT
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def export_onnx(task: Task, net: torch.nn.Module, path: Path, size: int) -> floa
     if not diff <= PARITY_ATOL:
         tmp.unlink(missing_ok=True)
         raise ExportError(f"ONNX export of {task.name}/{task.arch} differs from torch by {diff:.3g} (> {PARITY_ATOL})")
-    os.replace(tmp, path)
+    publish(tmp, path)
     return diff
 
 

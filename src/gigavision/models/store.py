@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gigavision import files
 from gigavision.errors import InvalidInput, NotFound
+from gigavision.files import atomic_path, write_text
 from gigavision.models.card import MODEL_JSON as MODEL_JSON  # the file name, for readers of a model folder
 from gigavision.models.card import ModelCard, ModelInput
 
@@ -200,19 +202,15 @@ def output_file(path: Path, default_name: str | None = None) -> Path:
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON through a temporary file and a rename (never a half-written file); the folder is created."""
-    path = output_file(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(output_file(path), json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def copy_file(source: Path, path: Path) -> Path:
     """Copy ``source`` to ``path`` (``output_file``: a folder gets the source's name) through a temporary file
     and a rename; returns where it went."""
     target = output_file(path, source.name)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
     return target
 
 
@@ -221,7 +219,7 @@ def publish(ws: Workspace, staging: Path, model_id: str) -> ModelInfo:
     target = models_dir(ws) / check_model_id(model_id)
     if target.exists():
         raise InvalidInput(f"model {model_id} already exists; choose another id")
-    os.replace(staging, target)
+    files.publish(staging, target)
     return _info(target)
 
 

@@ -103,14 +103,14 @@ def _callbacks(run: Path, recipe: Recipe, progress: Progress | None, show_bar: b
 def _atomic_io() -> Any:
     from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+    from gigavision.files import atomic_path
+
     class AtomicCheckpointIO(TorchCheckpointIO):
         """Checkpoints written to a temporary file and renamed: a kill mid-write keeps the previous one."""
 
         def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-            target = Path(path)
-            tmp = target.with_name(f".{target.name}.tmp")
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, target)
+            with atomic_path(path) as tmp:
+                super().save_checkpoint(checkpoint, tmp, storage_options)
 
     return AtomicCheckpointIO()
 
