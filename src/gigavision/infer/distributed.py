@@ -42,7 +42,7 @@ import numpy as np
 
 from gigavision.cache import LRUCache
 from gigavision.errors import GigavisionError, InvalidInput
-from gigavision.infer.engine import InferOptions, InferResult, WindowPlan, infer_image, merge_detections
+from gigavision.infer.engine import BATCH, InferOptions, InferResult, WindowPlan, infer_image, merge_detections
 from gigavision.infer.predictors import loaded_predictor
 from gigavision.infer.run import PREDICTIONS_DIR, output_dir, prepare_input
 from gigavision.progress import Progress
@@ -190,7 +190,7 @@ _KEEP_WORKSPACES = 4
 _WORKSPACES: LRUCache[str, Workspace] = LRUCache(_KEEP_WORKSPACES)  # evicted ones are closed
 
 
-def worker_predictor(info: ModelInfo, runtime: str, device: str, batch: int = 16) -> Predictor:
+def worker_predictor(info: ModelInfo, runtime: str, device: str, batch: int = BATCH) -> Predictor:
     """This process's ``Predictor`` for a model, from the process's predictor cache
     (``infer.predictors``, the one ``POST /api/v1/predict`` uses too): loading a network takes seconds and a
     worker runs many tasks of the same model. A model removed and retrained under the same id is reloaded."""

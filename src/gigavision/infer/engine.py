@@ -47,6 +47,7 @@ ON_ERROR: tuple[str, ...] = get_args(OnError)
 Pooling = Literal["max", "mean"]
 POOLINGS: tuple[str, ...] = get_args(Pooling)
 CUT_MARGIN = 2  # pixels from a window side within which a detection counts as cut by it
+BATCH = 16  # windows per model call: the default of every tiled path (CLI, REST, jobs, Dask, zoom-in)
 HEATMAP_CELLS = 16  # heatmap pixels per window side: enough to see the blend, tiny next to the image
 DEFAULT_OVERLAP = 64
 STAGE_DEPTH = 2  # batches a pipeline stage (preprocess, model) may run ahead of the next
@@ -70,7 +71,7 @@ class InferOptions:
 
     tile: int | None = None
     overlap: int = DEFAULT_OVERLAP
-    batch: int = 16
+    batch: int = BATCH
     level: int | None = None
     mpp: float | None = None
     skip_background: float | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gigavision.cache import LRUCache
+from gigavision.infer.engine import BATCH
 
 if TYPE_CHECKING:
     from gigavision.models.predict import Predictor
@@ -22,7 +23,7 @@ PredictorKey = tuple[str, str, str, int, int, str, str, int]
 PREDICTORS: LRUCache[PredictorKey, Predictor] = LRUCache(KEEP_PREDICTORS)
 
 
-def predictor_key(info: ModelInfo, runtime: str, device: str = "cpu", batch: int = 16) -> PredictorKey:
+def predictor_key(info: ModelInfo, runtime: str, device: str = "cpu", batch: int = BATCH) -> PredictorKey:
     from gigavision.models.store import MODEL_JSON
 
     try:
@@ -33,7 +34,7 @@ def predictor_key(info: ModelInfo, runtime: str, device: str = "cpu", batch: int
     return (str(info.path), info.id, str(info.created_at), *identity, runtime, device, int(batch))
 
 
-def loaded_predictor(info: ModelInfo, runtime: str, *, device: str = "cpu", batch: int = 16) -> Predictor:
+def loaded_predictor(info: ModelInfo, runtime: str, *, device: str = "cpu", batch: int = BATCH) -> Predictor:
     """The ``Predictor`` of ``info`` in ``runtime`` on ``device``: kept from an earlier call, else loaded now."""
     from gigavision.models.predict import Predictor
 

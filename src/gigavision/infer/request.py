@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gigavision.errors import InvalidInput
-from gigavision.infer.engine import DEFAULT_OVERLAP, OUTPUTS, InferOptions, InferResult, window_side
+from gigavision.infer.engine import BATCH, DEFAULT_OVERLAP, OUTPUTS, InferOptions, InferResult, window_side
 from gigavision.infer.zoom import ZoomSpec, parse_zoom
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 RUNTIME_CHOICES = ("auto", "torch", "onnx")
 MIN_FOREGROUND = 0.05
-BATCH = 16
 
 
 def task_message(model_id: str, task: str) -> str:

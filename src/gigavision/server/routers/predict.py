@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from gigavision.errors import GigavisionError, InvalidInput, LimitExceeded
+from gigavision.infer.engine import BATCH
 from gigavision.infer.jobs import OPTION_KEYS, PredictParams, class_colours, predict_params
 from gigavision.infer.request import MIN_FOREGROUND, Prediction, PredictRequest
 from gigavision.server.deps import WorkspaceDep
@@ -71,7 +72,7 @@ class PredictFields(BaseModel):
     merge: str = Field("nms", max_length=32, description="tiled detect: nms, soft_nms, wbf, ios or none")
     merge_threshold: float = Field(0.5, description="tiled detect: IoU (IoS for ios) of one object")
     min_score: float = Field(0.3, description="tiled detect: keep detections scoring at least this")
-    batch: int = Field(16, ge=1, le=256, description="tiled: windows per model batch")
+    batch: int = Field(BATCH, ge=1, le=256, description="tiled: windows per model batch")
     on_error: Literal["fail", "skip"] = Field("fail", description="tiled: a window that fails to decode")
     side: dict[str, float] | None = Field(None, description="side features KEY: number (default: image metadata)")
     zoom: str | None = Field(
