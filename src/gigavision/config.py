@@ -34,6 +34,15 @@ class Limits(BaseModel):
     )
     max_tile_pixels: int = Field(4096 * 4096, gt=0, description="Most pixels in one tile/region response.")
     max_upload_bytes: int = Field(8 * 1024**3, gt=0, description="Largest accepted upload.")
+    max_request_bytes: int = Field(
+        16 * 1024**2, gt=0, description="Largest body of any request that is not a file upload (JSON, forms)."
+    )
+    max_archive_members: int = Field(100_000, gt=0, description="Most members an imported archive may hold.")
+    max_annotation_vertices: int = Field(100_000, gt=0, description="Most vertices in one annotation's geometry.")
+    max_records_per_request: int = Field(10_000, gt=0, description="Most annotations written by one REST request.")
+    max_train_batch_pixels: int = Field(
+        64 * 512 * 512, gt=0, description="REST training: most batch size x input pixels (bounds a job's memory)."
+    )
 
 
 class IngestSettings(BaseModel):
@@ -42,6 +51,28 @@ class IngestSettings(BaseModel):
     jpeg_quality: int = Field(90, ge=1, le=100)
     thumbnail_size: int = Field(512, ge=32, le=2048)
     follow_symlinks: bool = False
+
+
+class ServerSettings(BaseModel):
+    """Who may reach the server and how logins last (issue 13)."""
+
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the server answers besides loopback (DNS-rebinding guard), e.g. gv.example.org.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to read /iiif and /dzi tiles cross-origin (empty: none; '*': any).",
+    )
+    session_hours: float = Field(12.0, gt=0, description="A web login lasts this long without use.")
+    login_attempts_per_minute: int = Field(10, gt=0, description="Failed logins allowed per user and per address.")
+
+
+class JobSettings(BaseModel):
+    """How long a running job may go silent before it is requeued or failed."""
+
+    lease_seconds: float = Field(60.0, gt=0, description="A running job's lease; its heartbeat renews it.")
+    max_retries: int = Field(2, ge=0, description="Times a job whose worker died is requeued before it fails.")
 
 
 class Settings(BaseSettings):
@@ -59,6 +90,8 @@ class Settings(BaseSettings):
     job_workers: int = Field(1, ge=0, le=64, description="Job threads inside the server (0: run `gigavision worker`).")
     limits: Limits = Limits()
     ingest: IngestSettings = IngestSettings()
+    server: ServerSettings = ServerSettings()
+    jobs: JobSettings = JobSettings()
     tile_cache_mb: int = Field(256, ge=0)
 
     def resolved_db_url(self) -> str:
