@@ -54,6 +54,27 @@ class Conflict(GigavisionError):
     http_status = 409
 
 
+class Unauthorized(GigavisionError):
+    """No valid login (session cookie or API token) where the workspace has users, or a wrong password."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(GigavisionError):
+    """The login is valid but its role does not allow this, or a CSRF token is missing or wrong."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class TooManyAttempts(GigavisionError):
+    """Too many failed logins for one user or one address in the last minute."""
+
+    code = "too_many_attempts"
+    http_status = 429
+
+
 class ConfigError(GigavisionError):
     """The workspace or its settings are missing or invalid."""
 
