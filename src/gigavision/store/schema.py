@@ -304,3 +304,55 @@ class QcLabelRow(Base):
     annotator: Mapped[str | None] = mapped_column(String(256))  # None for the consensus
     role: Mapped[str] = mapped_column(String(16))  # submission | consensus
     verdict: Mapped[str | None] = mapped_column(String(16))  # submissions, once decided: accepted | rejected
+
+
+class UserRow(Base):
+    """A person who logs in (``gigavision.store.users``): argon2id password hash, one role, never deleted
+    (disabled instead, so what they did keeps a name)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))  # admin | manager | reviewer | annotator | viewer
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LoginSessionRow(Base):
+    """A web login: the cookie's random id is stored only as its sha256; expiry slides with use."""
+
+    __tablename__ = "login_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ApiTokenRow(Base):
+    """An API token (``Authorization: Bearer``): the secret is shown once and stored only as its sha256."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # at most the user's permissions
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class LoginAttemptRow(Base):
+    """A failed login, kept a minute for the per-user and per-address rate limits."""
+
+    __tablename__ = "login_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    user_name: Mapped[str] = mapped_column(String(200), index=True)
+    address: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
