@@ -186,6 +186,10 @@ class JobRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # a running job's lease (its worker's heartbeat renews it; expired: the reaper requeues or fails the job)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker: Mapped[str | None] = mapped_column(String(256))  # host:pid that claimed it last
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # claims so far
 
 
 class LabelEventRow(Base):
