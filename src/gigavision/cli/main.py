@@ -14,6 +14,7 @@ from gigavision.cli import datasets as dataset_commands
 from gigavision.cli import images, jobs, serve, transfer, workspace
 from gigavision.cli import models as model_commands
 from gigavision.cli import quality as quality_commands
+from gigavision.cli import users as user_commands
 from gigavision.cli.common import State, WorkspaceOpt, err_console
 from gigavision.errors import GigavisionError
 
@@ -71,6 +72,7 @@ app.command("evaluate")(model_commands.evaluate_cmd)
 app.command("predict")(model_commands.predict_cmd)
 app.command("export-model")(model_commands.export_model_cmd)
 app.add_typer(model_commands.models_app, name="models")
+app.add_typer(user_commands.users_app, name="users")
 
 
 def main(argv: list[str] | None = None) -> int:
