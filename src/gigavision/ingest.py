@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gigavision.errors import GigavisionError
+from gigavision.errors import GigavisionError, InvalidInput
 from gigavision.images.ingest import PYRAMID_NAME, Prepared, collect_inputs, prepare
 from gigavision.images.metadata import jsonable
 from gigavision.progress import Progress
@@ -19,6 +19,8 @@ from gigavision.store.blobs import blob_key, sha256_file
 from gigavision.store.schema import ImageRow
 
 if TYPE_CHECKING:
+    from gigavision.config import Settings
+    from gigavision.jobs.context import JobContext
     from gigavision.workspace import Workspace
 
 
@@ -147,3 +149,43 @@ def image_row(ws: Workspace, path: Path, sha: str, name: str, shown: str, prepar
         display_window=list(prepared.display_window) if prepared.display_window else None,
         meta={**jsonable(info.metadata), **prepared.extra},
     )
+
+
+# -- ingest of an upload as a job (kind ``ingest``) ------------------------------------------------------------
+LONG_INGEST_BYTES = 64 * 1024**2  # hashing and copying this much alone takes about a second
+
+
+def runs_long(path: Path, settings: Settings) -> bool:
+    """Whether ingesting ``path`` takes long enough to be a job rather than part of a request: a side over
+    ``ingest.pyramid_threshold`` (a pyramid is built, or a big tiled file is read for its thumbnail and mask:
+    seconds to minutes) or more than ``LONG_INGEST_BYTES``. Reads only the header; a file whose header cannot be
+    read is not long: the synchronous ingest rejects it with its reason."""
+    from gigavision.images.registry import open_image
+
+    if path.stat().st_size > LONG_INGEST_BYTES:
+        return True
+    try:
+        with open_image(path, limits=settings.limits) as source:
+            return max(source.info.width, source.info.height) > settings.ingest.pyramid_threshold
+    except (GigavisionError, OSError):
+        return False
+
+
+def run_ingest(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Ingest the job's uploaded file (``{"file": NAME}``, in its input folder); a rejection fails the job with
+    its reason. The input is deleted once ingested (the image store holds the bytes now)."""
+    from gigavision.errors import InvalidImage, LimitExceeded
+
+    name = params.get("file")
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise InvalidInput(f"file must be the plain name of the uploaded file, got {name!r}")
+    path = ctx.input_dir / name
+    if not path.is_file():
+        raise InvalidInput(f"{name}: the uploaded file is missing from the job's input folder")
+    result = ingest_file(ctx.workspace, path, name=name, source_path=f"upload:{name}", progress=ctx.progress)
+    path.unlink(missing_ok=True)
+    if result.status == "rejected":
+        error = LimitExceeded if result.code == "limit_exceeded" else InvalidImage
+        raise error(result.reason or f"{name}: rejected")
+    ctx.conclude(f"{result.status}: {result.id}")
+    return result.as_dict()
