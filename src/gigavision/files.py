@@ -27,6 +27,17 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def make_dirs(folder: str | os.PathLike[str]) -> None:
+    """``mkdir -p folder``, durably: each folder created is synced into its parent, so a file published
+    inside a new folder (``blobs/ab/…``) cannot lose its folder's name in a power cut after the commit."""
+    path = Path(folder)
+    if path.is_dir():
+        return
+    make_dirs(path.parent)
+    path.mkdir(exist_ok=True)
+    fsync_dir(path.parent)
+
+
 def publish(tmp: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
     """Rename the finished ``tmp`` (a file or a folder) onto ``dest`` durably: its bytes, then the name."""
     tmp_path, dest_path = Path(tmp), Path(dest)
@@ -48,7 +59,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """A temp path for a writer that takes a path (libvips, zipfile, onnx export, a folder being filled);
     published onto ``dest`` when the block ends cleanly, removed when it raises."""
     dest_path = Path(dest)
-    dest_path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dest_path.parent)
     tmp = temp_beside(dest_path)
     try:
         yield tmp

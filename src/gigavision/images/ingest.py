@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from gigavision.config import Settings
+from gigavision.files import atomic_write
 from gigavision.images.cache import TileCache
 from gigavision.images.display import display_window
 from gigavision.images.pyramid import build_pyramid
@@ -202,10 +203,12 @@ def prepare(path: Path, settings: Settings, folder: Path, *, progress: Progress 
 def _save_jpeg(arr: np.ndarray, out: Path) -> None:
     from PIL import Image
 
-    Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(out, "JPEG", quality=85)
+    with atomic_write(out) as fh:  # fsynced: the catalogue commits the row right after publishing the folder
+        Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr).save(fh, "JPEG", quality=85)
 
 
 def _save_png(arr: np.ndarray, out: Path) -> None:
     from PIL import Image
 
-    Image.fromarray(arr).save(out, "PNG", optimize=True)
+    with atomic_write(out) as fh:
+        Image.fromarray(arr).save(fh, "PNG", optimize=True)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from gigavision import files
 from gigavision.cache import LRUCache, keep
 from gigavision.errors import GigavisionError, InvalidInput, NotFound
 from gigavision.store import refs as refs_
@@ -241,10 +242,10 @@ class ImageCatalog:
             stored_blob = moved = False
             try:
                 stored_blob = blobs.put_file(original, row.blob_key)
-                final.parent.mkdir(parents=True, exist_ok=True)
+                files.make_dirs(final.parent)
                 if final.exists():  # no row owns it: leftover of an ingest killed before its commit
                     shutil.rmtree(final)
-                scratch.rename(final)
+                files.publish(scratch, final)  # the rename is durable before the row is committed
                 moved = True
                 with self.session() as s:
                     s.add(row)
