@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -52,6 +53,14 @@ def temp_beside(dest: str | os.PathLike[str]) -> Path:
     """A fresh hidden name next to ``dest`` (same folder, so the final rename never crosses a filesystem)."""
     dest_path = Path(dest)
     return dest_path.with_name(f".{dest_path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one ``temp_beside`` makes (what a writer killed before its rename leaves behind)."""
+    return _TEMP_NAME.match(name) is not None
+
+
+_TEMP_NAME = re.compile(r"^\..+\.tmp-\d+-[0-9a-f]{12}$")
 
 
 @contextlib.contextmanager
