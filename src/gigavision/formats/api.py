@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,7 +92,7 @@ def import_annotations(
     report with file, item and reason. An input that cannot be read at all raises ``InvalidInput`` and
     changes nothing.
     """
-    from gigavision.formats.archive import safe_extract
+    from gigavision.formats.archive import ArchiveLimits, safe_extract
     from gigavision.formats.importing import ImportSession
 
     module = get_format(fmt)
@@ -101,9 +101,11 @@ def import_annotations(
         raise InvalidInput(f"{path}: no such file or folder")
     session = ImportSession(ws, fmt, options or ImportOptions(), actor, progress)
     if path.is_file() and path.suffix.lower() == ".zip":
-        scratch = Path(tempfile.mkdtemp(prefix="gigavision-import-"))
+        # under the workspace (its disk, swept with the upload spool), never the system temp folder
+        scratch = ws.root / "cache" / "uploads" / f"import-{uuid.uuid4().hex}"
+        scratch.mkdir(parents=True)
         try:
-            for member, reason in safe_extract(path, scratch):
+            for member, reason in safe_extract(path, scratch, ArchiveLimits.of(ws.settings.limits)):
                 session.reject(path.name, member, reason)
             try:
                 module.parse(_single_folder(scratch, fmt), session)

@@ -14,17 +14,27 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from gigavision.config import Limits
 from gigavision.errors import InvalidInput, LimitExceeded
 from gigavision.files import atomic_path
 
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest zip date: no timestamps in exports
 
 
+EXPANSION = 10  # an archive may unpack to at most this many times limits.max_upload_bytes
+
+
 @dataclass(frozen=True)
 class ArchiveLimits:
-    max_members: int = 1_000_000
-    max_total_bytes: int = 64 * 1024**3
+    max_members: int = 100_000
+    max_total_bytes: int = EXPANSION * Limits().max_upload_bytes
     max_ratio: float = 1000.0  # uncompressed / compressed bytes of one member (zip bombs reach millions)
+
+    @classmethod
+    def of(cls, limits: Limits) -> ArchiveLimits:
+        """The caps a workspace's ``[limits]`` set: ``max_archive_members`` members, and at most
+        ``EXPANSION`` × ``max_upload_bytes`` unpacked (what an accepted upload may grow to)."""
+        return cls(max_members=limits.max_archive_members, max_total_bytes=EXPANSION * limits.max_upload_bytes)
 
 
 def write_zip(folder: Path, dest: Path) -> int:
@@ -97,12 +107,24 @@ def safe_extract(archive: Path, dest: Path, limits: ArchiveLimits | None = None)
                 chosen.append(m)
         budget = limits.max_total_bytes
         root = dest.resolve()
+        written: set[Path] = set()
         for m in chosen:
             target = (root / m.filename.replace("\\", "/")).resolve()
             if not target.is_relative_to(root):
                 rejected.append((m.filename, "path escapes the extraction folder"))
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
+            if target in written:
+                rejected.append((m.filename, "a second member of the same name (the first one is kept)"))
+                continue
+            try:  # ``a`` and ``a/b.json`` in one archive: the second of them cannot be extracted
+                target.parent.mkdir(parents=True, exist_ok=True)
+                clash = target.is_dir()
+            except OSError:  # a folder on the path is already a file
+                clash = True
+            if clash:
+                rejected.append((m.filename, "a file and a folder of the same name in the archive (the first is kept)"))
+                continue
+            written.add(target)
             try:
                 with zf.open(m) as src, target.open("wb") as out:
                     while chunk := src.read(1 << 20):
