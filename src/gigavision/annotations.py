@@ -36,6 +36,108 @@ PREDICTION_ATTRIBUTES = ("model", "uncertainty")
 Any class accepts them without declaring them in the label schema (a declared one keeps its allowed values)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Canvas:
+    """What an annotation written from outside (import, REST) must fit: its image's level-0 size and the caps.
+
+    ``max_vertices``: most coordinates in one geometry; ``max_mask_pixels``: the largest RLE window (h × w) a
+    mask may declare (None: no cap).
+    """
+
+    width: int
+    height: int
+    max_vertices: int
+    max_mask_pixels: int | None = None
+
+
+def shape_problem(
+    kind: str, box: Sequence[float] | None, geometry: Any, mask_size: tuple[int, int] | None, canvas: Canvas
+) -> str | None:
+    """Why an annotation cannot be stored on the canvas's image (None when it can): the one check of import
+    and REST writes.
+
+    Coordinates finite, non-negative and inside the image (its edges included, no tolerance); boxes and masks
+    with an area; a geometry of its kind's type with at most ``max_vertices`` coordinates; polygons valid
+    (not self-intersecting) and with an area. A mask's declared RLE ``size`` ``[h, w]`` must be the window of
+    its box and at most ``max_mask_pixels``: it is checked from the declaration, before anything is decoded,
+    so a 125-byte mask cannot make the server allocate gigabytes. ``box`` is optional for polygons and points
+    (checked when given), ``geometry`` for boxes and masks (ignored).
+    """
+    import shapely
+
+    if kind not in KINDS:
+        return f"kind must be one of {', '.join(KINDS)}, got {kind!r:.40}"
+    if kind == "tag":
+        return None
+    if kind in ("box", "mask"):
+        if box is None:
+            return f"a {kind} needs a bbox"
+        problem = _check_bounds(box, canvas, kind, need_area=True)
+        if problem or kind == "box":
+            return problem
+        if mask_size is None:
+            return "a mask needs an RLE mask"
+        h, w = mask_size
+        x0, y0, x1, y1 = (float(v) for v in box)
+        bh, bw = math.ceil(y1) - math.floor(y0), math.ceil(x1) - math.floor(x0)
+        if (h, w) != (bh, bw):
+            return f"mask size [{h}, {w}] is not [{bh}, {bw}], the pixel window of its box {_shown(box)}"
+        if canvas.max_mask_pixels is not None and h * w > canvas.max_mask_pixels:
+            return f"mask of {w}x{h} = {h * w:,} pixels is more than {canvas.max_mask_pixels:,} (max_mask_pixels)"
+        return None
+    if geometry is None or geometry.is_empty:
+        return f"empty {kind}"
+    n = int(shapely.get_num_coordinates(geometry))
+    if n > canvas.max_vertices:
+        return f"{kind} has {n} vertices, more than max_vertices {canvas.max_vertices}"
+    coords = shapely.get_coordinates(geometry)
+    if not np.isfinite(coords).all():
+        return "NaN or infinite coordinates"
+    if box is not None:
+        problem = _check_bounds(box, canvas, "bbox", need_area=False)
+        if problem:
+            return problem
+    if kind == "point":
+        if geometry.geom_type != "Point":
+            return f"a point must be a Point, got {geometry.geom_type}"
+        x, y = coords[0]
+        return _check_bounds((x, y, x, y), canvas, "point", need_area=False)
+    problem = _check_bounds(tuple(geometry.bounds), canvas, "polygon", need_area=False)
+    if problem:
+        return problem
+    if geometry.geom_type not in GEOMETRY_TYPES["polygon"]:
+        return f"a polygon must be a Polygon or MultiPolygon, got {geometry.geom_type}"
+    if not shapely.is_valid(geometry):
+        reason = shapely.is_valid_reason(geometry)
+        what = "self-intersecting polygon" if "intersection" in reason.lower() else "invalid polygon"
+        return f"{what} ({reason})"
+    if geometry.area <= 0:
+        return "polygon has zero area"
+    return None
+
+
+def _shown(box: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{float(v):g}" for v in box) + "]"
+
+
+def _check_bounds(box: Sequence[float], canvas: Canvas, what: str, *, need_area: bool) -> str | None:
+    if len(box) != 4:
+        return f"{what} must be four numbers [x0, y0, x1, y1], got {len(box)}"
+    x0, y0, x1, y1 = (float(v) for v in box)
+    shown = _shown(box)
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        return f"NaN or infinite coordinates in {what} {shown}"
+    if min(x0, y0, x1, y1) < 0:
+        return f"negative coordinates in {what} {shown}"
+    if x1 < x0 or y1 < y0:
+        return f"{what} {shown} has x1 < x0 or y1 < y0"
+    if need_area and (x1 == x0 or y1 == y0):
+        return f"{what} {shown} has zero width or height"
+    if x1 > canvas.width or y1 > canvas.height:
+        return f"{what} {shown} extends outside the {canvas.width}x{canvas.height} image"
+    return None
+
+
 def _object_column(values: Sequence[Any], n: int) -> np.ndarray:
     out = np.empty(n, dtype=object)
     for i, v in enumerate(values):
@@ -437,10 +539,21 @@ class Annotations:
         return records
 
     @classmethod
-    def from_records(cls, records: Sequence[Mapping[str, Any]]) -> Annotations:
-        """Inverse of ``to_records``; raises ``InvalidInput`` naming the first bad record."""
+    def from_records(
+        cls, records: Sequence[Mapping[str, Any]], *, canvas: Canvas | None = None, max_records: int | None = None
+    ) -> Annotations:
+        """Inverse of ``to_records``; raises ``InvalidInput`` naming the first bad record (its index).
+
+        Records from outside (REST) name their image's ``canvas``: each is checked by ``shape_problem`` before
+        its mask is decoded, and more than ``max_records`` of them are refused before any is read.
+        """
         import shapely
 
+        if max_records is not None and len(records) > max_records:
+            raise InvalidInput(
+                f"annotation record {max_records}: more than {max_records} records in one request "
+                "(max_records_per_request); send them in several requests"
+            )
         cols: dict[str, list[Any]] = {
             k: []
             for k in ("kind", "label", "xyxy", "geometry", "mask", "score", "source", "status", "attributes", "id")
@@ -461,6 +574,11 @@ class Annotations:
                     box = list(geom.bounds)
                 else:
                     raise InvalidInput(f"a {kind} needs a bbox or a geometry")
+                if canvas is not None:  # from the declared values: nothing decoded yet
+                    size = _mask_size(r["mask"]) if kind == "mask" and r.get("mask") is not None else None
+                    problem = shape_problem(kind, box, geom, size, canvas)
+                    if problem:
+                        raise InvalidInput(problem)
                 cols["kind"].append(kind)
                 cols["label"].append(r["label"])
                 cols["xyxy"].append(box)
@@ -492,6 +610,18 @@ class Annotations:
         )
 
 
+def _mask_size(value: Any) -> tuple[int, int]:
+    """The ``[h, w]`` a record's mask declares (``InvalidInput`` unless two positive integers); nothing decoded."""
+    size = value.get("size") if isinstance(value, Mapping) else None
+    if not (
+        isinstance(size, Sequence)
+        and len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+    ):
+        raise InvalidInput(f"a mask must be a COCO RLE {{'size': [h, w], 'counts': ...}} of its box, got {value!r:.80}")
+    return int(size[0]), int(size[1])
+
+
 def _record_mask(value: Any) -> dict[str, Any] | None:
     """A record's mask as ``{"size": [h, w], "counts": str}``; uncompressed ``counts`` (a list) compressed.
 
@@ -501,14 +631,7 @@ def _record_mask(value: Any) -> dict[str, Any] | None:
 
     if value is None:
         return None
-    size = value.get("size") if isinstance(value, Mapping) else None
-    if not (
-        isinstance(size, Sequence)
-        and len(size) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
-    ):
-        raise InvalidInput(f"a mask must be a COCO RLE {{'size': [h, w], 'counts': ...}} of its box, got {value!r:.80}")
-    h, w = int(size[0]), int(size[1])
+    h, w = _mask_size(value)
     counts = value.get("counts")
     if isinstance(counts, list):
         if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gigavision.annotations import PREDICTION_ATTRIBUTES, Annotations
+from gigavision.annotations import PREDICTION_ATTRIBUTES, Annotations, Canvas, shape_problem
 from gigavision.errors import GigavisionError, InvalidInput
 from gigavision.formats.report import ImportOptions, ImportReport, Unmatched
 from gigavision.formats.rle import encode_window
@@ -89,65 +89,16 @@ class _Class:
 
 
 def validate_row(row: Row, width: int, height: int, max_vertices: int) -> str | None:
-    """Why ``row`` cannot be stored on a ``width × height`` image (None when it can)."""
-    import shapely
-
-    size = f"the {width}x{height} image"
-    if row.kind == "tag":
-        return None
-    if row.kind == "box":
-        assert row.box is not None
-        return _check_bounds(row.box, width, height, "box", need_area=True)
+    """Why ``row`` cannot be stored on a ``width × height`` image (None when it can): ``shape_problem``, the
+    check REST writes share, on the row's box, geometry or decoded mask window."""
+    canvas = Canvas(width, height, max_vertices)
     if row.kind == "mask":
         if row.window is None or not row.window.any():
             return "empty mask"
         h, w = row.window.shape
         x0, y0 = row.offset
-        if x0 < 0 or y0 < 0:
-            return f"negative coordinates (mask at {x0}, {y0})"
-        if x0 + w > width or y0 + h > height:
-            return f"mask [{x0}, {y0}, {x0 + w}, {y0 + h}] extends outside {size}"
-        return None
-    geom = row.geometry
-    if geom is None or geom.is_empty:
-        return f"empty {row.kind}"
-    n = int(shapely.get_num_coordinates(geom))
-    if n > max_vertices:
-        return f"{row.kind} has {n} vertices, more than max_vertices {max_vertices}"
-    coords = shapely.get_coordinates(geom)
-    if not np.isfinite(coords).all():
-        return "NaN or infinite coordinates"
-    if row.kind == "point":
-        x, y = coords[0]
-        return _check_bounds((x, y, x, y), width, height, "point", need_area=False)
-    problem = _check_bounds(tuple(geom.bounds), width, height, "polygon", need_area=False)
-    if problem:
-        return problem
-    if geom.geom_type not in ("Polygon", "MultiPolygon"):
-        return f"a polygon must be a Polygon or MultiPolygon, got {geom.geom_type}"
-    if not shapely.is_valid(geom):
-        reason = shapely.is_valid_reason(geom)
-        what = "self-intersecting polygon" if "intersection" in reason.lower() else "invalid polygon"
-        return f"{what} ({reason})"
-    if geom.area <= 0:
-        return "polygon has zero area"
-    return None
-
-
-def _check_bounds(box: Sequence[float], width: int, height: int, what: str, *, need_area: bool) -> str | None:
-    x0, y0, x1, y1 = (float(v) for v in box)
-    shown = "[" + ", ".join(f"{v:g}" for v in (x0, y0, x1, y1)) + "]"
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-        return f"NaN or infinite coordinates in {what} {shown}"
-    if min(x0, y0, x1, y1) < 0:
-        return f"negative coordinates in {what} {shown}"
-    if x1 < x0 or y1 < y0:
-        return f"{what} {shown} has x1 < x0 or y1 < y0"
-    if need_area and (x1 == x0 or y1 == y0):
-        return f"{what} {shown} has zero width or height"
-    if x1 > width or y1 > height:
-        return f"{what} {shown} extends outside the {width}x{height} image"
-    return None
+        return shape_problem("mask", (x0, y0, x0 + w, y0 + h), None, (h, w), canvas)
+    return shape_problem(row.kind, row.box, row.geometry, None, canvas)
 
 
 class ImportSession:

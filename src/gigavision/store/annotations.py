@@ -24,7 +24,19 @@ from itertools import repeat
 from typing import Any, TypedDict, Unpack, cast
 
 import numpy as np
-from sqlalchemy import Connection, Engine, LargeBinary, ScalarSelect, and_, func, select, text, type_coerce, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    LargeBinary,
+    ScalarSelect,
+    and_,
+    func,
+    select,
+    text,
+    type_coerce,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from gigavision.annotations import STATUSES, Annotations
@@ -394,6 +406,28 @@ class AnnotationStore:
             )
         return row
 
+    @staticmethod
+    def _write(s: Session, row: AnnotationRow, version: int, values: dict[str, Any]) -> None:
+        """``UPDATE … WHERE id = ? AND version = ? AND NOT deleted``, bumping the version; ``Conflict`` when
+        no row matched, i.e. another writer changed or deleted it after ``_locked`` read it.
+
+        ``_locked``'s check alone is not enough: on SQLite the read runs before the write transaction begins,
+        and on PostgreSQL (read committed) another transaction may commit between the two statements; the
+        condition on the UPDATE itself is what refuses the stale write (the row count says it did).
+        """
+        a = AnnotationRow
+        done = s.execute(
+            update(a)
+            .where(and_(a.id == row.id, a.version == version, ~a.deleted))
+            .values(**values, version=version + 1, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if cast(CursorResult[Any], done).rowcount != 1:
+            raise Conflict(
+                f"annotation {row.id} changed while it was being edited: reload it and apply your edit again"
+            )
+        s.refresh(row)
+
     def update(self, annotation_id: int, version: int, changes: dict[str, Any], actor: str) -> dict[str, Any]:
         """Apply ``changes`` if the annotation is still at ``version``; returns the new record."""
         unknown = sorted(set(changes) - set(EDITABLE))
@@ -419,19 +453,10 @@ class AnnotationStore:
                 "mask": ann.mask[0],
                 "score": None if math.isnan(float(ann.score[0])) else float(ann.score[0]),
                 "geometry": geometry_codec.encode(ann.geometry[:1])[0],
-                "version": row.version + 1,
-                "updated_at": utcnow(),
             }
             if ann.kind[0] != "tag":
                 values.update(zip(("x0", "y0", "x1", "y1"), (float(v) for v in ann.xyxy[0]), strict=True))
-            done = s.execute(
-                update(AnnotationRow)
-                .where(and_(AnnotationRow.id == annotation_id, AnnotationRow.version == version))
-                .values(**values)
-            )
-            if getattr(done, "rowcount", 1) != 1:  # changed between our read and our write
-                raise Conflict(f"annotation {annotation_id} changed while it was being edited; reload it")
-            s.refresh(row)
+            self._write(s, row, version, values)
             after = _record(row)
             _record_event(s, row, "update", actor, before, after)
         return after
@@ -441,7 +466,7 @@ class AnnotationStore:
         with self.session.begin() as s:
             row = self._locked(s, annotation_id, version)
             before = _record(row)
-            row.deleted, row.version, row.updated_at = True, row.version + 1, utcnow()
+            self._write(s, row, version, {"deleted": True})
             _record_event(s, row, "delete", actor, before, None)
 
     # -- reads -----------------------------------------------------------------------------------------------
