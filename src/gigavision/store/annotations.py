@@ -39,7 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from gigavision.annotations import STATUSES, Annotations
+from gigavision.annotations import STATUSES, Annotations, Canvas
 from gigavision.errors import Conflict, InvalidInput, NotFound
 from gigavision.store import geometry_codec
 from gigavision.store.labels import LabelSchema
@@ -428,8 +428,15 @@ class AnnotationStore:
             )
         s.refresh(row)
 
-    def update(self, annotation_id: int, version: int, changes: dict[str, Any], actor: str) -> dict[str, Any]:
-        """Apply ``changes`` if the annotation is still at ``version``; returns the new record."""
+    def update(
+        self, annotation_id: int, version: int, changes: dict[str, Any], actor: str, *, canvas: Canvas | None = None
+    ) -> dict[str, Any]:
+        """Apply ``changes`` if the annotation is still at ``version``; returns the new record.
+
+        With a ``canvas`` (REST: the image's size and limits), changes to the shape (geometry, bbox, mask) are
+        checked as a new annotation's are (``shape_problem``); a label or status change leaves the stored shape
+        as it is.
+        """
         unknown = sorted(set(changes) - set(EDITABLE))
         if unknown:
             raise InvalidInput(f"cannot change {unknown}; editable fields: {', '.join(EDITABLE)}")
@@ -442,7 +449,8 @@ class AnnotationStore:
             if "geometry" in changes and "bbox" not in changes:
                 merged["bbox"] = None  # recomputed from the new geometry
             # validate the edited annotation with the same rules as a new one
-            ann = Annotations.from_records([merged])
+            reshaped = canvas is not None and not {"geometry", "bbox", "mask"}.isdisjoint(changes)
+            ann = Annotations.from_records([merged], canvas=canvas if reshaped else None)
             problems = self.labels.check(ann)
             if problems:
                 raise InvalidInput("; ".join(problems))
@@ -691,6 +699,15 @@ class AnnotationStore:
         stmt = select(func.count()).select_from(AnnotationRow).where(*self._viewport_filter(image_id, None))
         with self.session() as s:
             return int(s.connection().scalar(stmt) or 0)
+
+    def image_of(self, annotation_id: int) -> str:
+        """The id of the image a live annotation belongs to (``NotFound`` when missing or deleted)."""
+        a = AnnotationRow
+        with self.session() as s:
+            found = s.execute(select(a.image_id).where(a.id == annotation_id, ~a.deleted)).scalar()
+        if found is None:
+            raise NotFound(f"no annotation with id {annotation_id}")
+        return str(found)
 
     def get_record(self, annotation_id: int) -> dict[str, Any]:
         """One live annotation as a record with its version (``NotFound`` when missing or deleted)."""

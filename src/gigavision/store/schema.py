@@ -13,6 +13,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -153,12 +154,14 @@ class AnnotationRow(Base):
 
 
 class AnnotationEventRow(Base):
-    """The audit trail: who changed which annotation, when, from what to what."""
+    """The audit trail: who changed which annotation, when, from what to what; one event per new version."""
 
     __tablename__ = "annotation_events"
+    # migration 0007: a second writer of the same version fails here; also the index of annotation_id lookups
+    __table_args__ = (Index("ux_annotation_events_version", "annotation_id", "version", unique=True),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    annotation_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    annotation_id: Mapped[int] = mapped_column(BigInteger)
     image_id: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(16))  # create | update | delete
     actor: Mapped[str] = mapped_column(String(256))

@@ -11,9 +11,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from gigavision.annotations import Annotations
+from gigavision.annotations import Annotations, Canvas
 from gigavision.server.deps import WorkspaceDep
 from gigavision.store.annotations import Viewport
+from gigavision.workspace import Workspace
 
 router = APIRouter(tags=["annotations"])
 
@@ -85,10 +86,25 @@ def list_annotations(
 
 @router.post("/api/v1/images/{image_id}/annotations", status_code=201)
 def add_annotations(image_id: str, body: AddAnnotations, ws: WorkspaceDep) -> dict[str, Any]:
-    """Add annotations in one transaction: all are stored, or none (400 with the reasons)."""
+    """Add annotations in one transaction: all are stored, or none (400 naming the record and the reason).
+
+    Each record is checked as an import's is (inside the image, valid geometry, vertex cap, a mask's RLE size
+    equal to its box and within ``limits.max_tile_pixels``, checked before it is decoded), and one request
+    carries at most ``limits.max_records_per_request`` records."""
     image_id = ws.find_image(image_id)
-    ids = ws.annotations.add(image_id, Annotations.from_records(body.annotations), actor=body.actor)
+    limits = ws.settings.limits
+    ann = Annotations.from_records(
+        body.annotations, canvas=_canvas(ws, image_id), max_records=limits.max_records_per_request
+    )
+    ids = ws.annotations.add(image_id, ann, actor=body.actor)
     return {"ids": ids, "count": len(ids)}
+
+
+def _canvas(ws: Workspace, image_id: str) -> Canvas:
+    """What a REST write must fit (``shape_problem``): the image's size, the vertex cap, and masks no larger
+    than a tile response may be (``limits.max_tile_pixels``)."""
+    image, limits = ws.get_image(image_id), ws.settings.limits
+    return Canvas(image.width, image.height, limits.max_annotation_vertices, limits.max_tile_pixels)
 
 
 @router.get("/api/v1/annotations/{annotation_id}")
@@ -99,7 +115,8 @@ def get_annotation(annotation_id: int, ws: WorkspaceDep) -> dict[str, Any]:
 
 @router.patch("/api/v1/annotations/{annotation_id}")
 def edit_annotation(annotation_id: int, body: EditAnnotation, ws: WorkspaceDep) -> dict[str, Any]:
-    return ws.annotations.update(annotation_id, body.version, body.changes, actor=body.actor)
+    canvas = _canvas(ws, ws.annotations.image_of(annotation_id))
+    return ws.annotations.update(annotation_id, body.version, body.changes, actor=body.actor, canvas=canvas)
 
 
 @router.delete("/api/v1/annotations/{annotation_id}", status_code=204)
