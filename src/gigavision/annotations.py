@@ -130,7 +130,7 @@ def _check_bounds(box: Sequence[float], canvas: Canvas, what: str, *, need_area:
     if min(x0, y0, x1, y1) < 0:
         return f"negative coordinates in {what} {shown}"
     if x1 < x0 or y1 < y0:
-        return f"{what} {shown} has x1 < x0 or y1 < y0"
+        return f"{what} {shown} must have x1 >= x0 and y1 >= y0"
     if need_area and (x1 == x0 or y1 == y0):
         return f"{what} {shown} has zero width or height"
     if x1 > canvas.width or y1 > canvas.height:
