@@ -4,18 +4,18 @@ nothing). Rejections are results, not exceptions, so one bad file never stops a 
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gigavision import files
 from gigavision.errors import GigavisionError, InvalidInput
-from gigavision.images.ingest import PYRAMID_NAME, Prepared, collect_inputs, prepare
+from gigavision.images.ingest import MASK_NAME, PYRAMID_NAME, THUMBNAIL_NAME, Prepared, collect_inputs, prepare
 from gigavision.images.metadata import jsonable
 from gigavision.progress import Progress
 from gigavision.store.blobs import blob_key, sha256_file
+from gigavision.store.fsck import Finding, scratch_folder
 from gigavision.store.schema import ImageRow
 
 if TYPE_CHECKING:
@@ -107,9 +107,8 @@ def ingest_file(
     existing = ws.catalog.lookup(sha)
     if existing is not None:
         return IngestResult.of(existing, shown, name, "duplicate")
-    scratch = ws.root / "pyramids" / f".tmp-{uuid.uuid4().hex}"
-    scratch.mkdir(parents=True)
-    try:
+    # locked while we live: gigavision fsck removes the scratch of a killed ingest, never a running one's
+    with scratch_folder(ws.root / "pyramids") as scratch:
         # The expensive part (validation, pyramid, thumbnail, mask) runs outside the publish lock.
         try:
             prepared = prepare(path, ws.settings, scratch, progress=progress)
@@ -118,8 +117,76 @@ def ingest_file(
         row = image_row(ws, path, sha, name, shown, prepared)
         published = ws.catalog.publish(row, path, scratch, ws.blobs)
         return IngestResult.of(published, shown, name, "added" if published is row else "duplicate")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def check_derived(ws: Workspace, row: ImageRow, repair: bool) -> list[Finding]:
+    """fsck of the files ingest derived for ``row`` (pyramid, thumbnail, mask): present and readable to
+    their end. With ``repair``, damaged or missing ones are rebuilt from the original (already checked)."""
+    folder = ws.catalog.image_dir(row.id)
+    wanted = {THUMBNAIL_NAME: "thumbnail", MASK_NAME: "mask"}
+    if row.pyramid:
+        wanted[PYRAMID_NAME] = "pyramid"
+    findings = []
+    for file_name, check in wanted.items():
+        path = folder / file_name
+        problem = derived_problem(path)
+        if problem is not None:
+            kind, detail = problem
+            rel = str(path.relative_to(ws.root))
+            findings.append(Finding(check, rel, kind, f"{row.name}: {detail}", image=row.id, action="rebuild"))
+    if findings and repair:
+        try:
+            rebuilt = rebuild_derived(ws, row, [Path(f.path).name for f in findings])
+        except GigavisionError as exc:
+            for f in findings:
+                f.kept = f"kept: cannot rebuild from the original ({exc})"
+        else:
+            for f in findings:
+                f.repaired = Path(f.path).name in rebuilt
+                f.kept = "" if f.repaired else "kept: ingest settings no longer make this file; re-ingest the image"
+    return findings
+
+
+def derived_problem(path: Path) -> tuple[str, str] | None:
+    """(problem, detail) of a derived file, or None when it is whole: a pyramid's tiles all lie inside the
+    file (a truncated TIFF fails here, not in the viewer); a thumbnail or mask decodes to its end."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "missing", f"{path.name} is missing"
+    try:
+        if path.name == PYRAMID_NAME:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                for page in tif.pages:
+                    ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)]
+                    if ends and max(ends) > size:
+                        return "short", f"{path.name} is cut short ({size:,} bytes; its tiles reach {max(ends):,})"
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                im.load()
+    except Exception as exc:  # any decoder error means the file cannot be served
+        return "unreadable", f"{path.name} cannot be read ({type(exc).__name__}: {exc})"
+    return None
+
+
+def rebuild_derived(ws: Workspace, row: ImageRow, names: Iterable[str]) -> list[str]:
+    """Derive ``row``'s files again from its original and publish ``names`` of them (when the current ingest
+    settings still make them); returns the names rebuilt."""
+    original = ws.blobs.local_path(row.blob_key)
+    folder = ws.catalog.image_dir(row.id)
+    rebuilt = []
+    with scratch_folder(ws.root / "pyramids") as scratch:
+        prepare(original, ws.settings, scratch)
+        for file_name in names:
+            if (scratch / file_name).is_file():
+                files.make_dirs(folder)
+                files.publish(scratch / file_name, folder / file_name)
+                rebuilt.append(file_name)
+    return rebuilt
 
 
 def image_row(ws: Workspace, path: Path, sha: str, name: str, shown: str, prepared: Prepared) -> ImageRow:

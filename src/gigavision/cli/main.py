@@ -11,7 +11,7 @@ import typer
 from gigavision import __version__
 from gigavision.cli import annotations as annotation_commands
 from gigavision.cli import datasets as dataset_commands
-from gigavision.cli import images, jobs, serve, transfer, workspace
+from gigavision.cli import fsck, images, jobs, serve, transfer, workspace
 from gigavision.cli import models as model_commands
 from gigavision.cli import quality as quality_commands
 from gigavision.cli import users as user_commands
@@ -62,6 +62,7 @@ app.add_typer(annotation_commands.labels_app, name="labels")
 app.add_typer(annotation_commands.annotations_app, name="annotations")
 app.add_typer(jobs.jobs_app, name="jobs")
 app.command("worker")(jobs.worker)
+app.command("fsck")(fsck.fsck)
 app.add_typer(dataset_commands.dataset_app, name="dataset")
 app.add_typer(quality_commands.qc_app, name="qc")
 app.command("import")(transfer.import_cmd)
