@@ -97,7 +97,8 @@ def wait_cmd(
 
 @jobs_app.command("cancel")
 def cancel_cmd(job_id: str, workspace_opt: WorkspaceOpt = None, json_out: JsonOpt = False) -> None:
-    """Cancel a queued job, or ask a running one to stop at its next progress report."""
+    """Cancel a job: a queued one at once, a running one at its next progress report (exit 2 if it had
+    already finished)."""
     with open_ws(workspace_opt) as ws:
         job = ws.jobs.cancel(job_id)
     if json_out:
@@ -110,8 +111,11 @@ def worker(
     workspace_opt: WorkspaceOpt = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Jobs run at once (threads).")] = 1,
 ) -> None:
-    """Run queued jobs until Ctrl+C (for `serve` with job_workers = 0, or more capacity on a shared queue)."""
+    """Run queued jobs until Ctrl+C (for `serve` with job_workers = 0, or more capacity on a shared queue).
+
+    Training, evaluation, prediction and import jobs run in a child process each; jobs of a worker that died
+    are requeued or failed by the next worker or server that notices (see `[jobs]` in gigavision.toml)."""
     with open_ws(workspace_opt) as ws:
         queue = ws.settings.queue_url or "the workspace's SQLite queue"
         err_console.print(f"gigavision worker: {workers} thread(s) on {queue} (Ctrl+C stops)")
-        ws.jobs.huey.create_consumer(workers=workers, worker_type="thread", periodic=False, max_delay=1.0).run()
+        ws.jobs.consumer(workers, embedded=False).run()

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
+import signal
+import socket
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NotRequired
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from typing_extensions import TypedDict  # pydantic (REST responses) needs this one on Python 3.11
 
 from gigavision.errors import Conflict, GigavisionError, InvalidInput, NotFound
@@ -25,9 +28,12 @@ from gigavision.store import refs
 from gigavision.store.schema import JobRow, utcnow
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
+
     from huey import Huey
 
-    from gigavision.jobs.queue import EmbeddedConsumer
+    from gigavision.jobs.queue import JobConsumer
     from gigavision.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,35 @@ JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 ProgressCallback = Callable[[float, str], None]
+INLINE = " (inline)"  # ends the worker name of a job run by a command (``run``): never requeued, see ``reap``
+CHILD_POLL_S = 0.25  # how often a worker looks at its child, its lease and a cancel request between messages
+
+
+def worker_name() -> str:
+    """Who holds a lease: ``host:pid`` (informative; a claim is identified by its attempt number)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def failure(kind: str, exc: Exception) -> tuple[str, Exception]:
+    """The error a job that raised ``exc`` records, and the exception ``run`` raises for it: a gigavision
+    error's message; a missing extra's one line; else (a bug) the exception's type and text, logged in full."""
+    if isinstance(exc, GigavisionError):
+        return str(exc), exc
+    if isinstance(exc, ImportError):  # a worker without an extra: the one-line message, not the raw import error
+        missing = from_import_error(exc, f"a {kind} job")
+        if missing is not None:
+            missing.__cause__ = exc
+            return str(missing), missing
+    log.error("job of kind %s crashed", kind, exc_info=exc)
+    return f"{type(exc).__name__}: {exc}", exc
+
+
+def _died(exitcode: int | None) -> str:
+    """How a child process ended, in words."""
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        return f"was killed by {name}" + (" (out of memory?)" if -exitcode == signal.SIGKILL else "")
+    return f"exited with code {exitcode}"
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -99,8 +134,61 @@ def job_record(row: JobRow) -> JobRecord:
     }
 
 
+@dataclass
+class _Claim:
+    """A job this worker holds: what to run, and the attempt number that identifies this claim of it."""
+
+    job_id: str
+    kind: str
+    params: dict[str, Any]
+    actor: str
+    attempt: int
+
+
+@dataclass
+class _Ending:
+    """How a run ended: the columns to record, and for ``run`` the exception to raise."""
+
+    values: dict[str, Any]
+    error: Exception | None = None
+
+
+class _Lease(threading.Thread):
+    """Renews a claimed job's lease every third of ``lease_seconds``; sets ``lost`` once the job is no longer
+    this claim's (the reaper requeued it after a stall, or it was cancelled meanwhile)."""
+
+    def __init__(self, manager: JobManager, claim: _Claim) -> None:
+        super().__init__(name=f"gigavision-lease-{claim.job_id[:8]}", daemon=True)
+        self.manager = manager
+        self.claim = claim
+        self.lost = threading.Event()
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        interval = self.manager.ws.settings.jobs.lease_seconds / 3
+        while not self._done.wait(interval):
+            try:
+                if not self.manager._renew(self.claim):
+                    self.lost.set()
+                    return
+            except Exception:  # a busy or restarting database: the next beat tries again, within the lease
+                log.warning("job %s: lease renewal failed", self.claim.job_id, exc_info=True)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
 class JobManager:
-    """``ws.jobs``: the queue (``submit``), inline runs (``run``), and the ``jobs`` table behind both."""
+    """``ws.jobs``: the queue (``submit``), inline runs (``run``), and the ``jobs`` table behind both.
+
+    Durability: a worker *claims* a job with one conditional UPDATE (queued, or running with an expired lease
+    → running, attempts + 1), so two workers never run one job, and duplicate queue messages are harmless.
+    While it runs, a heartbeat renews its lease; every consumer's reaper (``reap``) requeues or fails jobs
+    whose lease expired, and re-enqueues queued jobs that have no queue message (a crash between the row's
+    commit and the enqueue). Every later write of a run is conditioned on its attempt number, so a worker
+    that lost its lease cannot overwrite the run that replaced it.
+    """
 
     def __init__(self, workspace: Workspace) -> None:
         self.ws = workspace
@@ -125,46 +213,64 @@ class JobManager:
             raise InvalidInput(f"job id must be 32 hex digits, got {job_id!r}")
         return self.root / job_id
 
+    def _lease_until(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.ws.settings.jobs.lease_seconds)
+
     # -- starting jobs -------------------------------------------------------------------------------------
-    def _create(self, kind: str, params: dict[str, Any], actor: str) -> JobRow:
+    def _create(self, kind: str, params: dict[str, Any], actor: str, *, claimed: bool = False) -> JobRow:
+        """The job's row and folder; ``claimed``: already running here (``run``), so no consumer takes it."""
         registry.resolve(kind)  # unknown kinds fail before anything is written
+        now = utcnow()
         row = JobRow(
             id=uuid.uuid4().hex,
             kind=kind,
-            status="queued",
+            status="running" if claimed else "queued",
             progress=0.0,
             message="",
             params=params,
             created_by=actor,
-            created_at=utcnow(),
+            created_at=now,
             cancel_requested=False,
+            attempts=1 if claimed else 0,
         )
+        if claimed:
+            row.started_at, row.worker, row.lease_until = now, worker_name() + INLINE, self._lease_until(now)
         self.folder(row.id).mkdir(parents=True)
         with self.ws.session.begin() as s:
             s.add(row)
         return row
 
     def submit(self, kind: str, params: dict[str, Any], actor: str, inputs: dict[str, Path] | None = None) -> JobRecord:
-        """Queue a job; ``inputs`` (name -> file) are moved into its input folder first. Returns its record."""
+        """Queue a job; ``inputs`` (name -> file) are moved into its input folder first. Returns its record.
+
+        Should this process die between the row's commit and the enqueue, the next consumer's start-up
+        re-enqueues the job (``reap``)."""
         row = self._create(kind, params, actor)
         if inputs:
             target = self.folder(row.id) / "input"
             target.mkdir()
             for name, path in inputs.items():
                 shutil.move(path, target / name)
-        task = self._queued()[1]
-        task(row.id)
+        self._enqueue(row.id)
         return job_record(row)
+
+    def _enqueue(self, job_id: str) -> None:
+        """Put a message for the job on the queue; a duplicate is harmless (the claim is atomic)."""
+        self._queued()[1](job_id)
 
     def run(
         self, kind: str, params: dict[str, Any], actor: str, on_progress: ProgressCallback | None = None
     ) -> dict[str, Any]:
         """Run a job here and now (the CLI's way), recorded like a queued one; returns its result.
 
-        Failures raise the job's error after it is recorded, so callers see the same message as the table.
+        It runs in this thread whatever its kind (a command's crash is the command's own). Failures raise the
+        job's error after it is recorded, so callers see the same message as the table; Ctrl+C records the
+        job as cancelled. Should the command be killed, the reaper fails the job (it is not requeued: the
+        user who ran the command would not expect it to run later in a worker).
         """
-        row = self._create(kind, params, actor)
-        error = self._execute(row.id, on_progress)
+        row = self._create(kind, params, actor, claimed=True)
+        claim = _Claim(row.id, kind, dict(params), actor, attempt=1)
+        error = self._execute(claim, on_progress, in_child=False)
         if error is not None:
             raise error
         done = self.get(row.id)
@@ -174,64 +280,245 @@ class JobManager:
 
     # -- running -------------------------------------------------------------------------------------------
     def execute(self, job_id: str) -> None:
-        """Run a queued job once (the queue's task): a job another worker took, or one cancelled, is skipped."""
-        self._execute(job_id, None)
+        """Run a queued job once (the queue's task): a job another worker holds, or one cancelled, is skipped."""
+        claim = self._claim(job_id)
+        if claim is not None:
+            self._execute(claim, None, in_child=registry.isolated(claim.kind))
 
-    def _execute(self, job_id: str, on_progress: ProgressCallback | None) -> BaseException | None:
-        """Run the job and record how it ended; returns the exception it failed with, if any."""
+    def _retryable(self, now: datetime) -> ColumnElement[bool]:
+        """Running jobs whose worker died (lease expired) that may be run again: retries left, not run by a
+        command (``run``), no cancel requested."""
+        return and_(
+            JobRow.status == "running",
+            JobRow.lease_until < now,
+            JobRow.attempts <= self.ws.settings.jobs.max_retries,
+            or_(JobRow.worker.is_(None), ~JobRow.worker.endswith(INLINE)),
+            ~JobRow.cancel_requested,
+        )
+
+    def _claim(self, job_id: str) -> _Claim | None:
+        """Take the job for this worker, atomically: queued, or running with an expired lease and retries left."""
+        now = utcnow()
         with self.ws.session.begin() as s:
             taken = s.execute(
                 update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status == "queued", ~JobRow.cancel_requested)
-                .values(status="running", started_at=utcnow())
+                .where(
+                    JobRow.id == job_id, ~JobRow.cancel_requested, or_(JobRow.status == "queued", self._retryable(now))
+                )
+                .values(
+                    status="running",
+                    started_at=now,
+                    worker=worker_name(),
+                    lease_until=self._lease_until(now),
+                    attempts=JobRow.attempts + 1,
+                )
             )
             if getattr(taken, "rowcount", 0) != 1:
                 return None
             row = s.get(JobRow, job_id)
             assert row is not None
-            kind, params, actor = row.kind, dict(row.params), row.created_by
+            return _Claim(job_id, row.kind, dict(row.params), row.created_by, row.attempts)
 
+    def _mine(self, claim: _Claim) -> tuple[ColumnElement[bool], ...]:
+        """The row, while it is still this claim's."""
+        return JobRow.id == claim.job_id, JobRow.status == "running", JobRow.attempts == claim.attempt
+
+    def _renew(self, claim: _Claim) -> bool:
+        with self.ws.session.begin() as s:
+            done = s.execute(update(JobRow).where(*self._mine(claim)).values(lease_until=self._lease_until(utcnow())))
+            return getattr(done, "rowcount", 0) == 1
+
+    def _record(self, claim: _Claim, **values: Any) -> None:
+        with self.ws.session.begin() as s:
+            s.execute(update(JobRow).where(*self._mine(claim)).values(**values))
+
+    def _execute(self, claim: _Claim, on_progress: ProgressCallback | None, *, in_child: bool) -> Exception | None:
+        """Run a claimed job, holding its lease, and record how it ended; returns the exception it failed with."""
+        lease = _Lease(self, claim)
+        lease.start()
+        try:
+            ending = self._in_child(claim, lease) if in_child else self._in_thread(claim, on_progress)
+        except BaseException:  # Ctrl+C in a command running it, or the worker shutting down: not a failure
+            self._record(claim, status="cancelled", message="interrupted", lease_until=None, finished_at=utcnow())
+            raise
+        finally:
+            lease.stop()
+        if ending is None:
+            log.warning("job %s: lease lost (the reaper took it back); its run here is not recorded", claim.job_id)
+            return None
+        self._record(  # conditional on the claim: nothing is written if the lease was lost meanwhile
+            claim, **ending.values, lease_until=None, finished_at=utcnow()
+        )
+        if on_progress is not None and ending.values["status"] == "done":
+            on_progress(1.0, ending.values["message"])
+        return ending.error
+
+    def _in_thread(self, claim: _Claim, on_progress: ProgressCallback | None) -> _Ending:
         def report(fraction: float, message: str) -> None:
-            self._set(job_id, progress=fraction, message=message)
+            self._record(claim, progress=fraction, message=message)
             if on_progress is not None:
                 on_progress(fraction, message)
 
-        ctx = JobContext(self.ws, job_id, actor, self.folder(job_id), report, lambda: self._cancel_requested(job_id))
+        job_id = claim.job_id
+        ctx = JobContext(
+            self.ws, job_id, claim.actor, self.folder(job_id), report, lambda: self._cancel_requested(job_id)
+        )
         try:
-            result = registry.resolve(kind)(ctx, params)
+            result = registry.resolve(claim.kind)(ctx, claim.params)
         except JobCancelled:
-            self._set(job_id, status="cancelled", message="cancelled", finished_at=utcnow())
-        except GigavisionError as exc:
-            self._set(job_id, status="failed", error=str(exc), finished_at=utcnow())
-            return exc
-        except ImportError as exc:  # a worker without an extra: the one-line message, not the raw import error
-            missing = from_import_error(exc, f"a {kind} job")
-            if missing is None:  # not an extra's module: a real bug, recorded like any crash
-                return self._crashed(job_id, kind, exc)
-            missing.__cause__ = exc
-            self._set(job_id, status="failed", error=str(missing), finished_at=utcnow())
-            return missing
+            return _Ending({"status": "cancelled", "message": "cancelled"})
         except Exception as exc:  # a bug in a job must not kill the worker; the job records it
-            return self._crashed(job_id, kind, exc)
-        else:
-            message = ctx.outcome or "done"
-            self._set(job_id, status="done", progress=1.0, message=message, result=result, finished_at=utcnow())
-            if on_progress is not None:
-                on_progress(1.0, message)
-        return None
+            message, error = failure(claim.kind, exc)
+            return _Ending({"status": "failed", "error": message}, error)
+        return _Ending({"status": "done", "progress": 1.0, "message": ctx.outcome or "done", "result": result})
 
-    def _crashed(self, job_id: str, kind: str, exc: Exception) -> Exception:
-        log.error("job %s (%s) crashed:\n%s", job_id, kind, traceback.format_exc())
-        self._set(job_id, status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=utcnow())
-        return exc
+    def _in_child(self, claim: _Claim, lease: _Lease) -> _Ending | None:
+        """Run the job in a child process (a clean one, see ``child.context``) and relay its progress; a cancel
+        request is passed on, and a child that ignores it for ``lease_seconds`` is killed. A child that dies
+        fails the job: rerunning what crashed or ran out of memory would most likely do it again (a *worker*
+        that dies is retried instead: see ``reap``). None: the lease was lost."""
+        from gigavision.jobs import child
 
-    def _set(self, job_id: str, **values: Any) -> None:
-        with self.ws.session.begin() as s:
-            s.execute(update(JobRow).where(JobRow.id == job_id).values(**values))
+        context = child.context()
+        conn, child_end = context.Pipe()
+        args = (self.ws.settings, claim.job_id, claim.kind, claim.actor, registry.target(claim.kind), claim.params)
+        process = context.Process(target=child.main, args=(*args, child_end), name=f"gigavision-job-{claim.job_id[:8]}")
+        process.start()
+        child_end.close()
+        try:
+            return self._watch(claim, lease, process, conn)
+        finally:
+            if process.is_alive():
+                process.kill()
+            process.join()
+            conn.close()
+
+    def _watch(self, claim: _Claim, lease: _Lease, process: BaseProcess, conn: Connection) -> _Ending | None:
+        from multiprocessing.connection import wait
+
+        grace = self.ws.settings.jobs.lease_seconds
+        ending: _Ending | None = None
+        open_conn = True
+        cancel_sent: float | None = None
+        next_check = 0.0
+        while True:
+            ready = wait([conn, process.sentinel] if open_conn else [process.sentinel], timeout=CHILD_POLL_S)
+            if conn in ready:
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    open_conn = False
+                    continue
+                if message[0] == "progress":
+                    self._record(claim, progress=message[1], message=message[2])
+                elif message[0] == "done":
+                    values = {"status": "done", "progress": 1.0, "message": message[2] or "done", "result": message[1]}
+                    ending = _Ending(values)
+                elif message[0] == "cancelled":
+                    ending = _Ending({"status": "cancelled", "message": "cancelled"})
+                else:
+                    ending = _Ending({"status": "failed", "error": message[1]})
+                continue
+            if process.sentinel in ready:
+                break
+            if lease.lost.is_set():
+                return None
+            now = time.monotonic()
+            if cancel_sent is None and now >= next_check:
+                next_check = now + min(1.0, grace / 3)
+                if self._cancel_requested(claim.job_id):
+                    conn.send("cancel")
+                    cancel_sent = now
+            elif cancel_sent is not None and now - cancel_sent > grace:
+                process.kill()
+                process.join()
+                return _Ending({"status": "cancelled", "message": f"cancelled (stopped after {grace:g} s)"})
+        process.join()
+        if ending is None:
+            if cancel_sent is not None:
+                return _Ending({"status": "cancelled", "message": "cancelled"})
+            return _Ending(
+                {"status": "failed", "error": f"the job's process {_died(process.exitcode)} before it finished"}
+            )
+        return ending
 
     def _cancel_requested(self, job_id: str) -> bool:
         with self.ws.session() as s:
             return bool(s.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
+
+    # -- recovery ------------------------------------------------------------------------------------------
+    def reap(self, *, orphans_after: float | None = None) -> dict[str, int]:
+        """Deal with jobs whose worker died, and queued jobs without a queue message; every consumer runs this
+        at start-up and then every quarter lease. Returns how many jobs it requeued, failed, cancelled and
+        re-enqueued.
+
+        A running job whose lease expired is requeued while it has retries left (``[jobs] max_retries``);
+        otherwise, or if a command ran it, it fails with a message saying its worker died; if a cancel was
+        requested it ends cancelled. A queued job older than ``orphans_after`` seconds (default: one lease)
+        with no message on the queue gets one. Each change is one conditional UPDATE: consumers reaping at
+        the same time never requeue a job twice.
+        """
+        jobs = self.ws.settings.jobs
+        now = utcnow()
+        counts = {"requeued": 0, "failed": 0, "cancelled": 0, "enqueued": 0}
+        with self.ws.session() as s:
+            stale = s.execute(
+                select(JobRow.id, JobRow.worker, JobRow.attempts, JobRow.cancel_requested).where(
+                    JobRow.status == "running", JobRow.lease_until < now
+                )
+            ).all()
+        for job_id, worker, attempts, cancel in stale:
+            who = worker or "unknown"
+            values: dict[str, Any]
+            if cancel:
+                values = {"status": "cancelled", "message": f"cancelled (its worker {who} had stopped)"}
+            elif (worker or "").endswith(INLINE):
+                values = {"status": "failed", "error": f"the command running it ({who.removesuffix(INLINE)}) stopped"}
+            elif attempts > jobs.max_retries:
+                values = {
+                    "status": "failed",
+                    "error": f"its worker ({who}) died while running it (no heartbeat for {jobs.lease_seconds:g} s); "
+                    f"{attempts} attempt(s), [jobs] max_retries = {jobs.max_retries}",
+                }
+            else:
+                values = {
+                    "status": "queued",
+                    "message": f"requeued: its worker ({who}) died (attempt {attempts} of {jobs.max_retries + 1})",
+                    "worker": None,
+                }
+            ended = {} if values["status"] == "queued" else {"finished_at": utcnow()}
+            with self.ws.session.begin() as s:
+                done = s.execute(
+                    update(JobRow)
+                    .where(
+                        JobRow.id == job_id,
+                        JobRow.status == "running",
+                        JobRow.attempts == attempts,
+                        JobRow.lease_until < now,
+                    )
+                    .values(**values, **ended, lease_until=None)
+                )
+            if getattr(done, "rowcount", 0) != 1:
+                continue  # renewed meanwhile, or another reaper got there first
+            counts["requeued" if values["status"] == "queued" else str(values["status"])] += 1
+            log.warning("job %s: worker %s lost its lease; %s", job_id, who, values["status"])
+            if values["status"] == "queued":
+                self._enqueue(job_id)
+        counts["enqueued"] = self._enqueue_orphans(now, jobs.lease_seconds if orphans_after is None else orphans_after)
+        return counts
+
+    def _enqueue_orphans(self, now: datetime, older_than: float) -> int:
+        cutoff = now - timedelta(seconds=older_than)
+        with self.ws.session() as s:
+            queued = set(s.scalars(select(JobRow.id).where(JobRow.status == "queued", JobRow.created_at <= cutoff)))
+        if not queued:
+            return 0
+        pending = {task.args[0] for task in self.huey.pending() if task.args}
+        orphans = sorted(queued - pending)
+        for job_id in orphans:
+            log.warning("job %s: queued without a queue message; enqueued again", job_id)
+            self._enqueue(job_id)
+        return len(orphans)
 
     # -- watching ------------------------------------------------------------------------------------------
     def find(self, ref: str) -> str:
@@ -296,21 +583,30 @@ class JobManager:
             time.sleep(poll)
 
     def cancel(self, job_id: str) -> JobRecord:
-        """Cancel a queued job at once, or ask a running one to stop at its next progress report."""
+        """Cancel a job in any state: a queued one at once (it never starts); a running one at its next
+        progress report (a job in a child process that ignores it for ``lease_seconds`` is killed); a running
+        one whose worker died (lease expired) at once. A cancelled job stays so; a done or failed one is a
+        ``Conflict``."""
         job_id = self.get(job_id)["id"]
+        now = utcnow()
+        ended = {"status": "cancelled", "cancel_requested": True, "lease_until": None, "finished_at": now}
         with self.ws.session.begin() as s:
             s.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.status == "queued")
-                .values(status="cancelled", message="cancelled", cancel_requested=True, finished_at=utcnow())
+                .values(**ended, message="cancelled")
             )
-            done = s.execute(
+            s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == "running", JobRow.lease_until < now)
+                .values(**ended, message="cancelled (its worker had stopped)")
+            )
+            s.execute(
                 update(JobRow).where(JobRow.id == job_id, JobRow.status == "running").values(cancel_requested=True)
             )
-            if getattr(done, "rowcount", 0) == 0:
-                row = s.get(JobRow, job_id)
-                if row is not None and row.status in ("done", "failed"):
-                    raise Conflict(f"job {job_id} has already finished ({row.status})")
+            status = s.scalar(select(JobRow.status).where(JobRow.id == job_id))
+            if status in ("done", "failed"):
+                raise Conflict(f"job {job_id} has already finished ({status})")
         return self.get(job_id)
 
     # -- files ---------------------------------------------------------------------------------------------
@@ -337,10 +633,23 @@ class JobManager:
         return path
 
     # -- consumers -----------------------------------------------------------------------------------------
-    def start_consumer(self, workers: int = 1) -> EmbeddedConsumer:
-        """Threads in this process that run queued jobs (the embedded default; stop with ``.stop()``)."""
-        from gigavision.jobs.queue import EmbeddedConsumer
+    def consumer(self, workers: int = 1, *, embedded: bool = True) -> JobConsumer:
+        """A consumer of this workspace's queue with its reaper (see ``reap``); ``embedded``: threads inside
+        another program (the web server, a test), which keeps its own signal handlers."""
+        from gigavision.jobs.queue import JobConsumer
 
-        consumer = EmbeddedConsumer(self.huey, workers=workers)
+        interval = max(self.ws.settings.jobs.lease_seconds / 4, 0.05)
+        return JobConsumer(self.huey, self._reap_logged, interval, workers=workers, embedded=embedded)
+
+    def start_consumer(self, workers: int = 1) -> JobConsumer:
+        """Threads in this process that run queued jobs (the embedded default; stop with ``.stop()``)."""
+        consumer = self.consumer(workers)
         consumer.start()
         return consumer
+
+    def _reap_logged(self, startup: bool) -> None:
+        """``reap`` for a consumer: at start-up every queued job without a message is re-enqueued at once."""
+        try:
+            self.reap(orphans_after=0.0 if startup else None)
+        except Exception:  # a database hiccup: the next pass tries again
+            log.exception("job reaper failed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -38,19 +39,50 @@ def make_huey(settings: Settings, execute: Callable[[str], None]) -> tuple[Huey,
     return huey, huey.task(name=TASK_NAME)(execute)
 
 
-class EmbeddedConsumer(Consumer):  # type: ignore[misc]
-    """A consumer that runs as threads inside another program (the web server, a test).
+class JobConsumer(Consumer):  # type: ignore[misc]
+    """Huey's consumer (thread workers) plus the jobs' reaper: ``reap(startup)`` runs once before the workers
+    start (``startup=True``) and then every ``interval`` seconds in a thread of its own.
 
-    It leaves signal handling to its host: Huey's own handlers can only be installed from the main thread
-    and would replace the server's. Idle polling backs off to at most one second, so a job submitted to
-    an idle server starts within a second.
+    ``embedded``: threads inside another program (the web server, a test), which keep its signal handling —
+    Huey's own handlers can only be installed from the main thread and would replace the server's. Idle
+    polling backs off to at most one second, so a job submitted to an idle server starts within a second.
     """
 
-    def __init__(self, huey: Huey, workers: int = 1, **options: Any) -> None:
+    def __init__(
+        self,
+        huey: Huey,
+        reap: Callable[[bool], None],
+        interval: float,
+        workers: int = 1,
+        *,
+        embedded: bool = True,
+        **options: Any,
+    ) -> None:
         options.setdefault("max_delay", 1.0)
         super().__init__(
-            huey, workers=workers, worker_type="thread", periodic=False, check_worker_health=False, **options
+            huey, workers=workers, worker_type="thread", periodic=False, check_worker_health=not embedded, **options
         )
+        self.embedded = embedded
+        self._reap = reap
+        self._interval = interval
+        self._reaper_stop = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_loop, name="gigavision-job-reaper", daemon=True)
+
+    def start(self) -> None:
+        self._reap(True)
+        super().start()
+        self._reaper.start()
+
+    def _reap_loop(self) -> None:
+        while not self._reaper_stop.wait(self._interval):
+            self._reap(False)
+
+    def stop(self, graceful: bool = False) -> None:
+        self._reaper_stop.set()
+        super().stop(graceful=graceful)
+        if self._reaper.is_alive():
+            self._reaper.join()
 
     def _set_signal_handlers(self) -> None:
-        pass
+        if not self.embedded:
+            super()._set_signal_handlers()

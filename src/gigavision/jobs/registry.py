@@ -2,6 +2,13 @@
 
 Paths rather than imports keep this package below the stages it runs (imports flow downward) and keep
 ``gigavision --help`` and the tile server from importing every stage at start-up.
+
+Heavy kinds run *isolated*: in a child process of the worker, so that their crash, OOM kill or a native
+library's segfault fails the job and never the API or worker that runs it (see ``gigavision.jobs.child``).
+Training, evaluation and prediction load models and batches of pixels; an import reads untrusted archives
+and decodes masks. Exports and dataset versions only read the database and write files: they stay in a
+thread of the worker, as spawning a child (a fresh interpreter importing the stages, about 1-2 s) would
+double the time of a small export.
 """
 
 from __future__ import annotations
@@ -18,23 +25,44 @@ JobFunction = Callable[["JobContext", dict[str, Any]], dict[str, Any]]
 
 # job kind -> "module:function" (or the function itself, from a plugin or a test)
 KINDS: Registry[str | JobFunction] = Registry("job kind")
-for _kind, _path in (
-    ("dataset", "gigavision.datasets.jobs:run_create"),
-    ("export", "gigavision.formats.jobs:run_export"),
-    ("import", "gigavision.formats.jobs:run_import"),
-    ("train", "gigavision.train.jobs:run_train"),
-    ("evaluate", "gigavision.train.jobs:run_evaluate"),
-    ("predict", "gigavision.infer.jobs:run_predict"),
+ISOLATED: set[str] = set()  # kinds run in a child process
+for _kind, _path, _isolated in (
+    ("dataset", "gigavision.datasets.jobs:run_create", False),
+    ("export", "gigavision.formats.jobs:run_export", False),
+    ("import", "gigavision.formats.jobs:run_import", True),
+    ("train", "gigavision.train.jobs:run_train", True),
+    ("evaluate", "gigavision.train.jobs:run_evaluate", True),
+    ("predict", "gigavision.infer.jobs:run_predict", True),
 ):
     KINDS.add(_kind, _path)
+    if _isolated:
+        ISOLATED.add(_kind)
 
 
-def register(kind: str, target: str | JobFunction) -> None:
-    """Add a job kind (a ``module:function`` path, or a function, e.g. from a plugin or a test)."""
+def register(kind: str, target: str | JobFunction, *, isolated: bool = False) -> None:
+    """Add a job kind (a ``module:function`` path, or a function, e.g. from a plugin or a test).
+
+    ``isolated``: run it in a child process (a function must then be importable by its module and name).
+    """
     KINDS.add(kind, target)
+    if isolated:
+        ISOLATED.add(kind)
+    else:
+        ISOLATED.discard(kind)
 
 
 def resolve(kind: str) -> JobFunction:
     """The function of ``kind``; unknown kinds are an ``InvalidInput`` listing the known ones."""
     function: JobFunction = KINDS.load(kind)
     return function
+
+
+def isolated(kind: str) -> bool:
+    """Whether jobs of ``kind`` run in a child process."""
+    return kind in ISOLATED
+
+
+def target(kind: str) -> str | JobFunction:
+    """What a child process imports to run ``kind``: its ``module:function`` path, or the function (pickled by
+    reference: its module is imported there, so kinds registered at run time in this process still work)."""
+    return KINDS.resolve(kind)
