@@ -31,11 +31,13 @@ def run_server(
     import uvicorn
 
     from gigavision.server.main import create_app
+    from gigavision.store.users import Accounts
 
-    if not is_loopback(host):
+    # The app refuses too (server/auth.py), however it is launched; this says it before uvicorn starts.
+    if not is_loopback(host) and not Accounts(ws.session).any_users():
         raise InvalidInput(
-            f"--host {host}: without configured users the server binds to loopback only "
-            "(127.0.0.1 or ::1); put a reverse proxy with authentication in front to share it"
+            f"--host {host}: without users the server binds to loopback only (127.0.0.1 or ::1); "
+            "add an admin first (gigavision users add NAME --role admin) to serve other addresses"
         )
     if job_workers is not None:
         ws.settings.job_workers = job_workers
@@ -61,7 +63,7 @@ def run_server(
 def serve(
     workspace_opt: WorkspaceOpt = None,
     host: Annotated[
-        str, typer.Option(help="Interface to bind (loopback only until auth is configured).")
+        str, typer.Option(help="Interface to bind (loopback only until the workspace has users).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
