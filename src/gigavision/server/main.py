@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gigavision import __version__
+from gigavision.server.auth import Public, install_auth
 from gigavision.server.errors import install_error_handlers
 from gigavision.server.render import TileRenderer
 from gigavision.server.routers import annotations as annotation_routes
@@ -89,6 +90,7 @@ def create_app(workspace: Workspace) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     # IIIF and Deep Zoom are meant to be embedded by other viewers: tiles are public to any origin (GET only).
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD"], allow_headers=["*"])
+    install_auth(app, workspace)  # logins and roles; without users: loopback only, whatever the launcher
     app.include_router(health.router)
     app.include_router(images.router)
     app.include_router(tiles.router)
@@ -105,7 +107,8 @@ def create_app(workspace: Workspace) -> FastAPI:
     if (STATIC / "assets").is_dir():
         app.mount("/assets", StaticFiles(directory=STATIC / "assets"), name="assets")
 
-    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    # The viewer's page holds no data: its first API call answers 401 and sends the browser to /login.
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False, dependencies=[Public()])
     def index() -> Response:
         page = STATIC / "index.html"
         if page.is_file():
