@@ -8,13 +8,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Response
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gigavision import __version__
-from gigavision.server.auth import Public, install_auth
+from gigavision.server.apidocs import install_api_docs
+from gigavision.server.boundary import AccessBoundary, BoundaryPolicy
 from gigavision.server.errors import install_error_handlers
 from gigavision.server.render import TileRenderer
 from gigavision.server.routers import annotations as annotation_routes
@@ -81,16 +81,23 @@ def create_app(workspace: Workspace) -> FastAPI:
             if consumer is not None:
                 consumer.stop(graceful=True)
 
+    # /docs is served by install_api_docs (self-hosted Swagger UI under the CSP); no ReDoc (a CDN bundle).
     app = FastAPI(
-        title="gigavision", version=__version__, docs_url="/docs", openapi_url="/openapi.json", lifespan=lifespan
+        title="gigavision",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
     )
     app.state.workspace = workspace
     app.state.renderer = TileRenderer()
     install_error_handlers(app)
+    # Middleware added last runs first. The access boundary (Host, Origin, CORS for tiles only) comes before
+    # anything that reads a body or touches the workspace, so a refused request costs a header scan; only
+    # SecurityHeaders wraps it, so refusals carry nosniff and the CSP too. A bad [server] entry fails here.
+    app.add_middleware(AccessBoundary, policy=BoundaryPolicy.from_settings(workspace.settings.server))
     app.add_middleware(SecurityHeaders)
-    # IIIF and Deep Zoom are meant to be embedded by other viewers: tiles are public to any origin (GET only).
-    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "HEAD"], allow_headers=["*"])
-    install_auth(app, workspace)  # logins and roles; without users: loopback only, whatever the launcher
     app.include_router(health.router)
     app.include_router(images.router)
     app.include_router(tiles.router)
@@ -104,11 +111,11 @@ def create_app(workspace: Workspace) -> FastAPI:
     app.include_router(model_routes.router)
     app.include_router(predict_routes.router)
 
+    install_api_docs(app, CSP)
     if (STATIC / "assets").is_dir():
         app.mount("/assets", StaticFiles(directory=STATIC / "assets"), name="assets")
 
-    # The viewer's page holds no data: its first API call answers 401 and sends the browser to /login.
-    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False, dependencies=[Public()])
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index() -> Response:
         page = STATIC / "index.html"
         if page.is_file():
