@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gigavision import __version__
 from gigavision.server.apidocs import install_api_docs
+from gigavision.server.auth import Public, install_auth
 from gigavision.server.boundary import AccessBoundary, BoundaryPolicy
 from gigavision.server.errors import install_error_handlers
 from gigavision.server.render import TileRenderer
@@ -98,6 +99,7 @@ def create_app(workspace: Workspace) -> FastAPI:
     # SecurityHeaders wraps it, so refusals carry nosniff and the CSP too. A bad [server] entry fails here.
     app.add_middleware(AccessBoundary, policy=BoundaryPolicy.from_settings(workspace.settings.server))
     app.add_middleware(SecurityHeaders)
+    install_auth(app, workspace)  # logins and roles; without users: loopback only, whatever the launcher
     app.include_router(health.router)
     app.include_router(images.router)
     app.include_router(tiles.router)
@@ -115,7 +117,8 @@ def create_app(workspace: Workspace) -> FastAPI:
     if (STATIC / "assets").is_dir():
         app.mount("/assets", StaticFiles(directory=STATIC / "assets"), name="assets")
 
-    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    # The viewer's page holds no data: its first API call answers 401 and sends the browser to /login.
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False, dependencies=[Public()])
     def index() -> Response:
         page = STATIC / "index.html"
         if page.is_file():
