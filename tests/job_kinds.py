@@ -28,7 +28,8 @@ def hold(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def die(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    """Dies the way ``how`` says: ``exit`` (os._exit), ``sigkill`` (as the OOM killer does), ``memory``."""
+    """Dies the way ``how`` says: ``exit`` (os._exit), ``sigkill`` (as the OOM killer does), ``memory`` (an
+    impossible allocation), ``grow`` (allocates until its memory limit)."""
     how = params["how"]
     if how == "exit":
         os._exit(3)
@@ -38,7 +39,14 @@ def die(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
         np.ones(1 << 60, dtype=np.uint8)  # 1 EiB: numpy raises MemoryError
-    raise ValueError(f"how must be exit, sigkill or memory, got {how!r}")
+    if how == "grow":  # really run out of memory, under a 1 GiB address-space limit of this process only
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        chunks = []
+        while True:
+            chunks.append(bytearray(64 << 20))
+    raise ValueError(f"how must be exit, sigkill, memory or grow, got {how!r}")
 
 
 def stubborn(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:

@@ -62,7 +62,8 @@ def failure(kind: str, exc: Exception) -> tuple[str, Exception]:
             missing.__cause__ = exc
             return str(missing), missing
     log.error("job of kind %s crashed", kind, exc_info=exc)
-    return f"{type(exc).__name__}: {exc}", exc
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__, exc
 
 
 def _died(exitcode: int | None) -> str:
@@ -201,7 +202,7 @@ class JobManager:
             if self._queue is None:
                 from gigavision.jobs.queue import make_huey
 
-                self._queue = make_huey(self.ws.settings, self.execute)
+                self._queue = make_huey(self.ws.settings, self.consume)
             return self._queue
 
     @property
@@ -279,11 +280,18 @@ class JobManager:
         return dict(done["result"] or {})
 
     # -- running -------------------------------------------------------------------------------------------
-    def execute(self, job_id: str) -> None:
-        """Run a queued job once (the queue's task): a job another worker holds, or one cancelled, is skipped."""
+    def consume(self, job_id: str) -> None:
+        """The queue's task: run a queued job once, heavy kinds in a child process (``registry.ISOLATED``).
+        A job another worker holds, or one cancelled, is skipped (the claim is atomic)."""
         claim = self._claim(job_id)
         if claim is not None:
             self._execute(claim, None, in_child=registry.isolated(claim.kind))
+
+    def execute(self, job_id: str) -> None:
+        """Run a queued job once, here in this thread whatever its kind (a test, a debugger), like ``consume``."""
+        claim = self._claim(job_id)
+        if claim is not None:
+            self._execute(claim, None, in_child=False)
 
     def _retryable(self, now: datetime) -> ColumnElement[bool]:
         """Running jobs whose worker died (lease expired) that may be run again: retries left, not run by a
