@@ -106,6 +106,8 @@ def ingest_file(
         return IngestResult(shown, name, "rejected", reason=f"cannot read file: {exc.strerror or exc}")
     existing = ws.catalog.lookup(sha)
     if existing is not None:
+        with ws.catalog.publish_lock():  # the same bytes restore an original lost from the blob store (fsck)
+            ws.blobs.put_file(path, existing.blob_key)
         return IngestResult.of(existing, shown, name, "duplicate")
     # locked while we live: gigavision fsck removes the scratch of a killed ingest, never a running one's
     with scratch_folder(ws.root / "pyramids") as scratch:
