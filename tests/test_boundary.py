@@ -105,6 +105,8 @@ def test_cors_only_for_tiles_and_configured_origins(served: tuple[TestClient, st
         assert "origin" in ok.headers["vary"].lower()  # shared caches keep one answer per origin
         foreign = client.get(path, headers={"Origin": FOREIGN})
         assert foreign.status_code == 200 and "access-control-allow-origin" not in foreign.headers
+        own = client.get(path)  # the viewer's own request: no CORS header, but caches are told it varies
+        assert "access-control-allow-origin" not in own.headers and "origin" in own.headers["vary"].lower()
     preflight = client.options(
         tiles[1], headers={"Origin": "https://viewer.example", "Access-Control-Request-Method": "GET"}
     )
