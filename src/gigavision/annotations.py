@@ -89,7 +89,7 @@ def shape_problem(
         return f"empty {kind}"
     n = int(shapely.get_num_coordinates(geometry))
     if n > canvas.max_vertices:
-        return f"{kind} has {n} vertices, more than max_vertices {canvas.max_vertices}"
+        return _too_many_vertices(kind, n, canvas)
     coords = shapely.get_coordinates(geometry)
     if not np.isfinite(coords).all():
         return "NaN or infinite coordinates"
@@ -114,6 +114,25 @@ def shape_problem(
     if geometry.area <= 0:
         return "polygon has zero area"
     return None
+
+
+def _too_many_vertices(kind: str, n: int, canvas: Canvas) -> str:
+    return f"{kind} has {n} vertices, more than max_vertices {canvas.max_vertices}"
+
+
+def _geojson_vertices(geometry: Any) -> int:
+    """How many positions a GeoJSON geometry declares, counted without building it (0 when it is not one
+    of the shapes annotations use: ``shapely.geometry.shape`` then says what is wrong)."""
+    if not isinstance(geometry, Mapping):
+        return 0
+    coords, kind = geometry.get("coordinates"), geometry.get("type")
+    if kind == "Point":
+        return 1
+    if kind == "Polygon" and isinstance(coords, list):
+        return sum(len(ring) for ring in coords if isinstance(ring, list))
+    if kind == "MultiPolygon" and isinstance(coords, list):
+        return sum(len(ring) for part in coords if isinstance(part, list) for ring in part if isinstance(ring, list))
+    return 0
 
 
 def _shown(box: Sequence[float]) -> str:
@@ -561,6 +580,10 @@ class Annotations:
         for i, r in enumerate(records):
             try:
                 kind = r["kind"]
+                if canvas is not None and r.get("geometry"):  # before building it: a huge one costs seconds
+                    declared = _geojson_vertices(r["geometry"])
+                    if declared > canvas.max_vertices:
+                        raise InvalidInput(_too_many_vertices(kind, declared, canvas))
                 geom = shapely.geometry.shape(r["geometry"]) if r.get("geometry") else None
                 if geom is not None and kind in GEOMETRY_TYPES and geom.geom_type not in GEOMETRY_TYPES[kind]:
                     raise InvalidInput(
