@@ -7,6 +7,8 @@ import numpy as np
 
 def display_window(sample: np.ndarray) -> tuple[float, float]:
     """Robust intensity range (0.5th-99.5th percentile) of a low-resolution sample, for non-8-bit data."""
+    if sample.dtype == np.bool_:  # a 1-bit (bilevel) image: numpy cannot subtract booleans
+        return 0.0, 1.0
     finite = sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample.ravel()
     if finite.size == 0:
         return 0.0, 1.0

@@ -8,10 +8,12 @@ from cached tiles, so a viewer request or a training patch never decodes more th
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -83,7 +85,27 @@ class ImageSource(ABC):
         self.cache = cache if cache is not None else DEFAULT_CACHE
         self._key = next(_source_ids)  # cache namespace: unique per open source
         self._lock = threading.Lock()
-        self.info = self._probe()
+        self.info = self._checked(self._probe)
+
+    def _checked(self, probe: Callable[[], ImageInfo]) -> ImageInfo:
+        """The reader's ``probe``, with any failure of its own (a header that lies trips the reader's
+        arithmetic: a tuple where a number belongs, a zero tile size) turned into ``InvalidImage`` naming the
+        file, and the levels checked to hold pixels and tiles: found by benchmarks/fuzz_files.py as 500s."""
+        try:
+            info = probe()
+        except (InvalidImage, LimitExceeded):
+            raise
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                self.close()
+            raise InvalidImage(f"{self.path.name}: malformed header ({type(exc).__name__}: {exc})") from exc
+        if not info.levels or any(
+            min(lvl.width, lvl.height, lvl.tile_width, lvl.tile_height) < 1 for lvl in info.levels
+        ):
+            with contextlib.suppress(Exception):
+                self.close()
+            raise InvalidImage(f"{self.path.name}: malformed header (a level or its tiles have no pixels)")
+        return info
 
     # -- reader interface -------------------------------------------------------------------------------
     @abstractmethod
@@ -195,6 +217,14 @@ class ImageSource(ABC):
             raise InvalidImage(f"{self.path.name}: cannot decode tile ({tx}, {ty}) of level {level}: {exc}") from exc
         if tile.ndim == 2:
             tile = tile[:, :, None]
+        # a header that lies about sizes or bands decodes to a tile that cannot fill its place in the grid
+        need_h = min(lvl.tile_height, lvl.height - ty * lvl.tile_height)
+        need_w = min(lvl.tile_width, lvl.width - tx * lvl.tile_width)
+        if tile.ndim != 3 or tile.shape[0] < need_h or tile.shape[1] < need_w or tile.shape[2] != self.info.bands:
+            raise InvalidImage(
+                f"{self.path.name}: malformed: tile ({tx}, {ty}) of level {level} decodes to {tile.shape}, the header "
+                f"promises {need_h}x{need_w} pixels of {self.info.bands} band(s)"
+            )
         self.cache.put(key, tile)
         return tile
 
