@@ -13,11 +13,14 @@ from typing import Any
 import pytest
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
+from starlette.responses import PlainTextResponse
 
 import gigavision as gv
+from gigavision.config import ServerSettings
 from gigavision.errors import ConfigError
 from gigavision.server import apidocs
-from gigavision.server.main import create_app
+from gigavision.server.boundary import AccessBoundary, BoundaryPolicy
+from gigavision.server.main import SecurityHeaders, create_app
 
 BASE = "http://localhost:8000"
 SERVER = {"allowed_hosts": ["gv.example.org", ".lab.example:8443"], "cors_origins": ["https://viewer.example"]}
@@ -68,6 +71,21 @@ def test_host_header_must_name_this_server(served: tuple[TestClient, str]) -> No
                  "[::ffff:127.0.0.1]", "gv.example.org", "GV.example.org:9000", "lab.example:8443",
                  "a.b.lab.example:8443"]:  # fmt: skip
         assert client.get("/healthz", headers={"Host": host}).status_code == 200, host
+
+
+def test_the_address_a_connection_arrived_at_names_the_server() -> None:
+    """``http://10.0.0.5:8000`` typed in a browser: an IP literal cannot be rebound, so it needs no setting."""
+
+    async def ok(scope: Any, receive: Any, send: Any) -> None:
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    boundary = SecurityHeaders(AccessBoundary(ok, BoundaryPolicy.from_settings(ServerSettings())))
+    client = TestClient(boundary, base_url="http://10.0.0.5:8000")  # scope["server"]: 10.0.0.5 (no lifespan)
+    assert client.get("/").status_code == 200
+    for host in ("10.0.0.6:8000", "rebound.example:8000"):
+        assert_error(client.get("/", headers={"Host": host}), 400, "invalid_host")
+    assert client.post("/", headers={"Origin": "http://10.0.0.5:8000"}).status_code == 200
+    assert_error(client.post("/", headers={"Origin": "http://10.0.0.6:8000"}), 403, "forbidden")
 
 
 def test_host_check_defaults_and_bad_settings(root: Path) -> None:

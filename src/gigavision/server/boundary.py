@@ -1,8 +1,9 @@
 """The access boundary, checked before any route runs (docs/server.md, "Access boundary").
 
 - **Host**: the ``Host`` header must name this server: a loopback name or address (``localhost``,
-  ``127.0.0.0/8``, ``::1``; any port) or an entry of ``[server] allowed_hosts``. Anything else is a 400: a
-  browser that a foreign page pointed at this server through DNS rebinding sends the attacker's name.
+  ``127.0.0.0/8``, ``::1``; any port), an entry of ``[server] allowed_hosts``, or the IP address the connection
+  arrived at. Anything else is a 400: a browser that a foreign page pointed at this server through DNS
+  rebinding sends the attacker's name (an IP literal cannot be rebound).
 - **Origin**: an unsafe method (anything but GET, HEAD, OPTIONS) whose ``Origin`` (or, lacking it, ``Referer``)
   is not this server's own origin (scheme, host and port of the request) is a 403: a foreign page's form or
   fetch cannot write. Requests with neither header (scripts, curl) pass; logins add their own CSRF check.
@@ -156,6 +157,20 @@ class BoundaryPolicy:
         return self.any_host or is_loopback(host) or any(p.matches(host, port) for p in self.allowed_hosts)
 
 
+def _arrival_address(value: bytes, scope: Scope) -> tuple[str, int] | None:
+    """``(host, port)`` when the Host is the IP address this connection arrived at (``http://10.0.0.5:8000``
+    typed in a browser): an IP literal cannot be rebound, only a name can. None otherwise."""
+    parsed, server = split_host(value.decode("latin-1")), scope.get("server")
+    if parsed is None or not server:
+        return None
+    try:
+        same = ipaddress.ip_address(parsed[0]) == ipaddress.ip_address(str(server[0]))
+    except ValueError:  # a name, or a server that is not an IP socket (TestClient's "testserver", a Unix socket)
+        return None
+    port = parsed[1] if parsed[1] is not None else DEFAULT_PORTS.get(scope.get("scheme", "http"), 80)
+    return (parsed[0], port) if same else None
+
+
 def _vary_origin(send: Send) -> Send:
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -207,6 +222,8 @@ class AccessBoundary:
         scheme = scope.get("scheme", "http")
         hosts = found[b"host"]
         own = self._host_allowed(hosts[0], scheme) if len(hosts) == 1 else None
+        if own is None and len(hosts) == 1:
+            own = _arrival_address(hosts[0], scope)
         if own is None:
             shown = hosts[0].decode("latin-1")[:100] if hosts else ""
             reason = (
