@@ -33,6 +33,7 @@ for _kind, _path, _isolated in (
     ("train", "gigavision.train.jobs:run_train", True),
     ("evaluate", "gigavision.train.jobs:run_evaluate", True),
     ("predict", "gigavision.infer.jobs:run_predict", True),
+    ("ingest", "gigavision.ingest:run_ingest", True),
 ):
     KINDS.add(_kind, _path)
     if _isolated:

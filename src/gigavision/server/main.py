@@ -17,6 +17,7 @@ from gigavision.server.apidocs import install_api_docs
 from gigavision.server.auth import Public, install_auth
 from gigavision.server.boundary import AccessBoundary, BoundaryPolicy
 from gigavision.server.errors import install_error_handlers
+from gigavision.server.limits import BodyLimit
 from gigavision.server.render import TileRenderer
 from gigavision.server.routers import annotations as annotation_routes
 from gigavision.server.routers import datasets as dataset_routes
@@ -97,6 +98,7 @@ def create_app(workspace: Workspace) -> FastAPI:
     # Middleware added last runs first. The access boundary (Host, Origin, CORS for tiles only) comes before
     # anything that reads a body or touches the workspace, so a refused request costs a header scan; only
     # SecurityHeaders wraps it, so refusals carry nosniff and the CSP too. A bad [server] entry fails here.
+    app.add_middleware(BodyLimit)  # innermost: bodies are counted (413) before any router or parser reads them
     app.add_middleware(AccessBoundary, policy=BoundaryPolicy.from_settings(workspace.settings.server))
     app.add_middleware(SecurityHeaders)
     install_auth(app, workspace)  # logins and roles; without users: loopback only, whatever the launcher

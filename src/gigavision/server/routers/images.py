@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from gigavision.errors import InvalidInput, LimitExceeded
+from gigavision.errors import InvalidInput
 from gigavision.images.metadata import public_meta, user_meta_keys
+from gigavision.server.auth import Allow
 from gigavision.server.deps import WorkspaceDep
-from gigavision.server.uploads import safe_filename, save_upload
+from gigavision.server.uploads import FILE_PROPERTY, multipart_body, receive_form
 from gigavision.store.schema import ImageRow
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class IngestOut(BaseModel):
     reason: str | None
 
 
-@router.get("", response_model=ImagePage)
+@router.get("", dependencies=[Allow("view")], response_model=ImagePage)
 def list_images(
     ws: WorkspaceDep,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
@@ -113,13 +113,15 @@ def list_images(
 ImageRef = Annotated[str, Path(description="image id, a unique prefix of it (6+ characters) or a unique name")]
 
 
-@router.get("/{image_id}", response_model=ImageOut)
+@router.get("/{image_id}", dependencies=[Allow("view")], response_model=ImageOut)
 def get_image(image_id: ImageRef, ws: WorkspaceDep) -> ImageOut:
     # fresh: the metadata may have been changed by another process (the CLI) since this one cached the row
     return ImageOut.from_row(ws.get_image(ws.find_image(image_id), fresh=True))
 
 
-@router.patch("/{image_id}/meta", response_model=ImageMetaOut, responses={400: {}, 404: {}})
+@router.patch(
+    "/{image_id}/meta", dependencies=[Allow("images.write")], response_model=ImageMetaOut, responses={400: {}, 404: {}}
+)
 def patch_image_meta(
     image_id: ImageRef,
     ws: WorkspaceDep,
@@ -144,46 +146,55 @@ def _cache_control(ref: str, image_id: str) -> dict[str, str]:
     return {"Cache-Control": IMMUTABLE if ref == image_id else "no-cache"}
 
 
-@router.get("/{image_id}/thumbnail", response_class=FileResponse)
+@router.get("/{image_id}/thumbnail", dependencies=[Allow("view")], response_class=FileResponse)
 def thumbnail(image_id: ImageRef, ws: WorkspaceDep) -> FileResponse:
     found = ws.find_image(image_id)
     return FileResponse(ws.thumbnail_path(found), media_type="image/jpeg", headers=_cache_control(image_id, found))
 
 
-@router.get("/{image_id}/mask", response_class=FileResponse)
+@router.get("/{image_id}/mask", dependencies=[Allow("view")], response_class=FileResponse)
 def mask(image_id: ImageRef, ws: WorkspaceDep) -> FileResponse:
     """The foreground (tissue) mask at low resolution: white where there is something to look at."""
     found = ws.find_image(image_id)
     return FileResponse(ws.mask_path(found), media_type="image/png", headers=_cache_control(image_id, found))
 
 
+UPLOAD_BODY = multipart_body({"file": FILE_PROPERTY}, ["file"], "one image file, multipart field file")
+
+
 @router.post(
     "",
+    dependencies=[Allow("images.write")],
     status_code=201,
     response_model=IngestOut,
-    responses={200: {"description": "the same bytes were already ingested"}, 413: {}, 422: {}},
+    openapi_extra=UPLOAD_BODY,
+    responses={
+        200: {"description": "the same bytes were already ingested"},
+        202: {"description": "a big image: the queued ingest job (follow /api/v1/jobs/{id})"},
+        400: {},
+        413: {},
+        422: {},
+    },
 )
-async def upload_image(request: Request, file: UploadFile, ws: WorkspaceDep) -> Any:
-    """Upload one image (multipart field ``file``); it is spooled to disk, never held whole in memory."""
+async def upload_image(request: Request, ws: WorkspaceDep) -> Any:
+    """Upload one image (multipart field ``file``), streamed once into the workspace's upload spool under
+    ``limits.max_upload_bytes``. A small image is ingested in the request (201, or 200 for bytes already
+    ingested); a big one (``ingest.runs_long``: a side over ``ingest.pyramid_threshold`` or more than
+    ``ingest.LONG_INGEST_BYTES``) is ingested by an ``ingest`` job (202 + the job record)."""
+    from gigavision.ingest import runs_long
+
     limit = ws.settings.limits.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise LimitExceeded(f"upload is larger than limits.max_upload_bytes ({limit:,} bytes)")
-    name = safe_filename(file.filename)
-    incoming = ws.root / "cache" / "uploads"
-    incoming.mkdir(parents=True, exist_ok=True)
-    spool = incoming / uuid.uuid4().hex
-    spool.mkdir()
-    tmp = spool / name
-    try:
-        size = await run_in_threadpool(save_upload, file, tmp, limit)
-        if size == 0:
+    async with receive_form(request, ws.root, limit) as form:
+        if form.file is None or form.filename is None:
+            raise InvalidInput("no file: send the image in the multipart field file")
+        name, path = form.filename, form.file
+        if form.size == 0:
             raise InvalidInput(f"{name}: empty upload (0 bytes)")
-        result: IngestResult = await run_in_threadpool(ws.ingest_file, tmp, name=name, source_path=f"upload:{name}")
-    finally:
-        await file.close()
-        tmp.unlink(missing_ok=True)
-        spool.rmdir()
+        if await run_in_threadpool(runs_long, path, ws.settings):
+            actor = form.fields.get("actor") or "anonymous"
+            record = ws.jobs.submit("ingest", {"file": name}, actor[:256], inputs={name: path})
+            return JSONResponse(record, status_code=202, headers={"Location": f"/api/v1/jobs/{record['id']}"})
+        result: IngestResult = await run_in_threadpool(ws.ingest_file, path, name=name, source_path=f"upload:{name}")
     body = result.as_dict()
     if result.status == "rejected":
         status = 413 if result.code == "limit_exceeded" else 422

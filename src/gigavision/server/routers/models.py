@@ -8,7 +8,7 @@ No torch import here: the API starts fast; the worker loads torch when a job run
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Response
 from fastapi.responses import HTMLResponse
@@ -17,9 +17,13 @@ from pydantic import BaseModel, Field
 from gigavision.errors import InvalidInput, NotFound
 from gigavision.extras import require
 from gigavision.models import store
+from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
 from gigavision.train.jobs import reserve_model_id, saved_recipe
-from gigavision.train.recipe import load_recipe
+from gigavision.train.recipe import IMAGE_SIZE_MAX, Recipe, load_recipe
+
+if TYPE_CHECKING:
+    from gigavision.workspace import Workspace
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
 
@@ -49,9 +53,10 @@ def _record(info: store.ModelInfo) -> dict[str, Any]:
     return data
 
 
-@router.post("/train", status_code=202)
+@router.post("/train", dependencies=[Allow("train")], status_code=202)
 def train_model(
     ws: WorkspaceDep,
+    login: LoginDep,
     body: Annotated[dict[str, Any], Body(openapi_examples={"classify": {"value": TRAIN_EXAMPLE}})],
 ) -> dict[str, Any]:
     """Queue a training. Body: recipe fields (``task``, ``dataset`` NAME@N, ``arch``, ``epochs``, …, nested
@@ -59,32 +64,63 @@ def train_model(
     to continue an interrupted run. The job's result holds the model record."""
     require("train", feature="POST /api/v1/models/train")
     fields = {k: v for k, v in body.items() if k not in _CONTROL_KEYS}
-    actor = str(body.get("actor") or "anonymous")
+    actor = acting_as(login, str(body.get("actor") or "anonymous"))
     if body.get("resume"):
         if fields:
             raise InvalidInput(f"resume continues a run with its saved recipe; drop {', '.join(sorted(fields))}")
         run_id = str(body["resume"])
         saved_recipe(ws, run_id)  # 404 now when there is no such run
         return dict(ws.jobs.submit("train", {"resume": run_id}, actor))
+    if fields.get("weights") is not None:
+        fields["weights"] = _workspace_weights(ws, fields["weights"])
     recipe = load_recipe(base=fields)
+    _check_batch_pixels(recipe, ws.settings.limits.max_train_batch_pixels)
     model_id = reserve_model_id(ws, recipe, str(body["id"]) if body.get("id") else None)
     return dict(ws.jobs.submit("train", {"recipe": recipe.resolved(), "model_id": model_id}, actor))
 
 
-@router.get("", response_model=ModelList)
+def _workspace_weights(ws: Workspace, ref: Any) -> str:
+    """REST training starts from a model of this workspace (its id), never from a path on the server: the
+    checkpoint file of that model."""
+    try:
+        store.check_model_id(ref if isinstance(ref, str) else "")  # a model folder's name: no path
+    except InvalidInput as exc:
+        raise InvalidInput(
+            f"weights must be the id of a model of this workspace (GET /api/v1/models), not a path: {str(ref)[:80]!r}"
+        ) from exc
+    info = store.get_model(ws, ref)  # 404 for an unknown id
+    checkpoint = info.path / store.CHECKPOINT
+    if not checkpoint.is_file():
+        raise NotFound(f"model {ref} has no {store.CHECKPOINT} to start from")
+    return str(checkpoint)
+
+
+def _check_batch_pixels(recipe: Recipe, limit: int) -> None:
+    """``batch_size`` × input pixels bounds a training step's memory: at most ``limits.max_train_batch_pixels``.
+    An unset ``image_size`` is derived when training starts, at most ``IMAGE_SIZE_MAX``: checked at that."""
+    side = recipe.input_size if recipe.patch is not None or recipe.image_size is not None else IMAGE_SIZE_MAX
+    pixels = recipe.batch_size * side * side
+    if pixels > limit:
+        raise InvalidInput(
+            f"batch_size {recipe.batch_size} x image_size {side}x{side} = {pixels:,} pixels per batch is over "
+            f"limits.max_train_batch_pixels ({limit:,}): lower batch_size or image_size"
+        )
+
+
+@router.get("", dependencies=[Allow("data.read")], response_model=ModelList)
 def list_models(ws: WorkspaceDep) -> ModelList:
     """Published models, newest first."""
     items = [_record(m) for m in store.list_models(ws)]
     return ModelList(items=items, count=len(items))
 
 
-@router.get("/{model_id}")
+@router.get("/{model_id}", dependencies=[Allow("data.read")])
 def show_model(model_id: str, ws: WorkspaceDep) -> dict[str, Any]:
     """Task, architecture, classes, input size/normalisation, dataset lineage, headline metric and metrics."""
     return _record(store.get_model(ws, model_id))
 
 
-@router.get("/{model_id}/report", response_class=HTMLResponse)
+@router.get("/{model_id}/report", dependencies=[Allow("data.read")], response_class=HTMLResponse)
 def model_report(model_id: str, ws: WorkspaceDep) -> Response:
     """The evaluation report written at training time (self-contained HTML, served under a strict CSP)."""
     info = store.get_model(ws, model_id)
@@ -97,10 +133,10 @@ def model_report(model_id: str, ws: WorkspaceDep) -> Response:
     )
 
 
-@router.post("/{model_id}/evaluate", status_code=202)
-def evaluate_model(model_id: str, body: EvaluateRequest, ws: WorkspaceDep) -> dict[str, Any]:
+@router.post("/{model_id}/evaluate", dependencies=[Allow("train")], status_code=202)
+def evaluate_model(model_id: str, body: EvaluateRequest, ws: WorkspaceDep, login: LoginDep) -> dict[str, Any]:
     """Queue an evaluation on a dataset version's split; metrics.json and report.html become the job's files."""
     require("train", feature=f"POST /api/v1/models/{model_id}/evaluate")
     store.get_model(ws, model_id)  # 404 now for an unknown model
     params = {"model": model_id, "dataset": body.dataset, "split": body.split}
-    return dict(ws.jobs.submit("evaluate", params, body.actor))
+    return dict(ws.jobs.submit("evaluate", params, acting_as(login, body.actor)))

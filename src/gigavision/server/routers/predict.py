@@ -23,23 +23,21 @@ process's predictor cache (``infer.predictors``), so repeated calls pay only for
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.datastructures import UploadFile as StarletteUpload
 
-from gigavision.errors import GigavisionError, InvalidInput, LimitExceeded
+from gigavision.errors import GigavisionError, InvalidInput
 from gigavision.infer.engine import BATCH
 from gigavision.infer.jobs import OPTION_KEYS, PredictParams, class_colours, predict_params
 from gigavision.infer.request import MIN_FOREGROUND, Prediction, PredictRequest
+from gigavision.server.auth import Allow
 from gigavision.server.deps import WorkspaceDep
-from gigavision.server.uploads import safe_filename, save_upload
+from gigavision.server.uploads import FILE_PROPERTY, ReceivedForm, multipart_body, read_body, receive_form
 
 if TYPE_CHECKING:
     from gigavision.images.source import ImageSource
@@ -105,23 +103,13 @@ class PredictFields(BaseModel):
 
 
 _SCHEMA = PredictFields.model_json_schema()
-OPENAPI_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["model", "file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        **{k: v for k, v in _SCHEMA["properties"].items() if k != "image_id"},
-                    },
-                }
-            },
-            "application/json": {"schema": _SCHEMA, "example": {"model": "scenes-detect-1", "image_id": "<64 hex>"}},
-        },
-    }
+OPENAPI_BODY: dict[str, Any] = multipart_body(
+    {"file": FILE_PROPERTY, **{k: v for k, v in _SCHEMA["properties"].items() if k != "image_id"}},
+    ["model", "file"],
+)
+OPENAPI_BODY["requestBody"]["content"]["application/json"] = {
+    "schema": _SCHEMA,
+    "example": {"model": "scenes-detect-1", "image_id": "<64 hex>"},
 }
 
 
@@ -135,50 +123,27 @@ def _validated(data: dict[str, Any]) -> PredictFields:
         raise InvalidInput(f"{where}: {first.get('msg')}") from exc
 
 
-async def _read_request(request: Request, ws: Workspace) -> tuple[PredictFields, StarletteUpload | None]:
-    """The fields and the upload (or None), from a JSON body or a multipart / urlencoded form."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    declared = request.headers.get("content-length")
-    size = int(declared) if declared and declared.isdigit() else None
-    if kind == "application/json":
-        if size is not None and size > MAX_JSON_BYTES:
-            raise LimitExceeded(f"a JSON request is at most {MAX_JSON_BYTES:,} bytes; upload images as multipart")
+def _form_fields(fields: dict[str, str]) -> PredictFields:
+    data: dict[str, Any] = {k: v for k, v in fields.items() if v != ""}  # an empty form field is an absent one
+    if isinstance(data.get("side"), str):
         try:
-            body = await request.json()
-        except ValueError as exc:
-            raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise InvalidInput("the JSON body must be an object with model and image_id")
-        if "file" in body:
-            raise InvalidInput("a file cannot travel in JSON: send it as multipart/form-data (field file)")
-        return _validated(body), None
-    if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        raise InvalidInput(
-            f"send multipart/form-data (model + file) or application/json (model + image_id), not {kind or 'nothing'}"
-        )
-    limit = ws.settings.limits.max_upload_bytes
-    if size is not None and size > limit + 64 * 1024:
-        raise LimitExceeded(f"upload is larger than limits.max_upload_bytes ({limit:,} bytes)")
-    form = await request.form(max_files=1, max_fields=64)
+            data["side"] = json.loads(data["side"])
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"side must be a JSON object of KEY: number: {exc}") from exc
+    return _validated(data)
+
+
+async def _read_json(request: Request) -> PredictFields:
+    raw = await read_body(request, MAX_JSON_BYTES, "a JSON request (upload images as multipart)")
     try:
-        upload: StarletteUpload | None = None
-        data: dict[str, Any] = {}
-        for key, value in form.multi_items():
-            if isinstance(value, StarletteUpload):
-                if key != "file":
-                    raise InvalidInput(f"{key}: the image goes in the multipart field file")
-                upload = value
-            elif value != "":  # an empty form field is an absent one
-                data[key] = value
-        if isinstance(data.get("side"), str):
-            try:
-                data["side"] = json.loads(data["side"])
-            except json.JSONDecodeError as exc:
-                raise InvalidInput(f"side must be a JSON object of KEY: number: {exc}") from exc
-        return _validated(data), upload
-    except BaseException:
-        await form.close()  # the spooled upload; on success the caller closes it when done
-        raise
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput("the JSON body must be an object with model and image_id")
+    if "file" in body:
+        raise InvalidInput("a file cannot travel in JSON: send it as multipart/form-data (field file)")
+    return _validated(body)
 
 
 # -- answering ----------------------------------------------------------------------------------------------
@@ -238,6 +203,7 @@ def _job_params(prediction: Prediction, image_id: str | None, file: str | None, 
 
 @router.post(
     "/predict",
+    dependencies=[Allow("predict")],
     response_model=None,
     openapi_extra=OPENAPI_BODY,
     responses={
@@ -269,24 +235,27 @@ async def predict(
     "annotations": [records]}`` (``format=png``: ``image/png``). 202: the ``predict`` job; its result is
     ``{"model", "runtime", "items": [tiled result]}`` and with ``format=png`` its files hold ``overlay.png``.
     """
-    fields, upload = await _read_request(request, ws)
-    try:
-        if (upload is None) == (fields.image_id is None):
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        fields = await _read_json(request)
+        if fields.image_id is None:
             raise InvalidInput("give either an image file (multipart field file) or an image_id, not both")
-        if fields.store and upload is not None:
+        return await run_in_threadpool(_predict_image, ws, fields, fields.image_id, format == "png")
+    if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        raise InvalidInput(
+            f"send multipart/form-data (model + file) or application/json (model + image_id), not {kind or 'nothing'}"
+        )
+    async with receive_form(request, ws.root, ws.settings.limits.max_upload_bytes) as form:
+        fields = _form_fields(form.fields)
+        if (form.file is None) == (fields.image_id is None):
+            raise InvalidInput("give either an image file (multipart field file) or an image_id, not both")
+        if fields.store and form.file is not None:
             raise InvalidInput("store needs a workspace image: upload it to POST /api/v1/images, then send image_id")
         # the rest reads files, the database and the model: off the event loop
-        return await run_in_threadpool(_answer, ws, fields, upload, format == "png")
-    finally:
-        if upload is not None:
-            await upload.close()
-
-
-def _answer(ws: Workspace, fields: PredictFields, upload: StarletteUpload | None, png: bool) -> Response:
-    if upload is None:
-        assert fields.image_id is not None  # checked by the caller: exactly one of upload and image_id
-        return _predict_image(ws, fields, fields.image_id, png)
-    return _predict_upload(ws, fields, upload, png)
+        if form.file is None:
+            assert fields.image_id is not None  # checked above: exactly one of file and image_id
+            return await run_in_threadpool(_predict_image, ws, fields, fields.image_id, format == "png")
+        return await run_in_threadpool(_predict_upload, ws, fields, form, format == "png")
 
 
 def _predict_image(ws: Workspace, fields: PredictFields, image_id: str, png: bool) -> Response:
@@ -300,27 +269,21 @@ def _predict_image(ws: Workspace, fields: PredictFields, image_id: str, png: boo
     return _queued(ws.jobs.submit("predict", params.as_params(), fields.actor))
 
 
-def _predict_upload(ws: Workspace, fields: PredictFields, upload: StarletteUpload, png: bool) -> Response:
-    """Spool the upload (under the limit), open it (400/413/422 for what is not a readable image), then
-    predict it now or hand the file to a job."""
+def _predict_upload(ws: Workspace, fields: PredictFields, form: ReceivedForm, png: bool) -> Response:
+    """Open the spooled upload (400/413/422 for what is not a readable image), then predict it now or hand
+    the file to a job (moved into its input folder, not copied)."""
     from gigavision.images.registry import open_image
 
-    name = safe_filename(upload.filename)
-    if name.startswith("."):
+    assert form.file is not None and form.filename is not None
+    path, name = form.file, form.filename
+    if form.size == 0:
+        raise InvalidInput(f"{name}: empty upload (0 bytes)")
+    if name.startswith("."):  # a job's input names are plain, visible file names
         name = f"upload{name}"
-    spool = ws.root / "cache" / "uploads" / uuid.uuid4().hex
-    spool.mkdir(parents=True)
-    path = spool / name
-    try:
-        prediction = fields.request(str(path)).resolve(ws)
-        # save_upload reads only ``.file``, which the form's starlette UploadFile has too
-        size = save_upload(cast(UploadFile, upload), path, ws.settings.limits.max_upload_bytes)
-        if size == 0:
-            raise InvalidInput(f"{name}: empty upload (0 bytes)")
-        with open_image(path, limits=ws.settings.limits) as source:
-            if not prediction.plan(source).tiled:
-                return _predict_now(prediction, str(path), name, source, png)
-        params = _job_params(prediction, None, name, png)
-        return _queued(ws.jobs.submit("predict", params.as_params(), fields.actor, inputs={name: path}))
-    finally:
-        shutil.rmtree(spool, ignore_errors=True)
+        path = path.rename(path.with_name(name))
+    prediction = fields.request(str(path)).resolve(ws)
+    with open_image(path, limits=ws.settings.limits) as source:
+        if not prediction.plan(source).tiled:
+            return _predict_now(prediction, str(path), name, source, png)
+    params = _job_params(prediction, None, name, png)
+    return _queued(ws.jobs.submit("predict", params.as_params(), fields.actor, inputs={name: path}))

@@ -8,18 +8,16 @@ an unknown format or option), and an import's upload is streamed to disk under t
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Form, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from gigavision.errors import InvalidInput, LimitExceeded
+from gigavision.errors import InvalidInput
 from gigavision.formats.jobs import export_params, import_params
+from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
-from gigavision.server.uploads import safe_filename, save_upload
+from gigavision.server.uploads import FILE_PROPERTY, multipart_body, receive_form
 
 router = APIRouter(prefix="/api/v1", tags=["import / export"])
 
@@ -35,8 +33,8 @@ class ExportRequest(BaseModel):
     actor: str = Field("anonymous", max_length=256)
 
 
-@router.post("/exports", status_code=202)
-def create_export(body: ExportRequest, ws: WorkspaceDep) -> dict[str, Any]:
+@router.post("/exports", dependencies=[Allow("transfer")], status_code=202)
+def create_export(body: ExportRequest, ws: WorkspaceDep, login: LoginDep) -> dict[str, Any]:
     """Queue an export; the result names the file to download (``result.out``)."""
     params = {"format": body.format, "dataset": body.dataset, "options": body.options}
     checked = export_params(params)
@@ -44,49 +42,57 @@ def create_export(body: ExportRequest, ws: WorkspaceDep) -> dict[str, Any]:
         from gigavision.datasets import open_version
 
         open_version(ws, checked.dataset)  # 404 now rather than a failed job later
-    return dict(ws.jobs.submit("export", params, body.actor))
+    return dict(ws.jobs.submit("export", params, acting_as(login, body.actor)))
 
 
-@router.post("/imports", status_code=202)
-async def create_import(
-    request: Request,
-    ws: WorkspaceDep,
-    file: UploadFile,
-    format: Annotated[str, Form(description="coco | voc | yolo | geojson | imagefolder | csv")],
-    options: Annotated[
-        str,
-        Form(
-            description="JSON object, any of: status, source, strict_labels, labels, ingest, max_vertices, "
-            "default_label, image (docs/formats.md); other keys are a 400"
-        ),
-    ] = "{}",
-    actor: Annotated[str, Form(max_length=256)] = "anonymous",
-) -> dict[str, Any]:
-    """Queue an import of one uploaded file (.json, .xml, .txt, .csv, .geojson, or a .zip of a folder).
+IMPORT_BODY = multipart_body(
+    {
+        "file": FILE_PROPERTY,
+        "format": {"type": "string", "description": "coco | voc | yolo | geojson | imagefolder | csv"},
+        "options": {
+            "type": "string",
+            "default": "{}",
+            "description": "JSON object, any of: status, source, strict_labels, labels, ingest, max_vertices, "
+            "default_label, image (docs/formats.md); other keys are a 400",
+        },
+        "actor": {"type": "string", "maxLength": 256, "default": "anonymous"},
+    },
+    ["file", "format"],
+)
+
+
+@router.post(
+    "/imports",
+    dependencies=[Allow("transfer")],
+    status_code=202,
+    openapi_extra=IMPORT_BODY,
+    responses={400: {}, 413: {}},
+)
+async def create_import(request: Request, ws: WorkspaceDep) -> dict[str, Any]:
+    """Queue an import of one uploaded file (.json, .xml, .txt, .csv, .geojson, or a .zip of a folder), streamed
+    once into the workspace's upload spool under ``limits.max_upload_bytes`` and moved into the job's input.
 
     The job's result is the import report: what was imported, what was rejected and why. Something rejected or
     unmatched leaves the job ``done`` with ``"ok": false`` (record and result) and the counts in its message.
     """
-    limit = ws.settings.limits.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise LimitExceeded(f"upload is larger than limits.max_upload_bytes ({limit:,} bytes)")
-    try:
-        opts = json.loads(options)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"options must be a JSON object: {exc}") from exc
-    if not isinstance(opts, dict):
-        raise InvalidInput("options must be a JSON object")
-    name = safe_filename(file.filename)
-    params = {"format": format, "file": name, "options": opts}
-    import_params(params)
-    spool = ws.root / "cache" / "uploads" / uuid.uuid4().hex
-    spool.mkdir(parents=True)
-    try:
-        size = await run_in_threadpool(save_upload, file, spool / name, limit)
-        if size == 0:
+    async with receive_form(request, ws.root, ws.settings.limits.max_upload_bytes) as form:
+        if form.file is None or form.filename is None:
+            raise InvalidInput("no file: send the annotations in the multipart field file")
+        fmt = form.fields.get("format")
+        if not fmt:
+            raise InvalidInput("format: field required (coco | voc | yolo | geojson | imagefolder | csv)")
+        actor = form.fields.get("actor") or "anonymous"
+        if len(actor) > 256:
+            raise InvalidInput("actor: at most 256 characters")
+        try:
+            opts = json.loads(form.fields.get("options") or "{}")
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"options must be a JSON object: {exc}") from exc
+        if not isinstance(opts, dict):
+            raise InvalidInput("options must be a JSON object")
+        name = form.filename
+        params = {"format": fmt, "file": name, "options": opts}
+        import_params(params)
+        if form.size == 0:
             raise InvalidInput(f"{name}: empty upload (0 bytes)")
-        return dict(ws.jobs.submit("import", params, actor, inputs={name: spool / name}))
-    finally:
-        await file.close()
-        shutil.rmtree(spool, ignore_errors=True)
+        return dict(ws.jobs.submit("import", params, actor, inputs={name: form.file}))
