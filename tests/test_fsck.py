@@ -208,3 +208,26 @@ def test_sigkilled_ingest_then_repair_is_consistent(
     assert rows == blobs == folders == set()  # killed before its commit: nothing of it remains
     code, report = fsck(capsys, ws)
     assert code == 0 and report["findings"] == []
+
+
+def test_remote_blob_store_is_checked_through_fsspec(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, samples: dict[str, Path]
+) -> None:
+    """blob_url naming an fsspec store (memory://): originals are checked and swept through fsspec; ingesting
+    a file again restores an original lost from the store."""
+    with gv.init_workspace(tmp_path / "ws", blob_url=f"memory://fsck-{tmp_path.name}") as ws:
+        lost, kept = (r.id or "" for r in ws.ingest([samples["coins.png"], samples["astronaut.jpg"]]))
+        fs, root = ws.blobs.fs, ws.blobs.root
+        fs.rm(f"{root}/{ws.get_image(lost).blob_key}")
+        fs.pipe(f"{root}/ab/{'ab' * 32}.png", b"not an image anyone ingested")
+        code, report = fsck(capsys, ws)
+        assert code == 1
+        assert found(report) == {
+            ("blob", "missing", f"blobs/{ws.get_image(lost).blob_key}"),
+            ("orphan", "orphan", f"blobs/ab/{'ab' * 32}.png"),
+        }
+        assert ws.ingest([samples["coins.png"]])[0].status == "duplicate"  # restores the original
+        assert fs.cat(f"{root}/{ws.get_image(lost).blob_key}") == samples["coins.png"].read_bytes()
+        code, report = fsck(capsys, ws, "--repair")
+        assert code == 0 and found(report) == {("orphan", "orphan", f"blobs/ab/{'ab' * 32}.png")}
+        assert sorted(fs.find(root)) == sorted(f"{root}/{ws.get_image(i).blob_key}" for i in (lost, kept))
