@@ -6,9 +6,9 @@ Paths rather than imports keep this package below the stages it runs (imports fl
 Heavy kinds run *isolated*: in a child process of the worker, so that their crash, OOM kill or a native
 library's segfault fails the job and never the API or worker that runs it (see ``gigavision.jobs.child``).
 Training, evaluation and prediction load models and batches of pixels; an import reads untrusted archives
-and decodes masks; an ingest decodes an uploaded image and builds its pyramid. Exports and dataset versions only read the database and write files: they stay in a
-thread of the worker, as spawning a child (a fresh interpreter importing the stages, about 1-2 s) would
-double the time of a small export.
+and decodes masks; an ingest decodes an uploaded image and builds its pyramid. Exports and dataset versions
+only read the database and write files: they stay in a thread of the worker, as a child process (its own
+imports of the stage, up to a second or two) would double the time of a small export.
 """
 
 from __future__ import annotations
