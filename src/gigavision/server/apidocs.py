@@ -19,6 +19,8 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from gigavision.server.auth import Public
+
 ASSETS = Path(__file__).parent / "static" / "docs"
 ASSET_URL = "/docs/static"
 REQUIRED = ("swagger-ui-bundle.js", "swagger-ui.css")
@@ -55,7 +57,7 @@ def install_api_docs(app: FastAPI, csp: str, assets: Path | None = None) -> None
     # check_dir=False: the folder may appear later (`make web` while the server runs), as for the viewer.
     app.mount(ASSET_URL, StaticFiles(directory=folder, check_dir=False), name="docs-assets")
 
-    @app.get("/docs", include_in_schema=False)
+    @app.get("/docs", include_in_schema=False, dependencies=[Public()])  # the page; its API calls need logins
     def docs() -> HTMLResponse:
         if all((folder / name).is_file() for name in REQUIRED):
             return HTMLResponse(page, headers=headers)

@@ -1,7 +1,9 @@
 """``/api/v1/images/{id}/annotations``, ``/api/v1/annotations/{id}`` and ``/api/v1/labels``.
 
-Until users and roles exist (a later issue), the acting user is the ``actor`` field/parameter and is
-recorded in the history as given.
+Who acts: in a workspace with users, the login (an ``actor`` naming someone else is a 403); without users,
+the ``actor`` field/parameter, recorded in the history as given. An annotator edits and deletes only their
+own annotations, and no endpoint here shows anyone the other annotators' labels of an open QC item on the
+image (``gigavision.active.isolation``): they are left out of lists and are a 404 one by one.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
+from gigavision.active.isolation import NOTHING, Hidden, annotation_owner, hidden_from, owns
 from gigavision.annotations import Annotations, Canvas
+from gigavision.errors import Forbidden, NotFound
+from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
 from gigavision.store.annotations import Viewport
+from gigavision.store.roles import Login
 from gigavision.workspace import Workspace
 
 router = APIRouter(tags=["annotations"])
@@ -50,10 +56,34 @@ class LabelClass(BaseModel):
     attributes: dict[str, list[str]] = Field(default_factory=dict)
 
 
-@router.get("/api/v1/images/{image_id}/annotations", response_model=AnnotationPage)
+def _hidden(ws: Workspace, image_id: str, login: Login) -> Hidden:
+    """What this login may not see of the image (others' labels of its open QC items)."""
+    if login.via == "local":  # no users: one person, QC independence is by convention (``actor``)
+        return NOTHING
+    return hidden_from(ws, image_id, login.name, always=login.role == "annotator")
+
+
+def _visible(ws: Workspace, annotation_id: int, login: Login, *, write: bool = False) -> None:
+    """404 for an annotation this login may not see; 403 for an annotator's write to someone else's."""
+    if login.via == "local":
+        return
+    owner = annotation_owner(ws, annotation_id)
+    if owner is None:
+        return  # the store answers 404 (or the history of a deleted row)
+    image_id, created_by, source = owner
+    if annotation_id in _hidden(ws, image_id, login).ids:
+        raise NotFound(f"no annotation with id {annotation_id}")
+    if write and login.role == "annotator" and not owns(login.name, created_by, source):
+        raise Forbidden(f"{login.name} (annotator) edits only their own annotations; {annotation_id} is not")
+
+
+@router.get(
+    "/api/v1/images/{image_id}/annotations", response_model=AnnotationPage, dependencies=[Allow("annotations.read")]
+)
 def list_annotations(
     image_id: str,
     ws: WorkspaceDep,
+    login: LoginDep,
     bbox: Annotated[str | None, Query(description="viewport x0,y0,x1,y1 in level-0 pixels")] = None,
     label: Annotated[list[str] | None, Query()] = None,
     source: Annotated[list[str] | None, Query()] = None,
@@ -63,9 +93,12 @@ def list_annotations(
     simplify: Annotated[float, Query(ge=0, le=1e6, description="polygon simplification tolerance (px)")] = 0.0,
     total: Annotated[bool, Query(description="count every match (false: skip it, e.g. per viewer pan)")] = True,
 ) -> AnnotationPage:
-    """Annotations of an image in id order, a page at a time (``cursor``), optionally inside a viewport."""
+    """Annotations of an image in id order, a page at a time (``cursor``), optionally inside a viewport.
+
+    Others' labels of an open QC item are left out for its annotators (``total`` is then null)."""
+    image_id = ws.find_image(image_id)
     page = ws.annotations.query_page(
-        ws.find_image(image_id),
+        image_id,
         Viewport.parse(bbox) if bbox else None,
         labels=label or (),
         sources=source or (),
@@ -75,17 +108,19 @@ def list_annotations(
         simplify=simplify,
         with_total=total,
     )
+    hidden = _hidden(ws, image_id, login)
+    items = hidden.keep(page.items)
     return AnnotationPage(
-        items=page.items,
-        count=len(page.items),
-        total=page.total,
+        items=items,
+        count=len(items),
+        total=page.total if not hidden else None,
         truncated=page.truncated,
         next_cursor=page.next_cursor,
     )
 
 
-@router.post("/api/v1/images/{image_id}/annotations", status_code=201)
-def add_annotations(image_id: str, body: AddAnnotations, ws: WorkspaceDep) -> dict[str, Any]:
+@router.post("/api/v1/images/{image_id}/annotations", status_code=201, dependencies=[Allow("annotations.write")])
+def add_annotations(image_id: str, body: AddAnnotations, ws: WorkspaceDep, login: LoginDep) -> dict[str, Any]:
     """Add annotations in one transaction: all are stored, or none (400 naming the record and the reason).
 
     Each record is checked as an import's is (inside the image, valid geometry, vertex cap, a mask's RLE size
@@ -96,7 +131,7 @@ def add_annotations(image_id: str, body: AddAnnotations, ws: WorkspaceDep) -> di
     ann = Annotations.from_records(
         body.annotations, canvas=_canvas(ws, image_id), max_records=limits.max_records_per_request
     )
-    ids = ws.annotations.add(image_id, ann, actor=body.actor)
+    ids = ws.annotations.add(image_id, ann, actor=acting_as(login, body.actor))
     return {"ids": ids, "count": len(ids)}
 
 
@@ -107,35 +142,41 @@ def _canvas(ws: Workspace, image_id: str) -> Canvas:
     return Canvas(image.width, image.height, limits.max_annotation_vertices, limits.max_tile_pixels)
 
 
-@router.get("/api/v1/annotations/{annotation_id}")
-def get_annotation(annotation_id: int, ws: WorkspaceDep) -> dict[str, Any]:
+@router.get("/api/v1/annotations/{annotation_id}", dependencies=[Allow("annotations.read")])
+def get_annotation(annotation_id: int, ws: WorkspaceDep, login: LoginDep) -> dict[str, Any]:
     """One live annotation as a record with its version (the viewer reloads one after a 409 with this)."""
+    _visible(ws, annotation_id, login)
     return ws.annotations.get_record(annotation_id)
 
 
-@router.patch("/api/v1/annotations/{annotation_id}")
-def edit_annotation(annotation_id: int, body: EditAnnotation, ws: WorkspaceDep) -> dict[str, Any]:
+@router.patch("/api/v1/annotations/{annotation_id}", dependencies=[Allow("annotations.write")])
+def edit_annotation(annotation_id: int, body: EditAnnotation, ws: WorkspaceDep, login: LoginDep) -> dict[str, Any]:
+    _visible(ws, annotation_id, login, write=True)
     canvas = _canvas(ws, ws.annotations.image_of(annotation_id))
-    return ws.annotations.update(annotation_id, body.version, body.changes, actor=body.actor, canvas=canvas)
+    actor = acting_as(login, body.actor)
+    return ws.annotations.update(annotation_id, body.version, body.changes, actor=actor, canvas=canvas)
 
 
-@router.delete("/api/v1/annotations/{annotation_id}", status_code=204)
+@router.delete("/api/v1/annotations/{annotation_id}", status_code=204, dependencies=[Allow("annotations.write")])
 def delete_annotation(
     annotation_id: int,
     ws: WorkspaceDep,
+    login: LoginDep,
     version: Annotated[int, Query(ge=1)],
     actor: Annotated[str, Query(max_length=256)] = "anonymous",
 ) -> Response:
-    ws.annotations.delete(annotation_id, version, actor=actor)
+    _visible(ws, annotation_id, login, write=True)
+    ws.annotations.delete(annotation_id, version, actor=acting_as(login, actor))
     return Response(status_code=204)
 
 
-@router.get("/api/v1/annotations/{annotation_id}/history")
-def annotation_history(annotation_id: int, ws: WorkspaceDep) -> list[dict[str, Any]]:
+@router.get("/api/v1/annotations/{annotation_id}/history", dependencies=[Allow("annotations.read")])
+def annotation_history(annotation_id: int, ws: WorkspaceDep, login: LoginDep) -> list[dict[str, Any]]:
+    _visible(ws, annotation_id, login)
     return ws.annotations.history(annotation_id)
 
 
-@router.get("/api/v1/labels")
+@router.get("/api/v1/labels", dependencies=[Allow("view")])
 def list_labels(ws: WorkspaceDep) -> dict[str, LabelClass]:
     return {
         name: LabelClass(kind=c.kind, color=c.color, parent=c.parent, attributes=c.attributes)
@@ -143,7 +184,8 @@ def list_labels(ws: WorkspaceDep) -> dict[str, LabelClass]:
     }
 
 
-@router.put("/api/v1/labels/{name}")
-def put_label(name: str, body: LabelClass, ws: WorkspaceDep) -> LabelClass:
-    saved = ws.labels.set(name, body.kind, body.color, body.parent, body.attributes, actor="rest")
+@router.put("/api/v1/labels/{name}", dependencies=[Allow("schema")])
+def put_label(name: str, body: LabelClass, ws: WorkspaceDep, login: LoginDep) -> LabelClass:
+    actor = "rest" if login.via == "local" else login.name
+    saved = ws.labels.set(name, body.kind, body.color, body.parent, body.attributes, actor=actor)
     return LabelClass.model_validate(saved.as_dict())

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from gigavision.datasets import create_version, diff_versions, list_versions, open_version
 from gigavision.datasets.spec import DEFAULT_SPLIT, check_name
 from gigavision.errors import InvalidInput
+from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
@@ -56,13 +57,15 @@ def _ref(name: str, version: str) -> str:
     return f"{name}@{version}"
 
 
-@router.post("", status_code=201)
-def create_dataset(body: CreateDataset, ws: WorkspaceDep, response: Response) -> dict[str, Any]:
+@router.post("", status_code=201, dependencies=[Allow("datasets.write")])
+def create_dataset(body: CreateDataset, ws: WorkspaceDep, response: Response, login: LoginDep) -> dict[str, Any]:
     """Freeze a new version NAME@N; 409 when a version of NAME already has identical content."""
     if body.background:
         check_name(body.name)
         response.status_code = 202
-        return dict(ws.jobs.submit("dataset", body.model_dump(exclude={"actor", "background"}), body.actor))
+        return dict(
+            ws.jobs.submit("dataset", body.model_dump(exclude={"actor", "background"}), acting_as(login, body.actor))
+        )
     version = create_version(
         ws,
         body.name,
@@ -76,12 +79,12 @@ def create_dataset(body: CreateDataset, ws: WorkspaceDep, response: Response) ->
         reshuffle=body.reshuffle,
         allow_duplicate=body.allow_duplicate,
         qc_submissions=body.qc_submissions,
-        actor=body.actor,
+        actor=acting_as(login, body.actor),
     )
     return version.summary()
 
 
-@router.get("", response_model=VersionList)
+@router.get("", response_model=VersionList, dependencies=[Allow("data.read")])
 def list_datasets(
     ws: WorkspaceDep, name: Annotated[str | None, Query(description="only this dataset")] = None
 ) -> VersionList:
@@ -89,7 +92,7 @@ def list_datasets(
     return VersionList(items=items, count=len(items))
 
 
-@router.get("/diff")
+@router.get("/diff", dependencies=[Allow("data.read")])
 def diff_datasets(
     ws: WorkspaceDep,
     a: Annotated[str, Query(description="NAME@N")],
@@ -99,20 +102,20 @@ def diff_datasets(
     return diff_versions(ws, a, b, limit=limit)
 
 
-@router.get("/{name}/versions", response_model=VersionList)
+@router.get("/{name}/versions", response_model=VersionList, dependencies=[Allow("data.read")])
 def dataset_versions(name: str, ws: WorkspaceDep) -> VersionList:
     open_version(ws, name)  # 404 naming the known datasets when there is none
     items = [v.summary(schema=False) for v in list_versions(ws, name)]
     return VersionList(items=items, count=len(items))
 
 
-@router.get("/{name}/versions/{version}")
+@router.get("/{name}/versions/{version}", dependencies=[Allow("data.read")])
 def show_version(name: str, version: str, ws: WorkspaceDep) -> dict[str, Any]:
     """Spec, counts per split and class, schema and content hash (``version``: a number or ``latest``)."""
     return open_version(ws, _ref(name, version)).summary()
 
 
-@router.get("/{name}/versions/{version}/images", response_model=ImagePage)
+@router.get("/{name}/versions/{version}/images", response_model=ImagePage, dependencies=[Allow("data.read")])
 def version_images(
     name: str,
     version: str,
@@ -125,7 +128,7 @@ def version_images(
     return ImagePage(items=items, total=total)
 
 
-@router.get("/{name}/versions/{version}/images/{image_id}/annotations")
+@router.get("/{name}/versions/{version}/images/{image_id}/annotations", dependencies=[Allow("data.read")])
 def version_annotations(name: str, version: str, image_id: str, ws: WorkspaceDep) -> dict[str, Any]:
     """The frozen annotations of one image of the version (as they were when it was created); the image by id,
     unique id prefix or unique name."""

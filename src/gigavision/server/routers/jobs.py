@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from gigavision.jobs.manager import JobRecord
+from gigavision.server.auth import Allow
 from gigavision.server.deps import WorkspaceDep
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -19,7 +20,7 @@ class JobPage(BaseModel):
     total: int
 
 
-@router.get("", response_model=JobPage)
+@router.get("", response_model=JobPage, dependencies=[Allow("data.read")])
 def list_jobs(
     ws: WorkspaceDep,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -32,7 +33,7 @@ def list_jobs(
     return JobPage(items=items, total=total)
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", dependencies=[Allow("data.read")])
 def get_job(job_id: str, ws: WorkspaceDep) -> JobRecord:
     """Status (queued/running/done/failed/cancelled), ``ok``, progress 0–1, message, result or error, output files.
 
@@ -42,13 +43,13 @@ def get_job(job_id: str, ws: WorkspaceDep) -> JobRecord:
     return ws.jobs.get(job_id)
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", dependencies=[Allow("jobs.manage")])
 def cancel_job(job_id: str, ws: WorkspaceDep) -> JobRecord:
     """A queued job is cancelled at once; a running one stops at its next progress report (409 if finished)."""
     return ws.jobs.cancel(job_id)
 
 
-@router.get("/{job_id}/files/{path:path}")
+@router.get("/{job_id}/files/{path:path}", dependencies=[Allow("data.read")])
 def download(job_id: str, path: str, ws: WorkspaceDep) -> FileResponse:
     """An output file of a finished job, as an attachment."""
     file = ws.jobs.file_path(job_id, path)

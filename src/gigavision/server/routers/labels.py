@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
+from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
 from gigavision.store.labels import palette_color
 
@@ -27,13 +28,13 @@ class Merge(BaseModel):
     actor: str = Field("anonymous", max_length=256)
 
 
-@router.get("/events")
+@router.get("/events", dependencies=[Allow("data.read")])
 def label_events(ws: WorkspaceDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
     """Schema changes, newest first, with how many annotations each moved."""
     return [e.as_dict() for e in ws.labels.events(limit)]
 
 
-@router.get("/palette")
+@router.get("/palette", dependencies=[Allow("view")])
 def label_palette(
     name: Annotated[list[Annotated[str, Field(max_length=256)]], Query(min_length=1, max_length=1000)],
 ) -> dict[str, str]:
@@ -42,20 +43,22 @@ def label_palette(
     return {n: palette_color(n) for n in name}
 
 
-@router.post("/merge")
-def merge_labels(body: Merge, ws: WorkspaceDep) -> dict[str, Any]:
+@router.post("/merge", dependencies=[Allow("schema")])
+def merge_labels(body: Merge, ws: WorkspaceDep, login: LoginDep) -> dict[str, Any]:
     """Relabel every annotation of ``sources`` as ``into``; 400 if the kinds differ."""
-    return ws.labels.merge(body.sources, body.into, body.actor).as_dict()
+    return ws.labels.merge(body.sources, body.into, acting_as(login, body.actor)).as_dict()
 
 
-@router.post("/{name}/rename")
-def rename_label(name: str, body: Rename, ws: WorkspaceDep) -> dict[str, Any]:
+@router.post("/{name}/rename", dependencies=[Allow("schema")])
+def rename_label(name: str, body: Rename, ws: WorkspaceDep, login: LoginDep) -> dict[str, Any]:
     """Rename a class and relabel its annotations; 409 if the new name exists (merge instead)."""
-    return ws.labels.rename(name, body.to, body.actor).as_dict()
+    return ws.labels.rename(name, body.to, acting_as(login, body.actor)).as_dict()
 
 
-@router.delete("/{name}", status_code=204)
-def remove_label(name: str, ws: WorkspaceDep, actor: Annotated[str, Query(max_length=256)] = "anonymous") -> Response:
+@router.delete("/{name}", status_code=204, dependencies=[Allow("schema")])
+def remove_label(
+    name: str, ws: WorkspaceDep, login: LoginDep, actor: Annotated[str, Query(max_length=256)] = "anonymous"
+) -> Response:
     """Remove an unused class; 409 while annotations use it."""
-    ws.labels.remove(name, actor)
+    ws.labels.remove(name, acting_as(login, actor))
     return Response(status_code=204)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 
 from gigavision.errors import InvalidInput, NotFound
 from gigavision.infer.layers import Layer, LayerKind, LayerName, LayerRasters, find_layer, list_layers, render_layer
+from gigavision.server.auth import Allow
 from gigavision.server.deps import RendererDep, WorkspaceDep
 from gigavision.server.render import DZI_TILE, dzi_level_size, dzi_xml
 from gigavision.server.routers.tiles import etag, not_modified
@@ -109,6 +110,7 @@ def _png(rgba: np.ndarray) -> bytes:
     "/api/v1/images/{image_id}/layers",
     response_model=list[LayerOut],
     responses={404: {"description": "no such image"}},
+    dependencies=[Allow("view")],
 )
 def image_layers(image_id: str, request: Request, ws: WorkspaceDep) -> list[LayerOut]:
     """The image's prediction rasters as viewer layers (Deep Zoom pyramids at the image's level-0 size).
@@ -119,7 +121,7 @@ def image_layers(image_id: str, request: Request, ws: WorkspaceDep) -> list[Laye
     return [_out(layer) for layer in list_layers(ws, get_rasters(request), ws.find_image(image_id))]
 
 
-@router.get("/dzi/layers/{image_id}/{model_id}/{name}.dzi")
+@router.get("/dzi/layers/{image_id}/{model_id}/{name}.dzi", dependencies=[Allow("view")])
 def layer_dzi(image_id: str, model_id: str, name: str, request: Request, ws: WorkspaceDep) -> Response:
     layer = find_layer(ws, get_rasters(request), image_id, model_id, name)
     tag = etag("layer", LAYER_RENDER_VERSION, image_id, model_id, name, layer.stamp, "dzi")
@@ -132,7 +134,7 @@ def layer_dzi(image_id: str, model_id: str, name: str, request: Request, ws: Wor
     )
 
 
-@router.get("/dzi/layers/{image_id}/{model_id}/{name}_files/{level}/{col}_{row}.{fmt}")
+@router.get("/dzi/layers/{image_id}/{model_id}/{name}_files/{level}/{col}_{row}.{fmt}", dependencies=[Allow("view")])
 def layer_tile(
     image_id: str,
     model_id: str,

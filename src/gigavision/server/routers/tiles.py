@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from gigavision.errors import InvalidInput
+from gigavision.server.auth import Allow
 from gigavision.server.deps import RendererDep, WorkspaceDep
 from gigavision.server.iiif import info_json, max_size, parse_request
 from gigavision.server.render import DZI_TILE, RENDER_VERSION, Rendered, dzi_xml
@@ -52,13 +53,13 @@ def _image_response(rendered: Rendered, etag: str, extra: dict[str, str] | None 
     return Response(rendered.body, media_type=rendered.media_type, headers=headers)
 
 
-@router.get("/iiif/3/{image_id}", include_in_schema=False)
+@router.get("/iiif/3/{image_id}", include_in_schema=False, dependencies=[Allow("view")])
 def iiif_base(image_id: str, request: Request) -> RedirectResponse:
     check_image_id(image_id)
     return RedirectResponse(str(request.url_for("iiif_info", image_id=image_id)), status_code=303)
 
 
-@router.get("/iiif/3/{image_id}/info.json", name="iiif_info")
+@router.get("/iiif/3/{image_id}/info.json", name="iiif_info", dependencies=[Allow("view")])
 def iiif_info(image_id: str, request: Request, ws: WorkspaceDep) -> Any:
     row = ws.get_image(image_id)
     base = str(request.url_for("iiif_base", image_id=image_id))
@@ -75,7 +76,7 @@ def iiif_info(image_id: str, request: Request, ws: WorkspaceDep) -> Any:
     return JSONResponse(body, media_type=media, headers={"ETag": tag, "Cache-Control": IMMUTABLE, "Link": PROFILE_LINK})
 
 
-@router.get("/iiif/3/{image_id}/{region}/{size}/{rotation}/{quality}.{fmt}")
+@router.get("/iiif/3/{image_id}/{region}/{size}/{rotation}/{quality}.{fmt}", dependencies=[Allow("view")])
 def iiif_image(
     image_id: str,
     region: str,
@@ -100,7 +101,7 @@ def iiif_image(
     return _image_response(rendered, tag, {"Link": link})
 
 
-@router.get("/dzi/{image_id}.dzi")
+@router.get("/dzi/{image_id}.dzi", dependencies=[Allow("view")])
 def dzi_descriptor(image_id: str, request: Request, ws: WorkspaceDep) -> Response:
     row = ws.get_image(image_id)
     tag = etag(image_id, "dzi")
@@ -113,7 +114,7 @@ def dzi_descriptor(image_id: str, request: Request, ws: WorkspaceDep) -> Respons
     )
 
 
-@router.get("/dzi/{image_id}_files/{level}/{col}_{row}.{fmt}")
+@router.get("/dzi/{image_id}_files/{level}/{col}_{row}.{fmt}", dependencies=[Allow("view")])
 def dzi_tile(
     image_id: str,
     level: str,
