@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from gigavision.errors import InvalidInput
 from gigavision.images.metadata import public_meta, user_meta_keys
-from gigavision.server.auth import Allow
+from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
 from gigavision.server.uploads import FILE_PROPERTY, multipart_body, receive_form
 from gigavision.store.schema import ImageRow
@@ -176,7 +176,7 @@ UPLOAD_BODY = multipart_body({"file": FILE_PROPERTY}, ["file"], "one image file,
         422: {},
     },
 )
-async def upload_image(request: Request, ws: WorkspaceDep) -> Any:
+async def upload_image(request: Request, ws: WorkspaceDep, login: LoginDep) -> Any:
     """Upload one image (multipart field ``file``), streamed once into the workspace's upload spool under
     ``limits.max_upload_bytes``. A small image is ingested in the request (201, or 200 for bytes already
     ingested); a big one (``ingest.runs_long``: a side over ``ingest.pyramid_threshold`` or more than
@@ -191,7 +191,7 @@ async def upload_image(request: Request, ws: WorkspaceDep) -> Any:
         if form.size == 0:
             raise InvalidInput(f"{name}: empty upload (0 bytes)")
         if await run_in_threadpool(runs_long, path, ws.settings):
-            actor = form.fields.get("actor") or "anonymous"
+            actor = acting_as(login, form.fields.get("actor") or "anonymous")
             record = ws.jobs.submit("ingest", {"file": name}, actor[:256], inputs={name: path})
             return JSONResponse(record, status_code=202, headers={"Location": f"/api/v1/jobs/{record['id']}"})
         result: IngestResult = await run_in_threadpool(ws.ingest_file, path, name=name, source_path=f"upload:{name}")

@@ -35,7 +35,7 @@ from gigavision.errors import GigavisionError, InvalidInput
 from gigavision.infer.engine import BATCH
 from gigavision.infer.jobs import OPTION_KEYS, PredictParams, class_colours, predict_params
 from gigavision.infer.request import MIN_FOREGROUND, Prediction, PredictRequest
-from gigavision.server.auth import Allow
+from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
 from gigavision.server.uploads import FILE_PROPERTY, ReceivedForm, multipart_body, read_body, receive_form
 
@@ -221,6 +221,7 @@ def _job_params(prediction: Prediction, image_id: str | None, file: str | None, 
 async def predict(
     request: Request,
     ws: WorkspaceDep,
+    login: LoginDep,
     format: Annotated[
         Literal["json", "png"],
         Query(description="png: answer a small image with the image and its predictions drawn (≤ 2048 px)"),
@@ -238,6 +239,7 @@ async def predict(
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json":
         fields = await _read_json(request)
+        fields.actor = acting_as(login, fields.actor)
         if fields.image_id is None:
             raise InvalidInput("give either an image file (multipart field file) or an image_id, not both")
         return await run_in_threadpool(_predict_image, ws, fields, fields.image_id, format == "png")
@@ -247,6 +249,7 @@ async def predict(
         )
     async with receive_form(request, ws.root, ws.settings.limits.max_upload_bytes) as form:
         fields = _form_fields(form.fields)
+        fields.actor = acting_as(login, fields.actor)
         if (form.file is None) == (fields.image_id is None):
             raise InvalidInput("give either an image file (multipart field file) or an image_id, not both")
         if fields.store and form.file is not None:

@@ -68,7 +68,7 @@ IMPORT_BODY = multipart_body(
     openapi_extra=IMPORT_BODY,
     responses={400: {}, 413: {}},
 )
-async def create_import(request: Request, ws: WorkspaceDep) -> dict[str, Any]:
+async def create_import(request: Request, ws: WorkspaceDep, login: LoginDep) -> dict[str, Any]:
     """Queue an import of one uploaded file (.json, .xml, .txt, .csv, .geojson, or a .zip of a folder), streamed
     once into the workspace's upload spool under ``limits.max_upload_bytes`` and moved into the job's input.
 
@@ -84,6 +84,7 @@ async def create_import(request: Request, ws: WorkspaceDep) -> dict[str, Any]:
         actor = form.fields.get("actor") or "anonymous"
         if len(actor) > 256:
             raise InvalidInput("actor: at most 256 characters")
+        actor = acting_as(login, actor)
         try:
             opts = json.loads(form.fields.get("options") or "{}")
         except json.JSONDecodeError as exc:
