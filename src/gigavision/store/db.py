@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gigavision.errors import ConfigError
+from gigavision.errors import ConfigError, InvalidInput
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -24,20 +25,32 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _out_of_range(context: ExceptionContext) -> BaseException | None:
+    """A number the database cannot hold came from the caller (an id, an offset: nothing gigavision makes
+    reaches 2**63): ``InvalidInput`` (400), decided here once for every route and command instead of a 500.
+    SQLite's driver refuses such an int while binding it (OverflowError); PostgreSQL answers SQLSTATE 22003."""
+    orig = context.original_exception
+    if isinstance(orig, OverflowError) or getattr(orig, "sqlstate", None) == "22003":
+        return InvalidInput(f"a number is out of the range the database can store ({orig})")
+    return None
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; only SQLite and PostgreSQL (psycopg 3) are supported."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    if url.startswith("postgresql"):
+    elif url.startswith("postgresql"):
         from gigavision.extras import require
 
         require("postgres", feature="db_url = postgresql://…")
         if url.startswith(("postgresql://", "postgresql+psycopg2://")):
             url = "postgresql+psycopg://" + url.split("://", 1)[1]
-        return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
-    raise ConfigError(f"db_url {url!r}: unsupported database; use sqlite:///PATH or postgresql+psycopg://...")
+        engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+    else:
+        raise ConfigError(f"db_url {url!r}: unsupported database; use sqlite:///PATH or postgresql+psycopg://...")
+    event.listen(engine, "handle_error", _out_of_range)
+    return engine
 
 
 def _script_heads() -> set[str] | None:
