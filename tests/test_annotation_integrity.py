@@ -301,7 +301,7 @@ def test_rest_writes_are_checked_like_imports(api: tuple[TestClient, gv.Workspac
         assert client.post(url, json={"annotations": [good] * 3}).status_code == 201
     with _limit(ws, "max_tile_pixels", 16 * 16):
         r = client.post(url, json={"annotations": [good, _bomb(20, [0, 0, 20, 20])]})
-        assert r.status_code == 400 and "400 pixels is more than 256" in r.json()["error"]["message"]
+        assert r.status_code == 400 and "400 pixels is more than the 256 allowed" in r.json()["error"]["message"]
     assert _count(client, image_id) == before + 3  # only the request that was whole
 
     # a mask whose size is its box, a valid polygon: stored; an edit that moves the polygon out: 400, unchanged

@@ -83,7 +83,7 @@ def shape_problem(
         if (h, w) != (bh, bw):
             return f"mask size [{h}, {w}] is not [{bh}, {bw}], the pixel window of its box {_shown(box)}"
         if canvas.max_mask_pixels is not None and h * w > canvas.max_mask_pixels:
-            return f"mask of {w}x{h} = {h * w:,} pixels is more than {canvas.max_mask_pixels:,} (max_mask_pixels)"
+            return f"mask of {w}x{h} = {h * w:,} pixels is more than the {canvas.max_mask_pixels:,} allowed"
         return None
     if geometry is None or geometry.is_empty:
         return f"empty {kind}"
