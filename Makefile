@@ -12,7 +12,7 @@ WEB_SOURCES := $(shell find web/src web/tests -type f 2>/dev/null) web/index.htm
 WEB_DEPS := web/node_modules/.package-lock.json
 PORT ?= 8000
 
-.PHONY: install lock web chromium demo test test-fast lint bench bench-tools dist clean
+.PHONY: install lock web chromium demo test test-fast lint bench bench-tools fuzz dist clean
 
 # Everything comes from the hash-pinned lock (every package, transitive ones and the build backend
 # included); the project itself is then installed editable without dependencies or build isolation, so
@@ -93,6 +93,16 @@ bench-tools:
 bench: install bench-tools
 	$(BIN)/pip install -q 'sahi==0.12.8'
 	@for b in benchmarks/bench_*.py; do echo "== $$b" >&2; $(PY) $$b || exit 1; done
+
+# The fuzz harnesses' long runs (issue 13), each one JSON line, full reports in .bench/: generated requests on
+# every route from the OpenAPI schema, then malformed files uploaded and imported to a running server. Either
+# exits 1 on a 5xx or a missed target. Acceptance size (~10 min each on 2 cores):
+# make fuzz FUZZ_EXAMPLES=300 FUZZ_FILES=10000
+FUZZ_EXAMPLES ?= 50
+FUZZ_FILES ?= 1000
+fuzz: install
+	$(PY) benchmarks/fuzz_api.py --examples $(FUZZ_EXAMPLES)
+	$(PY) benchmarks/fuzz_files.py --files $(FUZZ_FILES)
 
 clean:
 	rm -rf $(VENV) web/node_modules src/gigavision/server/static demo-workspace .bench dist build
