@@ -69,6 +69,80 @@ async function errorFrom(response: Response): Promise<ApiError> {
   return new ApiError(response.status, code, message);
 }
 
+// -- the login ------------------------------------------------------------------------------------
+
+/** Who this page acts as (`GET /api/v1/me`); `users: false` is a workspace without users (no login). */
+export interface Session {
+  name: string;
+  role: string;
+  permissions: string[];
+  via: "session" | "token" | "local";
+  csrf: string | null;
+  users: boolean;
+}
+
+let session: Session | null = null;
+
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/** The login page, remembering where to come back to (same origin: a path and hash only). */
+export function loginUrl(next: string = window.location.pathname + window.location.search + window.location.hash): string {
+  const back = next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/login") ? next : "/";
+  return `/login?${new URLSearchParams({ next: back }).toString()}`;
+}
+
+/** Sends the browser to the login page (the API answered 401: no login, or it expired). */
+function toLogin(): void {
+  if (typeof window !== "undefined" && window.location.pathname !== "/login") window.location.assign(loginUrl());
+}
+
+/** Headers every API request carries: the session's CSRF token on unsafe methods (cookie logins). */
+export function authHeaders(method: string): Record<string, string> {
+  const token = session?.csrf;
+  return token && !SAFE_METHODS.has(method.toUpperCase()) ? { "X-CSRF-Token": token } : {};
+}
+
+/** A fetch of the API: the CSRF header on unsafe methods, and a 401 sends the browser to the login page. */
+export async function apiFetch(url: string, init: RequestInit = {}): Promise<Response> {
+  const method = (init.method ?? "GET").toUpperCase();
+  const headers = { ...(init.headers as Record<string, string> | undefined), ...authHeaders(method) };
+  let response: Response;
+  try {
+    response = await fetch(url, { ...init, method, headers, credentials: "same-origin" });
+  } catch (err) {
+    if (err instanceof DOMException && err.name === "AbortError") throw err;
+    throw new ApiError(0, "network", "The server could not be reached.");
+  }
+  if (response.status === 401) toLogin();
+  return response;
+}
+
+/** Who is logged in (and the CSRF token); without a login the browser goes to the login page. */
+export async function loadSession(): Promise<Session> {
+  session = await getJson<Session>("/api/v1/me");
+  return session;
+}
+
+export function currentSession(): Session | null {
+  return session;
+}
+
+/** Logs in with a name and password; the server sets the session cookie. */
+export async function logIn(name: string, password: string): Promise<Session> {
+  session = await request<Session>("POST", "/api/v1/login", { name, password });
+  return session;
+}
+
+export async function logOut(): Promise<void> {
+  await request<void>("POST", "/api/v1/logout");
+  session = null;
+}
+
+/** Who an edit is recorded as: with users the server takes the login (and refuses another name). */
+function actorFor(actor: string): string {
+  return session?.users ? session.name : actor;
+}
+
 /** One API call: JSON in (optional), JSON out (or nothing for 204); errors as `ApiError`. */
 async function request<T>(method: string, url: string, body?: unknown, signal?: AbortSignal): Promise<T> {
   const headers: Record<string, string> = { Accept: "application/json" };
@@ -77,13 +151,7 @@ async function request<T>(method: string, url: string, body?: unknown, signal?: 
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  let response: Response;
-  try {
-    response = await fetch(url, init);
-  } catch (err) {
-    if (err instanceof DOMException && err.name === "AbortError") throw err;
-    throw new ApiError(0, "network", "The server could not be reached.");
-  }
+  const response = await apiFetch(url, init);
   if (!response.ok) throw await errorFrom(response);
   if (response.status === 204) return undefined as T;
   return (await response.json()) as T;
@@ -202,7 +270,10 @@ export async function createAnnotations(
   annotations: NewAnnotation[],
   actor: string,
 ): Promise<number[]> {
-  const answer = await request<{ ids: number[] }>("POST", `${imagePath(imageId)}/annotations`, { annotations, actor });
+  const answer = await request<{ ids: number[] }>("POST", `${imagePath(imageId)}/annotations`, {
+    annotations,
+    actor: actorFor(actor),
+  });
   return answer.ids;
 }
 
@@ -213,11 +284,11 @@ export async function updateAnnotation(
   changes: Partial<Pick<AnnotationRecord, "label" | "status" | "geometry" | "bbox" | "attributes">>,
   actor: string,
 ): Promise<AnnotationRecord> {
-  return request<AnnotationRecord>("PATCH", annotationPath(id), { version, changes, actor });
+  return request<AnnotationRecord>("PATCH", annotationPath(id), { version, changes, actor: actorFor(actor) });
 }
 
 export async function deleteAnnotation(id: number, version: number, actor: string): Promise<void> {
-  const query = new URLSearchParams({ version: String(version), actor });
+  const query = new URLSearchParams({ version: String(version), actor: actorFor(actor) });
   await request<void>("DELETE", `${annotationPath(id)}?${query.toString()}`);
 }
 

@@ -8,7 +8,7 @@
 
 import type OpenSeadragon from "openseadragon";
 
-import { ApiError, type ImageInfo, isImageId } from "./api";
+import { ApiError, apiFetch, type ImageInfo, isImageId } from "./api";
 import { el } from "./dom";
 
 export type LayerName = "mask" | "probability" | "heatmap" | "heatmap_probability";
@@ -58,13 +58,8 @@ export function layerKey(layer: Pick<LayerInfo, "model" | "name">): string {
 
 async function listLayers(imageId: string, signal: AbortSignal): Promise<LayerInfo[]> {
   if (!isImageId(imageId)) throw new ApiError(404, "not_found", "No such image.");
-  let response: Response;
-  try {
-    response = await fetch(`/api/v1/images/${imageId}/layers`, { headers: { Accept: "application/json" }, signal });
-  } catch (err) {
-    if (err instanceof DOMException && err.name === "AbortError") throw err;
-    throw new ApiError(0, "network", "The server could not be reached.");
-  }
+  // apiFetch: a 401 (no login) sends the browser to the login page, as every API call does
+  const response = await apiFetch(`/api/v1/images/${imageId}/layers`, { headers: { Accept: "application/json" }, signal });
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`.trim();
     try {

@@ -1,10 +1,12 @@
-// Entry point: hash routing between the image list and the viewer.
+// Entry point: hash routing between the image list and the viewer; /login shows the login form.
 //   #/              the workspace's images
 //   #/image/{id}    one image in the viewer
 
 import "./style.css";
 
+import { ApiError, loadSession } from "./api";
 import { showList } from "./list";
+import { showLogin, showSessionBar } from "./login";
 import { showViewer } from "./viewer";
 
 type Route = { view: "list" } | { view: "image"; id: string };
@@ -29,5 +31,19 @@ function render(): void {
   window.scrollTo(0, 0);
 }
 
-window.addEventListener("hashchange", render);
-render();
+if (window.location.pathname === "/login") {
+  showLogin(app);
+} else {
+  // Who is logged in first: without a login the API's 401 sends the browser to /login.
+  loadSession()
+    .then((me) => {
+      showSessionBar(me);
+      window.addEventListener("hashchange", render);
+      render();
+    })
+    .catch((err: unknown) => {
+      if (err instanceof ApiError && err.status === 401) return; // on the way to /login
+      window.addEventListener("hashchange", render);
+      render(); // the views show the API's error (the server is down, ...)
+    });
+}

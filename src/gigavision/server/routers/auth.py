@@ -24,7 +24,8 @@ from gigavision.store.users import sha256
 router = APIRouter(tags=["accounts"])
 
 MAX_LOGIN_BODY = 8192
-LOGIN_PAGE = Path(__file__).resolve().parent.parent / "static" / "login.html"
+# The viewer's own page shows the login form at /login (web/src/login.ts): one build, one CSP, no inline script.
+LOGIN_PAGE = Path(__file__).resolve().parent.parent / "static" / "index.html"
 NO_LOGIN_PAGE = (
     "<!doctype html><title>gigavision: log in</title><p>The login page is not built. Run <code>make web</code>, "
     "or log in with <code>POST /api/v1/login</code>.</p>"
@@ -137,7 +138,7 @@ def me(request: Request, login: LoginDep) -> Me:
 
 @router.get("/login", include_in_schema=False, dependencies=[Public()])
 def login_page() -> Response:
-    """The login form (part of the built viewer; no inline script, under the app's CSP)."""
+    """The login form: the built viewer's page, which shows it at this path (no inline script, the app's CSP)."""
     if LOGIN_PAGE.is_file():
         return FileResponse(LOGIN_PAGE, media_type="text/html", headers={"Cache-Control": "no-cache"})
     return HTMLResponse(NO_LOGIN_PAGE)
