@@ -46,7 +46,7 @@ import { shortcutOf, typingInto } from "./keys";
 import { OverlayPanel, type Tool } from "./overlay-panel";
 import { LabelColors } from "./palette";
 import { screenPixelsPerImagePixel } from "./scalebar";
-import { bboxOf, geometryChanges, newAnnotation, RESHAPEABLE, shapeOf } from "./shapes";
+import { bboxOf, type Extent, geometryChanges, newAnnotation, RESHAPEABLE, shapeOf } from "./shapes";
 import { isTruncated, ViewportCache, type Entry } from "./viewport-cache";
 import { ViewportLoader, type ViewportQuery } from "./viewport-loader";
 
@@ -86,6 +86,7 @@ function isAbort(err: unknown): boolean {
 
 /** Attaches the overlay and its side panel (rendered into `panelRoot`) to an open viewer. */
 export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, panelRoot: HTMLElement): OverlayHandle {
+  const extent: Extent = [image.width, image.height]; // what is drawn is stored inside the image
   const annotator = createOSDAnnotator(viewer, {
     drawingEnabled: false,
     drawingMode: "drag",
@@ -278,7 +279,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
   // -- edits ----------------------------------------------------------------------------------------
   function onCreated(a: ImageAnnotation): void {
     const label = panel.pickedLabel();
-    const payload = label ? newAnnotation(a.target.selector, label, WEB) : null;
+    const payload = label ? newAnnotation(a.target.selector, label, WEB, extent) : null;
     if (!payload) {
       store.deleteAnnotation(a.id, REMOTE);
       panel.showMessage(label ? "This shape cannot be stored." : "Pick or type a label first.");
@@ -297,7 +298,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
     if (previous && JSON.stringify(a.target.selector) === JSON.stringify(previous.target.selector)) return;
     sync.reshape(a.id, (entry) => {
       const current = store.getAnnotation(a.id);
-      return current ? geometryChanges(entry.record.kind, current.target.selector) : null;
+      return current ? geometryChanges(entry.record.kind, current.target.selector, extent) : null;
     });
   }
 

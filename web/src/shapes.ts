@@ -69,9 +69,9 @@ function openRing(ring: unknown): [number, number][] {
   return points;
 }
 
-/** An Annotorious ring as a closed GeoJSON ring, rounded to 1/100 px. */
-function closedRing(points: readonly (readonly number[])[]): Position[] {
-  const ring = points.map(([x = 0, y = 0]): Position => [round(x), round(y)]);
+/** An Annotorious ring as a closed GeoJSON ring, clamped into the image and rounded to 1/100 px. */
+function closedRing(points: readonly (readonly number[])[], [w, h]: Extent): Position[] {
+  const ring = points.map(([x = 0, y = 0]): Position => [clamp(x, w), clamp(y, h)]);
   const first = ring[0];
   if (first) ring.push([first[0], first[1]]);
   return ring;
@@ -144,23 +144,36 @@ export function shapeOf(record: AnnotationRecord, pointRadius: number): Shape | 
   }
 }
 
-function boxOf(shape: Shape): BBox | null {
-  if (shape.type === ShapeType.RECTANGLE) {
-    const { x, y, w, h, rot } = (shape as Rectangle).geometry;
-    if (!rot) return [round(x), round(y), round(x + w), round(y + h)];
-  }
-  const { minX, minY, maxX, maxY } = shape.geometry.bounds;
-  return [round(minX), round(minY), round(maxX), round(maxY)];
+/** The image's level-0 width and height: what is drawn is stored inside it (the server refuses shapes that
+ * leave the image, as import does), so a drag past the edge is clamped to the edge, as CVAT does. */
+export type Extent = readonly [width: number, height: number];
+
+function clamp(value: number, max: number): number {
+  return round(Math.min(Math.max(value, 0), max));
 }
 
-function geometryOf(shape: Shape): GeoJsonGeometry | null {
+function boxOf(shape: Shape, extent: Extent): BBox | null {
+  const [w, h] = extent;
+  let box: [number, number, number, number];
+  if (shape.type === ShapeType.RECTANGLE && !(shape as Rectangle).geometry.rot) {
+    const g = (shape as Rectangle).geometry;
+    box = [g.x, g.y, g.x + g.w, g.y + g.h];
+  } else {
+    const { minX, minY, maxX, maxY } = shape.geometry.bounds;
+    box = [minX, minY, maxX, maxY];
+  }
+  const [x0, y0, x1, y1] = [clamp(box[0], w), clamp(box[1], h), clamp(box[2], w), clamp(box[3], h)];
+  return x1 > x0 && y1 > y0 ? [x0, y0, x1, y1] : null; // wholly outside the image: nothing to store
+}
+
+function geometryOf(shape: Shape, extent: Extent): GeoJsonGeometry | null {
   if (shape.type === ShapeType.POLYGON) {
     const points = (shape as Polygon).geometry.points;
-    return points.length >= 3 ? { type: "Polygon", coordinates: [closedRing(points)] } : null;
+    return points.length >= 3 ? { type: "Polygon", coordinates: [closedRing(points, extent)] } : null;
   }
   if (shape.type === ShapeType.MULTIPOLYGON) {
     const parts = (shape as MultiPolygon).geometry.polygons.map((polygon) =>
-      polygon.rings.map((ring) => closedRing(ring.points)),
+      polygon.rings.map((ring) => closedRing(ring.points, extent)),
     );
     if (parts.length === 0) return null;
     return parts.length === 1 && parts[0]
@@ -168,7 +181,7 @@ function geometryOf(shape: Shape): GeoJsonGeometry | null {
       : { type: "MultiPolygon", coordinates: parts };
   }
   if (shape.type === ShapeType.RECTANGLE) {
-    const box = boxOf(shape);
+    const box = boxOf(shape, extent);
     if (!box) return null;
     const [x0, y0, x1, y1] = box;
     return {
@@ -187,29 +200,32 @@ function geometryOf(shape: Shape): GeoJsonGeometry | null {
   return null;
 }
 
-/** The PATCH `changes` that store a reshaped selector on an annotation of `kind` (null: not storable). */
+/** The PATCH `changes` that store a reshaped selector on an annotation of `kind` (null: not storable),
+ * clamped into the image's `extent`. */
 export function geometryChanges(
   kind: AnnotationKind,
   shape: Shape,
+  extent: Extent,
 ): { bbox: BBox } | { geometry: GeoJsonGeometry } | null {
   if (kind === "box") {
-    const bbox = boxOf(shape);
+    const bbox = boxOf(shape, extent);
     return bbox ? { bbox } : null;
   }
   if (kind === "polygon") {
-    const geometry = geometryOf(shape);
+    const geometry = geometryOf(shape, extent);
     return geometry ? { geometry } : null;
   }
   return null;
 }
 
-/** The POST body of a freshly drawn selector (rectangle -> box, polygon -> polygon). */
-export function newAnnotation(shape: Shape, label: string, source: string): NewAnnotation | null {
+/** The POST body of a freshly drawn selector (rectangle -> box, polygon -> polygon), clamped into the
+ * image's `extent` (null: nothing of it lies inside the image). */
+export function newAnnotation(shape: Shape, label: string, source: string, extent: Extent): NewAnnotation | null {
   if (shape.type === ShapeType.RECTANGLE) {
-    const bbox = boxOf(shape);
+    const bbox = boxOf(shape, extent);
     return bbox ? { kind: "box", label, bbox, source } : null;
   }
-  const geometry = geometryOf(shape);
+  const geometry = geometryOf(shape, extent);
   return geometry ? { kind: "polygon", label, geometry, source } : null;
 }
 
