@@ -26,7 +26,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from gigavision.errors import InvalidInput, LimitExceeded
 from gigavision.files import atomic_write
-from gigavision.server.limits import UPLOAD_LIMIT, UPLOAD_MARK
+from gigavision.server.limits import UPLOAD_LIMIT, UPLOAD_MARK, UPLOAD_ROUTES
 
 MAX_NAME_BYTES = 255  # a file name component on every common file system
 MAX_FIELDS = 64  # text fields next to the file
@@ -58,9 +58,12 @@ def _cut_name(name: str, max_bytes: int) -> str:
     return stem.encode()[:room].decode(errors="ignore") + tail
 
 
-def multipart_body(properties: dict[str, Any], required: list[str], description: str = "") -> dict[str, Any]:
-    """``openapi_extra`` of an upload route: its multipart body for the schema (and the fuzzer), and the mark
-    that gives it ``limits.max_upload_bytes`` instead of ``limits.max_request_bytes``."""
+def multipart_body(
+    route: tuple[str, str], properties: dict[str, Any], required: list[str], description: str = ""
+) -> dict[str, Any]:
+    """``openapi_extra`` of the upload route ``(method, path)``: its multipart body for the schema (and the
+    fuzzer), marked as held to ``limits.max_upload_bytes``; the route is registered for ``limits.BodyLimit``."""
+    UPLOAD_ROUTES.add(route)
     schema: dict[str, Any] = {"type": "object", "required": required, "properties": properties}
     body: dict[str, Any] = {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
     if description:
@@ -76,8 +79,8 @@ class ReceivedForm:
     """A parsed form: its text fields and the one spooled file (``None`` when the form has none)."""
 
     fields: dict[str, str] = field(default_factory=dict)
-    file: Path | None = None
-    filename: str | None = None  # the client's name, made safe (``safe_filename``)
+    file: Path | None = None  # the spooled bytes: ``upload<the client's extension>``
+    filename: str | None = None  # the client's name, made safe (``safe_filename``): name a job's input by it
     size: int = 0
 
 
@@ -180,7 +183,10 @@ class _FormReader:
             if self.form.file is not None:
                 raise InvalidInput(f"one file per request, in the multipart field {self.file_field}")
             self.form.filename = safe_filename(options[b"filename"].decode(errors="replace"))
-            self.form.file = self.folder / self.form.filename
+            # spooled under a short name with the client's extension (readers and the blob key use it): a
+            # 255-byte client name plus the temp suffix of atomic_write would pass the file system's limit
+            suffix = Path(self.form.filename).suffix
+            self.form.file = self.folder / f"upload{suffix if len(suffix.encode()) <= 16 else ''}"
             self._in_file = True
         else:
             if len(self.form.fields) >= MAX_FIELDS:

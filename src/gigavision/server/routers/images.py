@@ -159,7 +159,9 @@ def mask(image_id: ImageRef, ws: WorkspaceDep) -> FileResponse:
     return FileResponse(ws.mask_path(found), media_type="image/png", headers=_cache_control(image_id, found))
 
 
-UPLOAD_BODY = multipart_body({"file": FILE_PROPERTY}, ["file"], "one image file, multipart field file")
+UPLOAD_BODY = multipart_body(
+    ("POST", router.prefix), {"file": FILE_PROPERTY}, ["file"], "one image file, multipart field file"
+)
 
 
 @router.post(

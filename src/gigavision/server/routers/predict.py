@@ -104,6 +104,7 @@ class PredictFields(BaseModel):
 
 _SCHEMA = PredictFields.model_json_schema()
 OPENAPI_BODY: dict[str, Any] = multipart_body(
+    ("POST", f"{router.prefix}/predict"),
     {"file": FILE_PROPERTY, **{k: v for k, v in _SCHEMA["properties"].items() if k != "image_id"}},
     ["model", "file"],
 )
@@ -283,7 +284,6 @@ def _predict_upload(ws: Workspace, fields: PredictFields, form: ReceivedForm, pn
         raise InvalidInput(f"{name}: empty upload (0 bytes)")
     if name.startswith("."):  # a job's input names are plain, visible file names
         name = f"upload{name}"
-        path = path.rename(path.with_name(name))
     prediction = fields.request(str(path)).resolve(ws)
     with open_image(path, limits=ws.settings.limits) as source:
         if not prediction.plan(source).tiled:

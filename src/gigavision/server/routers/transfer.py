@@ -46,6 +46,7 @@ def create_export(body: ExportRequest, ws: WorkspaceDep, login: LoginDep) -> dic
 
 
 IMPORT_BODY = multipart_body(
+    ("POST", f"{router.prefix}/imports"),
     {
         "file": FILE_PROPERTY,
         "format": {"type": "string", "description": "coco | voc | yolo | geojson | imagefolder | csv"},
