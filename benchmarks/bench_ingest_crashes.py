@@ -1,12 +1,13 @@
 """Crash consistency of ingest: SIGKILL ``gigavision ingest`` at random points, then ``gigavision fsck --repair``.
 
-Each of ``--kills`` (default 50) runs ingests one new file in a child process and SIGKILLs it at a random
-moment of its work: once its scratch folder appears (it has started writing), after a delay drawn uniformly
-from 0 to 1.1x the time that kind of file takes to ingest uninterrupted (measured first), so kills land in
-decoding, pyramid building, thumbnails, the blob copy, the rename and the commit alike; a run that ends before
-its kill counts as completed and another file is tried. Inputs are distinct files made from
-scikit-image's bundled photographs: most 400-2000 px JPEG/PNG, every fourth a 5,000-6,000 px JPEG mosaic that
-builds a pyramid.
+Until ``--kills`` (default 50) kills, each run ingests one new file in a child process and SIGKILLs it at a random
+moment of its work: once its scratch folder appears (it has started writing), after a delay drawn uniformly from 0 to
+1.1x the time that kind of file takes to ingest uninterrupted (measured first), so kills land in decoding,
+pyramid building and thumbnails alike; every fifth kill instead lands the moment the original starts being
+copied into the blob store (the publish window, blob copy -> folder rename -> commit, lasts milliseconds: random
+delays almost never hit it), or up to 50 ms after. A run that ends before its kill counts as completed and
+another file is tried. Inputs are distinct files made from scikit-image's bundled photographs: most 400-2000 px
+JPEG/PNG, every fourth a 5,000-6,000 px JPEG mosaic that builds a pyramid.
 
 Then ``gigavision fsck --json`` (the report), ``gigavision fsck --repair --json`` (timed) and an independent
 check that does not use fsck's code: every image row's original has its recorded size and sha256, its pyramid's
@@ -37,6 +38,8 @@ import _util as u
 
 SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry")
 LARGE_EVERY = 4
+PUBLISH_EVERY = 5  # every fifth kill lands as the original is being copied into the blob store
+PUBLISH_SPREAD_S = 0.05  # ... or up to this long after it started
 
 
 def make_inputs(folder: Path, count: int, seed: int) -> list[Path]:
@@ -81,9 +84,14 @@ def scratches(ws: Path) -> set[Path]:
     return {p for p in (ws / "pyramids").glob(".tmp-*") if p.is_dir()}
 
 
-def one_run(ws: Path, path: Path, work_s: float, rng: Any) -> tuple[str, float]:
-    """Start an ingest of ``path``; kill it at a random point of its work. Returns (outcome, delay)."""
-    earlier = scratches(ws)  # left by earlier kills
+def blob_files(ws: Path) -> set[Path]:
+    return set((ws / "blobs").glob("??/*")) | set((ws / "blobs").glob("??/.*"))
+
+
+def one_run(ws: Path, path: Path, work_s: float, rng: Any, *, at_publish: bool = False) -> tuple[str, float]:
+    """Start an ingest of ``path``; kill it at a random point of its work (``at_publish``: the moment its
+    original starts being copied into the blob store). Returns (outcome, delay)."""
+    earlier, earlier_blobs = scratches(ws), blob_files(ws)  # left by earlier kills
     proc = subprocess.Popen(ingest_cmd(ws, path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -91,6 +99,18 @@ def one_run(ws: Path, path: Path, work_s: float, rng: Any) -> tuple[str, float]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 return "completed", 0.0
             time.sleep(0.001)
+        if at_publish:  # the publish window (blob copy, folder rename, commit) is too short to hit by chance
+            start = time.monotonic()
+            while not blob_files(ws) - earlier_blobs:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    return "completed", time.monotonic() - start
+                time.sleep(0.0005)
+            try:  # 0-50 ms on: mid-copy, after the blob's rename, after the folder's, after the commit
+                proc.wait(timeout=float(rng.uniform(0, PUBLISH_SPREAD_S)))
+                return "completed", time.monotonic() - start
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                return "killed_at_publish", time.monotonic() - start
         delay = float(rng.uniform(0, 1.1 * work_s))
         try:
             proc.wait(timeout=delay)
@@ -121,10 +141,10 @@ def fsck(ws: Path, *args: str) -> tuple[int, dict[str, Any], float]:
 def leftovers(ws: Path) -> dict[str, int]:
     """What crashes left, by kind, from the files alone (before fsck)."""
     rows = row_ids(ws)
-    out = {"scratch_folders": 0, "temp_files": 0, "orphan_blobs": 0, "orphan_folders": 0}
+    out = {"scratch_folders": 0, "blob_temp_files": 0, "orphan_blobs": 0, "orphan_folders": 0}
     out["scratch_folders"] = sum(1 for p in (ws / "pyramids").glob(".tmp-*") if p.is_dir())
-    out["temp_files"] = sum(1 for p in ws.rglob("*.tmp-*") if p.is_file() and not p.parent.name.startswith(".tmp-"))
-    out["orphan_blobs"] = sum(1 for p in (ws / "blobs").glob("??/*") if p.name.split(".")[0] not in rows)
+    out["blob_temp_files"] = sum(1 for p in (ws / "blobs").glob("??/.*.tmp-*"))
+    out["orphan_blobs"] = sum(1 for p in (ws / "blobs").glob("??/[!.]*") if p.name.split(".")[0] not in rows)
     out["orphan_folders"] = sum(1 for p in (ws / "pyramids").glob("??/*") if p.name not in rows)
     return out
 
@@ -202,18 +222,20 @@ def main() -> None:
     # calibration: one of each kind, uninterrupted (they stay in the workspace as ordinary rows)
     work = {"small": calibrate(ws, small.pop()), "large": calibrate(ws, large.pop())}
     u.log(f"uninterrupted work: small {work['small']:.2f} s, large {work['large']:.2f} s")
-    outcomes = {"killed": 0, "completed": 0}
+    outcomes = {"killed": 0, "killed_at_publish": 0, "completed": 0}
     delays: list[float] = []
     used: list[Path] = []
-    while outcomes["killed"] < kills_wanted and (small or large):
+    kills = 0
+    while kills < kills_wanted and (small or large):
         kind = "large" if large and (len(used) % LARGE_EVERY == LARGE_EVERY - 1 or not small) else "small"
         path = (large if kind == "large" else small).pop()
         used.append(path)
-        outcome, delay = one_run(ws, path, work[kind], rng)
+        outcome, delay = one_run(ws, path, work[kind], rng, at_publish=kills % PUBLISH_EVERY == PUBLISH_EVERY - 1)
         outcomes[outcome] += 1
+        kills = outcomes["killed"] + outcomes["killed_at_publish"]
         if outcome == "killed":
             delays.append(delay / work[kind])
-        u.log(f"{path.name}: {outcome} after {delay:.2f} s ({outcomes['killed']}/{kills_wanted} kills)")
+        u.log(f"{path.name}: {outcome} after {delay:.3f} s ({kills}/{kills_wanted} kills)")
     left = leftovers(ws)
     before = verify(ws)
     code_report, report, _ = fsck(ws)
@@ -229,7 +251,9 @@ def main() -> None:
     result = {
         "bench": "ingest_crashes",
         "machine": u.machine(),
-        "kills": outcomes["killed"],
+        "kills": kills,
+        "kills_at_random_points": outcomes["killed"],
+        "kills_at_publish": outcomes["killed_at_publish"],
         "completed_before_kill": outcomes["completed"],
         "kill_point_fraction_of_work": {
             "min": u.rnd(min(delays, default=0)),
