@@ -291,5 +291,22 @@ def test_rest_training_takes_no_server_path_and_bounds_the_batch(sqlite_workspac
         queued = client.post("/api/v1/models/train", json={**base, "weights": "digits-classify-1", "batch_size": 8})
         assert queued.status_code == 202, queued.text
         assert queued.json()["params"]["recipe"]["weights"] == str(folder / "checkpoint.pt")
+
+        # or a weights file uploaded with the recipe (multipart), kept in the run's own folder
+        recipe = json.dumps({**base, "id": "from-upload", "batch_size": 8})
+        sent = client.post(
+            "/api/v1/models/train", data={"recipe": recipe}, files={"weights": ("init.safetensors", b"tensors")}
+        )
+        assert sent.status_code == 202, sent.text
+        start = Path(sent.json()["params"]["recipe"]["weights"])
+        assert start == ws.root / "runs" / "from-upload" / "weights.safetensors" and start.read_bytes() == b"tensors"
+        for fields, file, reason in (
+            ({"recipe": recipe}, ("w.txt", b"x"), "upload one of .safetensors"),
+            ({"recipe": json.dumps({**base, "weights": "digits-classify-1"})}, ("w.pt", b"x"), "not both"),
+            ({"recipe": "[1]"}, ("w.pt", b"x"), "recipe must be a JSON object"),
+        ):
+            bad = client.post("/api/v1/models/train", data=fields, files={"weights": file})
+            assert bad.status_code == 400 and reason in bad.json()["error"]["message"], bad.text
+        assert spooled(ws) == []
     finally:
         ws.jobs.huey.storage.flush_queue()

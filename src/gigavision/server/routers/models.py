@@ -8,9 +8,13 @@ No torch import here: the API starts fast; the worker loads torch when a job run
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
@@ -19,10 +23,12 @@ from gigavision.extras import require
 from gigavision.models import store
 from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
+from gigavision.server.uploads import FILE_PROPERTY, ReceivedForm, multipart_body, read_body, receive_form
 from gigavision.train.jobs import reserve_model_id, saved_recipe
 from gigavision.train.recipe import IMAGE_SIZE_MAX, Recipe, load_recipe
 
 if TYPE_CHECKING:
+    from gigavision.store.roles import Login
     from gigavision.workspace import Workspace
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
@@ -53,29 +59,92 @@ def _record(info: store.ModelInfo) -> dict[str, Any]:
     return data
 
 
-@router.post("/train", dependencies=[Allow("train")], status_code=202)
-def train_model(
-    ws: WorkspaceDep,
-    login: LoginDep,
-    body: Annotated[dict[str, Any], Body(openapi_examples={"classify": {"value": TRAIN_EXAMPLE}})],
-) -> dict[str, Any]:
+TRAIN_BODY: dict[str, Any] = multipart_body(
+    ("POST", f"{router.prefix}/train"),
+    {
+        "recipe": {"type": "string", "description": "the JSON body's object as text: recipe fields, id, actor"},
+        "weights": FILE_PROPERTY,
+    },
+    ["recipe", "weights"],
+    "JSON: recipe fields (weights: the id of a model of this workspace), or multipart: the recipe as text and "
+    "a weights file to start from (.safetensors, or a weights_only torch file .pt/.pth/.ckpt)",
+)
+TRAIN_BODY["requestBody"]["content"]["application/json"] = {
+    "schema": {"type": "object", "additionalProperties": True},
+    "examples": {"classify": {"value": TRAIN_EXAMPLE}},
+}
+MAX_JSON_BYTES = 1024 * 1024  # a recipe; weights travel as multipart
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")
+
+
+@router.post(
+    "/train",
+    dependencies=[Allow("train")],
+    status_code=202,
+    openapi_extra=TRAIN_BODY,
+    responses={400: {}, 404: {}, 409: {}, 413: {}},
+)
+async def train_model(request: Request, ws: WorkspaceDep, login: LoginDep) -> dict[str, Any]:
     """Queue a training. Body: recipe fields (``task``, ``dataset`` NAME@N, ``arch``, ``epochs``, …, nested
     ``augment``/``patch`` tables), plus optional ``id`` (the model id) and ``actor``; or ``{"resume": RUN_ID}``
-    to continue an interrupted run. The job's result holds the model record."""
+    to continue an interrupted run. ``weights`` names a model of this workspace (never a path on the server);
+    to start from a weights file, send multipart: ``recipe`` (that JSON object as text) and the file ``weights``.
+    ``batch_size`` × input pixels is at most ``limits.max_train_batch_pixels``. The job's result holds the model
+    record."""
     require("train", feature="POST /api/v1/models/train")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        body = _json_object(await read_body(request, MAX_JSON_BYTES, "a training request"))
+        return await run_in_threadpool(_queue_training, ws, login, body, None)
+    if kind != "multipart/form-data":
+        raise InvalidInput(f"send application/json (a recipe), or multipart/form-data (recipe + weights), not {kind}")
+    async with receive_form(request, ws.root, ws.settings.limits.max_upload_bytes, file_field="weights") as form:
+        body = _json_object(form.fields.get("recipe", "").encode(), "recipe")
+        if form.file is None:
+            raise InvalidInput("weights: a multipart training carries the weights file in field weights")
+        return await run_in_threadpool(_queue_training, ws, login, body, form)
+
+
+def _json_object(raw: bytes, where: str = "the body") -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"{where} is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput(f"{where} must be a JSON object of recipe fields")
+    return body
+
+
+def _queue_training(ws: Workspace, login: Login, body: dict[str, Any], upload: ReceivedForm | None) -> dict[str, Any]:
     fields = {k: v for k, v in body.items() if k not in _CONTROL_KEYS}
     actor = acting_as(login, str(body.get("actor") or "anonymous"))
     if body.get("resume"):
-        if fields:
-            raise InvalidInput(f"resume continues a run with its saved recipe; drop {', '.join(sorted(fields))}")
+        if fields or upload is not None:
+            dropped = sorted(fields) + (["the weights file"] if upload is not None else [])
+            raise InvalidInput(f"resume continues a run with its saved recipe; drop {', '.join(dropped)}")
         run_id = str(body["resume"])
         saved_recipe(ws, run_id)  # 404 now when there is no such run
         return dict(ws.jobs.submit("train", {"resume": run_id}, actor))
-    if fields.get("weights") is not None:
+    suffix = ""
+    if upload is not None:
+        assert upload.file is not None and upload.filename is not None
+        if fields.get("weights") is not None:
+            raise InvalidInput("weights: name a model or upload a file, not both")
+        suffix = Path(upload.filename).suffix.lower()
+        if suffix not in WEIGHT_SUFFIXES:
+            raise InvalidInput(f"weights {upload.filename}: upload one of {', '.join(WEIGHT_SUFFIXES)}")
+        if upload.size == 0:
+            raise InvalidInput(f"weights {upload.filename}: empty upload (0 bytes)")
+    elif fields.get("weights") is not None:
         fields["weights"] = _workspace_weights(ws, fields["weights"])
     recipe = load_recipe(base=fields)
     _check_batch_pixels(recipe, ws.settings.limits.max_train_batch_pixels)
     model_id = reserve_model_id(ws, recipe, str(body["id"]) if body.get("id") else None)
+    if upload is not None and upload.file is not None:
+        # kept in the run's own folder (same file system: a rename), which training removes once it publishes
+        start = store.runs_dir(ws) / model_id / f"weights{suffix}"
+        shutil.move(upload.file, start)
+        recipe = recipe.model_copy(update={"weights": str(start)})
     return dict(ws.jobs.submit("train", {"recipe": recipe.resolved(), "model_id": model_id}, actor))
 
 
