@@ -32,7 +32,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, samples: dict[str, Path]) -> 
     mp = pytest.MonkeyPatch()
     mp.setattr(users_module, "HASHER", PasswordHasher(time_cost=1, memory_cost=8192))
     ws = gv.init_workspace(tmp_path_factory.mktemp("roles") / "ws")
-    (r,) = ws.ingest([samples["retina.jpg"]])  # 1411 × 1411
+    (r,) = ws.ingest([samples["coins.png"]])  # 384 × 303
     for label in ("x", "y", "z", "q", "lesion"):  # the matrix adds a class: the schema is not empty after it
         ws.labels.set(label, "box")
     app = create_app(ws)
@@ -181,7 +181,7 @@ def test_annotator_never_sees_others_labels_of_an_open_item(site: dict[str, Any]
     client, image, tokens = site["client"], site["image"], site["tokens"]
     made = client.post(
         "/api/v1/qc/items",
-        json={"image_id": image, "kind": "box", "regions": [[600, 600, 900, 900]], "labels": []},
+        json={"image_id": image, "kind": "box", "regions": [[100, 100, 300, 300]], "labels": []},
         headers=tokens["max"],
     )
     assert made.status_code == 201 and made.json()["items"][0]["created_by"] == "max"
@@ -190,11 +190,11 @@ def test_annotator_never_sees_others_labels_of_an_open_item(site: dict[str, Any]
         "/api/v1/qc/assignments", json={"item_ids": [item], "annotators": ["ana", "bo"]}, headers=tokens["max"]
     )
     assert staffed.status_code == 200
-    lesion = {"kind": "box", "label": "lesion", "bbox": [650, 650, 700, 700]}
+    lesion = {"kind": "box", "label": "lesion", "bbox": [150, 150, 200, 200]}
     # bo draws a label (a draft, not yet handed in) and hands in another one
     draft = client.post(
         f"/api/v1/images/{image}/annotations",
-        json={"annotations": [{**lesion, "bbox": [800, 800, 850, 850], "status": "proposed", "source": "user:bo"}]},
+        json={"annotations": [{**lesion, "bbox": [250, 250, 280, 280], "status": "proposed", "source": "user:bo"}]},
         headers=tokens["bo"],
     )
     assert draft.status_code == 201, draft.text
@@ -207,7 +207,7 @@ def test_annotator_never_sees_others_labels_of_an_open_item(site: dict[str, Any]
     def seen_by(who: str) -> set[int]:
         page = client.get(f"/api/v1/images/{image}/annotations", headers=tokens[who]).json()
         inside = client.get(
-            f"/api/v1/images/{image}/annotations", params={"bbox": "600,600,900,900"}, headers=tokens[who]
+            f"/api/v1/images/{image}/annotations", params={"bbox": "100,100,300,300"}, headers=tokens[who]
         ).json()
         return {r["id"] for r in page["items"]} | {r["id"] for r in inside["items"]}
 
