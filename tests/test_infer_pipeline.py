@@ -14,8 +14,9 @@ from PIL import Image
 
 from gigavision.images.registry import open_image
 from gigavision.infer.engine import InferOptions, infer_image
-from gigavision.infer.reading import ahead
+from gigavision.infer.reading import Resolution, ahead, read_bands, read_window
 from gigavision.models.predict import Predictor
+from gigavision.tiling.grid import window_grid
 from tests.conftest import DETECT_SIZE, Trained
 from tests.scenes import make_scenes
 
@@ -100,3 +101,48 @@ def test_a_cancelled_or_failing_run_leaves_no_stage_thread(
     # a run after a cancelled and a failed one: the same detections in the same order (nothing left over)
     np.testing.assert_array_equal(again.annotations.xyxy, whole.annotations.xyxy)
     np.testing.assert_array_equal(again.annotations.label, whole.annotations.label)
+
+
+def test_windows_cut_from_bands_are_the_pixels_window_reads_give(tmp_path: Path) -> None:
+    """zoom-in's coarse pass reads a level a row band at a time and cuts windows with NumPy: every window (edge
+    windows, a grid with holes, several bands) has exactly the pixels of a read of its own, zero past the
+    image; a band that fails to decode is read window by window and only the unreadable window is lost."""
+    import pyvips
+    import skimage.data
+
+    from gigavision.demo import write_pyramid
+
+    astronaut = skimage.data.astronaut()[:500, :470]  # 470×500: the grid's last windows are shifted inside
+    image = pyvips.Image.new_from_memory(astronaut.tobytes(), 470, 500, 3, "uchar")
+    write_pyramid(image, tmp_path / "a.tif")
+    with open_image(tmp_path / "a.tif") as source:
+        res = Resolution(1, float(source.levels[1].downsample))
+        windows = window_grid(source.width, source.height, 32, overlap=8, downsample=res.downsample)
+        keep = windows[np.arange(len(windows)) % 3 != 1]  # holes, as background windows leave
+
+        def own_read(box: np.ndarray) -> np.ndarray:
+            out = np.zeros((32, 32, 3), dtype=np.uint8)
+            pixels = read_window(source, res, box, 32)
+            out[: pixels.shape[0], : pixels.shape[1]] = pixels
+            return out
+
+        cuts = list(read_bands(source, res, keep, 32, batch=7, band_pixels=235 * 80))  # bands of ~2 window rows
+        assert [len(c.indices) for c in cuts[:2]] == [7, 7] and not any(c.failed for c in cuts)
+        np.testing.assert_array_equal(np.concatenate([c.indices for c in cuts]), np.arange(len(keep)))
+        for cut in cuts:
+            for i, k in enumerate(cut.indices):
+                np.testing.assert_array_equal(cut.pixels[i], own_read(keep[k]))
+
+        broken = keep[5]
+        read_region = source.read_region
+
+        def corrupt(region: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+            if region.width > 32 * res.downsample or (region.x, region.y) == (broken[0], broken[1]):
+                raise OSError("corrupt JPEG tile")
+            return read_region(region, *args, **kwargs)
+
+        source.read_region = corrupt  # type: ignore[method-assign]
+        cuts = list(read_bands(source, res, keep, 32, batch=7, band_pixels=235 * 80))
+    assert [f for c in cuts for f in c.failed] == [(5, "OSError: corrupt JPEG tile")]
+    got = np.concatenate([c.indices for c in cuts])
+    np.testing.assert_array_equal(got, np.delete(np.arange(len(keep)), 5))

@@ -148,6 +148,9 @@ def test_window_scores_and_bad_zoom_specs() -> None:
     boxes = np.array([[150, 20, 160, 30], [10, 10, 20, 20]], dtype=np.float64)
     scores = window_scores(windows, boxes, np.array([0.9, 0.2]), 200, 200)
     np.testing.assert_allclose(scores, [0.2, 0.9, 0.0])
+    # a box that only touches a window (ends where it starts) is not in it: that window is not run
+    touching = window_scores(windows, np.array([[0, 0, 100, 100.0]]), np.array([0.9]), 200, 200)
+    np.testing.assert_allclose(touching, [0.9, 0.0, 0.0])
     assert parse_zoom("topk=4, model=m1,level=2") == ZoomSpec(topk=4, model="m1", level=2)
     for text, message in [
         ("threshold", "expected KEY=VALUE"),

@@ -9,6 +9,7 @@ stages (preprocessing, the model call) on threads of their own, each at most ``d
 
 from __future__ import annotations
 
+import itertools
 import math
 import queue
 import threading
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from gigavision.images.source import ImageSource
 
 PREFETCH = 2  # batches read ahead of the one the model is running
+BAND_PIXELS = 1 << 24  # pixels of a level read at once by ``read_bands`` (48 MB of RGB): a row band of windows
 T = TypeVar("T")
 U = TypeVar("U")
 _END = object()
@@ -120,6 +122,75 @@ def stream_windows(
             futures = pending.popleft()
             submit()
             yield [f.result() for f in futures]
+
+
+@dataclass
+class Cut:
+    """Windows cut from a band (``read_bands``): their indices, ``(n, size, size, 3)`` uint8 pixels (zero past
+    the window's part inside the image), valid ``(n, 2)`` width and height, and the windows that failed."""
+
+    indices: np.ndarray
+    pixels: np.ndarray
+    valid: np.ndarray
+    failed: list[tuple[int, str]]
+
+
+def read_bands(
+    source: ImageSource,
+    res: Resolution,
+    windows: np.ndarray,
+    size: int,
+    *,
+    batch: int,
+    band_pixels: int = BAND_PIXELS,
+) -> Iterator[Cut]:
+    """The pixels of ``windows`` (level-0 boxes of a row-major grid) in batches of at most ``batch``, as 3-band
+    uint8, read a row band of the level at a time through ``ImageSource.read_region`` and cut with NumPy.
+
+    For small windows on a coarse level (zoom-in's coarse pass: 32 px windows, thousands of them) one read per
+    band costs a fraction of a read per window. Each window's pixels are those ``read_window`` gives (same
+    top-left snapping); a band at most ``band_pixels`` large is in memory at a time (at least one window row).
+    A band that fails to decode is read again window by window; windows that still fail are in ``failed``.
+    """
+    from gigavision.images.pixels import to_rgb_uint8
+
+    full_w, full_h = level_extent(source.width, source.height, res.downsample)
+    lx = np.rint(windows[:, 0] / res.downsample).astype(np.int64)  # as ``read_window``: round(x0 / downsample)
+    ly = np.rint(windows[:, 1] / res.downsample).astype(np.int64)
+    valid = np.stack([np.minimum(size, full_w - lx), np.minimum(size, full_h - ly)], axis=1)
+    band_rows = max(size, band_pixels // max(1, full_w))  # level rows a band may span
+    bounds = [0]  # the first window of each band: bands hold whole window rows
+    for row in np.flatnonzero(np.r_[False, ly[1:] != ly[:-1]]).tolist():
+        if ly[row] + size - ly[bounds[-1]] > band_rows:
+            bounds.append(row)
+    bounds.append(len(windows))
+    for start, stop in itertools.pairwise(bounds):
+        top = int(ly[start])
+        height = int(ly[stop - 1]) + size - top
+        width = max(full_w, int(lx[start:stop].max()) + size)
+        band = np.zeros((height, width, 3), dtype=np.uint8)  # zero past the image, as a window read pads
+        failed: list[tuple[int, str]] = []
+        ok = np.ones(stop - start, dtype=bool)
+        try:
+            h = max(1, min(height, full_h - top))
+            region = Region(0, int(windows[start, 1]), source.width, max(1, round(h * res.downsample)))
+            band[:h, :full_w] = to_rgb_uint8(
+                source.read_region(region, res.level, downsample=res.downsample, size=(full_w, h))
+            )
+        except Exception:  # a corrupt tile: the windows that do not touch it still read
+            for k in range(start, stop):
+                try:
+                    pixels = to_rgb_uint8(read_window(source, res, windows[k], size))
+                    band[ly[k] - top : ly[k] - top + pixels.shape[0], lx[k] : lx[k] + pixels.shape[1]] = pixels
+                except Exception as exc:
+                    failed.append((k, f"{type(exc).__name__}: {exc}"))
+                    ok[k - start] = False
+        view = np.lib.stride_tricks.sliding_window_view(band, (size, size), axis=(0, 1))  # (y, x, 3, S, S)
+        for first in range(start, stop, batch):
+            last = min(first + batch, stop)
+            sel = first + np.flatnonzero(ok[first - start : last - start])
+            pixels = np.ascontiguousarray(view[ly[sel] - top, lx[sel]].transpose(0, 2, 3, 1))
+            yield Cut(sel, pixels, valid[sel], [f for f in failed if first <= f[0] < last])
 
 
 def ahead(items: Iterator[T], fn: Callable[[T], U], *, depth: int = 2, name: str = "gv-stage") -> Generator[U]:

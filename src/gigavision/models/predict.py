@@ -123,8 +123,24 @@ class Predictor:
                 raise _too_big(name, f"{w}×{h} is more than {MAX_PREDICT_PIXELS:,} pixels")
             square, _ = letterbox(rgb, self.size)
             sizes = (h, w)
-        x = square.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
-        return (x - self.mean) / self.std, sizes
+        return self._normalise(square[None])[0], sizes
+
+    def prepare_batch(self, pixels: np.ndarray) -> np.ndarray:
+        """``prepare`` of ``N`` windows of the network's own side at once: ``(N, S, S, 3)`` uint8 → normalised
+        ``(N, 3, S, S)`` float32, the same numbers as ``prepare`` window by window (at the input side neither
+        the padding of a patch nor the letterbox changes a pixel), in one vectorised pass."""
+        if pixels.ndim != 4 or pixels.shape[1:] != (self.size, self.size, 3) or pixels.dtype != np.uint8:
+            raise InvalidInput(
+                f"prepare_batch takes (N, {self.size}, {self.size}, 3) uint8 windows, got {pixels.shape} {pixels.dtype}"
+            )
+        return self._normalise(pixels)
+
+    def _normalise(self, squares: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(squares.transpose(0, 3, 1, 2), dtype=np.float32)
+        x /= np.float32(255.0)
+        x -= self.mean
+        x /= self.std
+        return x
 
     # -- inference ---------------------------------------------------------------------------------------
     def run(self, batch: np.ndarray, side: np.ndarray | None = None) -> list[np.ndarray]:
