@@ -141,8 +141,8 @@ def get_auth(request: Request) -> Auth:
     return auth
 
 
-def current_login(request: Request) -> Login:
-    """The request's login, resolved once per request."""
+async def current_login(request: Request) -> Login:
+    """The request's login, resolved once per request (async: no thread hop; the lookups are cached)."""
     login: Login | None = getattr(request.state, "login", None)
     if login is None:
         login = get_auth(request).resolve(request)
@@ -163,7 +163,7 @@ def _check(permission: str) -> Callable[[Request], Awaitable[Login]]:
             # async: runs on the event loop (no thread hop per tile); the lookups are cached, short queries
             if permission == PUBLIC:
                 return LOCAL_LOGIN
-            login = current_login(request)
+            login = await current_login(request)
             if not login.can(permission):
                 raise Forbidden(f"{login.name} ({login.role}) may not: {PERMISSIONS[permission]}")
             return login
