@@ -299,6 +299,8 @@ def _drop_image(ws: FsckWorkspace, row: ImageRow, finding: Finding) -> None:
         if ws.blobs.fs.exists(path):
             finding.bytes += int(ws.blobs.fs.size(path))
             ws.blobs.fs.rm(path)
+        if ws.blobs.cache_dir is not None:  # a remote store's local copy
+            finding.bytes += _remove(ws.blobs.cache_dir / row.blob_key)
     finding.repaired = True
     finding.action = "removed the row and its files (nothing referred to it; ingesting the file again adds it back)"
 
