@@ -106,8 +106,7 @@ async def login(request: Request) -> JSONResponse:
     response = JSONResponse(_me(login, True).model_dump())
     response.set_cookie(
         COOKIE,
-        session.secret,
-        max_age=int(auth.session_hours * 3600),
+        session.secret,  # no max_age: a browser-session cookie; the server ends it session_hours after last use
         path="/",
         httponly=True,
         samesite="lax",
