@@ -19,7 +19,8 @@ import gigavision as gv
 from gigavision.cli.main import main
 from gigavision.models.card import ModelCard, ModelInput
 from gigavision.store.fsck import STALE_AFTER, scratch_folder
-from gigavision.store.schema import ImageRow, JobRow, utcnow
+from gigavision.store.fsck import fsck as run_fsck
+from gigavision.store.schema import AnnotationRow, ImageRow, JobRow, utcnow
 
 OLD = time.time() - 2 * STALE_AFTER  # an mtime older than the abandonment age
 
@@ -231,3 +232,16 @@ def test_remote_blob_store_is_checked_through_fsspec(
         code, report = fsck(capsys, ws, "--repair")
         assert code == 0 and found(report) == {("orphan", "orphan", f"blobs/ab/{'ab' * 32}.png")}
         assert sorted(fs.find(root)) == sorted(f"{root}/{ws.get_image(i).blob_key}" for i in (lost, kept))
+
+
+def test_annotations_without_an_image_are_reported_and_kept(sqlite_workspace: gv.Workspace) -> None:
+    ws = sqlite_workspace
+    with ws.session.begin() as s:
+        s.add(AnnotationRow(image_key=999, kind="box", label="cell", x0=0, y0=0, x1=1, y1=1, source="user:a",
+                            status="accepted", created_by="a"))  # fmt: skip
+    for repair in (False, True):
+        report = run_fsck(ws, repair=repair)
+        assert [(f.check, f.problem, f.repaired) for f in report.findings] == [("annotations", "dangling", False)]
+        assert "1 annotations" in report.findings[0].detail and report.findings[0].kept
+    with ws.session() as s:
+        assert s.query(AnnotationRow).count() == 1  # never removed
