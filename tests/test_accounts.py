@@ -94,6 +94,21 @@ def test_users_cli_round_trip(
     assert digest.startswith("$argon2id$") and PASSWORD not in digest
 
 
+def test_init_makes_the_first_admin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = cli(
+        monkeypatch, capsys, "init", str(tmp_path / "a"), "--admin", "root", "--password-stdin", stdin="x"
+    )
+    assert code == 2 and "8 to 1024 characters" in err and not (tmp_path / "a").exists()
+    code, _, err = cli(
+        monkeypatch, capsys, "init", str(tmp_path / "b"), "--admin", "root", "--password-stdin", stdin=PASSWORD
+    )
+    assert code == 0, err
+    with gv.open_workspace(tmp_path / "b") as ws:
+        assert [(u.name, u.role) for u in Accounts(ws.session).users()] == [("root", "admin")]
+
+
 def test_refusals(ws_path: Path) -> None:
     with gv.open_workspace(ws_path) as ws:
         accounts = Accounts(ws.session)

@@ -35,7 +35,8 @@ def _accounts(ws: Workspace) -> Accounts:
 RoleArg = Annotated[str, typer.Argument(help=f"One of: {', '.join(ROLES)}.")]
 
 
-def _password(from_stdin: bool) -> str:
+def read_password(from_stdin: bool) -> str:
+    """A password from the first line of stdin, or prompted for twice without echo."""
     if from_stdin:
         line = sys.stdin.readline()
         password = line[:-1] if line.endswith("\n") else line
@@ -62,7 +63,7 @@ def add_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Add a user; the first one makes the server require logins (make it an admin)."""
-    password = _password(password_stdin)
+    password = read_password(password_stdin)
     with open_ws(workspace_opt) as ws:
         user = _accounts(ws).add(name, role, password)
     if json_out:
@@ -106,7 +107,7 @@ def set_password_cmd(
     workspace_opt: WorkspaceOpt = None,
 ) -> None:
     """Set a user's password."""
-    password = _password(password_stdin)
+    password = read_password(password_stdin)
     with open_ws(workspace_opt) as ws:
         _accounts(ws).set_password(name, password)
     err_console.print(f"password of {name} set")

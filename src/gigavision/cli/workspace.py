@@ -14,12 +14,29 @@ def init(
     directory: Annotated[Path | None, typer.Argument(help="Folder to create (default: --workspace or .).")] = None,
     db_url: Annotated[str, typer.Option(help="Database URL (default: SQLite inside the workspace).")] = "",
     blob_url: Annotated[str, typer.Option(help="Blob store URL, any fsspec URL (default: ./blobs).")] = "",
+    admin: Annotated[
+        str | None, typer.Option(help="Make this first user, an admin (logins on; the password is prompted for).")
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="With --admin: read the password from stdin.")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a workspace: gigavision.toml, the database, blobs/ and pyramids/."""
+    """Create a workspace: gigavision.toml, the database, blobs/ and pyramids/ (and with --admin, its first user)."""
     from gigavision.workspace import init_workspace
 
+    password = None
+    if admin is not None:
+        from gigavision.cli.users import read_password
+        from gigavision.store.users import check_password, check_user_name
+
+        check_user_name(admin)  # before anything is made: a bad answer leaves nothing
+        password = check_password(read_password(password_stdin))
     with init_workspace(directory or workspace_path(None), db_url=db_url, blob_url=blob_url) as ws:
+        if admin is not None and password is not None:
+            from gigavision.store.users import Accounts
+
+            Accounts(ws.session).add(admin, "admin", password)
         if json_out:
             print_json({"workspace": str(ws.root), "db_url": ws.settings.resolved_db_url()})
         else:
