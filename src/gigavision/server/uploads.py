@@ -29,6 +29,7 @@ from gigavision.files import atomic_write
 from gigavision.server.limits import UPLOAD_LIMIT, UPLOAD_MARK, UPLOAD_ROUTES
 
 MAX_NAME_BYTES = 255  # a file name component on every common file system
+TEMP_SUFFIX_BYTES = 40  # what files.temp_beside adds to a name: ".", ".tmp-<pid>-<12 hex>"
 MAX_FIELDS = 64  # text fields next to the file
 MAX_FIELD_BYTES = 64 * 1024  # one text field
 MAX_TEXT_BYTES = 256 * 1024  # all text fields (and a whole urlencoded form) together
@@ -79,7 +80,7 @@ class ReceivedForm:
     """A parsed form: its text fields and the one spooled file (``None`` when the form has none)."""
 
     fields: dict[str, str] = field(default_factory=dict)
-    file: Path | None = None  # the spooled bytes: ``upload<the client's extension>``
+    file: Path | None = None  # the spooled bytes, named like the client's file (cut shorter when it is long)
     filename: str | None = None  # the client's name, made safe (``safe_filename``): name a job's input by it
     size: int = 0
 
@@ -183,10 +184,9 @@ class _FormReader:
             if self.form.file is not None:
                 raise InvalidInput(f"one file per request, in the multipart field {self.file_field}")
             self.form.filename = safe_filename(options[b"filename"].decode(errors="replace"))
-            # spooled under a short name with the client's extension (readers and the blob key use it): a
-            # 255-byte client name plus the temp suffix of atomic_write would pass the file system's limit
-            suffix = Path(self.form.filename).suffix
-            self.form.file = self.folder / f"upload{suffix if len(suffix.encode()) <= 16 else ''}"
+            # spooled under the client's name (readers' messages name it; the blob key takes its extension),
+            # cut to leave room for atomic_write's temp suffix within the file system's 255 bytes
+            self.form.file = self.folder / _cut_name(self.form.filename, MAX_NAME_BYTES - TEMP_SUFFIX_BYTES)
             self._in_file = True
         else:
             if len(self.form.fields) >= MAX_FIELDS:

@@ -197,6 +197,8 @@ async def upload_image(request: Request, ws: WorkspaceDep, login: LoginDep) -> A
             record = ws.jobs.submit("ingest", {"file": name}, actor[:256], inputs={name: path})
             return JSONResponse(record, status_code=202, headers={"Location": f"/api/v1/jobs/{record['id']}"})
         result: IngestResult = await run_in_threadpool(ws.ingest_file, path, name=name, source_path=f"upload:{name}")
+    if result.reason and path.name != name:  # a long name was spooled shorter: name the client's file
+        result.reason = result.reason.replace(path.name, name)
     body = result.as_dict()
     if result.status == "rejected":
         status = 413 if result.code == "limit_exceeded" else 422
