@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -124,7 +125,7 @@ class Auth:
         login = self._cached(f"s:{sha256(cookie)}", lambda: self.accounts.session_login(cookie, self.session_hours))
         if login is None:
             raise Unauthorized("the login has expired or ended: log in again")
-        if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != login.csrf:
+        if request.method not in SAFE_METHODS and not _same_token(request.headers.get(CSRF_HEADER), login.csrf):
             raise Forbidden(f"missing or wrong {CSRF_HEADER} header (the csrf value of /api/v1/login or /api/v1/me)")
         return login
 
@@ -134,6 +135,11 @@ class Auth:
             login = lookup()
             self.cache.put(key, login)
         return login
+
+
+def _same_token(sent: str | None, expected: str | None) -> bool:
+    """Constant-time comparison of a CSRF header with the session's token (never equal when either is missing)."""
+    return bool(sent and expected) and secrets.compare_digest(str(sent).encode(), str(expected).encode())
 
 
 def get_auth(request: Request) -> Auth:
