@@ -99,12 +99,22 @@ class ImageSource(ABC):
             with contextlib.suppress(Exception):
                 self.close()
             raise InvalidImage(f"{self.path.name}: malformed header ({type(exc).__name__}: {exc})") from exc
+        problem = None
         if not info.levels or any(
             min(lvl.width, lvl.height, lvl.tile_width, lvl.tile_height) < 1 for lvl in info.levels
         ):
+            problem = "a level or its tiles have no pixels"
+        elif info.bands < 1:
+            problem = f"{info.bands} bands"
+        else:
+            try:  # e.g. DICOM's BitsAllocated 12 made "uint12"
+                np.dtype(info.dtype)
+            except TypeError:
+                problem = f"pixel type {info.dtype!r}"
+        if problem is not None:
             with contextlib.suppress(Exception):
                 self.close()
-            raise InvalidImage(f"{self.path.name}: malformed header (a level or its tiles have no pixels)")
+            raise InvalidImage(f"{self.path.name}: malformed header ({problem})")
         return info
 
     # -- reader interface -------------------------------------------------------------------------------
