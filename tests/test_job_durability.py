@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 import gigavision as gv
+from gigavision.jobs import registry
 from gigavision.jobs.manager import INLINE
 from gigavision.server.main import create_app
 from gigavision.store.schema import JobRow, utcnow
@@ -30,6 +31,7 @@ from tests.conftest import IN_CI
 REDIS_URL = os.environ.get("GIGAVISION_TEST_REDIS", "redis://127.0.0.1:6379/15")
 ROOT = Path(__file__).resolve().parents[1]
 LEASE = 0.5
+LOCAL = "http://127.0.0.1"  # a name of the server (the Host check refuses TestClient's "testserver")
 # `gigavision worker -w ROOT` in a process of its own that knows the test job kinds
 WORKER = (
     "import sys, tests.job_kinds as k; k.register_all(); "
@@ -128,6 +130,25 @@ def test_a_sigkilled_worker_s_job_is_requeued_within_two_leases_and_finishes(tmp
     assert took <= 2.0
     assert done["status"] == "done" and done["result"] == {"pid": os.getpid()}
     assert _runs(ws, job["id"]) == [str(worker.pid), str(os.getpid())]  # run by the worker, then here
+
+
+def test_a_worker_that_lost_its_lease_stops_and_overwrites_nothing(tmp_path: Path) -> None:
+    ws = _workspace(tmp_path / "ws")
+    job_id = ws.jobs.submit("test.hold", {"release": str(tmp_path / "never")}, "ana")["id"]
+    consumer = ws.jobs.start_consumer(1)
+    try:
+        _until(lambda: _row(ws, job_id).message == "holding", 10, "the job runs")
+        with ws.session.begin() as s:  # meanwhile the reaper gave the job to another worker (claim 2)
+            theirs = {"attempts": 2, "worker": "other:2", "message": "theirs", "lease_until": utcnow() + timedelta(60)}
+            s.execute(update(JobRow).where(JobRow.id == job_id).values(**theirs))
+        # the heartbeat notices, the job stops at its next progress report, and the only thread is free again
+        after = ws.jobs.wait(ws.jobs.submit("test.hold", {}, "ana")["id"], timeout=10)
+        row = _row(ws, job_id)
+    finally:
+        consumer.stop(graceful=True)
+        ws.close()
+    assert after["status"] == "done"
+    assert (row.status, row.attempts, row.worker, row.message) == ("running", 2, "other:2", "theirs")
 
 
 def _stale(ws: gv.Workspace, kind: str, *, worker: str = "elsewhere:1", attempts: int = 1, cancel: bool = False) -> str:
@@ -238,7 +259,7 @@ def test_a_dying_child_fails_its_job_and_the_api_stays_up(tmp_path: Path) -> Non
     ws = _workspace(tmp_path / "ws")
     ws.settings.job_workers = 3
     try:
-        with TestClient(create_app(ws)) as client:
+        with TestClient(create_app(ws), base_url=LOCAL) as client:
             ids = {how: ws.jobs.submit("test.die", {"how": how}, "ana")["id"] for how in ("exit", "sigkill", "memory")}
             ended = {how: ws.jobs.wait(job_id, timeout=30) for how, job_id in ids.items()}
             assert client.get("/healthz").status_code == 200
@@ -248,6 +269,20 @@ def test_a_dying_child_fails_its_job_and_the_api_stays_up(tmp_path: Path) -> Non
     assert ended["exit"]["error"] == "the job's process exited with code 3 before it finished"
     assert ended["sigkill"]["error"] == "the job's process was killed by SIGKILL (out of memory?) before it finished"
     assert ended["memory"]["error"].startswith("MemoryError: ")
+
+
+def test_an_isolated_job_whose_process_cannot_start_fails_with_the_reason(tmp_path: Path) -> None:
+    ws = _workspace(tmp_path / "ws")
+    registry.register("test.lambda", lambda ctx, params: {}, isolated=True)  # a child cannot import a lambda
+    try:
+        job_id = ws.jobs._create("test.lambda", {}, "ana").id
+        ws.jobs.consume(job_id)  # what the queue's task does, here in this thread
+        failed = ws.jobs.get(job_id)
+    finally:
+        registry.KINDS.discard("test.lambda")
+        ws.close()
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("job kind 'test.lambda' runs isolated, but its process could not start: ")
 
 
 def test_cancel_works_in_every_state(tmp_path: Path) -> None:
@@ -260,7 +295,7 @@ def test_cancel_works_in_every_state(tmp_path: Path) -> None:
         # a running job whose worker died: cancelled at once, nobody would act on the request
         dead = _stale(ws, "test.hold")
         assert ws.jobs.cancel(dead)["message"] == "cancelled (its worker had stopped)"
-        with TestClient(create_app(ws)) as client:
+        with TestClient(create_app(ws), base_url=LOCAL) as client:
             cooperative = ws.jobs.submit("test.hold.child", {"until_cancelled": True}, "ana")["id"]
             stubborn = ws.jobs.submit("test.stubborn", {}, "ana")["id"]
             _until(lambda: (ws.jobs.folder(stubborn) / "output" / "started").exists(), 30, "child started")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NotRequired
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from typing_extensions import TypedDict  # pydantic (REST responses) needs this one on Python 3.11
 
-from gigavision.errors import Conflict, GigavisionError, InvalidInput, NotFound
+from gigavision.errors import ConfigError, Conflict, GigavisionError, InvalidInput, NotFound
 from gigavision.extras import from_import_error
 from gigavision.jobs import registry
 from gigavision.jobs.context import JobCancelled, JobContext
@@ -277,6 +277,8 @@ class JobManager:
         done = self.get(row.id)
         if done["status"] == "cancelled":
             raise Conflict(f"job {row.id} was cancelled")
+        if done["status"] != "done":  # this command stalled past its lease and the reaper failed the job
+            raise Conflict(f"job {row.id} {done['status']}: {done['error']}")
         return dict(done["result"] or {})
 
     # -- running -------------------------------------------------------------------------------------------
@@ -345,13 +347,16 @@ class JobManager:
         lease = _Lease(self, claim)
         lease.start()
         try:
-            ending = self._in_child(claim, lease) if in_child else self._in_thread(claim, on_progress)
+            ending = self._in_child(claim, lease) if in_child else self._in_thread(claim, lease, on_progress)
+        except Exception as exc:  # the child could not be started (an unpicklable function, no processes left)
+            message, error = failure(claim.kind, exc)
+            ending = _Ending({"status": "failed", "error": message}, error)
         except BaseException:  # Ctrl+C in a command running it, or the worker shutting down: not a failure
             self._record(claim, status="cancelled", message="interrupted", lease_until=None, finished_at=utcnow())
             raise
         finally:
             lease.stop()
-        if ending is None:
+        if ending is None or lease.lost.is_set():
             log.warning("job %s: lease lost (the reaper took it back); its run here is not recorded", claim.job_id)
             return None
         self._record(  # conditional on the claim: nothing is written if the lease was lost meanwhile
@@ -361,16 +366,20 @@ class JobManager:
             on_progress(1.0, ending.values["message"])
         return ending.error
 
-    def _in_thread(self, claim: _Claim, on_progress: ProgressCallback | None) -> _Ending:
+    def _in_thread(self, claim: _Claim, lease: _Lease, on_progress: ProgressCallback | None) -> _Ending:
+        """Run the job in this thread. A run whose lease was lost (this worker stalled past it and the job went
+        to another) stops at its next progress report as if cancelled: a thread cannot be killed."""
+
+        def stop() -> bool:
+            return lease.lost.is_set() or self._cancel_requested(job_id)
+
         def report(fraction: float, message: str) -> None:
             self._record(claim, progress=fraction, message=message)
             if on_progress is not None:
                 on_progress(fraction, message)
 
         job_id = claim.job_id
-        ctx = JobContext(
-            self.ws, job_id, claim.actor, self.folder(job_id), report, lambda: self._cancel_requested(job_id)
-        )
+        ctx = JobContext(self.ws, job_id, claim.actor, self.folder(job_id), report, stop)
         try:
             result = registry.resolve(claim.kind)(ctx, claim.params)
         except JobCancelled:
@@ -391,8 +400,13 @@ class JobManager:
         conn, child_end = context.Pipe()
         args = (self.ws.settings, claim.job_id, claim.kind, claim.actor, registry.target(claim.kind), claim.params)
         process = context.Process(target=child.main, args=(*args, child_end), name=f"gigavision-job-{claim.job_id[:8]}")
-        process.start()
-        child_end.close()
+        try:
+            process.start()
+        except Exception as exc:  # e.g. a kind registered as a function a child cannot import (a lambda)
+            conn.close()
+            raise ConfigError(f"job kind {claim.kind!r} runs isolated, but its process could not start: {exc}") from exc
+        finally:
+            child_end.close()
         try:
             return self._watch(claim, lease, process, conn)
         finally:
@@ -418,7 +432,10 @@ class JobManager:
                     open_conn = False
                     continue
                 if message[0] == "progress":
-                    self._record(claim, progress=message[1], message=message[2])
+                    try:
+                        self._record(claim, progress=message[1], message=message[2])
+                    except Exception:  # a database hiccup loses one progress report, not the job
+                        log.warning("job %s: progress not recorded", claim.job_id, exc_info=True)
                 elif message[0] == "done":
                     values = {"status": "done", "progress": 1.0, "message": message[2] or "done", "result": message[1]}
                     ending = _Ending(values)
@@ -434,7 +451,7 @@ class JobManager:
             now = time.monotonic()
             if cancel_sent is None and now >= next_check:
                 next_check = now + min(1.0, grace / 3)
-                if self._cancel_requested(claim.job_id):
+                if self._cancel_requested_or_not(claim.job_id):
                     conn.send("cancel")
                     cancel_sent = now
             elif cancel_sent is not None and now - cancel_sent > grace:
@@ -449,6 +466,14 @@ class JobManager:
                 {"status": "failed", "error": f"the job's process {_died(process.exitcode)} before it finished"}
             )
         return ending
+
+    def _cancel_requested_or_not(self, job_id: str) -> bool:
+        """``_cancel_requested``, False while the database cannot answer (the next look will tell)."""
+        try:
+            return self._cancel_requested(job_id)
+        except Exception:
+            log.warning("job %s: could not read its cancel request", job_id, exc_info=True)
+            return False
 
     def _cancel_requested(self, job_id: str) -> bool:
         with self.ws.session() as s:
