@@ -4,7 +4,7 @@ read. Nothing is spooled to the system temp folder first and nothing is copied a
 file, or moves it into a job's input folder (same file system, a rename).
 
 Every upload route reads its body through ``receive_form`` and declares its multipart body with
-``multipart_body`` (the OpenAPI schema, and the mark ``limits.BodyLimit`` reads to give it the upload limit).
+``multipart_body`` (its OpenAPI body, and its entry in ``limits.UPLOAD_ROUTES``, which gives it the upload limit).
 """
 
 from __future__ import annotations
