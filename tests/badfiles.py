@@ -844,3 +844,44 @@ def fuzz_files(seeds: dict[str, bytes], count: int, seed: int = 0, imports: floa
             data, how = MUTATIONS[kind](seeds[name], rng)
         ext = name.rsplit(".", 1)[1]
         yield FuzzFile(f"fuzz{i:05d}.{ext}", data, "upload", f"{name}: {how}")
+
+
+def _set_tiff_field(data: bytes, tag: int, *, count: int | None = None, value: int | None = None) -> bytes:
+    """A classic little-endian TIFF with one entry of its first IFD changed (count and/or inline value)."""
+    out = bytearray(data)
+    for at, t, typ, _n in _tiff_entries(data):
+        if t == tag:
+            if count is not None:
+                out[at + 4 : at + 8] = struct.pack("<I", count)
+            if value is not None:
+                out[at + 8 : at + 10 if typ == SHORT else at + 12] = struct.pack("<H" if typ == SHORT else "<I", value)
+            return bytes(out)
+    raise KeyError(tag)
+
+
+def _dicom_with(seed: bytes, **values: object) -> bytes:
+    import io
+
+    import pydicom
+
+    ds = pydicom.dcmread(io.BytesIO(seed), force=True)
+    for key, value in values.items():
+        setattr(ds, key, value)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=False)
+    return out.getvalue()
+
+
+def found_by_fuzzing(seeds: dict[str, bytes]) -> dict[str, bytes]:
+    """One file per server error the fuzzers found (each answered 500 before its fix), by upload name."""
+    strips, tiled = seeds["coins_strips.tif"], seeds["ihc_tiled.tif"]
+    return {
+        "compression_pair.tif": _set_tiff_field(tiled, COMPRESSION, count=2),  # a tuple where int() wanted a number
+        "offsets_count.tif": _set_tiff_field(strips, STRIP_OFFSETS, count=2),  # 2 offsets, 19 byte counts
+        "tile_rows.tif": _set_tiff_field(tiled, TILE_LENGTH, count=100_000),  # divided by zero
+        "one_bit.tif": _set_tiff_field(tiled, BITS_PER_SAMPLE, value=1),  # booleans cannot be subtracted
+        "bits12.dcm": _dicom_with(seeds["coins.dcm"], BitsAllocated=12),  # pixel type "uint12"
+        "no_columns.dcm": _dicom_with(seeds["ihc_wsi.dcm"], Columns=0),  # divided by zero
+        "three_columns.dcm": _dicom_with(seeds["coins.dcm"], Columns=3),  # frames of another shape
+        "no_frames.dcm": _dicom_with(seeds["ihc_wsi.dcm"], NumberOfFrames=0),
+    }

@@ -51,3 +51,18 @@ def test_malformed_uploads_are_refused_by_name_never_a_server_error(
     # most of them are broken beyond use: refused, each with its reason (checked above)
     assert sum(n for s, n in statuses.items() if 400 <= s < 500) >= FILES // 2, statuses
     assert client.get("/healthz").status_code == 200
+
+
+def test_what_the_fuzzers_found_is_refused_by_name(
+    client: TestClient, tmp_path: Path, samples: dict[str, Path]
+) -> None:
+    """Each of these answered 500 (a reader's arithmetic on a lying header) before its fix."""
+    found = badfiles.found_by_fuzzing(badfiles.fuzz_seeds(tmp_path / "seeds", samples))
+    answers = {}
+    for name, data in found.items():
+        r = client.post("/api/v1/images", files={"file": (name, data, "application/octet-stream")})
+        answers[name] = (r.status_code, r.json().get("error", {}).get("message", ""))
+    assert {n: s for n, (s, _) in answers.items() if s >= 500} == {}
+    refused = {n: m for n, (s, m) in answers.items() if s >= 400}
+    assert set(refused) >= set(found) - {"one_bit.tif"}, answers  # a 1-bit image may be a real one
+    assert all(m.startswith(f"{n}: ") for n, m in refused.items()), refused
