@@ -45,9 +45,10 @@ def test_no_route_answers_a_server_error(fuzzed: tuple[FastAPI, apifuzz.Seeded, 
     assert sum(n for s, n in statuses.items() if s.startswith("2")) >= report.cases // 5, statuses
 
 
-def test_numbers_beyond_the_database_are_a_400(workspace: gv.Workspace) -> None:
+def test_values_beyond_the_database_are_a_400(workspace: gv.Workspace) -> None:
     """What the fuzzer found first: an id or offset past 64 bits reached the database and answered 500
-    (SQLite cannot bind it, PostgreSQL says bigint out of range). The store refuses it as bad input."""
+    (SQLite cannot bind it, PostgreSQL says bigint out of range), and so did text with a NUL byte on
+    PostgreSQL. The store refuses them as bad input."""
     huge = str(2**70)
     with TestClient(create_app(workspace), base_url="http://127.0.0.1") as client:
         for path in (
@@ -61,3 +62,8 @@ def test_numbers_beyond_the_database_are_a_400(workspace: gv.Workspace) -> None:
             assert r.status_code == 400, (path, r.text)
             assert "out of the range the database can store" in r.json()["error"]["message"]
         assert client.get(f"/api/v1/annotations/{2**40}").status_code == 404  # in range: just not there
+        # PostgreSQL cannot hold a NUL in text (psycopg refuses it): 400 there, an ordinary 404 on SQLite
+        merge = client.post("/api/v1/labels/merge", json={"into": "cell", "sources": ["nu\x00cleus"]})
+        assert merge.status_code in (400, 404), merge.text
+        if workspace.settings.resolved_db_url().startswith("postgresql"):
+            assert "cannot store" in merge.json()["error"]["message"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gigavision.errors import ConfigError, InvalidInput
@@ -26,12 +26,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _out_of_range(context: ExceptionContext) -> BaseException | None:
-    """A number the database cannot hold came from the caller (an id, an offset: nothing gigavision makes
-    reaches 2**63): ``InvalidInput`` (400), decided here once for every route and command instead of a 500.
-    SQLite's driver refuses such an int while binding it (OverflowError); PostgreSQL answers SQLSTATE 22003."""
+    """A value the database cannot hold came from the caller (an id or offset past 2**63: nothing gigavision
+    makes reaches it; text with a NUL byte): ``InvalidInput`` (400), decided here once for every route and
+    command instead of a 500. SQLite's driver refuses such an int while binding it (OverflowError);
+    PostgreSQL answers SQLSTATE 22003 (out of range), and psycopg refuses NUL in text before sending it
+    (a DataError, like every SQLSTATE class 22 "data exception")."""
     orig = context.original_exception
     if isinstance(orig, OverflowError) or getattr(orig, "sqlstate", None) == "22003":
         return InvalidInput(f"a number is out of the range the database can store ({orig})")
+    if isinstance(context.sqlalchemy_exception, DataError):
+        return InvalidInput(f"a value the database cannot store ({orig})")
     return None
 
 
