@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -424,8 +425,21 @@ class JobManager:
         cancel_sent: float | None = None
         next_check = 0.0
         while True:
+            if lease.lost.is_set():
+                return None
+            now = time.monotonic()
+            if cancel_sent is None and now >= next_check:
+                next_check = now + min(1.0, grace / 3)
+                if self._cancel_requested_or_not(claim.job_id):
+                    with contextlib.suppress(OSError):  # the child just ended: its exit tells the rest
+                        conn.send("cancel")
+                    cancel_sent = now
+            elif cancel_sent is not None and now - cancel_sent > grace:
+                process.kill()
+                process.join()
+                return _Ending({"status": "cancelled", "message": f"cancelled (stopped after {grace:g} s)"})
             ready = wait([conn, process.sentinel] if open_conn else [process.sentinel], timeout=CHILD_POLL_S)
-            if conn in ready:
+            if conn in ready:  # messages first: a child that ended may have sent its outcome just before
                 try:
                     message = conn.recv()
                 except (EOFError, OSError):
@@ -443,21 +457,8 @@ class JobManager:
                     ending = _Ending({"status": "cancelled", "message": "cancelled"})
                 else:
                     ending = _Ending({"status": "failed", "error": message[1]})
-                continue
-            if process.sentinel in ready:
+            elif process.sentinel in ready:
                 break
-            if lease.lost.is_set():
-                return None
-            now = time.monotonic()
-            if cancel_sent is None and now >= next_check:
-                next_check = now + min(1.0, grace / 3)
-                if self._cancel_requested_or_not(claim.job_id):
-                    conn.send("cancel")
-                    cancel_sent = now
-            elif cancel_sent is not None and now - cancel_sent > grace:
-                process.kill()
-                process.join()
-                return _Ending({"status": "cancelled", "message": f"cancelled (stopped after {grace:g} s)"})
         process.join()
         if ending is None:
             if cancel_sent is not None:
