@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from gigavision.config import Settings
+from gigavision.errors import InvalidImage
 from gigavision.files import atomic_write
 from gigavision.images.cache import TileCache
 from gigavision.images.display import display_window
@@ -125,11 +126,17 @@ def coarse_sample(path: Path, source: ImageSource, max_side: int = 1024) -> np.n
     small = source.levels[-1]
     if small.width * small.height <= 16 * 1024 * 1024:
         return source.read_window(len(source.levels) - 1, 0, 0, small.width, small.height)
+    import pyvips
+
     from gigavision.images.readers.vips import flatten_for_output, vips_open
 
     image = flatten_for_output(vips_open(path, access="sequential"))
     step = max(1, -(-max(image.width, image.height) // max_side))
-    arr = np.asarray(image.reduce(step, step, kernel="nearest").numpy())
+    try:
+        arr = np.asarray(image.reduce(step, step, kernel="nearest").numpy())
+    except pyvips.Error as exc:  # the pixels run out or break while streaming: name the file and libvips' reason
+        detail = " ".join(str(exc.detail or exc.message).split())
+        raise InvalidImage(f"{path.name}: cannot decode image (truncated or corrupt?): {detail}") from exc
     return arr if arr.ndim == 3 else arr[:, :, None]
 
 
