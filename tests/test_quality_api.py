@@ -108,6 +108,13 @@ def test_rest_errors_are_4xx_with_a_message(api: tuple[TestClient, str]) -> None
     error(client.post(f"/api/v1/qc/items/{item}/submit", json={"actor": "cy", "annotations": []}), 400, "not assigned")
     bad_box = {"actor": "ana", "annotations": [{"kind": "box", "label": "x", "bbox": [5, 0, 0, 5]}]}
     error(client.post(f"/api/v1/qc/items/{item}/submit", json=bad_box), 400, "x1 >= x0")
+    # submissions are checked as every REST annotation write is, before anything is decoded: a box off the
+    # 1411² image, and a mask whose 20-byte RLE declares 20000² pixels (decoding it would take ~400 MB)
+    outside = {"actor": "ana", "annotations": [box(1300, 10, 1500, 100)]}
+    error(client.post(f"/api/v1/qc/items/{item}/submit", json=outside), 400, "annotation record 0")
+    bomb = {"kind": "mask", "label": "x", "bbox": [10, 10, 20, 20], "mask": {"size": [20000, 20000], "counts": "0"}}
+    for route, who in (("submit", "ana"), ("adjudicate", "dee")):
+        error(client.post(f"/api/v1/qc/items/{item}/{route}", json={"actor": who, "annotations": [bomb]}), 400, "20000")
     error(client.post(f"/api/v1/qc/items/{item}/adjudicate", json={"actor": "dee", "choose": "ana"}), 409, "open")
     for who in ("ana", "bo"):
         client.post(f"/api/v1/qc/items/{item}/submit", json={"actor": who, "annotations": []})

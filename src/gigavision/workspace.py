@@ -23,6 +23,7 @@ from gigavision.store.db import make_engine, migrate, session_factory
 from gigavision.store.schema import ImageRow
 
 if TYPE_CHECKING:
+    from gigavision.annotations import Canvas
     from gigavision.images.cache import TileCache
     from gigavision.images.metadata import MetaCsvSummary
     from gigavision.images.source import ImageSource
@@ -145,6 +146,15 @@ class Workspace:
 
     def list_images(self, offset: int = 0, limit: int = 50) -> tuple[list[ImageRow], int]:
         return self.catalog.page(offset, limit)
+
+    def canvas(self, image_id: str) -> Canvas:
+        """What an annotation written from outside (REST, QC submissions) must fit on this image
+        (``annotations.shape_problem``): its level-0 size, the vertex cap, and masks no larger than a tile
+        response may be (``limits.max_tile_pixels``)."""
+        from gigavision.annotations import Canvas
+
+        image, limits = self.get_image(image_id), self.settings.limits
+        return Canvas(image.width, image.height, limits.max_annotation_vertices, limits.max_tile_pixels)
 
     def find_image(self, ref: str) -> str:
         """The id of the image ``ref`` names: full id, unique id prefix or unique name (``ImageCatalog.find``)."""

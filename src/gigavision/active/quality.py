@@ -220,6 +220,11 @@ class QualityControl:
             people = assignments_of(s, [i.id for i in items])
         return [item_summary(i, people.get(i.id, [])) for i in items], int(total)
 
+    def image_of(self, item_id: int) -> str:
+        """The id of the image item ``item_id`` is on (``NotFound`` when there is no such item)."""
+        with self.ws.session() as s:
+            return get_item(s, item_id).image_id
+
     def item(self, item_id: int, viewer: str | None = None) -> QcItemDetail:
         """One item: assignments, submissions, pairwise agreement, decision and consensus.
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from gigavision.active.isolation import NOTHING, Hidden, annotation_owner, hidden_from, owns
-from gigavision.annotations import Annotations, Canvas
+from gigavision.annotations import Annotations
 from gigavision.errors import Forbidden, NotFound
 from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
@@ -129,17 +129,10 @@ def add_annotations(image_id: str, body: AddAnnotations, ws: WorkspaceDep, login
     image_id = ws.find_image(image_id)
     limits = ws.settings.limits
     ann = Annotations.from_records(
-        body.annotations, canvas=_canvas(ws, image_id), max_records=limits.max_records_per_request
+        body.annotations, canvas=ws.canvas(image_id), max_records=limits.max_records_per_request
     )
     ids = ws.annotations.add(image_id, ann, actor=acting_as(login, body.actor))
     return {"ids": ids, "count": len(ids)}
-
-
-def _canvas(ws: Workspace, image_id: str) -> Canvas:
-    """What a REST write must fit (``shape_problem``): the image's size, the vertex cap, and masks no larger
-    than a tile response may be (``limits.max_tile_pixels``)."""
-    image, limits = ws.get_image(image_id), ws.settings.limits
-    return Canvas(image.width, image.height, limits.max_annotation_vertices, limits.max_tile_pixels)
 
 
 @router.get("/api/v1/annotations/{annotation_id}", dependencies=[Allow("annotations.read")])
@@ -152,7 +145,7 @@ def get_annotation(annotation_id: int, ws: WorkspaceDep, login: LoginDep) -> dic
 @router.patch("/api/v1/annotations/{annotation_id}", dependencies=[Allow("annotations.write")])
 def edit_annotation(annotation_id: int, body: EditAnnotation, ws: WorkspaceDep, login: LoginDep) -> dict[str, Any]:
     _visible(ws, annotation_id, login, write=True)
-    canvas = _canvas(ws, ws.annotations.image_of(annotation_id))
+    canvas = ws.canvas(ws.annotations.image_of(annotation_id))
     actor = acting_as(login, body.actor)
     return ws.annotations.update(annotation_id, body.version, body.changes, actor=actor, canvas=canvas)
 

@@ -21,6 +21,7 @@ from gigavision.annotations import Annotations
 from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
 from gigavision.store.roles import Login
+from gigavision.workspace import Workspace
 
 router = APIRouter(prefix="/api/v1/qc", tags=["quality control"])
 
@@ -173,20 +174,34 @@ def assign(body: NewAssignments, ws: WorkspaceDep, login: LoginDep) -> dict[str,
 
 @router.post("/items/{item_id}/submit", dependencies=[Allow("qc.submit")])
 def submit(item_id: int, body: Submission, ws: WorkspaceDep, login: LoginDep) -> dict[str, Any]:
-    """Hand in the actor's labels; the last required submission measures agreement and decides."""
-    labels = None if body.annotations is None else Annotations.from_records(body.annotations)
-    return dict(QualityControl(ws).submit(item_id, _person(login, body.actor, "annotator handing in"), labels))
+    """Hand in the actor's labels; the last required submission measures agreement and decides. Labels are
+    checked as every REST annotation write is (``POST /api/v1/images/{id}/annotations``)."""
+    qc = QualityControl(ws)
+    labels = _labels(ws, qc, item_id, body.annotations)
+    return dict(qc.submit(item_id, _person(login, body.actor, "annotator handing in"), labels))
 
 
 @router.post("/items/{item_id}/adjudicate", dependencies=[Allow("qc.review")])
 def adjudicate(item_id: int, body: Decision, ws: WorkspaceDep, login: LoginDep) -> dict[str, Any]:
     """Decide a disputed item: choose an annotator's labels, or give the adjudicator's own."""
-    labels = None if body.annotations is None else Annotations.from_records(body.annotations)
+    qc = QualityControl(ws)
+    labels = _labels(ws, qc, item_id, body.annotations)
     return dict(
-        QualityControl(ws).adjudicate(
+        qc.adjudicate(
             item_id, _person(login, body.actor, "adjudicator"), choose=body.choose, annotations=labels, own=body.own
         )
     )
+
+
+def _labels(
+    ws: Workspace, qc: QualityControl, item_id: int, records: list[dict[str, Any]] | None
+) -> Annotations | None:
+    """Submitted records on the item's image, checked before anything is decoded (bounds, validity, vertex and
+    mask caps, records per request)."""
+    if records is None:
+        return None
+    canvas = ws.canvas(qc.image_of(item_id))
+    return Annotations.from_records(records, canvas=canvas, max_records=ws.settings.limits.max_records_per_request)
 
 
 @router.get("/queue", response_model=ItemPage, dependencies=[Allow("qc.review")])
