@@ -250,14 +250,39 @@ class _Detections(_Output):
         # (measured: 2.7 ms per window against 0.8 ms for the network)
         scores = np.asarray(outputs[1])
         outputs = [outputs[0], np.where(scores >= self.options.min_score, scores, 0.0), *outputs[2:]]
-        for win, ann in zip(windows, p.task.decode(outputs, sizes), strict=True):
-            if p.patch is not None:
+        if p.patch is not None:  # padded patches: boxes on the padding are cropped away, window by window
+            for win, ann in zip(windows, p.task.decode(outputs, sizes), strict=True):
                 ann = ann.crop(0, 0, win.width, win.height)
-            ann = ann[ann.score >= self.options.min_score]
-            if self.drop_cut and len(ann):
-                ann = ann[~_touches_inner_edge(ann.xyxy, win, self.neighbours[win.index])]
-            if len(ann):
-                self.parts.append(ann.scale(self.res.downsample).translate(win.xyxy[0], win.xyxy[1]))
+                ann = ann[ann.score >= self.options.min_score]
+                if self.drop_cut and len(ann):
+                    ann = ann[~_touches_inner_edge(ann.xyxy, win, self.neighbours[win.index])]
+                if len(ann):
+                    self.parts.append(ann.scale(self.res.downsample).translate(win.xyxy[0], win.xyxy[1]))
+            return
+        # the batch's boxes as arrays, filtered and placed per window, then ONE Annotations for the batch: the
+        # same rows, in the same order, as an Annotations per window (whose construction cost more than NMS)
+        from gigavision.models.detect import DetectTask
+
+        task = p.task
+        assert isinstance(task, DetectTask)  # OUTPUTS gives detect models this output
+        boxes, classes, kept, origins = [], [], [], []
+        for win, (xyxy, cls, score) in zip(windows, task.decode_boxes(outputs, sizes), strict=True):
+            keep = score >= self.options.min_score
+            if self.drop_cut and keep.any():
+                keep &= ~_touches_inner_edge(xyxy, win, self.neighbours[win.index])
+            if keep.any():
+                boxes.append(xyxy[keep])
+                classes.append(cls[keep])
+                kept.append(score[keep])
+                origins.append(np.repeat([[win.xyxy[0], win.xyxy[1]] * 2], int(keep.sum()), axis=0))
+        if boxes:
+            # as Annotations.scale then .translate: level-0 = window pixels × downsample + the window's origin
+            placed = np.concatenate(boxes) * self.res.downsample + np.concatenate(origins)
+            labels = np.asarray(task.classes, dtype=object)[np.concatenate(classes)]
+            n = len(placed)
+            self.parts.append(
+                Annotations.from_boxes(placed, list(labels), score=np.concatenate(kept), source=["model"] * n)
+            )
 
     def finish(self) -> tuple[Annotations, dict[str, float], dict[str, float | int], dict[str, str]]:
         found = Annotations.merge(self.parts)
@@ -295,6 +320,15 @@ class _Segmentation(_Output):
 
     def add(self, windows: list[Window], outputs: list[np.ndarray]) -> None:
         probs = np.asarray(outputs[0], dtype=np.float32)
+        size = self.predictor.size
+        if self.predictor.patch is None and self.tile == size and all(w.width == w.height == size for w in windows):
+            # whole windows at the network's side (the usual grid): ``_window_probs``' renormalisation for the
+            # batch at once, summed over the same contiguous class axis, so the same float32 numbers
+            seen = np.ascontiguousarray(probs.transpose(0, 2, 3, 1))
+            ready = (seen / np.maximum(seen.sum(axis=3, keepdims=True), 1e-12)).transpose(0, 3, 1, 2)
+            for win, p in zip(windows, ready, strict=True):
+                self.stitcher.add(win.xyxy, p)
+            return
         for win, p in zip(windows, probs, strict=True):
             self.stitcher.add(win.xyxy, _window_probs(self.predictor, win, p, self.tile))
 
@@ -627,15 +661,29 @@ def _prepare_batch(
             raise InvalidImage(f"{name}: window {list(win.xyxy)} could not be read: {win.error}")
     if not good:
         return batch, good, None, None
-    inputs = []
-    for win in good:
+    size = predictor.size
+    squares: list[np.ndarray] = []  # windows of the network's side: normalised together (prepare_batch)
+    others: dict[int, np.ndarray] = {}  # smaller (image edge) or bigger (--tile) ones: padded or letterboxed
+    for k, win in enumerate(good):
         assert win.pixels is not None
         pixels = to_rgb_uint8(win.pixels)[: win.height, : win.width]
-        inputs.append(predictor.prepare(pixels, f"{name} window {list(win.xyxy)}")[0])
+        if pixels.shape[:2] == (size, size):
+            squares.append(pixels)
+        else:
+            others[k] = predictor.prepare(pixels, f"{name} window {list(win.xyxy)}")[0]
         win.pixels = None  # read pixels are not needed past here: only the network input travels on
+    if not others:
+        x = predictor.prepare_batch(np.stack(squares))
+    else:
+        x = np.empty((len(good), 3, size, size), dtype=np.float32)
+        rest = [k for k in range(len(good)) if k not in others]
+        if rest:
+            x[rest] = predictor.prepare_batch(np.stack(squares))
+        for k, one in others.items():
+            x[k] = one
     metas = [side or {}] * len(good) if predictor.side_names else None
     side_batch = predictor.side_batch(metas, [name] * len(good))
-    return batch, good, np.ascontiguousarray(np.stack(inputs)), side_batch
+    return batch, good, x, side_batch
 
 
 def _run_prepared(predictor: Predictor, item: Prepared) -> tuple[list[Window], list[Window], list[np.ndarray]]:

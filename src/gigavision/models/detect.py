@@ -81,6 +81,17 @@ class DetectTask(Task):
 
     # -- inference -------------------------------------------------------------------------------------------
     def decode(self, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]) -> list[Annotations]:
+        out = []
+        for xyxy, cls, score in self.decode_boxes(outputs, sizes):
+            labels = [self.classes[int(c)] for c in cls]
+            out.append(Annotations.from_boxes(xyxy, labels, score=score, source=["model"] * len(cls)))
+        return out
+
+    def decode_boxes(
+        self, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``decode`` as arrays per image: ``(xyxy (n, 4), class index (n,), score (n,))`` — what the tiled
+        engine filters and places for a whole batch at once, without an ``Annotations`` per window."""
         boxes_all = np.asarray(outputs[0], dtype=np.float64)
         scores_all = np.asarray(outputs[1], dtype=np.float64)
         iou = NMS_IOU[self.kind]
@@ -102,8 +113,7 @@ class DetectTask(Task):
             xyxy[:, 1::2] = np.clip(xyxy[:, 1::2], 0, h)
             inside = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])  # boxes on the letterbox padding
             keep, xyxy = keep[inside], xyxy[inside]
-            labels = [self.classes[int(c)] for c in cls[keep]]
-            out.append(Annotations.from_boxes(xyxy, labels, score=s[keep], source=["model"] * len(keep)))
+            out.append((xyxy, cls[keep], s[keep]))
         return out
 
     # -- evaluation ------------------------------------------------------------------------------------------
