@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from gigavision import files
 from gigavision.files import atomic_path, atomic_write, write_text
 
 
@@ -34,3 +36,25 @@ def test_atomic_path_publishes_a_folder_and_cleans_up_a_failed_one(tmp_path: Pat
         (tmp / "b.json").write_text("{}")
         raise ValueError("exporter failed")
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["export"]
+
+
+def test_publishing_a_folder_syncs_every_file_and_folder_in_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model folder's checkpoint comes from ``torch.save``, which never fsyncs: publish must, or a power cut
+    after the rename (and the database commit) can leave a published folder with a short file."""
+    staging = tmp_path / "staging"
+    (staging / "sub").mkdir(parents=True)
+    (staging / "checkpoint.pt").write_bytes(b"w" * 100)
+    (staging / "sub" / "report.html").write_text("<p>")
+    synced: list[str] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    files.publish(staging, tmp_path / "model")
+    for name in ("checkpoint.pt", "sub/report.html", "sub", ""):
+        assert str((staging / name).resolve()) in synced, name
+    assert str(tmp_path.resolve()) == synced[-1]  # the rename itself, last
+    assert (tmp_path / "model" / "checkpoint.pt").read_bytes() == b"w" * 100

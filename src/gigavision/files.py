@@ -40,13 +40,29 @@ def make_dirs(folder: str | os.PathLike[str]) -> None:
 
 
 def publish(tmp: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
-    """Rename the finished ``tmp`` (a file or a folder) onto ``dest`` durably: its bytes, then the name."""
+    """Rename the finished ``tmp`` (a file or a folder) onto ``dest`` durably: its bytes, then the name.
+
+    A folder's files and subfolders are synced first (a model folder's checkpoint is written by
+    ``torch.save``, which does not fsync), so no published folder can hold a short file after a power cut."""
     tmp_path, dest_path = Path(tmp), Path(dest)
     if tmp_path.is_file():
-        with tmp_path.open("rb") as fh:
-            os.fsync(fh.fileno())
+        _fsync_file(tmp_path)
+    elif tmp_path.is_dir():
+        for path in sorted(tmp_path.rglob("*"), reverse=True):  # children before their folders
+            if path.is_symlink():
+                continue
+            if path.is_file():
+                _fsync_file(path)
+            elif path.is_dir():
+                fsync_dir(path)
+        fsync_dir(tmp_path)
     os.replace(tmp_path, dest_path)
     fsync_dir(dest_path.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
 
 
 def temp_beside(dest: str | os.PathLike[str]) -> Path:
