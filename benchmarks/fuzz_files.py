@@ -48,6 +48,8 @@ class RssSampler(threading.Thread):
         self.interval = interval
         self.peak_server_mb = 0.0
         self.peak_total_mb = 0.0
+        self.peak_child_mb = 0.0  # the largest single descendant (a job's child process, the fork server)
+        self.peak_child = ""
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -59,7 +61,11 @@ class RssSampler(threading.Thread):
                 children = 0
                 for child in self.proc.children(recursive=True):
                     with contextlib.suppress(psutil.Error):  # a job child that just exited
-                        children += child.memory_info().rss
+                        rss = child.memory_info().rss
+                        children += rss
+                        if rss / 2**20 > self.peak_child_mb:
+                            self.peak_child_mb = rss / 2**20
+                            self.peak_child = " ".join(child.cmdline())[-200:]
             except psutil.Error:
                 return
             self.peak_server_mb = max(self.peak_server_mb, own / 2**20)
@@ -116,6 +122,8 @@ class Server:
                     "sampled_mb": self.sampler.peak_server_mb,
                     "with_children_mb": self.sampler.peak_total_mb,
                     "vm_hwm_mb": hwm,
+                    "largest_child_mb": self.sampler.peak_child_mb,
+                    "largest_child": self.sampler.peak_child,
                 }
             )
             self.sampler = None
@@ -155,6 +163,7 @@ def main() -> None:
     )
     ap.add_argument("--backlog", type=int, default=50, help="most unfinished jobs before sending waits")
     ap.add_argument("--timeout", type=float, default=60.0, help="client timeout per request (s)")
+    ap.add_argument("--max-seconds", type=float, default=None, help="stop sending after this long (reports it)")
     ap.add_argument("--out", type=Path, default=u.BENCH / "fuzz_files.json")
     ap.add_argument("--quick", action="store_true", help="200 files")
     args = ap.parse_args()
@@ -200,6 +209,7 @@ def main() -> None:
     job_seconds: list[float] = []
     silent_failures: list[dict[str, Any]] = []
     started = time.perf_counter()
+    sent = 0
 
     def keep(f: badfiles.FuzzFile) -> str:
         path = findings_dir / f.name
@@ -280,6 +290,10 @@ def main() -> None:
                 client = httpx.Client(base_url=server.url, headers=headers, timeout=args.timeout)
             if len(jobs) > args.backlog:
                 poll_jobs(client, args.backlog // 2, time.monotonic() + 120)
+            sent = i + 1
+            if args.max_seconds is not None and time.perf_counter() - started > args.max_seconds:
+                u.log(f"--max-seconds {args.max_seconds:.0f} reached after {sent} files")
+                break
             if (i + 1) % 500 == 0:
                 u.log(f"{i + 1} files, {time.perf_counter() - started:.0f}s, statuses {dict(statuses)}")
         poll_jobs(client, 0, time.monotonic() + 300)
@@ -292,6 +306,7 @@ def main() -> None:
     every = latencies["upload"] + latencies["import"]
     peak_server = max(p["vm_hwm_mb"] or p["sampled_mb"] or 0.0 for p in server.peaks)
     peak_total = max(p["with_children_mb"] or 0.0 for p in server.peaks)
+    peak_child = max(p["largest_child_mb"] or 0.0 for p in server.peaks)
     lat = {
         route: {
             "n": len(v),
@@ -303,7 +318,7 @@ def main() -> None:
     }
     summary = {
         "benchmark": "fuzz_files",
-        "files": args.files,
+        "files": sent,
         "seed": args.seed,
         "seconds": u.rnd(time.perf_counter() - started, 1),
         "statuses": dict(sorted(statuses.items())),
@@ -319,7 +334,11 @@ def main() -> None:
         "jobs_unfinished": len(jobs),
         "job_seconds_max": u.rnd(max(job_seconds)) if job_seconds else None,
         "failed_jobs_without_file_or_reason": len(silent_failures),
-        "peak_rss_mb": {"server": u.rnd(peak_server, 1), "with_job_children": u.rnd(peak_total, 1)},
+        "peak_rss_mb": {
+            "server": u.rnd(peak_server, 1),
+            "largest_child": u.rnd(peak_child, 1),
+            "with_job_children": u.rnd(peak_total, 1),  # a sum of RSS: shared pages count once per process
+        },
         "healthz_after": health,
         "met": {
             "no_5xx": not server_errors,

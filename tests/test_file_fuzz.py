@@ -15,7 +15,7 @@ import gigavision as gv
 from gigavision.server.main import create_app
 from tests import apifuzz, badfiles
 
-FILES = 120
+FILES = 150
 
 
 @pytest.fixture(scope="module")
