@@ -242,6 +242,29 @@ def test_archive_limits(tmp_path: Path) -> None:
         safe_extract(tmp_path / "not.zip", out)
 
 
+def test_encrypted_and_corrupt_members_are_rejected_one_by_one(tmp_path: Path) -> None:
+    """Found by benchmarks/fuzz_files.py: both raised out of the extraction and failed the whole import job."""
+    archive = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("secret.json", b"{}")
+        zf.writestr("broken.json", b'{"a": 1}' * 4000)
+        zf.writestr("ok.json", b'{"a": 1}')
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo("broken.json")
+    data = bytearray(archive.read_bytes())
+    central = data.index(b"PK\x01\x02")  # the first central-directory entry: secret.json, written first
+    data[central + 8] |= 0x1  # its flags say "encrypted" (zipfile asks for a password on open)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + 4 : start + 12] = b"\xff" * 8  # invalid deflate codes in the member's data
+    archive.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    out.mkdir()
+    left_out = dict(safe_extract(archive, out))
+    assert left_out["secret.json"] == "encrypted (no password is asked for)"
+    assert left_out["broken.json"].startswith("cannot extract:")
+    assert sorted(p.name for p in out.iterdir()) == ["ok.json"]
+
+
 def test_image_references_stay_inside_the_images_folder(
     tmp_path: Path, samples: dict[str, Path], sqlite_workspace: gv.Workspace
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -74,6 +75,8 @@ def member_problem(info: zipfile.ZipInfo) -> str | None:
         return "symbolic link (not extracted)"
     if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # no type bits: a plain file
         return "special file (not extracted)"
+    if info.flag_bits & 0x1:
+        return "encrypted (no password is asked for)"
     return None
 
 
@@ -134,7 +137,9 @@ def safe_extract(archive: Path, dest: Path, limits: ArchiveLimits | None = None)
                                 f"{archive.name}: more than {limits.max_total_bytes} bytes uncompressed"
                             )
                         out.write(chunk)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            # corrupt deflate data (zlib.error), an unknown compression method (NotImplementedError) or what
+            # zipfile refuses (RuntimeError): that member alone is rejected, the rest still imports
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
                 target.unlink(missing_ok=True)
                 rejected.append((m.filename, f"cannot extract: {exc}"))
         return rejected
