@@ -7,8 +7,8 @@ the image's own pixels (the letterbox scale is ``max(h, w) / size``, the one fac
 
 Models trained on patches (``input.patch``) see an image at most one patch large, zero-padded (never resized:
 their scale is part of what they learned). Anything larger, and any whole image above ``MAX_PREDICT_PIXELS``
-at the level read, is refused: tiling a big image into windows and merging the results is the big-image
-inference engine, a separate feature.
+at the level read, is refused here: tiling a big image into windows and merging the results is the
+big-image inference engine (``gigavision.infer.engine``), which ``gigavision predict`` picks by itself.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def require_runtime(runtime: str, feature: str) -> None:
 
 def _too_big(what: str, detail: str) -> LimitExceeded:
     return LimitExceeded(
-        f"{what}: {detail}; whole-image prediction handles small images only — tiled inference over big"
-        " images is a separate feature (crop or downscale the image, or use a whole-image model)"
+        f"{what}: {detail}; whole-image prediction handles small images only — run tiled inference over big"
+        " images (gigavision.infer.engine.infer_image, or gigavision predict, which tiles them itself)"
     )
 
 
