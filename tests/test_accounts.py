@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
@@ -27,6 +26,7 @@ from gigavision.server.main import create_app
 from gigavision.store import users as users_module
 from gigavision.store.schema import ApiTokenRow, LoginAttemptRow, LoginSessionRow, UserRow
 from gigavision.store.users import Accounts, sha256
+from tests import aio
 
 PASSWORD = "correct horse battery"
 
@@ -317,12 +317,12 @@ def test_no_users_refuses_non_loopback_however_launched(ws_path: Path, capsys: p
         guard = LoopbackOnly(inner, auth)
         for server in (("127.0.0.1", 8000), ("::1", 8000), ("testserver", 80), ("192.0.2.1", 8000)):
             scope = {"type": "http", "method": "GET", "path": str(server[0]), "headers": [], "server": server}
-            asyncio.run(guard(scope, receive, send))
+            aio.run(guard(scope, receive, send))
         assert reached == ["127.0.0.1", "::1", "testserver"]
         assert sent[0]["status"] == 503 and b"loopback_only" in sent[1]["body"]
         Accounts(ws.session).add("ada", "admin", PASSWORD)
         auth.users_added()
-        asyncio.run(guard(scope, receive, send))
+        aio.run(guard(scope, receive, send))
         assert reached[-1] == "192.0.2.1"
 
 

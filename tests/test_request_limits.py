@@ -9,7 +9,6 @@ against a 1 MB limit → 413 after ≤ 2 MB read.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import time
@@ -29,6 +28,7 @@ from gigavision.formats.archive import ArchiveLimits, safe_extract
 from gigavision.ingest import runs_long
 from gigavision.server.main import create_app
 from gigavision.server.uploads import safe_filename
+from tests import aio
 
 MB = 1024 * 1024
 BOUNDARY = "gv-limits-test"
@@ -94,7 +94,7 @@ def call(app: FastAPI, path: str, headers: dict[str, str], chunks: Iterable[byte
             await _call(app, "/api/v1/exports", {"content-type": "application/json"}, [b"{}"])
         return await _call(app, path, headers, chunks)
 
-    return asyncio.run(both())
+    return aio.run(both())
 
 
 def multipart_chunks(name: str, size: int, piece: int = 64 * 1024) -> Iterator[bytes]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -14,15 +13,6 @@ if TYPE_CHECKING:
     from gigavision.workspace import Workspace
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def run_server(
     ws: Workspace, host: str, port: int, log_level: str = "warning", workers: int = 1, job_workers: int | None = None
 ) -> None:
@@ -30,15 +20,14 @@ def run_server(
 
     import uvicorn
 
+    from gigavision.server.auth import loopback_refusal
     from gigavision.server.main import create_app
     from gigavision.store.users import Accounts
 
     # The app refuses too (server/auth.py), however it is launched; this says it before uvicorn starts.
-    if not is_loopback(host) and not Accounts(ws.session).any_users():
-        raise InvalidInput(
-            f"--host {host}: without users the server binds to loopback only (127.0.0.1 or ::1); "
-            "add an admin first (gigavision users add NAME --role admin) to serve other addresses"
-        )
+    refusal = loopback_refusal(host, Accounts(ws.session).any_users())
+    if refusal is not None:
+        raise InvalidInput(f"--host {host}: {refusal}")
     if job_workers is not None:
         ws.settings.job_workers = job_workers
         os.environ["GIGAVISION_JOB_WORKERS"] = str(job_workers)  # for the worker processes below

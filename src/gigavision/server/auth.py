@@ -31,6 +31,7 @@ from fastapi.params import Depends as DependsParam
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gigavision.errors import Forbidden, Unauthorized
+from gigavision.server.boundary import is_loopback
 from gigavision.server.errors import error_response
 from gigavision.store.roles import LOCAL_LOGIN, PERMISSIONS, Login
 from gigavision.store.users import Accounts, sha256
@@ -50,17 +51,6 @@ LOOPBACK_ONLY = (
     "this workspace has no users, so gigavision serves loopback only (127.0.0.1, ::1); "
     "add an admin first (gigavision users add NAME --role admin) to serve {host}"
 )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 class LoginCache:
@@ -230,11 +220,16 @@ def bound_host() -> str | None:
     return None
 
 
+def loopback_refusal(host: str, has_users: bool) -> str | None:
+    """Why ``host`` may not be served (None when it may): the one rule, without users loopback only."""
+    return None if has_users or is_loopback(host) else LOOPBACK_ONLY.format(host=host)
+
+
 def check_bind(auth: Auth) -> None:
     """Refuse to start on a non-loopback address without users (uvicorn exits non-zero on this error)."""
     host = bound_host()
-    if host is not None and not is_loopback(host) and not auth.has_users():
-        message = LOOPBACK_ONLY.format(host=host)
+    message = None if host is None else loopback_refusal(host, auth.has_users())
+    if message is not None:
         log.error(message)
         raise RuntimeError(message)
 
