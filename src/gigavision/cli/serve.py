@@ -13,6 +13,11 @@ if TYPE_CHECKING:
     from gigavision.workspace import Workspace
 
 
+# A viewer's connections idle between pans; uvicorn's 5 s default closed them often enough that a request sent
+# as the server closed its side was lost (3 of 123,505 tiles in benchmarks/bench_viewers.py). nginx's default.
+KEEP_ALIVE_S = 75
+
+
 def run_server(
     ws: Workspace, host: str, port: int, log_level: str = "warning", workers: int = 1, job_workers: int | None = None
 ) -> None:
@@ -33,7 +38,14 @@ def run_server(
         os.environ["GIGAVISION_JOB_WORKERS"] = str(job_workers)  # for the worker processes below
     err_console.print(f"gigavision serving {ws.root} at http://{host}:{port}/  (Ctrl+C stops)", soft_wrap=True)
     if workers == 1:
-        uvicorn.run(create_app(ws), host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(
+            create_app(ws),
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            timeout_keep_alive=KEEP_ALIVE_S,
+        )
         return
     # Several processes: each worker opens the workspace itself (tile work is CPU-bound Python).
     os.environ["GIGAVISION_WORKSPACE"] = str(ws.root)
@@ -46,6 +58,7 @@ def run_server(
         port=port,
         log_level=log_level,
         access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
 
 
