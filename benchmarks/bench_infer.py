@@ -17,7 +17,7 @@ Three measurements, each against a baseline timed in the same run on the same in
 The models (``fcos_tiny`` trained like ``tests/conftest.py::scenes_detector``, a LinkNet like
 ``scenes_segmenter``, the objectness classifier of ``tests/test_infer_zoom.py`` trained on 4 tints per texture
 instead of 1) and the scenes (the
-``_canvas`` generator of ``tests/test_infer_zoom.py``, made a cell row at a time: ``_canvas_banded``) are built
+``_canvas`` generator of ``tests/test_infer_zoom.py``, made a cell row at a time) are built
 once into ``.bench/infer/`` and reused.
 SAHI comes from ``make bench`` (``pip install sahi==0.12.8`` into the venv); without it part 3 is skipped.
 
@@ -189,41 +189,11 @@ def _write_array(canvas: np.ndarray, out: Path, *, resize: float = 1.0) -> None:
     write_pyramid(image, out, quality=90)
 
 
-def _canvas_banded(rng: np.random.Generator, cells: int, busy: set[int]) -> tuple[np.ndarray, Any]:
-    """``tests/test_infer_zoom.py::_canvas`` made a cell row at a time into one uint8 array: a 16k² scene
-    (128 × 128 cells) is 805 MB of pixels, where ``_canvas``'s float intermediates would take ~10 GB. Same
-    recipe: one tinted real texture mirror-tiled at 2.5× zoom-out, sensor noise, a scene's objects per busy
-    cell."""
-    from tests.conftest import DETECT_SIZE
-    from tests.scenes import TEXTURES, _resize, _texture, make_scene
-
-    import gigavision as gv
-
-    size = DETECT_SIZE
-    tex = _resize(_texture(TEXTURES[int(rng.integers(len(TEXTURES)))]), 205, 205)
-    side = cells * size
-    fold = np.arange(side) % (2 * tex.shape[0])  # mirror tiling (np.pad "symmetric"): 0..n-1, n-1..0, ...
-    fold = np.where(fold < tex.shape[0], fold, 2 * tex.shape[0] - 1 - fold)
-    tint = rng.uniform(0.5, 1.0, 3)
-    canvas = np.empty((side, side, 3), dtype=np.uint8)
-    for y0 in range(0, side, size):
-        rows = tex[fold[y0 : y0 + size]][:, fold]
-        noise = rng.normal(0.0, 2.0, (size, side, 1))
-        canvas[y0 : y0 + size] = np.clip(np.rint(rows[:, :, None] * tint * 255 + noise), 0, 255)
-    parts = []
-    for cell in sorted(busy):
-        r, c = divmod(cell, cells)
-        scene = make_scene(rng, size)
-        view = canvas[r * size : (r + 1) * size, c * size : (c + 1) * size]
-        for m in scene.masks:
-            view[m] = scene.pixels[m]
-        parts.append(gv.Annotations.from_boxes(scene.boxes + [c * size, r * size] * 2, scene.labels))
-    return canvas, gv.Annotations.merge(parts)
-
-
 def canvas_scene(name: str, cells: int, busy_fraction: float, seed: int) -> tuple[Path, Any]:
-    """A ``cells × cells`` grid of 128 px cells (``_canvas_banded``: one tinted real texture, objects of
-    ``tests/scenes.py`` pasted into ``busy_fraction`` of the cells) as a JPEG pyramid, and its boxes."""
+    """A ``cells × cells`` grid of 128 px cells (``tests/test_infer_zoom.py::_canvas``: one tinted real texture,
+    objects of ``tests/scenes.py`` pasted into ``busy_fraction`` of the cells) as a JPEG pyramid, and its boxes."""
+    from tests.test_infer_zoom import _canvas
+
     out, truth_path = HERE / f"{name}.tif", HERE / f"{name}.truth.npz"
     if out.exists() and truth_path.exists():
         return out, _load_truth(truth_path)
@@ -233,7 +203,7 @@ def canvas_scene(name: str, cells: int, busy_fraction: float, seed: int) -> tupl
     rng = np.random.default_rng(seed)
     n_busy = max(1, round(cells * cells * busy_fraction))
     busy = set(rng.choice(cells * cells, n_busy, replace=False).tolist())
-    canvas, truth = _canvas_banded(rng, cells, busy)
+    canvas, truth = _canvas(rng, cells, busy)
     _write_array(canvas, out)
     del canvas
     _save_truth(truth_path, truth)

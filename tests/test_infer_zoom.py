@@ -33,16 +33,21 @@ def _canvas(
     rng: np.random.Generator, cells: int, busy: set[int], texture: str | None = None
 ) -> tuple[np.ndarray, gv.Annotations]:
     """One continuous tinted texture (mirror-tiled at its own scale, no seams) with a scene's objects pasted
-    into the ``busy`` cells of a ``cells × cells`` grid; returns the pixels and the true boxes."""
+    into the ``busy`` cells of a ``cells × cells`` grid; returns the pixels and the true boxes. Made a cell row
+    at a time into the uint8 canvas (the same bytes as at once), so ``benchmarks/bench_infer.py`` can build its
+    16k² scene with it: whole-canvas float intermediates would take ~10 GB there."""
     size = DETECT_SIZE
     # the texture zoomed out 2.5× (as the detector's training scenes see it), mirror-tiled without seams
     tex = _resize(_texture(texture or TEXTURES[int(rng.integers(len(TEXTURES)))]), 205, 205)
     side = cells * size
-    reps = -(-side // tex.shape[0]) + 1
-    tiled = np.pad(tex, ((0, tex.shape[0] * (reps - 1)), (0, tex.shape[1] * (reps - 1))), mode="symmetric")
+    fold = np.arange(side) % (2 * tex.shape[0])  # mirror tiling (np.pad "symmetric"): 0..n-1, n-1..0, ...
+    fold = np.where(fold < tex.shape[0], fold, 2 * tex.shape[0] - 1 - fold)
     tint = rng.uniform(0.5, 1.0, 3)
-    noise = rng.normal(0.0, 2.0, (side, side, 1))  # sensor noise: mirrored cells are not pixel-identical
-    canvas = np.clip(np.rint(tiled[:side, :side, None] * tint * 255 + noise), 0, 255).astype(np.uint8)
+    canvas = np.empty((side, side, 3), dtype=np.uint8)
+    for y0 in range(0, side, size):
+        rows = tex[fold[y0 : y0 + size]][:, fold]
+        noise = rng.normal(0.0, 2.0, (size, side, 1))  # sensor noise: mirrored cells are not pixel-identical
+        canvas[y0 : y0 + size] = np.clip(np.rint(rows[:, :, None] * tint * 255 + noise), 0, 255)
     parts = []
     for cell in sorted(busy):
         r, c = divmod(cell, cells)
