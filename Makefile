@@ -84,14 +84,18 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-logo
 
-# Baselines for the benchmarks: the vips CLI, nginx and wrk from Debian.
+# Baselines for the benchmarks, from Debian: the vips CLI, nginx, wrk and IIPImage (bench_tiles' tile server).
+IIPSRV = /usr/lib/iipimage-server/iipsrv.fcgi
 bench-tools:
-	@command -v vips >/dev/null && command -v nginx >/dev/null && command -v wrk >/dev/null || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libvips-tools nginx-light wrk >/dev/null; }
+	@command -v vips >/dev/null && command -v nginx >/dev/null && command -v wrk >/dev/null && test -x $(IIPSRV) || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libvips-tools nginx-light wrk \
+	  iipimage-server >/dev/null; }
 
-# SAHI 0.12.8 (with opencv-python, matplotlib) is bench_infer.py's baseline: installed here, never in pyproject.
+# SAHI 0.12.8 is bench_infer.py's baseline: installed here, never in pyproject. Without its opencv-python
+# requirement: the locked opencv-python-headless provides the same cv2, and the two wheels overwrite each other.
 bench: install bench-tools
-	$(BIN)/pip install -q 'sahi==0.12.8'
+	$(BIN)/pip install -q --no-deps 'sahi==0.12.8'
+	$(BIN)/pip install -q click fire matplotlib requests tqdm
 	@for b in benchmarks/bench_*.py; do echo "== $$b" >&2; $(PY) $$b || exit 1; done
 
 # The fuzz harnesses' long runs (issue 13), each one JSON line, full reports in .bench/: generated requests on

@@ -183,3 +183,51 @@ def test_images_never_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "False"
+
+
+def _lanczos_float(arr: np.ndarray, width: int, height: int, box: tuple[float, float, float, float]) -> np.ndarray:
+    from PIL import Image
+
+    planes = [
+        Image.fromarray(arr[:, :, b].astype(np.float32), mode="F").resize(
+            (width, height), Image.Resampling.LANCZOS, box=box
+        )
+        for b in range(arr.shape[2])
+    ]
+    return np.stack([np.asarray(p) for p in planes], axis=2).clip(0, 255)
+
+
+def _psnr(ref: np.ndarray, got: np.ndarray) -> float:
+    return float(10 * np.log10(255**2 / np.mean((ref - got.astype(np.float32)) ** 2)))
+
+
+def test_display_filter_is_as_faithful_as_antialiased_bilinear() -> None:
+    """The tile server's filter (bilinear below a 2x shrink, area beyond, OpenCV) against a float Lanczos
+    resize of real photographs, whole and sub-pixel boxes: never worse than Pillow's antialiased bilinear
+    (measured: 38.7-41.6 dB vs 37.7-39.7 dB at 1.25-1.9x), and the box lands where it should."""
+    photos = [ASTRONAUT, data.immunohistochemistry(), np.dstack([data.brick()] * 3), np.dstack([data.camera()] * 3)]
+    for k in (1.25, 1.5, 1.9):
+        ours, pillow = [], []
+        for photo in photos:
+            arr = np.ascontiguousarray(photo[:384, :384])
+            side = round(384 / k)
+            for box in ((0.0, 0.0, 384.0, 384.0), (3.5, 1.25, 3.5 + 370, 1.25 + 370)):
+                ref = _lanczos_float(arr, side, side, box)
+                ours.append(_psnr(ref, resize(arr, side, side, box=box, resample="display")))
+                pillow.append(_psnr(ref, resize(arr, side, side, box=box, resample="bilinear")))
+        assert np.mean(ours) >= np.mean(pillow) and min(ours) > 30, (k, ours, pillow)
+    # a half-pixel shift of the box is visible: the filter honours fractional boxes
+    arr = np.ascontiguousarray(ASTRONAUT[:384, :384])
+    ref = _lanczos_float(arr, 200, 200, (10.5, 10.5, 310.5, 310.5))
+    right = resize(arr, 200, 200, box=(10.5, 10.5, 310.5, 310.5), resample="display")
+    shifted = resize(arr, 200, 200, box=(10.0, 10.0, 310.0, 310.0), resample="display")
+    assert _psnr(ref, right) > _psnr(ref, shifted) + 3
+    # beyond 2x it is the area average (a 2x2 mean at exactly 2x); dtype, bands and 2-D kept
+    halved = resize(arr, 192, 192, resample="display")
+    mean2 = arr.reshape(192, 2, 192, 2, 3).mean(axis=(1, 3))
+    assert np.abs(halved.astype(np.float32) - mean2).max() <= 1
+    six = np.dstack([arr, arr[:, :, ::-1]]).astype(np.uint16) * 257
+    out = resize(six, 256, 256, resample="display")
+    assert out.dtype == np.uint16 and out.shape == (256, 256, 6)
+    assert np.array_equal(out[:, :, 3:], out[:, :, 2::-1])
+    assert resize(data.camera(), 300, 200, resample="display").shape == (200, 300)

@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-Resample = Literal["bilinear", "lanczos", "nearest"]
+Resample = Literal["bilinear", "display", "lanczos", "nearest"]
 # Lanczos (the viewer's sharper filter) first shrinks by whole factors with a box filter while the remaining
 # reduction stays above this gap: Pillow's fast path for big reductions, indistinguishable from plain Lanczos.
 LANCZOS_REDUCING_GAP = 3.0
@@ -20,6 +20,7 @@ def _filter(resample: Resample) -> int:
     from PIL import Image
 
     return {
+        "display": Image.Resampling.BOX,  # beyond 2x with a fractional box: Pillow's box is the area average
         "bilinear": Image.Resampling.BILINEAR,
         "lanczos": Image.Resampling.LANCZOS,
         "nearest": Image.Resampling.NEAREST,
@@ -47,6 +48,10 @@ def resize(
         arr = arr[:, :, None]
     if arr.shape[:2] == (height, width) and (box is None or box == (0, 0, width, height)):
         return arr[:, :, 0] if squeeze else arr
+    if resample == "display" and arr.dtype in (np.uint8, np.uint16, np.float32):
+        out = _display(arr, width, height, box)
+        if out is not None:
+            return out[:, :, 0] if squeeze else out
     flt = _filter(resample)
     gap = LANCZOS_REDUCING_GAP if resample == "lanczos" else None
 
@@ -65,6 +70,32 @@ def resize(
             stacked = np.clip(np.rint(stacked), info.min, info.max)
         out = stacked.astype(arr.dtype)
     return out[:, :, 0] if squeeze else out
+
+
+def _display(
+    arr: np.ndarray, width: int, height: int, box: tuple[float, float, float, float] | None
+) -> np.ndarray | None:
+    """``resize``'s ``display`` filter, with OpenCV: bilinear while an output pixel spans under 2 source
+    pixels (every source pixel still reaches the output, and it is how the browser itself draws a tile
+    between levels), the area average beyond. Measured against a float Lanczos resize of five scikit-image
+    photographs at 1.25x, 1.5x and 1.9x, after a Q85 encode: within 0.4 dB of the area average and above
+    Pillow's bilinear, in 0.11 ms instead of Lanczos's 2.5 ms (384² → 256²). None: left to Pillow's box
+    (beyond 2x with a fractional box)."""
+    import cv2
+
+    x0, y0, x1, y1 = box if box is not None else (0.0, 0.0, float(arr.shape[1]), float(arr.shape[0]))
+    sx, sy = (x1 - x0) / width, (y1 - y0) / height
+    if sx < 2 and sy < 2:
+        # output pixel centres mapped onto the source: the same convention as Pillow's and cv2.resize
+        m = np.array([[sx, 0, x0 + 0.5 * sx - 0.5], [0, sy, y0 + 0.5 * sy - 0.5]])
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        planes = [arr[:, :, b : b + 4] for b in range(0, arr.shape[2], 4)]  # warpAffine takes ≤ 4 channels
+        out = [cv2.warpAffine(p, m, (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE) for p in planes]
+        return np.concatenate([o.reshape(height, width, -1) for o in out], axis=2)
+    if not all(float(v).is_integer() for v in (x0, y0, x1, y1)):
+        return None
+    crop = arr[int(y0) : int(y1), int(x0) : int(x1)]
+    return cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA).reshape(height, width, arr.shape[2])
 
 
 def to_rgb_uint8(pixels: np.ndarray) -> np.ndarray:
