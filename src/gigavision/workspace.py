@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from gigavision.store.annotations import AnnotationStore
     from gigavision.store.blobs import BlobStore
     from gigavision.store.labels import LabelSchema
+    from gigavision.store.reviews import ReviewStore
 
 __all__ = ["IMAGE_ID", "Workspace", "check_image_id", "init_workspace", "open_workspace"]
 
@@ -109,6 +110,12 @@ def _blob_store(ws: Workspace) -> BlobStore:
     return BlobStore(ws.settings.resolved_blob_url(), cache_dir=ws.root / "cache" / "blobs")
 
 
+def _review_store(ws: Workspace) -> ReviewStore:
+    from gigavision.store.reviews import ReviewStore
+
+    return ReviewStore(ws.session)
+
+
 def _tile_cache(ws: Workspace) -> TileCache:
     from gigavision.images.cache import TileCache
 
@@ -123,6 +130,7 @@ class Workspace:
     jobs = _Handle(_job_manager)
     blobs = _Handle(_blob_store)
     tile_cache = _Handle(_tile_cache)
+    reviews = _Handle(_review_store)
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -133,7 +141,7 @@ class Workspace:
         migrate(self.engine)
         self.session = session_factory(self.engine)
         self.catalog = ImageCatalog(self.session, self.root)
-        self._handles_lock = threading.RLock()  # annotations, labels, jobs, blobs, tile_cache: made on first use
+        self._handles_lock = threading.RLock()  # the _Handle attributes: made on first use
         self._sources: LRUCache[str, ImageSource] = LRUCache(OPEN_SOURCES)  # evicted sources are closed
 
     # -- images (the catalogue) ---------------------------------------------------------------------------

@@ -27,6 +27,8 @@ PERMISSIONS: dict[str, str] = {
     "predict": "run published models (and store their predictions)",
     "transfer": "import and export annotations",
     "jobs.manage": "cancel jobs",
+    "review": "answer review and labelling tasks: accept, correct or reject a model's proposal, label a selection",
+    "deploy": "model aliases (promote, rollback), routing policies, active-learning selections, retraining loops",
     "users": "manage users and tokens",
 }
 _READ = frozenset({"view", "annotations.read", "data.read", "qc.read"})
@@ -44,10 +46,12 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
         "predict",
         "transfer",
         "jobs.manage",
+        "review",
+        "deploy",
     },
-    "reviewer": _READ | {"annotations.write", "qc.review"},
+    "reviewer": _READ | {"annotations.write", "qc.review", "review"},
     # Independence of QC: no datasets, exports or job files (they hold everyone's labels).
-    "annotator": frozenset({"view", "annotations.read", "annotations.write", "qc.read", "qc.submit"}),
+    "annotator": frozenset({"view", "annotations.read", "annotations.write", "qc.read", "qc.submit", "review"}),
     "viewer": _READ,
 }
 ROLES = tuple(ROLE_PERMISSIONS)

@@ -363,3 +363,120 @@ class LoginAttemptRow(Base):
     user_name: Mapped[str] = mapped_column(String(200), index=True)
     address: Mapped[str] = mapped_column(String(64), index=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+# -- issue 14: the loop (review tasks, routing, model aliases, retraining loops) ------------------------------
+
+
+class ReviewTaskRow(Base):
+    """Something an expert should look at (``gigavision.store.reviews``): a model's prediction to accept,
+    correct or reject (reason ``uncertain`` or ``audit``), an image or region to label (``selected`` by active
+    learning) or a label suspected wrong (``suspect``). Answered once; ``version`` guards concurrent answers."""
+
+    __tablename__ = "review_tasks"
+    __table_args__ = (Index("ix_review_tasks_open", "status", "priority"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    reason: Mapped[str] = mapped_column(String(16))  # uncertain | audit | selected | suspect
+    status: Mapped[str] = mapped_column(String(16))  # open | answered | cancelled
+    image_id: Mapped[str] = mapped_column(String(64), ForeignKey("images.id"), index=True)
+    x0: Mapped[float | None] = mapped_column(Float)  # region to look at, level-0 pixels; all None: whole image
+    y0: Mapped[float | None] = mapped_column(Float)
+    x1: Mapped[float | None] = mapped_column(Float)
+    y1: Mapped[float | None] = mapped_column(Float)
+    annotation_id: Mapped[int | None] = mapped_column(BigInteger, index=True)  # the prediction or suspect label
+    model_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    label: Mapped[str | None] = mapped_column(String(256))  # the predicted / suspected label
+    score: Mapped[float | None] = mapped_column(Float)
+    uncertainty: Mapped[float | None] = mapped_column(Float)
+    priority: Mapped[float] = mapped_column(Float, default=0.0)  # higher first
+    batch: Mapped[str | None] = mapped_column(String(64), index=True)  # one selection run, one predict, ...
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # strategy, suspect kind, ...
+    assignee: Mapped[str | None] = mapped_column(String(256))  # None: anyone with the permission
+    created_by: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decision: Mapped[str | None] = mapped_column(String(16))  # accept | correct | reject | labelled | skip
+    decided_by: Mapped[str | None] = mapped_column(String(256))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    result_annotation_id: Mapped[int | None] = mapped_column(BigInteger)  # the expert's label, if one was made
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class RoutingPolicyRow(Base):
+    """Where a model's stored predictions go (``gigavision.active.routing``): uncertainty above ``threshold``
+    to review, the rest auto-accepted, ``audit_share`` of those to review anyway. ``label`` "" : all labels."""
+
+    __tablename__ = "routing_policies"
+
+    model_ref: Mapped[str] = mapped_column(String(128), primary_key=True)  # a model id or an alias
+    label: Mapped[str] = mapped_column(String(256), primary_key=True, default="")
+    threshold: Mapped[float] = mapped_column(Float)
+    audit_share: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_by: Mapped[str] = mapped_column(String(256))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelAliasRow(Base):
+    """A name (``production``, ``staging``, any) that points at one published model (``models/aliases.py``)."""
+
+    __tablename__ = "model_aliases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=1)  # bumped by every move: concurrent promotes conflict
+    updated_by: Mapped[str] = mapped_column(String(256))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelAliasEventRow(Base):
+    """The history of an alias: every set, promote, rollback and removal, who did it and the evidence."""
+
+    __tablename__ = "model_alias_events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(16))  # set | promote | rollback | remove
+    model_id: Mapped[str | None] = mapped_column(String(64))  # where it points now (None: removed)
+    previous_model_id: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(256))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # comparison, CI, loop run
+
+
+class LoopRow(Base):
+    """A retraining loop (``gigavision.active.loop``): when ``every`` new accepted labels exist since the
+    aliased model's dataset version, freeze the next version, train with the recipe, compare on the same
+    test split and promote by ``margin``."""
+
+    __tablename__ = "loops"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(64))  # dataset name; each round freezes its next version
+    recipe: Mapped[dict[str, Any]] = mapped_column(JSON)  # the resolved training recipe
+    every: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(64))
+    margin: Mapped[float] = mapped_column(Float, default=0.0)
+    alias: Mapped[str] = mapped_column(String(64), default="production")
+    warm_start: Mapped[bool] = mapped_column(Boolean, default=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LoopRunRow(Base):
+    """One round of a loop: the dataset version it froze, the candidate, the comparison, the decision."""
+
+    __tablename__ = "loop_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    loop: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # running | promoted | kept | failed
+    job_id: Mapped[str | None] = mapped_column(String(32))
+    dataset_ref: Mapped[str | None] = mapped_column(String(80))
+    baseline_model_id: Mapped[str | None] = mapped_column(String(64))
+    candidate_model_id: Mapped[str | None] = mapped_column(String(64))
+    comparison: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # metrics, paired bootstrap
+    message: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
