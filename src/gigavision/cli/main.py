@@ -9,11 +9,14 @@ import click
 import typer
 
 from gigavision import __version__
+from gigavision.cli import active as active_commands
 from gigavision.cli import annotations as annotation_commands
 from gigavision.cli import datasets as dataset_commands
 from gigavision.cli import fsck, images, jobs, serve, transfer, workspace
+from gigavision.cli import loop as loop_commands
 from gigavision.cli import models as model_commands
 from gigavision.cli import quality as quality_commands
+from gigavision.cli import review as review_commands
 from gigavision.cli import users as user_commands
 from gigavision.cli.common import State, WorkspaceOpt, err_console
 from gigavision.errors import GigavisionError
@@ -74,6 +77,10 @@ app.command("predict")(model_commands.predict_cmd)
 app.command("export-model")(model_commands.export_model_cmd)
 app.add_typer(model_commands.models_app, name="models")
 app.add_typer(user_commands.users_app, name="users")
+app.add_typer(review_commands.review_app, name="review")
+app.add_typer(review_commands.routing_app, name="routing")
+app.add_typer(active_commands.active_app, name="active")
+app.add_typer(loop_commands.loop_app, name="loop")
 
 
 def main(argv: list[str] | None = None) -> int:

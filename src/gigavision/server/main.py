@@ -19,12 +19,16 @@ from gigavision.server.boundary import AccessBoundary, BoundaryPolicy
 from gigavision.server.errors import install_error_handlers
 from gigavision.server.limits import BodyLimit
 from gigavision.server.render import TileRenderer
+from gigavision.server.routers import active as active_routes
 from gigavision.server.routers import annotations as annotation_routes
 from gigavision.server.routers import datasets as dataset_routes
+from gigavision.server.routers import deploy as deploy_routes
 from gigavision.server.routers import health, images, jobs, labels, layers, tiles
+from gigavision.server.routers import label_errors as label_error_routes
 from gigavision.server.routers import models as model_routes
 from gigavision.server.routers import predict as predict_routes
 from gigavision.server.routers import quality as quality_routes
+from gigavision.server.routers import reviews as review_routes
 from gigavision.server.routers import transfer as transfer_routes
 from gigavision.workspace import Workspace
 
@@ -114,6 +118,10 @@ def create_app(workspace: Workspace) -> FastAPI:
     app.include_router(transfer_routes.router)
     app.include_router(model_routes.router)
     app.include_router(predict_routes.router)
+    app.include_router(review_routes.router)
+    app.include_router(active_routes.router)
+    app.include_router(label_error_routes.router)
+    app.include_router(deploy_routes.router)
 
     install_api_docs(app, CSP)
     if (STATIC / "assets").is_dir():
