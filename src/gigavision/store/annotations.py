@@ -54,6 +54,10 @@ PG_SPATIAL_ORDER = True
 # SQLite loads of at least BULK_ROWS fill the R*Tree in Hilbert order with its trigger dropped (1 M rows: 16 s
 # instead of 32-41 s through the trigger), with this page cache, restored afterwards (2.5 M: 53 s, not 63 s).
 BULK_ROWS = 20_000
+# ``query_page(sample=True)`` reads the boxes of at most this many matches to choose its spread sample from
+# (a few ms per 10k rows); beyond it, the sample is drawn from the first SAMPLE_SCAN the spatial index yields.
+SAMPLE_SCAN = 200_000
+SAMPLE_GRID = 16  # the sample is spread over SAMPLE_GRID² cells of the viewport
 BULK_CACHE_KIB = 256 * 1024
 EDITABLE = ("label", "status", "attributes", "geometry", "bbox", "score", "mask")
 COLUMNS = (
@@ -552,12 +556,22 @@ class AnnotationStore:
         cursor: str | None = None,
         simplify: float = 0.0,
         with_total: bool = True,
+        sample: bool = False,
     ) -> RecordPage:
         """``query_records`` one page at a time: up to ``limit`` records after ``cursor`` (keyset on the id, so
         pages neither skip nor repeat rows while others add annotations), whether more follow, and (unless
-        ``with_total`` is False) how many match in all."""
+        ``with_total`` is False) how many match in all.
+
+        ``sample``: when more than ``limit`` match, a viewer's page instead of the first by id: every label
+        keeps its fair share and each label's share is spread over the viewport (``spread_sample``), so no
+        class vanishes when zoomed out. ``truncated`` then says some were left out, ``total`` is always
+        given, and there is no next page."""
         after = parse_cursor(cursor)
         _check_limit(limit)
+        if sample:
+            if after is not None:
+                raise InvalidInput("sample and cursor cannot be combined: a sample has no next page")
+            return self._sample_page(image_id, viewport, labels, sources, statuses, limit, simplify)
         rows = self._select(
             image_id, viewport, labels=labels, sources=sources, statuses=statuses, limit=limit + 1, after=after
         )
@@ -574,6 +588,40 @@ class AnnotationStore:
                 total = int(s.connection().scalar(stmt) or 0)
         next_cursor = str(rows[-1][0]) if truncated else None
         return RecordPage(self._records(rows, simplify), total, truncated, next_cursor)
+
+    def _sample_page(
+        self,
+        image_id: str,
+        viewport: Viewport | None,
+        labels: Sequence[str],
+        sources: Sequence[str],
+        statuses: Sequence[str],
+        limit: int,
+        simplify: float,
+    ) -> RecordPage:
+        """``query_page(sample=True)``: the boxes of the matches first (cheap columns), then the chosen rows."""
+        a = AnnotationRow
+        where = self._where(image_id, viewport, labels=labels, sources=sources, statuses=statuses)
+        stmt = select(a.id, a.label, a.x0, a.y0, a.x1, a.y1).where(*where).limit(SAMPLE_SCAN)
+        with self.session() as s:
+            boxes = s.connection().execute(stmt).all()
+            total = len(boxes)
+            if total >= SAMPLE_SCAN:
+                total = int(s.connection().scalar(select(func.count()).select_from(a).where(*where)) or 0)
+        if len(boxes) <= limit:
+            chosen = [int(b[0]) for b in boxes]
+        else:
+            ids = np.array([b[0] for b in boxes], dtype=np.int64)
+            xyxy = np.array([b[2:] for b in boxes], dtype=np.float64).reshape(-1, 4)  # tags: NaN
+            area = None if viewport is None else (viewport.x0, viewport.y0, viewport.x1, viewport.y1)
+            picked = spread_sample(ids, _objects([b[1] for b in boxes]), xyxy, limit, area)
+            chosen = sorted(int(i) for i in ids[picked])
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(chosen), CHUNK):
+            part = chosen[start : start + CHUNK]
+            rows += self._select(image_id, None, limit=len(part), ids=part)
+        rows.sort(key=lambda r: int(r[0]))
+        return RecordPage(self._records(rows, simplify), total, total > len(rows), None)
 
     def _records(self, rows: list[tuple[Any, ...]], simplify: float) -> list[dict[str, Any]]:
         """JSON records of ``_select`` rows; polygons simplified by ``simplify`` px when > 0."""
@@ -614,8 +662,10 @@ class AnnotationStore:
         statuses: Sequence[str] = (),
         limit: int = 10_000,
         after: int | None = None,
+        ids: Sequence[int] = (),
     ) -> list[tuple[Any, ...]]:
-        """The matching rows (stored geometry bytes, not WKB), in id order; ``after``: only ids above it.
+        """The matching rows (stored geometry bytes, not WKB), in id order; ``after``: only ids above it;
+        ``ids``: only these.
 
         ``limit`` is checked by the public callers (``query_page`` asks for one row more than its limit).
         """
@@ -628,6 +678,8 @@ class AnnotationStore:
         )
         if after is not None:
             stmt = stmt.where(a.id > after)
+        if ids:
+            stmt = stmt.where(a.id.in_(list(ids)))
         # through the session factory, not the engine: a caller that binds the store to its own transaction
         # (quality control does) must read the rows it has just written
         with self.session() as s:
@@ -747,6 +799,60 @@ class AnnotationStore:
             }
             for e in events
         ]
+
+
+def fair_shares(counts: np.ndarray, limit: int) -> np.ndarray:
+    """How many of each group a sample of ``limit`` keeps: max-min fair, so a small group is kept whole and
+    what it does not use is shared by the others (40 mitoses next to 20,000 nuclei all stay)."""
+    shares = np.zeros(len(counts), dtype=np.int64)
+    left = int(limit)
+    for i, j in enumerate(np.argsort(counts, kind="stable")):
+        shares[j] = min(int(counts[j]), left // (len(counts) - i))
+        left -= int(shares[j])
+    return shares
+
+
+def spread_sample(
+    ids: np.ndarray,
+    labels: np.ndarray,
+    xyxy: np.ndarray,
+    limit: int,
+    area: tuple[float, float, float, float] | None = None,
+    grid: int = SAMPLE_GRID,
+) -> np.ndarray:
+    """Indices of at most ``limit`` annotations to draw when more are in view: stratified by label
+    (``fair_shares``), and within a label spread over a ``grid`` × ``grid`` partition of ``area`` (default:
+    the boxes' extent) by taking each cell's first, then each cell's second, ... so sparse regions show too.
+
+    Within a cell the order is a hash of the id, not the id: the choice looks random yet stays the same from
+    one pan to the next (a shape does not blink in and out while the view moves)."""
+    n = len(ids)
+    if n <= limit:
+        return np.arange(n)
+    centre_x = (xyxy[:, 0] + xyxy[:, 2]) / 2
+    centre_y = (xyxy[:, 1] + xyxy[:, 3]) / 2
+    finite = np.isfinite(centre_x) & np.isfinite(centre_y)
+    if area is None and finite.any():
+        xs, ys = centre_x[finite], centre_y[finite]
+        area = (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
+    elif area is None:
+        area = (0.0, 0.0, 1.0, 1.0)
+    x0, y0, x1, y1 = area
+    width, height = max(x1 - x0, 1e-9), max(y1 - y0, 1e-9)
+    gx = np.clip(np.nan_to_num((centre_x - x0) / width * grid), 0, grid - 1).astype(np.int64)
+    gy = np.clip(np.nan_to_num((centre_y - y0) / height * grid), 0, grid - 1).astype(np.int64)
+    _, group, counts = np.unique(labels.astype(str), return_inverse=True, return_counts=True)
+    quota = fair_shares(counts, limit)
+    cell = group * grid * grid + gy * grid + gx
+    priority = (ids.astype(np.uint64) * np.uint64(2654435761)) % np.uint64(2**32)  # Knuth's multiplicative hash
+    by_cell = np.lexsort((priority, cell))
+    starts = np.flatnonzero(np.r_[True, np.diff(cell[by_cell]) != 0])
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_cell] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    by_turn = np.lexsort((priority, rank, group))  # per label: every cell's first, then every cell's second...
+    group_start = np.r_[0, np.cumsum(counts)[:-1]]
+    position = np.arange(n) - group_start[group[by_turn]]
+    return np.sort(by_turn[position < quota[group[by_turn]]])
 
 
 def _check_limit(limit: int) -> None:

@@ -92,8 +92,18 @@ def list_annotations(
     cursor: Annotated[str | None, Query(max_length=32, description="next_cursor of the previous page")] = None,
     simplify: Annotated[float, Query(ge=0, le=1e6, description="polygon simplification tolerance (px)")] = 0.0,
     total: Annotated[bool, Query(description="count every match (false: skip it, e.g. per viewer pan)")] = True,
+    sample: Annotated[
+        bool,
+        Query(
+            description="more than limit match: a sample spread over every label and the whole bbox instead of "
+            "the first by id (truncated: some left out; total always given; no cursor)"
+        ),
+    ] = False,
 ) -> AnnotationPage:
     """Annotations of an image in id order, a page at a time (``cursor``), optionally inside a viewport.
+
+    ``sample=true`` (the viewer's overlay): when more than ``limit`` match, a sample stratified by label and
+    spread over the viewport rather than the first ``limit`` by id.
 
     Others' labels of an open QC item are left out for its annotators (``total`` is then null)."""
     image_id = ws.find_image(image_id)
@@ -107,6 +117,7 @@ def list_annotations(
         cursor=cursor,
         simplify=simplify,
         with_total=total,
+        sample=sample,
     )
     hidden = _hidden(ws, image_id, login)
     items = hidden.keep(page.items)

@@ -1,0 +1,95 @@
+"""The viewer's sample of a crowded viewport (``sample=true``): every class stays, spread over the view.
+
+Before it, a viewport with more annotations than the limit answered the first ``limit`` by id, so a class
+added last (40 mitosis proposals next to thousands of nuclei) vanished until zoomed in to 1:1.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+import gigavision as gv
+from gigavision.annotations import Annotations
+from gigavision.server.main import create_app
+from gigavision.store.annotations import fair_shares, spread_sample
+
+SIZE = 60  # nuclei: a 60 × 60 grid of 8 px boxes, 16 px apart, over (0, 0)-(960, 960)
+
+
+def test_fair_shares_keep_small_classes_whole() -> None:
+    assert fair_shares(np.array([40, 20_000, 5_000]), 2000).tolist() == [40, 980, 980]
+    assert fair_shares(np.array([10, 10]), 100).tolist() == [10, 10]
+    assert fair_shares(np.array([700, 700, 700]), 2000).sum() == 2000
+
+
+def test_spread_sample_covers_every_cell_and_is_stable() -> None:
+    # 3,000 boxes crowded in the left two grid columns of a 1000 px view, 100 spread over the rest.
+    rng = np.random.default_rng(0)
+    crowd = np.c_[rng.uniform(0, 124, 3000), rng.uniform(0, 1000, 3000)]
+    sparse = np.c_[rng.uniform(126, 1000, 100), rng.uniform(0, 1000, 100)]
+    centres = np.r_[crowd, sparse]
+    xyxy = np.c_[centres - 1, centres + 1]
+    ids = np.arange(1, len(xyxy) + 1)
+    labels = np.array(["nucleus"] * len(ids), dtype=object)
+    picked = spread_sample(ids, labels, xyxy, 500, (0, 0, 1000, 1000))
+    assert len(picked) == 500 and len(set(picked.tolist())) == 500
+    # Every sparse box is kept (its cell has few), the crowd fills what is left.
+    assert set(range(3000, 3100)) <= set(picked.tolist())
+    # The same boxes again, in another order: the same choice (no blinking from one pan to the next).
+    shuffled = rng.permutation(len(ids))
+    again = spread_sample(ids[shuffled], labels[shuffled], xyxy[shuffled], 500, (0, 0, 1000, 1000))
+    assert sorted(ids[shuffled][again].tolist()) == sorted(ids[picked].tolist())
+
+
+@pytest.fixture
+def crowded(sqlite_workspace: gv.Workspace, samples: dict[str, Path]) -> Iterator[tuple[TestClient, str]]:
+    ws = sqlite_workspace
+    (r,) = ws.ingest([samples["immunohistochemistry.png"]])
+    assert r.id is not None
+    xs, ys = np.meshgrid(np.arange(SIZE) * 16.0, np.arange(SIZE) * 16.0)
+    boxes = np.c_[xs.ravel(), ys.ravel(), xs.ravel() + 8, ys.ravel() + 8]
+    ws.annotations.add(r.id, Annotations.from_boxes(boxes, "nucleus"), actor="fixture")  # ids first
+    mitoses = np.array([[400 + 10 * i, 500, 406 + 10 * i, 506] for i in range(40)], dtype=float)
+    ws.annotations.add(r.id, Annotations.from_boxes(mitoses, "mitosis"), actor="fixture")  # ids last
+    with TestClient(create_app(ws)) as client:
+        yield client, r.id
+
+
+def test_sampled_viewport_keeps_every_class_and_spreads(crowded: tuple[TestClient, str]) -> None:
+    client, image_id = crowded
+    url = f"/api/v1/images/{image_id}/annotations"
+    params = {"bbox": "0,0,1000,1000", "limit": "500", "total": "false"}
+
+    first = client.get(url, params=params).json()
+    assert Counter(i["label"] for i in first["items"]) == {"nucleus": 500}  # the old cap: mitoses vanish
+
+    sampled = client.get(url, params={**params, "sample": "true"})
+    assert sampled.status_code == 200, sampled.text
+    page = sampled.json()
+    assert page["count"] == 500 and page["total"] == SIZE * SIZE + 40
+    assert page["truncated"] and page["next_cursor"] is None
+    assert Counter(i["label"] for i in page["items"]) == {"nucleus": 460, "mitosis": 40}
+    # Spread: nuclei from all four quadrants of the view, in id order, each with its version.
+    quadrants = Counter((i["bbox"][0] >= 480, i["bbox"][1] >= 480) for i in page["items"] if i["label"] == "nucleus")
+    assert len(quadrants) == 4 and min(quadrants.values()) > 80, quadrants
+    ids = [i["id"] for i in page["items"]]
+    assert ids == sorted(ids) and all(i["version"] == 1 for i in page["items"])
+
+    # Everything fits: the same as without sampling.
+    small = {"bbox": "0,0,100,100", "limit": "500"}
+    assert (
+        client.get(url, params={**small, "sample": "true"}).json()["items"]
+        == client.get(url, params=small).json()["items"]
+    )
+
+    # Filters apply before sampling; a cursor makes no sense with a sample.
+    only = client.get(url, params={**params, "sample": "true", "label": "mitosis"}).json()
+    assert only["count"] == 40 and not only["truncated"]
+    refused = client.get(url, params={**params, "sample": "true", "cursor": "5"})
+    assert refused.status_code == 400 and "cursor" in refused.json()["error"]["message"]
