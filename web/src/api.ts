@@ -302,3 +302,8 @@ export async function labelPalette(names: string[], signal?: AbortSignal): Promi
   for (const name of names) params.append("name", name);
   return getJson<Record<string, string>>(`/api/v1/labels/palette?${params.toString()}`, signal);
 }
+
+/** One JSON API call for the other typed modules (review-api.ts): the same errors, CSRF and 401 handling. */
+export async function apiJson<T>(method: string, url: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  return request<T>(method, url, body, signal);
+}

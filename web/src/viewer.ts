@@ -27,7 +27,30 @@ function button(label: string, title: string, onClick: () => void): HTMLButtonEl
   return node;
 }
 
-function toolbar(viewer: OpenSeadragon.Viewer): HTMLElement {
+/** The OpenSeadragon settings of every viewer of the app (the image viewer, the review inbox, adjudication). */
+export function viewerOptions(element: HTMLElement): OpenSeadragon.Options {
+  return {
+    element,
+    // Our own buttons (no button images to fetch); the prefix points nowhere remote.
+    showNavigationControl: false,
+    prefixUrl: "/",
+    showNavigator: true,
+    navigatorPosition: "BOTTOM_RIGHT",
+    // The 2D canvas drawer works everywhere, including GPU-less and headless browsers.
+    drawer: "canvas",
+    maxZoomPixelRatio: 2,
+    visibilityRatio: 0.5,
+    animationTime: 0.6,
+    timeout: 60000,
+    gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true },
+    // Prediction layers (layers.ts) share the image's bounds and level-0 size, so the world's content
+    // factor and bounds stay the image's: the viewport-wide conversions Annotorious uses remain exact.
+    silenceMultiImageWarnings: true,
+  };
+}
+
+/** The zoom buttons (+, −, whole image, 1:1) over a viewer. */
+export function toolbar(viewer: OpenSeadragon.Viewer): HTMLElement {
   const zoomBy = (factor: number) => () => {
     viewer.viewport.zoomBy(factor);
     viewer.viewport.applyConstraints();
@@ -89,25 +112,7 @@ export function showViewer(root: HTMLElement, id: string): () => void {
       const side = el("aside", { class: "panel", "aria-label": "Layers and annotations" }, layersSection, panel);
       root.replaceChildren(header(image, image.name), el("div", { class: "stage" }, container, side));
 
-      viewer = OpenSeadragon({
-        element: container,
-        tileSources: dziUrl(image.id),
-        // Our own buttons (no button images to fetch); the prefix points nowhere remote.
-        showNavigationControl: false,
-        prefixUrl: "/",
-        showNavigator: true,
-        navigatorPosition: "BOTTOM_RIGHT",
-        // The 2D canvas drawer works everywhere, including GPU-less and headless browsers.
-        drawer: "canvas",
-        maxZoomPixelRatio: 2,
-        visibilityRatio: 0.5,
-        animationTime: 0.6,
-        timeout: 60000,
-        gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true },
-        // Prediction layers (layers.ts) share the image's bounds and level-0 size, so the world's content
-        // factor and bounds stay the image's: the viewport-wide conversions Annotorious uses remain exact.
-        silenceMultiImageWarnings: true,
-      });
+      viewer = OpenSeadragon({ ...viewerOptions(container), tileSources: dziUrl(image.id) });
       const opened = viewer;
       container.append(toolbar(opened));
 
