@@ -31,9 +31,11 @@ from gigavision.errors import InvalidInput
 KINDS = ("tag", "box", "polygon", "mask", "point")
 STATUSES = ("proposed", "accepted", "rejected", "adjudicated")
 GEOMETRY_TYPES = {"polygon": ("Polygon", "MultiPolygon"), "point": ("Point",)}
-PREDICTION_ATTRIBUTES = ("model", "uncertainty")
-"""Attributes every model prediction carries: the model id, and how unsure it is (0 = sure, 1 = unsure).
-Any class accepts them without declaring them in the label schema (a declared one keeps its allowed values)."""
+PREDICTION_ATTRIBUTES = ("model", "uncertainty", "score", "prediction", "review_task")
+"""Attributes every model prediction carries: the model id, and how unsure it is (0 = sure, 1 = unsure); and
+those an expert's answer to a review task adds to link its label to the prediction (``store.reviews``): the
+prediction's id and score, the task. Any class accepts them without declaring them in the label schema (a
+declared one keeps its allowed values)."""
 
 
 @dataclass(frozen=True, slots=True)
