@@ -340,15 +340,21 @@ def predict_files(
     return out
 
 
+STORE_ROUTED = "gigavision.active.routing:store_routed"
+
+
 def store_predictions(ws: Workspace, items: Sequence[PredictItem], predictor: Predictor) -> dict[str, Any]:
     """Add the predictions to the workspace as proposed annotations from ``model:<id>``.
 
     Every input must be a workspace image (ingest files first). With a label schema, predictions of a class
     it lacks (classify's implicit ``background``: "none of the classes") are left out and counted, and
     attributes the class does not declare (classify's per-class ``scores``) are dropped: the stored row keeps
-    the label, its score and the prediction's ``model`` and ``uncertainty`` (``PREDICTION_ATTRIBUTES``).
+    the label, its score and the prediction's ``model`` and ``uncertainty`` (``PREDICTION_ATTRIBUTES``). Under a
+    routing policy of the model (``gigavision routing``, ``active.routing``) the confident ones are stored
+    ``accepted`` and the uncertain ones and an audit share become review tasks (counted under ``routed``).
     """
     from gigavision.annotations import PREDICTION_ATTRIBUTES
+    from gigavision.registry import import_path
 
     missing = [i.input for i in items if i.image_id is None]
     if missing:
@@ -357,6 +363,7 @@ def store_predictions(ws: Workspace, items: Sequence[PredictItem], predictor: Pr
         )
     schema = {c.name: set(c.attributes) for c in ws.labels.classes()}
     added, skipped = 0, 0
+    routing: dict[str, int] = {}
     for item in items:
         ann = item.annotations
         if schema and len(ann):
@@ -368,5 +375,14 @@ def store_predictions(ws: Workspace, items: Sequence[PredictItem], predictor: Pr
                 attrs[k] = {key: v for key, v in a.items() if key in schema[str(lab)] or key in PREDICTION_ATTRIBUTES}
             ann = replace(ann, attributes=attrs)
         assert item.image_id is not None
-        added += len(ws.annotations.add(item.image_id, ann, actor=predictor.source_name))
-    return {"added": added, "skipped_unknown_class": skipped, "source": predictor.source_name}
+        # routing policies (issue 14: uncertain ones to review, the rest accepted) are a layer up: named, not imported
+        routed = import_path(STORE_ROUTED)(
+            ws, item.image_id, ann, model_id=predictor.info.id, actor=predictor.source_name
+        )
+        added += len(routed.ids)
+        for key, count in routed.summary().items():
+            routing[key] = routing.get(key, 0) + count
+    out: dict[str, Any] = {"added": added, "skipped_unknown_class": skipped, "source": predictor.source_name}
+    if any(routing.values()):
+        out["routed"] = routing
+    return out
