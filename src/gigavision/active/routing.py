@@ -81,19 +81,24 @@ def _fraction(name: str, value: float) -> float:
 
 
 def _ref(ws: Workspace, model_ref: str) -> str:
-    """``model_ref`` if it names an alias or a published model (``NotFound`` otherwise)."""
+    """``model_ref`` if it names an alias, a model an alias points at, or a published model (else ``NotFound``)."""
     from gigavision.models.store import get_model
 
     ref = str(model_ref).strip()
     if not ref:
         raise InvalidInput("model: give a model id or an alias")
     with ws.session() as s:
-        if s.get(ModelAliasRow, ref) is not None:
-            return ref
+        aliased = s.scalar(
+            select(ModelAliasRow.name).where((ModelAliasRow.name == ref) | (ModelAliasRow.model_id == ref)).limit(1)
+        )
+    if aliased is not None:
+        return ref
     try:
         return get_model(ws, ref).id
-    except (NotFound, InvalidInput) as exc:
-        raise NotFound(f"no model or alias {ref!r}: {exc}") from None
+    except (NotFound, InvalidInput):
+        raise NotFound(
+            f"no model or alias {ref!r}: neither a published model nor an alias (or a model one names)"
+        ) from None
 
 
 def _policy(row: RoutingPolicyRow) -> Policy:

@@ -591,3 +591,35 @@ def remove_cmd(
         print_json({"removed": model_id})
         return
     err_console.print(f"removed model {model_id}")
+
+
+@models_app.command("monitor")
+def monitor_cmd(
+    model_id: Annotated[str, typer.Argument(help="Model id or alias.")],
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Production metrics from the review answers: audit error rate (95 % interval), precision by score band,
+    backlog (docs/review.md)."""
+    from gigavision.active.monitor import monitor
+
+    with open_ws(workspace_opt) as ws:
+        doc = monitor(ws, model_id)
+    if json_out:
+        print_json(doc)
+        return
+    audit = doc["audit"]
+    rate = "n/a" if audit["error_rate"] is None else f"{audit['error_rate']:.3f}"
+    ci = "" if audit["ci95"] is None else f" (95 % CI {audit['ci95'][0]:.3f}-{audit['ci95'][1]:.3f})"
+    out_console.print(
+        f"{doc['model_id']}: {doc['predictions_routed']} routed, {doc['auto_accepted']} auto-accepted, "
+        f"{doc['sent_to_review']['uncertain']} uncertain + {doc['sent_to_review']['audit']} audit to review, "
+        f"{doc['answered']} answered, backlog {doc['backlog']}",
+        highlight=False,
+    )
+    out_console.print(f"audit: {audit['errors']} errors in {audit['n']}: rate {rate}{ci}", highlight=False)
+    table = Table("score band", "answers", "precision")
+    for band in doc["precision_by_score_band"]:
+        lo, hi = band["band"]
+        table.add_row(f"{lo:.1f}-{hi:.1f}", str(band["n"]), f"{band['precision']:.3f}")
+    out_console.print(table)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from gigavision.errors import InvalidInput
+from gigavision.active import routing
+from gigavision.active.monitor import monitor
+from gigavision.errors import InvalidInput, NotFound
 from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
 from gigavision.store.reviews import TaskConflict, TaskFilter
@@ -209,3 +211,60 @@ def answer_task(item_id: int, body: Answer, ws: WorkspaceDep, login: LoginDep) -
             {"error": {"code": exc.code, "message": message}, "detail": message, "current": exc.current},
             status_code=exc.http_status,
         )
+
+
+# -- routing policies ------------------------------------------------------------------------------------------
+class RoutingBody(BaseModel):
+    threshold: float = Field(description="uncertainty above this (0..1) goes to review; at or below: accepted")
+    audit_share: float = Field(0.0, description="share (0..1) of the accepted ones also sent to review (audit)")
+    label: str | None = Field(None, max_length=256, description="only predictions of this label; omitted: any")
+    actor: str | None = Field(None, max_length=256, description="who sets it (without users); else the login")
+
+
+@router.get("/api/v1/routing", dependencies=[Allow("data.read")])
+def list_routing(ws: WorkspaceDep) -> dict[str, Any]:
+    """Every routing policy."""
+    return {"items": [p.as_dict() for p in routing.list_policies(ws)]}
+
+
+@router.get("/api/v1/routing/{model_id}", dependencies=[Allow("data.read")])
+def get_routing(model_id: str, ws: WorkspaceDep) -> dict[str, Any]:
+    """The policies of a model id or alias (one per label, "" / null: any label)."""
+    found = routing.list_policies(ws, model_id)
+    if not found:
+        raise NotFound(f"no routing policy for {model_id!r}")
+    return {"items": [p.as_dict() for p in found]}
+
+
+@router.put("/api/v1/routing/{model_id}", dependencies=[Allow("deploy")])
+def put_routing(model_id: str, body: RoutingBody, ws: WorkspaceDep, login: LoginDep) -> dict[str, Any]:
+    """Create or replace the policy of a model id or alias (and label): applies to predictions stored next."""
+    policy = routing.set_policy(
+        ws,
+        model_id,
+        threshold=body.threshold,
+        audit_share=body.audit_share,
+        label=body.label,
+        actor=acting_as(login, body.actor),
+    )
+    return policy.as_dict()
+
+
+@router.delete("/api/v1/routing/{model_id}", status_code=204, dependencies=[Allow("deploy")])
+def delete_routing(
+    model_id: str,
+    ws: WorkspaceDep,
+    label: Annotated[
+        str | None, Query(max_length=256, description="the label's policy; omitted: the any-label one")
+    ] = None,
+) -> Response:
+    """Remove a policy: the model's predictions are stored as proposals again."""
+    routing.remove_policy(ws, model_id, label)
+    return Response(status_code=204)
+
+
+@router.get("/api/v1/models/{model_id}/monitor", dependencies=[Allow("data.read")])
+def model_monitor(model_id: str, ws: WorkspaceDep) -> dict[str, Any]:
+    """Production metrics of a model (id or alias) from the review answers: audit error rate with its 95 %
+    interval, precision by score band, backlog."""
+    return monitor(ws, model_id)
