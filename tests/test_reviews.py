@@ -43,20 +43,31 @@ def predictions(n: int, seed: int = 0, model: str = "m1", labels: tuple[str, ...
     )
 
 
+def prepare(ws: gv.Workspace, samples: dict[str, Path]) -> gv.Workspace:
+    (r,) = ws.ingest([samples["coins.png"]])
+    ws.image = r.id  # type: ignore[attr-defined]
+    with ws.session.begin() as s:  # an alias, as `gigavision models alias` makes one
+        s.add(ModelAliasRow(name="production", model_id="m1", updated_by="lead"))
+    return ws
+
+
 @pytest.fixture
 def ws(sqlite_workspace: gv.Workspace, samples: dict[str, Path]) -> gv.Workspace:
-    (r,) = sqlite_workspace.ingest([samples["coins.png"]])
-    sqlite_workspace.image = r.id  # type: ignore[attr-defined]
-    with sqlite_workspace.session.begin() as s:  # an alias, as `gigavision models alias` makes one
-        s.add(ModelAliasRow(name="production", model_id="m1", updated_by="lead"))
-    return sqlite_workspace
+    return prepare(sqlite_workspace, samples)
+
+
+@pytest.fixture
+def both(workspace: gv.Workspace, samples: dict[str, Path]) -> gv.Workspace:
+    """SQLite and PostgreSQL: routing and answers write annotations and tasks in one transaction."""
+    return prepare(workspace, samples)
 
 
 def image(ws: gv.Workspace) -> str:
     return str(ws.image)  # type: ignore[attr-defined]
 
 
-def test_routing_splits_by_threshold_and_audits_a_fixed_share(ws: gv.Workspace) -> None:
+def test_routing_splits_by_threshold_and_audits_a_fixed_share(both: gv.Workspace) -> None:
+    ws = both
     routing.set_policy(ws, "production", threshold=0.5, audit_share=0.25, actor="lead")
     routing.set_policy(ws, "m1", label="bell", threshold=0.9, actor="lead")  # the model's own, for one label
     ann = predictions(600, labels=("coin", "bell"))
@@ -127,7 +138,12 @@ def answer(client: TestClient, task: dict[str, Any], decision: str, **body: Any)
     )
 
 
-def test_answers_store_linked_labels(api: TestClient, ws: gv.Workspace) -> None:
+def test_answers_store_linked_labels(both: gv.Workspace) -> None:
+    with TestClient(create_app(both)) as api:
+        check_answers(api, both)
+
+
+def check_answers(api: TestClient, ws: gv.Workspace) -> None:
     accept, correct, reject, skip = proposals(ws)
     got = api.get("/api/v1/reviews/next", params={"actor": "ana"}).json()
     assert got["task"]["id"] == accept["id"] and got["remaining"] == 4
