@@ -1,8 +1,10 @@
-// The workspace's images as a grid of thumbnail cards, paged with offset/limit.
+// The workspace's images as a grid of thumbnail cards: search by name, filters (label, annotation status, a
+// metadata value, "has pending review") and pages, all in the hash (list-query.ts) and answered by the server.
 
-import { ApiError, listImages, thumbnailUrl, type ImageInfo } from "./api";
+import { ApiError, apiJson, listLabels, STATUSES, thumbnailUrl, type ImageInfo, type ImagePage } from "./api";
 import { el } from "./dom";
 import { formatMpp, formatSize } from "./format";
+import { imagesQuery, listHash, pageCount, parseListQuery, type ListQuery } from "./list-query";
 
 export const PAGE_SIZE = 50;
 
@@ -30,7 +32,8 @@ function card(image: ImageInfo): HTMLElement {
   return link;
 }
 
-function emptyState(): HTMLElement {
+function emptyState(filtered: boolean): HTMLElement {
+  if (filtered) return el("div", { class: "empty", "data-testid": "empty" }, el("p", {}, "No images match these filters."));
   return el(
     "div",
     { class: "empty", "data-testid": "empty" },
@@ -44,45 +47,94 @@ function errorBox(err: unknown): HTMLElement {
   return el("div", { class: "error", role: "alert" }, `Could not load images: ${message}`);
 }
 
-/** Renders the list into `root`; returns a function that cancels pending requests. */
-export function showList(root: HTMLElement): () => void {
+function searchForm(query: ListQuery): { node: HTMLFormElement; labels: HTMLSelectElement } {
+  const q = el("input", { type: "search", name: "q", placeholder: "Search by name", "data-testid": "list-search", "aria-label": "Search by name" });
+  q.value = query.q ?? "";
+  const labels = el("select", { name: "label", "data-testid": "list-label", "aria-label": "Label" }, el("option", { value: "" }, "any label"));
+  if (query.label) labels.append(el("option", { value: query.label }, query.label));
+  labels.value = query.label ?? "";
+  const status = el("select", { name: "status", "data-testid": "list-status", "aria-label": "Annotation status" }, el("option", { value: "" }, "any status"));
+  for (const s of STATUSES) status.append(el("option", { value: s }, s));
+  status.value = query.status ?? "";
+  const meta = el("input", { type: "text", name: "meta", placeholder: "metadata key=value", "data-testid": "list-meta", "aria-label": "Metadata key=value" });
+  meta.value = query.meta ?? "";
+  const pending = el(
+    "select",
+    { name: "pending", "data-testid": "list-pending", "aria-label": "Pending review" },
+    el("option", { value: "" }, "any review state"),
+    el("option", { value: "1" }, "has pending review"),
+    el("option", { value: "0" }, "no pending review"),
+  );
+  pending.value = query.pending ?? "";
+  const form = el("form", { class: "filters", role: "search", "data-testid": "list-filters" }, q, labels, status, meta, pending, el("button", { type: "submit" }, "Search"));
+  const apply = (): void => {
+    const next: ListQuery = { page: 1 };
+    if (q.value.trim()) next.q = q.value.trim();
+    if (labels.value) next.label = labels.value;
+    if (status.value) next.status = status.value;
+    if (meta.value.trim()) next.meta = meta.value.trim();
+    if (pending.value === "1" || pending.value === "0") next.pending = pending.value;
+    window.location.hash = listHash(next);
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    apply();
+  });
+  for (const select of [labels, status, pending]) select.addEventListener("change", apply);
+  return { node: form, labels };
+}
+
+/** Renders the list into `root` for the hash query `query`; returns a function that cancels pending requests. */
+export function showList(root: HTMLElement, query = ""): () => void {
   const abort = new AbortController();
-  const count = el("span", { class: "count" });
+  const parsed = parseListQuery(query);
+  const filtered = Boolean(parsed.q || parsed.label || parsed.status || parsed.meta || parsed.pending);
+  const count = el("span", { class: "count", "data-testid": "list-count" });
   const grid = el("div", { class: "grid", "data-testid": "image-grid" });
-  const more = el("button", { class: "more", type: "button", hidden: "" }, "Load more");
   const status = el("div", { class: "status" }, "Loading…");
+  const pager = el("nav", { class: "pager", "aria-label": "Pages", "data-testid": "list-pager", hidden: "" });
+  const form = searchForm(parsed);
 
   root.replaceChildren(
     el("header", { class: "bar" }, el("h1", {}, "gigavision"), count),
-    el("main", { class: "list" }, grid, status, more),
+    form.node,
+    el("main", { class: "list" }, grid, status, pager),
   );
   document.title = "gigavision";
 
-  let loaded = 0;
-  let total = 0;
+  listLabels(abort.signal).then(
+    (schema) => {
+      for (const name of Object.keys(schema)) {
+        if (name !== parsed.label) form.labels.append(el("option", { value: name }, name));
+      }
+    },
+    () => undefined,
+  );
 
-  async function loadPage(): Promise<void> {
-    more.disabled = true;
-    try {
-      const page = await listImages(loaded, PAGE_SIZE, abort.signal);
-      total = page.total;
+  apiJson<ImagePage>("GET", `/api/v1/images?${imagesQuery(parsed, PAGE_SIZE)}`, undefined, abort.signal).then(
+    (page) => {
       for (const image of page.items) grid.append(card(image));
-      loaded += page.items.length;
       status.replaceChildren();
-      if (total === 0) status.append(emptyState());
-      count.textContent = total === 1 ? "1 image" : `${total.toLocaleString("en-US")} images`;
-      // An empty page means the server has nothing more for us even if total says otherwise.
-      more.hidden = loaded >= total || page.items.length === 0;
-      more.textContent = `Load more (${(total - loaded).toLocaleString("en-US")} left)`;
-    } catch (err) {
+      if (page.total === 0) status.append(emptyState(filtered));
+      count.textContent = page.total === 1 ? "1 image" : `${page.total.toLocaleString("en-US")} images`;
+      const pages = pageCount(page.total, PAGE_SIZE);
+      if (pages > 1) {
+        const link = (text: string, to: number, testId: string): HTMLElement =>
+          to < 1 || to > pages
+            ? el("span", { class: "muted" }, text)
+            : el("a", { href: listHash({ ...parsed, page: to }), "data-testid": testId }, text);
+        pager.replaceChildren(
+          link("← Previous", parsed.page - 1, "list-previous"),
+          el("span", {}, `Page ${parsed.page} of ${pages}`),
+          link("Next →", parsed.page + 1, "list-next"),
+        );
+        pager.hidden = false;
+      }
+    },
+    (err: unknown) => {
       if (abort.signal.aborted) return;
       status.replaceChildren(errorBox(err));
-    } finally {
-      more.disabled = false;
-    }
-  }
-
-  more.addEventListener("click", () => void loadPage());
-  void loadPage();
+    },
+  );
   return () => abort.abort();
 }

@@ -1,21 +1,50 @@
-// Entry point: hash routing between the image list and the viewer; /login shows the login form.
-//   #/              the workspace's images
-//   #/image/{id}    one image in the viewer
+// Entry point: hash routing between the app's screens; /login shows the login form.
+//   #/                     the workspace's images (#/?q=…&label=…: search and filters)
+//   #/image/{id}           one image in the viewer
+//   #/review?filters       the review inbox: one task at a time (review.ts)
+//   #/qc                   my QC items to label and hand in, and items to adjudicate (qc.ts)
+//   #/adjudicate/{item}    one disputed QC item: the annotators' versions, choose one or give my own
+//   #/models               published models: metrics, report, lineage, aliases (models-page.ts)
 
 import "./style.css";
 
-import { ApiError, loadSession } from "./api";
+import { ApiError, currentSession, loadSession } from "./api";
+import { el } from "./dom";
 import { showList } from "./list";
 import { showLogin, showSessionBar } from "./login";
+import { showModels } from "./models-page";
+import { showAdjudication, showQc } from "./qc";
+import { showReview } from "./review";
 import { showViewer } from "./viewer";
 
-type Route = { view: "list" } | { view: "image"; id: string };
+export type Route =
+  | { view: "list"; query: string }
+  | { view: "image"; id: string }
+  | { view: "review"; query: string }
+  | { view: "qc" }
+  | { view: "adjudicate"; item: number }
+  | { view: "models" };
 
+/** The screen a location hash names (anything unknown: the image list). */
 export function parseRoute(hash: string): Route {
-  const match = /^#\/image\/([^/?#]+)$/.exec(hash);
-  if (match?.[1]) return { view: "image", id: decodeURIComponent(match[1]) };
-  return { view: "list" };
+  const [path = "", query = ""] = hash.replace(/^#/, "").split("?", 2);
+  const image = /^\/image\/([^/?#]+)$/.exec(path);
+  if (image?.[1]) return { view: "image", id: decodeURIComponent(image[1]) };
+  if (path === "/review") return { view: "review", query };
+  if (path === "/qc") return { view: "qc" };
+  const item = /^\/adjudicate\/(\d{1,15})$/.exec(path);
+  if (item?.[1]) return { view: "adjudicate", item: Number(item[1]) };
+  if (path === "/models") return { view: "models" };
+  return { view: "list", query: path === "/" || path === "" ? query : "" };
 }
+
+/** The header's links: [hash, text, the views it is current for]. */
+export const NAV_LINKS: readonly (readonly [string, string, readonly Route["view"][]])[] = [
+  ["#/", "Images", ["list", "image"]],
+  ["#/review", "Review", ["review"]],
+  ["#/qc", "QC", ["qc", "adjudicate"]],
+  ["#/models", "Models", ["models"]],
+];
 
 const root = document.getElementById("app");
 if (!root) throw new Error("#app is missing from index.html");
@@ -23,11 +52,45 @@ const app: HTMLElement = root;
 
 let dispose: (() => void) | null = null;
 
+function show(route: Route): () => void {
+  switch (route.view) {
+    case "image":
+      return showViewer(app, route.id);
+    case "review":
+      return showReview(app, route.query);
+    case "qc":
+      return showQc(app);
+    case "adjudicate":
+      return showAdjudication(app, route.item);
+    case "models":
+      return showModels(app);
+    default:
+      return showList(app, route.query);
+  }
+}
+
+const nav = el("nav", { class: "app-nav", "aria-label": "Screens", "data-testid": "app-nav" });
+
+function renderNav(route: Route): void {
+  const permissions = currentSession()?.permissions;
+  nav.replaceChildren(
+    ...NAV_LINKS.filter(([hash]) => hash !== "#/review" || !permissions || permissions.includes("review")).map(
+      ([hash, text, views]) => {
+        const link = el("a", { href: hash }, text);
+        if (views.includes(route.view)) link.setAttribute("aria-current", "page");
+        return link;
+      },
+    ),
+  );
+  if (!nav.isConnected) document.body.append(nav);
+}
+
 function render(): void {
   dispose?.();
   const route = parseRoute(window.location.hash);
   document.body.dataset["view"] = route.view;
-  dispose = route.view === "image" ? showViewer(app, route.id) : showList(app);
+  dispose = show(route);
+  renderNav(route);
   window.scrollTo(0, 0);
 }
 

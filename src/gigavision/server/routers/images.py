@@ -15,6 +15,7 @@ from gigavision.images.metadata import public_meta, user_meta_keys
 from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
 from gigavision.server.uploads import FILE_PROPERTY, multipart_body, receive_form
+from gigavision.store.image_search import ImageQuery, parse_meta, search_images
 from gigavision.store.schema import ImageRow
 
 if TYPE_CHECKING:
@@ -103,8 +104,25 @@ def list_images(
     ws: WorkspaceDep,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    q: Annotated[str | None, Query(max_length=1024, description="part of the image name (any case)")] = None,
+    label: Annotated[str | None, Query(max_length=256, description="has an annotation of this label")] = None,
+    status: Annotated[
+        str | None, Query(max_length=16, description="has an annotation in this status (with label: the same one)")
+    ] = None,
+    meta: Annotated[
+        str | None, Query(max_length=2048, description="KEY=VALUE: metadata KEY equals VALUE (compared as text)")
+    ] = None,
+    pending_review: Annotated[bool | None, Query(description="true: an open review task is on it; false: none")] = None,
 ) -> ImagePage:
-    rows, total = ws.list_images(offset, limit)
+    """Images in the order they were added; the filters narrow the page and its total."""
+    query = ImageQuery(
+        name=q or None,
+        label=label or None,
+        status=status or None,
+        meta=parse_meta(meta) if meta else None,
+        pending_review=pending_review,
+    )
+    rows, total = ws.list_images(offset, limit) if query.empty else search_images(ws.session, query, offset, limit)
     return ImagePage(items=[ImageOut.from_row(r) for r in rows], total=total, offset=offset, limit=limit)
 
 
