@@ -169,12 +169,14 @@ def test_content_hash_is_independent_of_creation_details(workspace: gv.Workspace
 def test_versions_never_change(workspace: gv.Workspace, images: dict[str, str]) -> None:
     ws = workspace
     ws.labels.set("cell", "polygon")
+    ws.labels.set("cells", "tag")  # class kinds are enforced: the tag and the box get classes of their kind
+    ws.labels.set("cell box", "box")
     astronaut, coffee = images["astronaut_0.png"], images["coffee_0.png"]
     square = [(10, 10), (50, 10), (50, 40), (10, 40)]
     ids = ws.annotations.add(
         astronaut, Annotations.from_polygons([square, square], "cell", status=["accepted", "accepted"]), "ana"
     )
-    keep = tag(ws, coffee, "cell")
+    keep = tag(ws, coffee, "cells")
     v1 = create_version(ws, "cells", filters=["has=annotations"])
     assert len(v1) == 2 and v1.counts["annotations"] == 3
     before = v1.records(astronaut)
@@ -185,7 +187,7 @@ def test_versions_never_change(workspace: gv.Workspace, images: dict[str, str]) 
     ws.annotations.delete(ids[0], 1, actor="bo")
     ws.annotations.update(ids[1], 1, {"label": "nucleus"}, actor="bo")
     (added,) = ws.annotations.add(
-        astronaut, Annotations.from_boxes([[0, 0, 5, 5]], "cell", status=["accepted"]), actor="bo"
+        astronaut, Annotations.from_boxes([[0, 0, 5, 5]], "cell box", status=["accepted"]), actor="bo"
     )
 
     again = open_version(ws, "cells@1")

@@ -80,10 +80,12 @@ def test_coco_rejects_each_bad_record_and_keeps_the_rest(
     assert got["annotation 6"].startswith("self-intersecting polygon (Self-intersection[")
     assert {r.file for r in report.rejected} == {"bad.json"} and report.rejected_count == 10
     assert [(u.ref, u.annotations) for u in report.unmatched] == [("ghost.png", 1)]
-    assert report.annotations == 2 and dict(report.by_kind) == {"box": 1, "polygon": 1}
+    # annotation 8, a polygon, is stored as its box: "coin" is a box class (class kinds are enforced)
+    assert report.annotations == 2 and dict(report.by_kind) == {"box": 2}
     after = snapshot(workspace, str(coins.id))
     assert after[0] == before[0] and len(after) == 3  # the stored annotation is untouched
-    assert [a["kind"] for a in after[1:]] == ["box", "polygon"] and after[1]["bbox"] == [20, 30, 60, 80]
+    assert [a["kind"] for a in after[1:]] == ["box", "box"] and after[1]["bbox"] == [20, 30, 60, 80]
+    assert after[2]["bbox"] == [100, 100, 150, 140]
     assert set(workspace.labels.by_name()) == {"coin"}  # strict: "cat" was not added
     assert workspace.annotations.query_records(str(astronaut.id)) == []
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ from gigavision.formats.rle import encode_window
 from gigavision.progress import Progress, no_progress
 from gigavision.store.blobs import sha256_file
 from gigavision.store.catalog import NamedImage
-from gigavision.store.labels import palette_color
+from gigavision.store.labels import kind_problem, palette_color
 
 if TYPE_CHECKING:
     from gigavision.workspace import Workspace
@@ -59,6 +59,20 @@ class Target:
     name: str
     width: int
     height: int
+
+
+def _fitted(row: Row, class_kind: str) -> Row:
+    """``row`` in the kind of its class where a format cannot say it and nothing is lost: a box class takes
+    a polygon's bounding box (GeoJSON writes boxes as polygons), a polygon class a box as its rectangle (VOC
+    has boxes only). Anything else is left for ``kind_problem`` to refuse."""
+    import shapely
+
+    if class_kind == "box" and row.kind == "polygon" and row.geometry is not None:
+        x0, y0, x1, y1 = (float(v) for v in row.geometry.bounds)
+        return replace(row, kind="box", box=(x0, y0, x1, y1), geometry=None)
+    if class_kind == "polygon" and row.kind == "box" and row.box is not None:
+        return replace(row, kind="polygon", geometry=shapely.box(*row.box))
+    return row
 
 
 @dataclass(slots=True)
@@ -357,7 +371,8 @@ class ImportSession:
             if problem:
                 self.reject(file, row.item, problem)
             else:
-                kept.append(row)
+                cls = self._schema.get(row.label)
+                kept.append(_fitted(row, cls.kind) if cls is not None else row)
         if not kept:
             return 0
         ann = self._annotations(kept)
@@ -388,12 +403,15 @@ class ImportSession:
             if row.label not in self._schema:
                 return self._refused.get(row.label, f"label {row.label!r} could not be added to the schema")
             cls = self._schema[row.label]
+        wrong_kind = kind_problem(row.label, cls.kind, _fitted(row, cls.kind).kind)
+        if wrong_kind:
+            return wrong_kind
         missing = sorted(set(row.attributes) - set(cls.attributes) - set(PREDICTION_ATTRIBUTES))
         if missing and self.options.strict_labels:
             return f"class {row.label!r} has no attribute {missing[0]!r} in the schema (strict labels)"
         if missing:  # like an unknown label: the attribute joins the schema, any value allowed
             cls.attributes.update({k: [] for k in missing})
-            self.ws.labels.set(row.label, cls.kind, cls.color or "#ff0000", cls.parent, cls.attributes)
+            self.ws.labels.set(row.label, cls.kind, cls.color or palette_color(row.label), cls.parent, cls.attributes)
             self.report.attributes_added += [f"{row.label}.{k}" for k in missing]
         for key, value in row.attributes.items():  # the same rule as LabelSchema.check
             allowed = cls.attributes.get(key)

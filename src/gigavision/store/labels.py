@@ -24,18 +24,49 @@ if TYPE_CHECKING:
     from gigavision.annotations import Annotations
 
 
+PALETTE_HUES = (50.0, 280.0)
+"""Hues (degrees) of palette colours: yellow through green, cyan and blue to violet. Reds, oranges and pinks
+are left out, so no default colour vanishes on red-dominated images (fundus photos, H&E slides)."""
+
+
 def palette_color(name: str) -> str:
-    """The colour of a class that arrives without one (``labels add``, imports): a hash of its name, so the
-    same on every machine and different for different classes; channels 64..223 keep it visible on light and
-    dark images."""
+    """The colour of a class that arrives without one (``labels add``, imports, REST): a hash of its name, so
+    the same on every machine and different for different classes. Saturated and bright, with a hue from
+    ``PALETTE_HUES``: visible on light, dark and red images."""
     return "#" + "".join(f"{v:02x}" for v in palette_rgb(name))
 
 
 def palette_rgb(name: str) -> tuple[int, int, int]:
     """``palette_color`` as an RGB triple (for drawing with Pillow or NumPy)."""
+    import colorsys
+
     digest = hashlib.sha256(name.encode("utf-8")).digest()
-    r, g, b = (64 + v % 160 for v in digest[:3])
-    return r, g, b
+    lo, hi = PALETTE_HUES
+    hue = lo + (hi - lo) * int.from_bytes(digest[:2], "big") / 0xFFFF
+    saturation = 0.65 + 0.35 * digest[2] / 255
+    value = 0.85 + 0.15 * digest[3] / 255
+    r, g, b = colorsys.hsv_to_rgb(hue / 360, saturation, value)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+KIND_COMPATIBLE: dict[str, frozenset[str]] = {
+    "tag": frozenset({"tag"}),
+    "box": frozenset({"box"}),
+    "point": frozenset({"point"}),
+    "polygon": frozenset({"polygon", "mask"}),
+    "mask": frozenset({"mask", "polygon"}),
+}
+"""Annotation kinds a class of each kind takes. Polygons and masks both outline a region (a mask is
+vectorised to a polygon and back), so a segmentation class takes either; every other kind only its own."""
+
+
+def kind_problem(label: str, class_kind: str, kind: str) -> str | None:
+    """Why an annotation of ``kind`` cannot carry ``label``, a class of ``class_kind`` (None when it can): the
+    kind rule of every write (import, REST, QC, the viewer), through ``LabelSchema.check``."""
+    if kind in KIND_COMPATIBLE.get(class_kind, frozenset({class_kind})):
+        return None
+    takes = " or ".join(sorted(KIND_COMPATIBLE.get(class_kind, {class_kind})))
+    return f"label {label!r} is a {class_kind} class: a {kind} cannot be stored under it (it takes a {takes})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +206,9 @@ class LabelSchema:
         return {c.name: c for c in self.classes()}
 
     def check(self, ann: Annotations) -> list[str]:
-        """Problems with the labels and attribute values of ``ann`` against the schema (an empty schema
-        takes anything)."""
+        """Problems with the labels, kinds and attribute values of ``ann`` against the schema (an empty schema
+        takes anything): an unknown label, a kind its class does not take (``kind_problem``), an undeclared
+        attribute or value."""
         classes = self.by_name()
         if not classes:
             return []
@@ -185,6 +217,13 @@ class LabelSchema:
         for label in unknown:
             first = int(np.nonzero(ann.label == label)[0][0])
             problems.append(f"annotation {first}: label {label!r} is not in the schema")
+        pairs = {(str(label), str(kind)) for label, kind in zip(ann.label, ann.kind, strict=True)}
+        for label, kind in sorted(pairs):
+            cls = classes.get(label)
+            problem = kind_problem(label, cls.kind, kind) if cls is not None else None
+            if problem:
+                first = int(np.nonzero((ann.label == label) & (ann.kind == kind))[0][0])
+                problems.append(f"annotation {first}: {problem}")
         for i in np.nonzero([bool(a) for a in ann.attributes])[0]:
             cls = classes.get(str(ann.label[i]))
             if cls is None:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from gigavision.active.isolation import NOTHING, Hidden, annotation_owner, hidden_from, owns
+from gigavision.active.quality_items import source_of
 from gigavision.annotations import Annotations
 from gigavision.errors import Forbidden, NotFound
 from gigavision.server.auth import Allow, LoginDep, acting_as
@@ -75,6 +76,19 @@ def _visible(ws: Workspace, annotation_id: int, login: Login, *, write: bool = F
         raise NotFound(f"no annotation with id {annotation_id}")
     if write and login.role == "annotator" and not owns(login.name, created_by, source):
         raise Forbidden(f"{login.name} (annotator) edits only their own annotations; {annotation_id} is not")
+
+
+UNNAMED_SOURCES = (None, "", "unknown", "web")
+"""Sources that name nobody: a login's records that carry one are its own labels (``user:NAME``)."""
+
+
+def _sourced(record: dict[str, Any], login: Login) -> dict[str, Any]:
+    """A record as stored for ``login``: with users, a label drawn without a named source (the viewer's
+    ``web``) is the login's own, ``user:NAME``, as QC and the isolation rules expect of annotators' labels.
+    Named sources (a model's, an import's) pass as given."""
+    if login.via == "local" or record.get("source") not in UNNAMED_SOURCES:
+        return record
+    return {**record, "source": source_of(login.name)}
 
 
 @router.get(
@@ -139,9 +153,8 @@ def add_annotations(image_id: str, body: AddAnnotations, ws: WorkspaceDep, login
     carries at most ``limits.max_records_per_request`` records."""
     image_id = ws.find_image(image_id)
     limits = ws.settings.limits
-    ann = Annotations.from_records(
-        body.annotations, canvas=ws.canvas(image_id), max_records=limits.max_records_per_request
-    )
+    records = [_sourced(r, login) for r in body.annotations]
+    ann = Annotations.from_records(records, canvas=ws.canvas(image_id), max_records=limits.max_records_per_request)
     ids = ws.annotations.add(image_id, ann, actor=acting_as(login, body.actor))
     return {"ids": ids, "count": len(ids)}
 
