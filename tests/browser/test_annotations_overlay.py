@@ -271,21 +271,18 @@ def test_overlay_shows_the_annotations_in_view(page: tuple[Page, PageLog], seede
     per_pixel = tab.evaluate(LEVEL0_PER_SCREEN_PIXEL)
     assert query["simplify"] == pytest.approx(per_pixel, rel=0.01), (query, per_pixel)
 
-    # Kinds become Annotorious selectors; the polygon keeps its hole; the tag goes to the panel.
-    shapes = tab.evaluate(
-        """() => Object.fromEntries(window.__gv.overlay.annotator.getAnnotations().map((a) => {
-             const s = a.target.selector;
-             const rings = s.type === "MULTIPOLYGON" ? s.geometry.polygons.map((p) => p.rings.length) : null;
-             return [a.properties.id, { type: s.type, rings, status: a.properties.status, label: a.bodies[0].value }];
-           }))"""
-    )
+    # Every kind is drawn by the batched layer (overlay-layer.ts); the polygon keeps its hole; masks are drawn
+    # as their box; the tag goes to the panel. Annotorious holds none until one is selected.
+    shapes = tab.evaluate("() => window.__gv.overlay.drawn()")
     ids = seeded.ids
-    assert shapes[str(ids["cell_a"])]["type"] == "RECTANGLE"
+    assert shapes[str(ids["cell_a"])]["kind"] == "box" and shapes[str(ids["cell_a"])]["rings"] == 1
     assert shapes[str(ids["cell_b"])]["status"] == "accepted"
-    assert shapes[str(ids["tumor"])] == {"type": "MULTIPOLYGON", "rings": [2], "status": "proposed", "label": "tumor"}
-    assert shapes[str(ids["nucleus"])]["type"] == "ELLIPSE"
-    assert shapes[str(ids["debris"])]["type"] == "RECTANGLE"
+    tumor = {"kind": "polygon", "rings": 2, "status": "proposed", "label": "tumor", "editing": False}
+    assert shapes[str(ids["tumor"])] == tumor
+    assert shapes[str(ids["nucleus"])]["kind"] == "point"
+    assert shapes[str(ids["debris"])]["kind"] == "mask" and shapes[str(ids["debris"])]["rings"] == 1
     assert str(ids["tag"]) not in shapes
+    assert tab.evaluate("() => window.__gv.overlay.annotator.getAnnotations().length") == 0
     expect(tab.get_by_test_id("tag")).to_have_count(1)
     expect(tab.get_by_test_id("tag")).to_contain_text("needs-review")
 
@@ -299,6 +296,7 @@ def test_overlay_shows_the_annotations_in_view(page: tuple[Page, PageLog], seede
     expect(toggle).to_have_attribute("aria-pressed", "false")
     assert tab.evaluate(RENDERED) == []
     assert tab.evaluate("() => document.querySelector('canvas.a9s-gl-canvas').classList.contains('hidden')")
+    expect(tab.get_by_test_id("overlay-layer")).to_be_hidden()
     tab.keyboard.press("h")
     expect(toggle).to_have_attribute("aria-pressed", "true")
     tab.wait_for_function(SETTLED)
@@ -312,12 +310,12 @@ def test_gigapixel_viewport_loading_limit_and_unloading(page: tuple[Page, PageLo
     tab, log = page
     open_image(tab, log, seeded.base_url, seeded.slide)
 
-    # Whole slide: 2,400 boxes overlap the view, one query returns LIMIT of them, and the page says so.
+    # Whole slide: 2,400 boxes overlap the view, one query returns a sample of LIMIT, and the page says so.
     query = tab.evaluate("() => window.__gv.overlay.lastQuery()")
-    assert query["count"] == LIMIT and query["truncated"], query
+    assert query["count"] == LIMIT and query["truncated"] and query["total"] == len(seeded.grid), query
     notice = tab.get_by_test_id("overlay-notice")
     expect(notice).to_be_visible()
-    expect(notice).to_contain_text("Showing 2,000 of many")
+    expect(notice).to_contain_text("Showing 2,000 of 2,400")
     expect(notice).to_contain_text("zoom in")
     assert len(tab.evaluate(LOADED)) == LIMIT
     assert query["simplify"] > 30  # ~40 level-0 px per screen pixel
@@ -434,8 +432,8 @@ def test_stale_edit_shows_conflict_and_reloads(page: tuple[Page, PageLog], seede
     tab.wait_for_function(SETTLED)
     # The page now shows (and would edit) the stored version: theirs, not the dragged one.
     shown = tab.evaluate(
-        f"() => {{ const a = window.__gv.overlay.annotator.getAnnotationById('a{target}');"
-        " return { version: a.properties.version, status: a.properties.status, x: a.target.selector.geometry.x }; }"
+        f"() => {{ const r = window.__gv.overlay.recordOf({target});"
+        " return { version: r.version, status: r.status, x: r.bbox[0] }; }"
     )
     assert shown == {"version": theirs["version"], "status": "rejected", "x": 300}, shown
     stored = _api(seeded.base_url, "GET", f"/api/v1/annotations/{target}")

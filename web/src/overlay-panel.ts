@@ -1,10 +1,12 @@
 // The annotation overlay's side panel (DOM only): show/hide toggle, label picker with its colour swatch,
-// drawing tools, counts and messages, the selected annotation, and the image's tags. What the controls do
+// drawing tools, counts and messages, the filters (model vs human, status) and the legend (class colours,
+// counts in view, a switch per label), the selected annotation, and the image's tags. What the controls do
 // is the overlay's (`PanelActions`); text from users goes in through textContent only.
 
 import { STATUSES, type AnnotationRecord, type AnnotationStatus, type LabelClass } from "./api";
 import { el } from "./dom";
 import type { MessageKind } from "./edit-sync";
+import { ORIGINS, type Origin, type OverlayFilter } from "./overlay-batch";
 
 export type Tool = "select" | "rectangle" | "polygon";
 
@@ -18,7 +20,11 @@ export interface PanelActions {
   /** Tag the image with the picked label. */
   addTag(label: string): void;
   deleteTag(tag: AnnotationRecord): void;
+  /** The filters changed (the panel holds them; `filter()` reads them). */
+  filterChanged(): void;
 }
+
+const ORIGIN_NAMES: Record<Origin, string> = { model: "Model proposals", human: "Human labels" };
 
 const integer = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
 
@@ -65,6 +71,12 @@ export class OverlayPanel {
   private readonly statusPicker = el("select", { "data-testid": "status-picker", "aria-label": "Status" });
   private readonly selection: HTMLElement;
   private readonly tagList = el("ul", { class: "tags", "data-testid": "tag-list" });
+  private readonly legend = el("ul", { class: "legend", "data-testid": "legend" });
+  private readonly hiddenLabels = new Set<string>();
+  private readonly origins = new Set<Origin>(ORIGINS);
+  private readonly statuses = new Set<AnnotationStatus>(STATUSES);
+  private classes: Record<string, LabelClass> = {};
+  private lastCounts = new Map<string, number>();
 
   constructor(
     private readonly root: HTMLElement,
@@ -111,6 +123,8 @@ export class OverlayPanel {
         ),
       ),
       el("div", { class: "panel-section" }, this.count, this.notice, this.message),
+      this.filters(),
+      el("section", { class: "panel-section" }, el("h2", {}, "Classes in view"), this.legend),
       this.selection,
       el("section", { class: "panel-section" }, el("h2", {}, "Image tags"), this.tagList, addTag),
       el("p", { class: "panel-hint" }, "Keys: B box · P polygon · V / Esc select · Del delete · H hide"),
@@ -136,6 +150,71 @@ export class OverlayPanel {
     });
   }
 
+  /** What the overlay shows now. */
+  filter(): OverlayFilter {
+    return { hiddenLabels: this.hiddenLabels, origins: this.origins, statuses: this.statuses };
+  }
+
+  /** Check boxes: model proposals / human labels, and each status. */
+  private filters(): HTMLElement {
+    const box = <T>(set: Set<T>, value: T, text: string, testid: string): HTMLElement => {
+      const input = el("input", { type: "checkbox", "data-testid": testid, "data-value": String(value) });
+      input.checked = set.has(value);
+      input.addEventListener("change", () => {
+        if (input.checked) set.add(value);
+        else set.delete(value);
+        this.actions.filterChanged();
+      });
+      return el("label", { class: "check" }, input, text);
+    };
+    return el(
+      "section",
+      { class: "panel-section", "data-testid": "overlay-filters" },
+      el("h2", {}, "Show"),
+      el("div", { class: "row" }, ...ORIGINS.map((o) => box(this.origins, o, ORIGIN_NAMES[o], "filter-origin"))),
+      el("div", { class: "row" }, ...STATUSES.map((s) => box(this.statuses, s, s, "filter-status"))),
+    );
+  }
+
+  /** Every class of the schema (tags aside) and every label in view, with its colour, its count in view
+   * (after the model/human and status filters) and a switch that hides or shows it. */
+  renderLegend(counts: Map<string, number>): void {
+    this.lastCounts = counts;
+    const names = new Set(Object.keys(this.classes).filter((name) => this.classes[name]?.kind !== "tag"));
+    for (const name of counts.keys()) names.add(name);
+    const rows = [...names]
+      .sort((a, b) => a.localeCompare(b))
+      .map((name) => {
+        const input = el("input", {
+          type: "checkbox",
+          "data-testid": "legend-toggle",
+          "aria-label": `Show ${name}`,
+        });
+        input.checked = !this.hiddenLabels.has(name);
+        input.addEventListener("change", () => {
+          if (input.checked) this.hiddenLabels.delete(name);
+          else this.hiddenLabels.add(name);
+          this.actions.filterChanged();
+        });
+        const dot = el("span", { class: "swatch", "aria-hidden": "true" });
+        dot.style.backgroundColor = this.colorOf(name);
+        const n = counts.get(name) ?? 0;
+        return el(
+          "li",
+          { "data-testid": "legend-row", "data-label": name, "data-count": String(n) },
+          el("label", { class: "check" }, input, dot, el("span", { class: "legend-label" }, name)),
+          el("span", { class: "legend-count" }, integer.format(n)),
+        );
+      });
+    if (rows.length === 0) rows.push(el("li", { class: "muted" }, "Nothing in view."));
+    this.legend.replaceChildren(...rows);
+  }
+
+  /** Colours changed: the legend's swatches again. */
+  recolorLegend(): void {
+    this.renderLegend(this.lastCounts);
+  }
+
   /** The label new annotations get: the picked class, or the typed label while the schema is empty. */
   pickedLabel(): string {
     return this.hasClasses ? this.picker.value : this.freeLabel.value.trim();
@@ -158,6 +237,7 @@ export class OverlayPanel {
 
   /** Fills the label picker (the first drawable class picked); an empty schema shows a text field. */
   renderClasses(classes: Record<string, LabelClass>): void {
+    this.classes = classes;
     const names = Object.keys(classes).sort((a, b) => a.localeCompare(b));
     this.hasClasses = names.length > 0;
     this.picker.replaceChildren(...names.map((name) => el("option", { value: name }, name)));
@@ -192,12 +272,16 @@ export class OverlayPanel {
     this.count.dataset["loaded"] = String(counts.loaded);
   }
 
-  /** Asks to zoom in when a viewport answer was cut at its limit (`returned` records). */
-  showTruncated(truncated: boolean, returned: number): void {
+  /** Says that a viewport answer is a sample: `shown` of `total` (null: unknown) in view. */
+  showTruncated(truncated: boolean, shown: number, total: number | null = null): void {
     this.notice.hidden = !truncated;
+    const of = total === null ? "many" : integer.format(total);
     this.notice.textContent = truncated
-      ? `Showing ${integer.format(returned)} of many annotations here — zoom in to see them all.`
+      ? `Showing ${integer.format(shown)} of ${of} annotations here, sampled across classes and the view — ` +
+        "zoom in (or hide classes) to see them all."
       : "";
+    this.notice.dataset["shown"] = String(shown);
+    this.notice.dataset["total"] = total === null ? "" : String(total);
   }
 
   /** The selected annotation's details and status, or nothing. */

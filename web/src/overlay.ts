@@ -1,7 +1,15 @@
-// The annotation overlay: Annotorious (W3C annotation model, WebGL rendering) over the OpenSeadragon
-// viewer, fed by viewport queries so that images with millions of annotations stay interactive.
+// The annotation overlay over the OpenSeadragon viewer, fed by viewport queries so that images with
+// millions of annotations stay interactive.
+//
+// Drawing: every loaded shape is drawn by the batched layer (overlay-layer.ts: one 2D canvas, a few fills
+// and strokes per label and status, fed from typed arrays built by overlay-batch.ts). Annotorious (W3C
+// annotation model, WebGL) holds only the shapes being selected, edited or drawn (`editing`): a shape
+// moves into it when clicked (hit-tested on the batches) and back to the layer once deselected and saved.
+// Annotorious drawing all 2,000 shapes of a view managed 1.6 fps in software WebGL; the layer does not
+// depend on how many shapes there are per class.
 //
 // This module only wires the parts together and owns the Annotorious annotator:
+//   overlay-layer.ts    the batched canvas layer; overlay-batch.ts its typed arrays, hit-test, filters
 //   viewport-loader.ts  debounced, abortable loading of the visible rectangle
 //   viewport-cache.ts   what to query for a view, merging answers, what to keep and evict
 //   edit-sync.ts        saving edits one annotation at a time, 409 / 404 handling
@@ -11,7 +19,11 @@
 //
 // Loading: after the view has been still for DEBOUNCE_MS, the visible level-0 rectangle is queried
 // (`bbox`), with `simplify` = one screen pixel in level-0 units (polygons come back simplified when
-// zoomed out) and `limit` = VIEWPORT_LIMIT; when the limit is hit a notice asks to zoom in.
+// zoomed out) and `limit` = VIEWPORT_LIMIT; beyond it the server sends a sample spread over every label
+// and the view, and the panel says "N of M".
+//
+// Filters (panel): model proposals vs human labels, status, and a switch per label in the legend, which
+// also shows each label's colour and count in view. They apply to what is loaded, at once.
 //
 // Editing: the label picker and the Box / Polygon tools create annotations (POST, source "web");
 // reshaping one PATCHes its geometry with the version it was loaded at, Delete removes it (DELETE with
@@ -35,24 +47,37 @@ import {
   deleteAnnotation,
   listAnnotations,
   listLabels,
+  type AnnotationRecord,
   type AnnotationStatus,
   type BBox,
   type ImageInfo,
   type LabelClass,
 } from "./api";
-import { drawingStyle } from "./drawing-style";
+import { batchStyle, drawingStyle, POINT_DISC_PX } from "./drawing-style";
 import { EditSync, messageOf } from "./edit-sync";
 import { shortcutOf, typingInto } from "./keys";
+import {
+  batchShapes,
+  countByLabel,
+  hitTest,
+  keysIn,
+  passes,
+  ringsOf,
+  type Drawable,
+} from "./overlay-batch";
+import { OverlayLayer } from "./overlay-layer";
 import { OverlayPanel, type Tool } from "./overlay-panel";
 import { LabelColors } from "./palette";
 import { screenPixelsPerImagePixel } from "./scalebar";
 import { bboxOf, type Extent, geometryChanges, newAnnotation, RESHAPEABLE, shapeOf } from "./shapes";
-import { isTruncated, ViewportCache, type Entry } from "./viewport-cache";
+import { intersects, isTruncated, ViewportCache, type Entry } from "./viewport-cache";
 import { ViewportLoader, type ViewportQuery } from "./viewport-loader";
 
 /** Points are drawn as discs of this many screen pixels (radius) at the zoom they were loaded at. */
 const POINT_RADIUS_PX = 4;
 const TAG_LIMIT = 500;
+/** A click this many screen pixels from an outline still selects the shape. */
+const HIT_SLOP_PX = 3;
 /** Who edits, until the server has users: recorded as `source` of new annotations and as the actor. */
 const WEB = "web";
 
@@ -75,6 +100,12 @@ export interface OverlayHandle {
   loadedIds: () => number[];
   /** Server ids of the shapes drawn in the current view (empty while the overlay is hidden). */
   renderedIds: () => number[];
+  /** What is drawn, by server id: kind, rings (area shapes), status, label, and whether Annotorious has it. */
+  drawn: () => Record<number, { kind: string; rings: number; status: string; label: string; editing: boolean }>;
+  /** The record held for an annotation id (as loaded or last saved). */
+  recordOf: (id: number) => AnnotationRecord | null;
+  /** The batched layer's frames drawn and the time the last took (ms). */
+  frameStats: () => { frames: number; lastDrawMs: number };
   /** The visible level-0 rectangle, clamped to the image. */
   visibleRect: () => BBox | null;
   destroy: () => void;
@@ -102,13 +133,18 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
   let visible = true;
   let destroyed = false;
   let tool: Tool = "select";
+  /** Shapes Annotorious holds (selected, being edited or saved, just drawn): the layer leaves them out. */
+  const editing = new Set<string>();
+  let stale = false;
 
   const colors = new LabelColors(() => {
     if (destroyed) return;
     restyle();
     panel.updateSwatch();
+    panel.recolorLegend();
     renderSelection();
   }, abortAll.signal);
+  const layer = new OverlayLayer(viewer, (label, status) => batchStyle(colors.colorOf(label), status));
 
   const panel = new OverlayPanel(
     panelRoot,
@@ -130,6 +166,13 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
           () => loadTags(),
           (err: unknown) => panel.showMessage(messageOf(err)),
         );
+      },
+      filterChanged: () => {
+        const chosen = annotator.getSelected()[0];
+        const record = chosen && cache.entryOf(chosen.id)?.record;
+        if (record && !passes(record, panel.filter())) annotator.cancelSelected();
+        rebuild();
+        updateCount();
       },
       deleteTag: (tag) => {
         panel.clearMessage();
@@ -161,6 +204,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
       showMessage: (text, kind) => panel.showMessage(text, kind),
       pointRadius: () => pointRadius(),
       editDone: () => {
+        releaseIdle();
         updateCount();
         renderSelection();
       },
@@ -194,7 +238,8 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
 
   /** Draws every shape again with the current colours. */
   function restyle(): void {
-    if (cache.size > 0) annotator.setStyle((a: ImageAnnotation, state?: AnnotationState) => styleOf(a, state));
+    if (editing.size > 0) annotator.setStyle((a: ImageAnnotation, state?: AnnotationState) => styleOf(a, state));
+    layer.schedule();
   }
 
   function selectAction(a: ImageAnnotation): UserSelectAction {
@@ -213,21 +258,89 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
     return sync.has(annoId) || isSelected(annoId);
   }
 
+  /** Entries changed: Annotorious's copies are updated now, the layer's batches before the next frame. */
   function draw(list: Entry[]): void {
-    const shapes = list.map(toAnnotation).filter((a): a is ImageAnnotation => a !== null);
+    const shapes = list
+      .filter((e) => editing.has(e.annoId))
+      .map(toAnnotation)
+      .filter((a): a is ImageAnnotation => a !== null);
     if (shapes.length > 0) store.bulkUpsertAnnotations(shapes, REMOTE);
+    if (list.length > 0) rebuildSoon();
   }
 
   function undraw(list: Entry[]): void {
     const annoIds = list.map((e) => e.annoId).filter((annoId) => store.getAnnotation(annoId));
     if (annoIds.length > 0) store.bulkDeleteAnnotations(annoIds, REMOTE);
+    for (const e of list) editing.delete(e.annoId);
+    if (list.length > 0) rebuildSoon();
   }
 
   function removeShape(annoId: string): void {
     const id = cache.idOf(annoId);
     if (id !== undefined) undraw(cache.forget([id]));
     else if (store.getAnnotation(annoId)) store.deleteAnnotation(annoId, REMOTE);
+    editing.delete(annoId);
   }
+
+  // -- the batched layer ----------------------------------------------------------------------------
+  /** The layer's batches from what is loaded, shown by the filters and not held by Annotorious. */
+  function rebuild(): void {
+    stale = false;
+    const filter = panel.filter();
+    const shapes: Drawable[] = [];
+    for (const id of cache.ids()) {
+      const entry = cache.get(id);
+      if (entry && !editing.has(entry.annoId) && passes(entry.record, filter)) {
+        shapes.push({ key: entry.annoId, record: entry.record });
+      }
+    }
+    layer.set(batchShapes(shapes));
+  }
+
+  /** Rebuilds once after the current task (a load draws and undraws several lists). */
+  function rebuildSoon(): void {
+    if (stale) return;
+    stale = true;
+    queueMicrotask(() => {
+      if (stale && !destroyed) rebuild();
+    });
+  }
+
+  /** Hands a shape from the layer to Annotorious and selects it (editable when it is a box or exact polygon). */
+  function select(annoId: string): void {
+    const entry = cache.entryOf(annoId);
+    const shape = entry && toAnnotation(entry);
+    if (!shape) return;
+    editing.add(annoId);
+    store.bulkUpsertAnnotations([shape], REMOTE);
+    rebuild();
+    annotator.setSelected(annoId, selectAction(shape) === UserSelectAction.EDIT);
+    onSelection(annotator.getSelected());
+  }
+
+  /** Shapes Annotorious no longer needs (deselected, nothing queued, saved) go back to the layer. */
+  function releaseIdle(): void {
+    const idle = [...editing].filter((annoId) => !isSelected(annoId) && !sync.has(annoId) && cache.entryOf(annoId));
+    if (idle.length === 0) return;
+    for (const annoId of idle) editing.delete(annoId);
+    store.bulkDeleteAnnotations(
+      idle.filter((annoId) => store.getAnnotation(annoId)),
+      REMOTE,
+    );
+    rebuild();
+  }
+
+  /** A click (not a drag) with the Select tool: the smallest shape under it, unless Annotorious kept one. */
+  const onCanvasClick = (event: OpenSeadragon.CanvasClickEvent): void => {
+    if (!event.quick || tool !== "select" || !visible || annotator.getSelected().length > 0) return;
+    const item = viewer.world.getItemAt(0);
+    const perPixel = screenPixelsPerImagePixel(viewer);
+    if (!item || !perPixel) return;
+    if (stale) rebuild();
+    const at = item.viewerElementToImageCoordinates(event.position);
+    const hit = hitTest(layer.batched, at.x, at.y, HIT_SLOP_PX / perPixel, (POINT_DISC_PX + HIT_SLOP_PX) / perPixel);
+    if (hit) select(hit);
+  };
 
   // -- viewport loading -----------------------------------------------------------------------------
   function visibleRect(): BBox | null {
@@ -251,7 +364,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
       draw(changed);
       undraw(dropped);
       undraw(cache.evict(page.bbox, isBusy));
-      panel.showTruncated(isTruncated(page), page.records.length);
+      panel.showTruncated(isTruncated(page), page.records.length, page.total ?? null);
     },
     offImage: () => undraw(cache.evict(null, isBusy)),
     showMessage: (text) => panel.showMessage(text),
@@ -265,15 +378,27 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
   function renderedIds(): number[] {
     const rect = visibleRect();
     if (!visible || !rect) return [];
+    if (stale) rebuild();
     const [x0, y0, x1, y1] = rect;
-    return store
-      .getIntersecting(x0, y0, x1 - x0, y1 - y0)
-      .map((a) => cache.idOf(a.id))
-      .filter((id): id is number => id !== undefined);
+    const keys = [...keysIn(layer.batched, rect), ...store.getIntersecting(x0, y0, x1 - x0, y1 - y0).map((a) => a.id)];
+    return keys.map((annoId) => cache.idOf(annoId)).filter((id): id is number => id !== undefined);
+  }
+
+  /** The loaded records overlapping the view. */
+  function recordsInView(): AnnotationRecord[] {
+    const rect = visibleRect();
+    if (!rect) return [];
+    const found: AnnotationRecord[] = [];
+    for (const id of cache.ids()) {
+      const record = cache.get(id)?.record;
+      if (record?.bbox && intersects(record.bbox, rect)) found.push(record);
+    }
+    return found;
   }
 
   function updateCount(): void {
     panel.showCount(visible ? { inView: renderedIds().length, loaded: cache.size } : null);
+    panel.renderLegend(visible ? countByLabel(recordsInView(), panel.filter()) : new Map());
   }
 
   // -- edits ----------------------------------------------------------------------------------------
@@ -286,6 +411,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
       return;
     }
     // Saved and deselected at once: the next drag draws the next shape. Click it to edit.
+    editing.add(a.id);
     store.updateAnnotation(
       { ...a, bodies: [{ id: `${a.id}#label`, annotation: a.id, purpose: "classifying", value: label }] },
       REMOTE,
@@ -297,8 +423,9 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
   function onUpdated(a: ImageAnnotation, previous: ImageAnnotation | undefined): void {
     if (previous && JSON.stringify(a.target.selector) === JSON.stringify(previous.target.selector)) return;
     sync.reshape(a.id, (entry) => {
-      const current = store.getAnnotation(a.id);
-      return current ? geometryChanges(entry.record.kind, current.target.selector, extent) : null;
+      // Read when the edit's turn comes; the shape may be back in the layer by then: this edit's shape.
+      const current = store.getAnnotation(a.id) ?? a;
+      return geometryChanges(entry.record.kind, current.target.selector, extent);
     });
   }
 
@@ -318,6 +445,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
   /** Annotorious deleted a shape itself (e.g. Ctrl+Z of a drawing): delete it on the server too. */
   function onDeleted(a: ImageAnnotation): void {
     if (cache.idOf(a.id) !== undefined || sync.has(a.id)) sync.destroy(a.id);
+    else editing.delete(a.id);
   }
 
   // -- selection ------------------------------------------------------------------------------------
@@ -329,6 +457,10 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
   /** A polygon loaded simplified is made editable once its exact geometry is here. */
   function onSelection(chosen: ImageAnnotation[]): void {
     renderSelection();
+    // After this event's other listeners (an edit is queued on deselection): give idle shapes back.
+    setTimeout(() => {
+      if (!destroyed) releaseIdle();
+    }, 0);
     for (const a of chosen) {
       const entry = cache.entryOf(a.id);
       if (!entry || entry.tolerance === 0 || !RESHAPEABLE.has(entry.record.kind)) continue;
@@ -371,6 +503,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
   function setVisible(show: boolean): void {
     visible = show;
     annotator.setVisible(show);
+    layer.setVisible(show);
     panel.showVisible(show);
     if (!show) {
       annotator.cancelSelected();
@@ -403,6 +536,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
 
   const onViewport = (): void => scheduleLoad();
   for (const name of ["open", "viewport-change", "resize"] as const) viewer.addHandler(name, onViewport);
+  viewer.addHandler("canvas-click", onCanvasClick);
 
   setTool("select");
   listLabels(abortAll.signal)
@@ -411,6 +545,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
       colors.setClasses(found);
       panel.renderClasses(classes);
       restyle();
+      updateCount();
       return loadTags();
     })
     .catch((err: unknown) => {
@@ -427,6 +562,21 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
     settled: () => sync.inFlight === 0 && loader.settled(),
     loadedIds: () => cache.ids(),
     renderedIds,
+    drawn: () => {
+      const out: ReturnType<OverlayHandle["drawn"]> = {};
+      if (stale) rebuild();
+      const keys = new Set([...layer.batched.keys, ...editing]);
+      for (const annoId of keys) {
+        const entry = cache.entryOf(annoId);
+        if (!entry) continue;
+        const { id, kind, status, label } = entry.record;
+        const rings = kind === "point" ? 0 : (ringsOf(entry.record)?.length ?? 0);
+        out[id] = { kind, rings, status, label, editing: editing.has(annoId) };
+      }
+      return out;
+    },
+    recordOf: (id) => cache.get(id)?.record ?? null,
+    frameStats: () => ({ frames: layer.frames, lastDrawMs: layer.lastDrawMs }),
     visibleRect,
     destroy: () => {
       destroyed = true;
@@ -435,6 +585,8 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
       abortAll.abort();
       document.removeEventListener("keydown", onKey);
       for (const name of ["open", "viewport-change", "resize"] as const) viewer.removeHandler(name, onViewport);
+      viewer.removeHandler("canvas-click", onCanvasClick);
+      layer.destroy();
       annotator.destroy();
       panel.clear();
     },

@@ -35,6 +35,8 @@ export interface ViewQuery {
 /** One answered query, as the cache merges it. */
 export interface Page extends ViewQuery {
   records: AnnotationRecord[];
+  /** How many overlap the rectangle in all (the server's count when it sampled; absent: not known). */
+  total?: number | null;
   /** performance.now() when the query was sent: edits made here after it win over its answer. */
   startedAt: number;
 }
@@ -56,8 +58,10 @@ export function viewQuery(rect: BBox, screenPerImagePixel: number | null): ViewQ
   return { bbox, simplify, limit: VIEWPORT_LIMIT };
 }
 
-/** Whether an answer filled its limit, so that more annotations may be in view than came back. */
-export function isTruncated(page: Pick<Page, "records" | "limit">): boolean {
+/** Whether more annotations are in view than came back: the server's count says so, or (without one) the
+ * answer filled its limit. The server then sent a sample spread over every label and the view. */
+export function isTruncated(page: Pick<Page, "records" | "limit" | "total">): boolean {
+  if (typeof page.total === "number") return page.total > page.records.length;
   return page.records.length >= page.limit;
 }
 

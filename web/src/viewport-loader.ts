@@ -1,10 +1,11 @@
 // Loading the annotations of the view: after the view has been still for `debounceMs`, the visible level-0
-// rectangle is queried (`viewQuery`); a newer load aborts the one still running. No DOM and no
-// OpenSeadragon: the view is reached through `LoaderView`.
+// rectangle is queried (`viewQuery`, with `sample=true`: when more are in view than `limit`, the server
+// answers a sample spread over every label and the view, and how many there are in all); a newer load
+// aborts the one still running. No DOM and no OpenSeadragon: the view is reached through `LoaderView`.
 
-import { listAnnotations, type BBox } from "./api";
+import { apiFetch, ApiError, isImageId, type AnnotationRecord, type BBox } from "./api";
 import { messageOf } from "./edit-sync";
-import { isTruncated, viewQuery, type Page } from "./viewport-cache";
+import { isTruncated, viewQuery, type Page, type ViewQuery } from "./viewport-cache";
 
 export const DEBOUNCE_MS = 200;
 
@@ -14,6 +15,8 @@ export interface ViewportQuery {
   simplify: number;
   limit: number;
   count: number;
+  /** In the rectangle in all (null: not known). */
+  total: number | null;
   truncated: boolean;
 }
 
@@ -35,6 +38,33 @@ export interface LoaderView {
 
 function isAbort(err: unknown): boolean {
   return err instanceof DOMException && err.name === "AbortError";
+}
+
+/** The annotations of a view: a sample when more than `limit` are in it, with their count (`total`). */
+export async function fetchView(
+  imageId: string,
+  query: ViewQuery,
+  signal?: AbortSignal,
+): Promise<{ records: AnnotationRecord[]; total: number | null }> {
+  if (!isImageId(imageId)) throw new ApiError(404, "not_found", "No such image.");
+  const params = new URLSearchParams({
+    bbox: query.bbox.map((v) => String(Math.round(v * 100) / 100)).join(","),
+    limit: String(query.limit),
+    total: "false", // counted only when the server samples (it has the count then for free)
+    sample: "true",
+  });
+  if (query.simplify > 0) params.set("simplify", String(query.simplify));
+  const response = await apiFetch(`/api/v1/images/${imageId}/annotations?${params.toString()}`, {
+    headers: { Accept: "application/json" },
+    signal: signal ?? null,
+  });
+  if (!response.ok) {
+    const body = (await response.json().catch(() => null)) as { error?: { code?: string; message?: string } } | null;
+    const message = body?.error?.message ?? `${response.status} ${response.statusText}`.trim();
+    throw new ApiError(response.status, body?.error?.code ?? "http_error", message);
+  }
+  const page = (await response.json()) as { items: AnnotationRecord[]; total: number | null };
+  return { records: page.items, total: typeof page.total === "number" ? page.total : null };
 }
 
 export class ViewportLoader {
@@ -105,11 +135,11 @@ export class ViewportLoader {
     this.loading = true;
     const startedAt = performance.now();
     try {
-      const records = await listAnnotations(this.imageId, query, abort.signal);
+      const { records, total } = await fetchView(this.imageId, query, abort.signal);
       if (abort.signal.aborted || this.stopped) return;
-      const page: Page = { ...query, records, startedAt };
+      const page: Page = { ...query, records, total, startedAt };
       this.view.apply(page);
-      this.last = { ...query, count: records.length, truncated: isTruncated(page) };
+      this.last = { ...query, count: records.length, total, truncated: isTruncated(page) };
       this.answered += 1;
     } catch (err) {
       if (isAbort(err) || this.stopped) return;

@@ -55,6 +55,9 @@ describe("isTruncated / intersects", () => {
   it("calls a full page truncated", () => {
     expect(isTruncated({ records: [box(1, [0, 0, 1, 1])], limit: 1 })).toBe(true);
     expect(isTruncated({ records: [], limit: 1 })).toBe(false);
+    // A sampled answer: the server's count decides (a full page of exactly everything is complete).
+    expect(isTruncated({ records: [box(1, [0, 0, 1, 1])], limit: 1, total: 1 })).toBe(false);
+    expect(isTruncated({ records: [box(1, [0, 0, 1, 1])], limit: 1, total: 7 })).toBe(true);
   });
 
   it("counts touching edges as overlap", () => {

@@ -62,7 +62,7 @@ class FakeView implements LoaderView {
 interface Call {
   url: URL;
   signal: AbortSignal | null | undefined;
-  answer: (records: AnnotationRecord[]) => void;
+  answer: (records: AnnotationRecord[], total?: number) => void;
   fail: (status: number, message: string) => void;
 }
 
@@ -80,7 +80,8 @@ beforeEach(() => {
       calls.push({
         url: new URL(String(input), "http://gigavision.test"),
         signal,
-        answer: (records) => resolve(new Response(JSON.stringify({ items: records }), { status: 200 })),
+        answer: (records, total) =>
+          resolve(new Response(JSON.stringify({ items: records, total: total ?? null }), { status: 200 })),
         fail: (status, message) =>
           resolve(new Response(JSON.stringify({ error: { code: "x", message } }), { status })),
       });
@@ -113,6 +114,7 @@ describe("ViewportLoader", () => {
       limit: "2000",
       simplify: "4",
       total: "false",
+      sample: "true", // beyond the limit: a sample spread over every label and the view, with its count
     });
     const done = view.nextDone();
     call.answer([box(1), box(2)]);
@@ -121,11 +123,21 @@ describe("ViewportLoader", () => {
     expect(view.pages[0]).toMatchObject({ bbox: [0, 0, 4000, 3000], simplify: 4, limit: 2000 });
     expect(view.pages[0]?.records.map((r) => r.id)).toEqual([1, 2]);
     expect(loader.loads).toBe(1);
-    const last = { bbox: [0, 0, 4000, 3000], simplify: 4, limit: 2000, count: 2, truncated: false };
+    const last = { bbox: [0, 0, 4000, 3000], simplify: 4, limit: 2000, count: 2, total: null, truncated: false };
     expect(loader.lastQuery).toEqual(last);
     expect(loader.settled()).toBe(true);
     view.rect = [2, 0, 4002, 3000]; // panned by more than a pixel: the answer no longer covers the view
     expect(loader.settled()).toBe(false);
+  });
+
+  it("says how many were in view when the server answered a sample", async () => {
+    loader.schedule();
+    vi.advanceTimersByTime(DEBOUNCE_MS);
+    const done = view.nextDone();
+    calls[0]?.answer([box(1), box(2)], 2400);
+    await done;
+    expect(view.pages[0]?.total).toBe(2400);
+    expect(loader.lastQuery).toMatchObject({ count: 2, total: 2400, truncated: true });
   });
 
   it("aborts a load the view has moved away from", async () => {
