@@ -336,3 +336,13 @@ def test_cli(ws: gv.Workspace, capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert json.loads(out)["annotation"]["status"] == "rejected"
     code, _, _ = run(capsys, *w, "routing", "remove", "production")
     assert code == 0 and routing.list_policies(ws) == []
+
+
+def test_confirming_a_suspect_label_makes_no_copy(api: TestClient, ws: gv.Workspace) -> None:
+    (label,) = ws.annotations.add(
+        image(ws), Annotations.from_boxes([[5, 5, 40, 40]], ["coin"], source=["user:al"], status=["accepted"]), "al"
+    )
+    ws.reviews.add([NewTask(image_id=image(ws), reason="suspect", annotation_id=label, label="coin")], actor="lead")
+    (task,) = api.get("/api/v1/reviews").json()["items"]
+    done = answer(api, task, "accept", actor="ana").json()
+    assert done["result_annotation_id"] == label and ws.annotations.count(image(ws)) == 1

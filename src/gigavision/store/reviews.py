@@ -179,7 +179,8 @@ class ReviewStore:
         """Answer an open task at ``version``; returns the answered task.
 
         One transaction: the task, the proposal's new status and the expert's label are all written or none.
-        accept: the proposal becomes ``accepted`` and a copy is stored as the expert's label; correct: the
+        accept: the proposal becomes ``accepted`` and, when a model made it, a copy is stored as the expert's
+        label (a person's label, as a suspect task shows, is confirmed without a copy); correct: the
         proposal ``rejected``, ``annotation`` (the proposal with the changed fields) stored as the label;
         reject: the proposal ``rejected``, no label; labelled: ``annotations`` stored (an empty list: nothing
         there to label); skip: nothing changes. Labels are ``user:<actor>``, ``accepted``, and link the task,
@@ -263,6 +264,8 @@ class ReviewStore:
         if decision == "reject":
             return []
         if decision == "accept":
+            if not str(proposal["source"]).startswith("model:"):  # a person's label (a suspect) confirmed: no copy
+                return [int(proposal["id"])]
             return _add(store, row.image_id, [_as_label(_shape(proposal), link, source)], actor, None)
         assert annotation is not None
         unknown = sorted(set(annotation) - set(CORRECTABLE) - {"id", "version", "score", "source", "status"})
