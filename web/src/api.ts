@@ -216,8 +216,16 @@ export interface NewAnnotation {
   label: string;
   bbox?: BBox;
   geometry?: GeoJsonGeometry;
+  mask?: AnnotationRecord["mask"];
   source: string;
   status?: AnnotationStatus;
+  attributes?: Record<string, unknown>;
+}
+
+/** The source the viewer gives what it draws: with users the login's own (`user:NAME`, the source QC and the
+ * isolation of annotators read), else `web`. The server stores `web` from a login as `user:NAME` too. */
+export function humanSource(): string {
+  return session?.users ? `user:${session.name}` : "web";
 }
 
 export interface LabelClass {
@@ -270,8 +278,9 @@ export async function createAnnotations(
   annotations: NewAnnotation[],
   actor: string,
 ): Promise<number[]> {
+  const mine = humanSource();
   const answer = await request<{ ids: number[] }>("POST", `${imagePath(imageId)}/annotations`, {
-    annotations,
+    annotations: annotations.map((a) => (a.source === "web" && mine !== "web" ? { ...a, source: mine } : a)),
     actor: actorFor(actor),
   });
   return answer.ids;
@@ -281,7 +290,7 @@ export async function createAnnotations(
 export async function updateAnnotation(
   id: number,
   version: number,
-  changes: Partial<Pick<AnnotationRecord, "label" | "status" | "geometry" | "bbox" | "attributes">>,
+  changes: Partial<Pick<AnnotationRecord, "label" | "status" | "geometry" | "bbox" | "attributes" | "mask">>,
   actor: string,
 ): Promise<AnnotationRecord> {
   return request<AnnotationRecord>("PATCH", annotationPath(id), { version, changes, actor: actorFor(actor) });
@@ -306,4 +315,13 @@ export async function labelPalette(names: string[], signal?: AbortSignal): Promi
 /** One JSON API call for the other typed modules (review-api.ts): the same errors, CSRF and 401 handling. */
 export async function apiJson<T>(method: string, url: string, body?: unknown, signal?: AbortSignal): Promise<T> {
   return request<T>(method, url, body, signal);
+}
+
+/** Adds or replaces a class of the label schema (permission "schema"); a class without `color` gets the
+ * server's palette colour. */
+export async function putLabel(
+  name: string,
+  cls: Pick<LabelClass, "kind"> & Partial<LabelClass>,
+): Promise<LabelClass> {
+  return request<LabelClass>("PUT", `/api/v1/labels/${encodeURIComponent(name)}`, cls);
 }

@@ -3,6 +3,10 @@
 // run one after the other (a PATCH waits for the POST that created it). A 409 means someone else changed
 // it: the annotation is reloaded and the message says the edit was not saved; a 404 means it was deleted.
 // No DOM and no Annotorious here: what the user sees is reached through `SyncView`.
+//
+// Every write the user makes is also a step of `history` (undo.ts): undo and redo are one write each, based on
+// the version of this page's last write to the annotation, so an undo across someone else's edit is a 409 and
+// is refused with their version shown. Copies (paste) and points are created here like drawn shapes.
 
 import {
   ApiError,
@@ -10,9 +14,11 @@ import {
   deleteAnnotation,
   getAnnotation,
   updateAnnotation,
+  type AnnotationKind,
   type AnnotationRecord,
   type NewAnnotation,
 } from "./api";
+import { restoreChanges, stepId, UndoStack, type Step } from "./undo";
 import type { Entry, ViewportCache } from "./viewport-cache";
 
 export type MessageKind = "error" | "conflict" | "info";
@@ -40,10 +46,25 @@ export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** The page's edit queue (one overlay per page): for the tools that are not part of the overlay (annotate.ts). */
+let current: EditSync | null = null;
+
+export function currentSync(): EditSync | null {
+  return current;
+}
+
 export class EditSync {
   private readonly queues = new Map<string, Promise<void>>();
   private running = 0;
   private stopped = false;
+  /** The user's writes, for undo and redo. */
+  readonly history = new UndoStack();
+  /** Version of each annotation after this page's last write to it: what an undo or redo is based on. */
+  private readonly ours = new Map<number, number>();
+  private readonly listeners = new Set<() => void>();
+  private created = 0;
+  /** Called before a drawn shape is stored (e.g. to add a typed label to an empty schema); may throw. */
+  adoptLabel: ((label: string, kind: AnnotationKind) => Promise<void>) | null = null;
 
   constructor(
     /** The image new annotations are stored on. */
@@ -53,7 +74,20 @@ export class EditSync {
     /** Recorded as `source` of new annotations and as the actor of every edit. */
     private readonly actor: string,
     private readonly signal?: AbortSignal,
-  ) {}
+  ) {
+    current = this; // eslint-disable-line @typescript-eslint/no-this-alias
+  }
+
+  /** Calls `listener` after every finished edit (saved, refused or failed); returns how to stop. */
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** The annotation held for a shape, as the server last answered. */
+  recordOf(annoId: string): AnnotationRecord | null {
+    return this.cache.entryOf(annoId)?.record ?? null;
+  }
 
   /** Edits queued or running. */
   get inFlight(): number {
@@ -68,6 +102,8 @@ export class EditSync {
   /** No message, redraw nor reload after this (the page is gone); requests already sent still finish. */
   stop(): void {
     this.stopped = true;
+    this.listeners.clear();
+    if (current === this) current = null;
   }
 
   /** Runs `task` after the edits of `annoId` queued before it. */
@@ -82,7 +118,9 @@ export class EditSync {
       .finally(() => {
         this.running -= 1;
         if (this.queues.get(annoId) === next) this.queues.delete(annoId);
-        if (!this.stopped) this.view.editDone();
+        if (this.stopped) return;
+        this.view.editDone();
+        for (const listener of this.listeners) listener();
       });
     this.queues.set(annoId, next);
   }
@@ -92,6 +130,7 @@ export class EditSync {
     this.enqueue(annoId, async () => {
       let ids: number[];
       try {
+        if (this.adoptLabel) await this.adoptLabel(payload.label, payload.kind);
         ids = await createAnnotations(this.imageId, [payload], this.actor);
       } catch (err) {
         if (!this.stopped) this.view.removeShape(annoId);
@@ -106,16 +145,128 @@ export class EditSync {
         label: payload.label,
         bbox,
         geometry: payload.geometry ?? null,
-        mask: null,
+        mask: payload.mask ?? null,
         score: null,
-        source: this.actor,
-        status: "proposed",
-        attributes: {},
+        source: payload.source === "web" ? this.actor : payload.source,
+        status: payload.status ?? "proposed",
+        attributes: payload.attributes ?? {},
       };
       const entry: Entry = { record, annoId, tolerance: 0, radius: this.view.pointRadius(), changedAt: now() };
       this.cache.add(entry);
+      this.ours.set(id, 1);
+      this.history.record({ now: record, then: null });
+      this.view.draw([entry]);
       this.view.saved(entry);
     });
+  }
+
+  /** Stores a new annotation that has no drawn shape yet (a point, a pasted copy); it is drawn once saved. */
+  add(payload: NewAnnotation, bbox: AnnotationRecord["bbox"]): string {
+    this.created += 1;
+    const annoId = `new-${this.created}-${Date.now().toString(36)}`;
+    this.create(annoId, payload, bbox);
+    return annoId;
+  }
+
+  /** Undoes the user's last write (one request) once the edits queued before it are saved (an edit still
+   * being saved is the last write); false when there is nothing to undo. */
+  async undo(): Promise<boolean> {
+    await this.pending();
+    const step = this.history.takeUndo();
+    if (!step) return false;
+    this.enqueue(this.annoIdOf(stepId(step)), () => this.apply(step, "undo"));
+    return true;
+  }
+
+  /** Redoes the last undone write (one request); false when there is nothing to redo. */
+  async redo(): Promise<boolean> {
+    await this.pending();
+    const step = this.history.takeRedo();
+    if (!step) return false;
+    this.enqueue(this.annoIdOf(stepId(step)), () => this.apply(step, "redo"));
+    return true;
+  }
+
+  /** Resolves when every edit queued now has finished (their promises never reject). */
+  private async pending(): Promise<void> {
+    while (this.queues.size > 0) await Promise.all(this.queues.values());
+  }
+
+  private annoIdOf(id: number): string {
+    return this.cache.get(id)?.annoId ?? `restored-${id}`;
+  }
+
+  /** Writes `step.then` back over `step.now`: PATCH, DELETE (undo a creation) or POST (undo a deletion). */
+  private async apply(step: Step, direction: "undo" | "redo"): Promise<void> {
+    const { now: stored, then } = step;
+    let answer: AnnotationRecord | null = null;
+    try {
+      if (stored && then) {
+        const version = this.ours.get(stored.id) ?? stored.version;
+        answer = await updateAnnotation(stored.id, version, restoreChanges(then), this.actor);
+        this.show(answer);
+      } else if (stored) {
+        await deleteAnnotation(stored.id, this.ours.get(stored.id) ?? stored.version, this.actor);
+        this.ours.delete(stored.id);
+        if (!this.stopped) this.view.undraw(this.cache.forget([stored.id]));
+      } else if (then) {
+        const { kind, label, bbox, geometry, mask, source, status, attributes } = then;
+        const payload: NewAnnotation = { kind, label, source, status, attributes };
+        if (bbox && kind !== "polygon" && kind !== "point") payload.bbox = bbox;
+        if (geometry) payload.geometry = geometry;
+        if (mask) payload.mask = mask;
+        const [id] = await createAnnotations(this.imageId, [payload], this.actor);
+        if (id === undefined) return;
+        answer = { ...then, id, version: 1 };
+        this.history.remap(then.id, id);
+        this.show(answer);
+      }
+    } catch (err) {
+      if (err instanceof ApiError && (err.status === 409 || err.status === 404) && stored) {
+        await this.undoRefused(stored.id, direction, err.status);
+        return;
+      }
+      if (direction === "undo") this.history.redid({ now: step.then, then: step.now }, step.now);
+      throw err;
+    }
+    if (answer) this.ours.set(answer.id, answer.version);
+    if (direction === "undo") this.history.undid(step, answer);
+    else this.history.redid(step, answer);
+  }
+
+  /** Holds and draws `record` as the server answered it. */
+  private show(record: AnnotationRecord): void {
+    if (this.stopped) return;
+    let entry = this.cache.get(record.id);
+    if (entry) {
+      entry.record = record;
+      entry.tolerance = 0;
+      entry.changedAt = now();
+    } else {
+      entry = { record, annoId: `restored-${record.id}`, tolerance: 0, radius: this.view.pointRadius(), changedAt: now() };
+      this.cache.add(entry);
+    }
+    this.view.draw([entry]);
+  }
+
+  /** Someone else changed (409) or deleted (404) the annotation since this page's write: nothing is written,
+   * their version is shown, and the steps about it are dropped. */
+  private async undoRefused(id: number, direction: "undo" | "redo", status: number): Promise<void> {
+    this.history.drop(id);
+    this.ours.delete(id);
+    const entry = status === 409 ? await this.reload(id) : null;
+    if (this.stopped) return;
+    if (status === 404 || !entry) {
+      this.view.undraw(this.cache.forget([id]));
+      this.view.showMessage(`Cannot ${direction}: annotation ${id} was deleted by someone else.`, "conflict");
+      return;
+    }
+    const r = entry.record;
+    this.view.showMessage(
+      `Cannot ${direction}: annotation ${id} was changed by someone else since your edit. Their version is shown ` +
+        `(version ${r.version}, ${r.label}, ${r.status}); nothing was overwritten.`,
+      "conflict",
+    );
   }
 
   /**
@@ -151,8 +302,11 @@ export class EditSync {
         return;
       }
       const { id, version } = entry.record;
+      const before = entry.record;
       try {
         await deleteAnnotation(id, version, this.actor);
+        this.ours.delete(id);
+        this.history.record({ now: null, then: before });
         if (this.stopped) return;
         this.view.undraw(this.cache.forget([id]));
       } catch (err) {
@@ -172,8 +326,11 @@ export class EditSync {
 
   private async patchEntry(entry: Entry, changes: Changes, exact: boolean): Promise<void> {
     const { id, version } = entry.record;
+    const before = entry.record;
     try {
       entry.record = await updateAnnotation(id, version, changes, this.actor);
+      this.ours.set(id, entry.record.version);
+      this.history.record({ now: entry.record, then: before });
       if (this.stopped) return;
       if (exact) entry.tolerance = 0;
       entry.changedAt = now();

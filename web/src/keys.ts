@@ -33,3 +33,22 @@ export function typingInto(target: EventTarget | null): boolean {
     (target instanceof HTMLElement && target.isContentEditable)
   );
 }
+
+/** The annotation tools' commands (annotate.ts): O point tool, Ctrl/Cmd+Z undo, Ctrl/Cmd+Shift+Z and Ctrl+Y
+ * redo, Ctrl/Cmd+C copy and Ctrl/Cmd+V paste the selected shape. */
+export type ToolCommand = "point" | "undo" | "redo" | "copy" | "paste";
+
+export function commandOf(
+  event: Pick<KeyboardEvent, "key" | "ctrlKey" | "metaKey" | "altKey" | "shiftKey">,
+): ToolCommand | null {
+  if (event.altKey) return null;
+  const key = event.key.toLowerCase();
+  if (event.ctrlKey || event.metaKey) {
+    if (key === "z") return event.shiftKey ? "redo" : "undo";
+    if (key === "y" && event.ctrlKey) return "redo";
+    if (key === "c" && !event.shiftKey) return "copy";
+    if (key === "v" && !event.shiftKey) return "paste";
+    return null;
+  }
+  return key === "o" && !event.shiftKey ? "point" : null;
+}

@@ -31,6 +31,16 @@ interface Ellipse extends Shape {
   geometry: { cx: number; cy: number; rx: number; ry: number; bounds: Bounds };
 }
 
+// -- style constants shared with the overlay renderer (owned here, read by drawing-style.ts / overlay.ts) --
+
+/** Radius of a point's disc in screen pixels (4 px discs were too small to see or hit). */
+export const POINT_RADIUS_PX = 7;
+/** Rejected shapes: a dashed outline (dash, gap in screen px), 2 px wide, fully opaque, no fill: clearly
+ * visible yet unmistakably not an accepted label (a faint 1-px line was easy to miss). */
+export const REJECTED_DASH: readonly [number, number] = [6, 4];
+export const REJECTED_STROKE_WIDTH = 2;
+export const REJECTED_STROKE_OPACITY = 1;
+
 /** Kinds whose geometry can be reshaped in the viewer. */
 export const RESHAPEABLE: ReadonlySet<AnnotationKind> = new Set<AnnotationKind>(["box", "polygon"]);
 
@@ -238,3 +248,51 @@ export function bboxOf(annotation: NewAnnotation): BBox | null {
   return [minX, minY, maxX, maxY];
 }
 
+
+function shiftGeometry(geometry: GeoJsonGeometry, dx: number, dy: number): GeoJsonGeometry {
+  const move = (value: unknown): unknown =>
+    isPosition(value) ? [round(value[0] + dx), round(value[1] + dy)] : Array.isArray(value) ? value.map(move) : value;
+  return { type: geometry.type, coordinates: move(geometry.coordinates) } as GeoJsonGeometry;
+}
+
+/**
+ * A copy of `record` to paste (POST body), moved by (`dx`, `dy`) level-0 px and kept inside the image's `extent`
+ * (the shift is reduced where the image ends; masks move by whole pixels). Label and attributes are kept; the
+ * copy is a proposed label of the viewer's `source`. Null for tags and records without a usable shape.
+ */
+export function copyOf(
+  record: AnnotationRecord,
+  dx: number,
+  dy: number,
+  extent: Extent,
+  source: string,
+): { annotation: NewAnnotation; bbox: BBox } | null {
+  const box = record.bbox;
+  if (record.kind === "tag" || !box) return null;
+  const [w, h] = extent;
+  const [x0, y0, x1, y1] = box;
+  const fit = (shift: number, lo: number, hi: number, max: number): number =>
+    Math.max(-lo, Math.min(shift, max - hi));
+  let sx = fit(dx, x0, x1, w);
+  let sy = fit(dy, y0, y1, h);
+  if (record.kind === "mask") {
+    sx = sx >= 0 ? Math.floor(sx) : Math.ceil(sx);
+    sy = sy >= 0 ? Math.floor(sy) : Math.ceil(sy);
+  }
+  const bbox: BBox = [round(x0 + sx), round(y0 + sy), round(x1 + sx), round(y1 + sy)];
+  // A new label of this user: proposed, without a model's prediction attributes.
+  const attributes = Object.fromEntries(
+    Object.entries(record.attributes).filter(([key]) => key !== "model" && key !== "uncertainty"),
+  );
+  const annotation: NewAnnotation = { kind: record.kind, label: record.label, source, attributes };
+  if (record.kind === "box" || record.kind === "mask") annotation.bbox = bbox;
+  if (record.kind === "mask") {
+    if (!record.mask) return null;
+    annotation.mask = record.mask;
+  }
+  if (record.kind === "polygon" || record.kind === "point") {
+    if (!record.geometry) return null;
+    annotation.geometry = shiftGeometry(record.geometry, sx, sy);
+  }
+  return { annotation, bbox };
+}

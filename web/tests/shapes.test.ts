@@ -7,7 +7,9 @@ vi.mock("@annotorious/openseadragon", () => ({
   ShapeType: { ELLIPSE: "ELLIPSE", MULTIPOLYGON: "MULTIPOLYGON", POLYGON: "POLYGON", RECTANGLE: "RECTANGLE" },
 }));
 
-import { geometryChanges, newAnnotation } from "../src/shapes";
+import type { AnnotationRecord } from "../src/api";
+import { copyOf, geometryChanges, newAnnotation } from "../src/shapes";
+import { boxRecord } from "./records";
 
 const EXTENT = [1000, 800] as const;
 
@@ -64,5 +66,35 @@ describe("drawn shapes are stored inside the image", () => {
         ],
       },
     });
+  });
+});
+
+describe("copyOf (paste)", () => {
+  it("moves a polygon's copy and keeps it inside the image", () => {
+    const polygon: AnnotationRecord = {
+      ...boxRecord(1, [90, 10, 100, 20]),
+      kind: "polygon",
+      geometry: { type: "Polygon", coordinates: [[[90, 10], [100, 10], [100, 20], [90, 10]]] },
+      attributes: { grade: "high", model: "m1" },
+      status: "accepted",
+    };
+    const copy = copyOf(polygon, 16, 16, [105, 200], "web");
+    expect(copy?.bbox).toEqual([95, 26, 105, 36]); // x shift cut to 5: the image ends at 105
+    expect(copy?.annotation).toEqual({
+      kind: "polygon",
+      label: "cell",
+      source: "web",
+      attributes: { grade: "high" },
+      geometry: { type: "Polygon", coordinates: [[[95, 26], [105, 26], [105, 36], [95, 26]]] },
+    });
+  });
+
+  it("moves masks by whole pixels with the same RLE, and has nothing to copy of a tag", () => {
+    const mask: AnnotationRecord = { ...boxRecord(2, [0, 0, 4, 4]), kind: "mask", mask: { size: [4, 4], counts: "0`0" } };
+    expect(copyOf(mask, 2.7, 3.2, [100, 100], "web")?.annotation).toMatchObject({
+      bbox: [2, 3, 6, 7],
+      mask: { size: [4, 4], counts: "0`0" },
+    });
+    expect(copyOf({ ...boxRecord(3, [0, 0, 1, 1]), kind: "tag", bbox: null }, 1, 1, [9, 9], "web")).toBeNull();
   });
 });
