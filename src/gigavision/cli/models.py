@@ -16,7 +16,7 @@ import typer
 from rich.table import Column, Table
 
 from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, out_console, print_json, progress_bar
-from gigavision.errors import InvalidInput
+from gigavision.errors import GigavisionError, InvalidInput
 from gigavision.extras import require
 
 if TYPE_CHECKING:
@@ -276,7 +276,7 @@ def evaluate_cmd(
 
 
 def predict_cmd(
-    model_id: Annotated[str, typer.Argument(help="Model id.")],
+    model_id: Annotated[str, typer.Argument(help="Model id, or an alias (production) naming one.")],
     images: Annotated[
         list[str], typer.Argument(help="Image files and/or workspace images (id, unique id prefix or unique name).")
     ],
@@ -467,18 +467,22 @@ def export_model_cmd(
 # -- models list / show / compare / remove -------------------------------------------------------------------
 @models_app.command("list")
 def list_cmd(workspace_opt: WorkspaceOpt = None, json_out: JsonOpt = False) -> None:
-    """Published models, newest first."""
+    """Published models, newest first, with the aliases serving them."""
+    from gigavision.models.aliases import aliases_by_model
     from gigavision.models.store import list_models
 
     with open_ws(workspace_opt) as ws:
         infos = list_models(ws)
+        served = aliases_by_model(ws)
     if json_out:
-        print_json({"items": [{**m.as_dict(), "path": str(m.path)} for m in infos], "count": len(infos)})
+        items = [{**m.as_dict(), "path": str(m.path), "aliases": served.get(m.id, [])} for m in infos]
+        print_json({"items": items, "count": len(infos)})
         return
-    table = Table(Column("id", no_wrap=True), "task", "arch", "dataset", "metric", "value", "created")
+    table = Table(Column("id", no_wrap=True), "task", "arch", "dataset", "metric", "value", "created", "aliases")
     for m in infos:
         value = m.metrics.get(m.headline) if m.headline else None
-        table.add_row(m.id, m.task, m.arch, m.dataset, m.headline or "–", _fmt(value), m.created_at[:19])
+        row = (m.id, m.task, m.arch, m.dataset, m.headline or "–", _fmt(value), m.created_at[:19])
+        table.add_row(*row, ", ".join(served.get(m.id, [])))
     out_console.print(table)
     err_console.print(f"{len(infos)} model(s)")
 
@@ -489,15 +493,23 @@ def show_cmd(
     workspace_opt: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """A model: task, architecture, classes, input, lineage, metrics, files."""
+    """A model: task, architecture, classes, input, lineage (aliases -> model -> dataset version), metrics, files."""
+    from gigavision.models.aliases import lineage, resolve
     from gigavision.models.store import get_model
 
     with open_ws(workspace_opt) as ws:
-        info = get_model(ws, model_id)
+        info = get_model(ws, resolve(ws, model_id))
+        links = lineage(ws, info.id)
     if json_out:
-        print_json({**info.as_dict(), "path": str(info.path)})
+        print_json({**info.as_dict(), "path": str(info.path), "lineage": links})
         return
     _print_model(info)
+    ds = links["dataset"]
+    made = (
+        f" by {ds['created_by']}, {ds['images']} images, {ds['annotations']} annotations" if ds["exists"] else " (gone)"
+    )
+    served = ", ".join(links["aliases"]) or "no alias"
+    out_console.print(f"lineage: {served} -> {info.id} -> {ds['ref']}{made}", highlight=False, soft_wrap=True)
     out_console.print(f"classes ({len(info.classes)}): {', '.join(info.classes)}", highlight=False, soft_wrap=True)
     patch = info.input.patch.model_dump() if info.input.patch is not None else "none"
     out_console.print(f"input: {info.input.size}px, patch {patch}", highlight=False, soft_wrap=True)
@@ -623,3 +635,157 @@ def monitor_cmd(
         lo, hi = band["band"]
         table.add_row(f"{lo:.1f}-{hi:.1f}", str(band["n"]), f"{band['precision']:.3f}")
     out_console.print(table)
+
+
+# -- aliases: models alias set|list|history|remove, models promote, models rollback (issue 14) ----------------
+alias_app = typer.Typer(
+    help="Model aliases (production, staging, any name): what predict --model NAME serves.", no_args_is_help=True
+)
+models_app.add_typer(alias_app, name="alias")
+AliasAsOpt = Annotated[str, typer.Option("--as", help="Who is acting (recorded in the alias history).")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded in the alias history).")]
+ExpectOpt = Annotated[
+    int | None, typer.Option("--expect-version", help="Refuse (conflict) unless the alias is still at this version.")
+]
+
+
+def _print_alias(alias: Any, verb: str) -> None:
+    out_console.print(f"{alias.name} -> {alias.model_id} ({verb}, version {alias.version})", highlight=False)
+
+
+@alias_app.command("set")
+def alias_set_cmd(
+    name: Annotated[str, typer.Argument(help="Alias name (production, staging, ...).")],
+    model_ref: Annotated[str, typer.Argument(help="Model id (or unique prefix, or another alias).")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow a model of another label set or task than the one served.")
+    ] = False,
+    reason: ReasonOpt = "",
+    expect_version: ExpectOpt = None,
+    actor: AliasAsOpt = "cli",
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Point an alias at a model (created when new); predict --model NAME serves it from the next request."""
+    from gigavision.models import aliases
+
+    with open_ws(workspace_opt) as ws:
+        alias = aliases.set_alias(
+            ws, name, model_ref, actor=actor, reason=reason, force=force, expected_version=expect_version
+        )
+    if json_out:
+        print_json(alias.as_dict())
+        return
+    _print_alias(alias, "set")
+
+
+@alias_app.command("list")
+def alias_list_cmd(workspace_opt: WorkspaceOpt = None, json_out: JsonOpt = False) -> None:
+    """Every alias, the model it serves and that model's dataset version."""
+    from gigavision.models import aliases, store
+
+    with open_ws(workspace_opt) as ws:
+        items = []
+        for a in aliases.list_aliases(ws):
+            try:
+                dataset: str | None = store.get_model(ws, a.model_id).dataset
+            except GigavisionError:
+                dataset = None  # the model folder was removed: shown as such
+            items.append({**a.as_dict(), "dataset": dataset})
+    if json_out:
+        print_json({"items": items, "count": len(items)})
+        return
+    table = Table("alias", Column("model", no_wrap=True), "dataset", "version", "by", "at")
+    for item in items:
+        table.add_row(
+            item["name"],
+            item["model"],
+            item["dataset"] or "(model removed)",
+            str(item["version"]),
+            item["updated_by"],
+            item["updated_at"][:19],
+        )
+    out_console.print(table)
+    err_console.print(f"{len(items)} alias(es)")
+
+
+@alias_app.command("history")
+def alias_history_cmd(
+    name: Annotated[str, typer.Argument(help="Alias name.")],
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most recent moves to show.")] = 50,
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The moves of an alias, newest first: set / promote / rollback / remove, who, why, the evidence."""
+    from gigavision.models import aliases
+
+    with open_ws(workspace_opt) as ws:
+        events = aliases.history(ws, name, limit)
+    if json_out:
+        print_json({"alias": name, "items": [e.as_dict() for e in events]})
+        return
+    table = Table("at", "action", "model", "previous", "by", "reason")
+    for e in events:
+        table.add_row(e.at.isoformat()[:19], e.action, e.model_id or "–", e.previous_model_id or "–", e.actor, e.reason)
+    out_console.print(table)
+
+
+@alias_app.command("remove")
+def alias_remove_cmd(
+    name: Annotated[str, typer.Argument(help="Alias name.")],
+    reason: ReasonOpt = "",
+    expect_version: ExpectOpt = None,
+    actor: AliasAsOpt = "cli",
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete an alias (its history stays); predict --model NAME fails from then on."""
+    from gigavision.models import aliases
+
+    with open_ws(workspace_opt) as ws:
+        aliases.remove(ws, name, actor=actor, reason=reason, expected_version=expect_version)
+    if json_out:
+        print_json({"removed": name})
+        return
+    err_console.print(f"removed alias {name}")
+
+
+@models_app.command("promote")
+def promote_cmd(
+    model_ref: Annotated[str, typer.Argument(help="Model id (or unique prefix).")],
+    alias: Annotated[str, typer.Option("--alias", "-a", help="The alias to move.")] = "production",
+    reason: ReasonOpt = "",
+    expect_version: ExpectOpt = None,
+    actor: AliasAsOpt = "cli",
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Point an alias at a model of the same task and label set as the one it serves (checked)."""
+    from gigavision.models import aliases
+
+    with open_ws(workspace_opt) as ws:
+        moved = aliases.promote(ws, alias, model_ref, actor=actor, reason=reason, expected_version=expect_version)
+    if json_out:
+        print_json(moved.as_dict())
+        return
+    _print_alias(moved, "promoted")
+
+
+@models_app.command("rollback")
+def rollback_cmd(
+    alias: Annotated[str, typer.Argument(help="The alias to move back.")],
+    reason: ReasonOpt = "",
+    expect_version: ExpectOpt = None,
+    actor: AliasAsOpt = "cli",
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Point an alias back at the model it served before the current one."""
+    from gigavision.models import aliases
+
+    with open_ws(workspace_opt) as ws:
+        moved = aliases.rollback(ws, alias, actor=actor, reason=reason, expected_version=expect_version)
+    if json_out:
+        print_json(moved.as_dict())
+        return
+    _print_alias(moved, "rolled back")

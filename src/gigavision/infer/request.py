@@ -7,10 +7,11 @@ everywhere (CLI: one line and a non-zero exit; REST: 400; job: failed, the messa
 1. ``PredictRequest(...)`` checks what needs nothing else: the tiling options (``InferOptions.check``), the
    zoom-in spec, the Dask address, the runtime name, and combinations that cannot run together (``--zoom-in``
    with ``--dask``).
-2. ``request.resolve(ws)`` → ``Prediction``: loads the model record and checks the request against it: the
-   expected task, the runtime (``auto``: ONNX when the model has ``model.onnx`` and onnxruntime is installed,
-   else torch; ``onnx`` on a model without the file is refused), the window side of a patch model, the
-   default overlap (64 px, at most a quarter of the window) and the workspace's Dask cluster.
+2. ``request.resolve(ws)`` → ``Prediction``: loads the model record (``model`` may be an alias such as
+   ``production``: ``models.aliases.resolve`` names the model it points at now) and checks the request
+   against it: the expected task, the runtime (``auto``: ONNX when the model has ``model.onnx`` and
+   onnxruntime is installed, else torch; ``onnx`` on a model without the file is refused), the window side
+   of a patch model, the default overlap (64 px, at most a quarter of the window) and the workspace's Dask cluster.
 3. ``prediction.plan(source)`` → whole or tiled, and why: tiled when any tiling option is given, the model was
    trained on patches, or the level the whole-image path reads (``images.resolution.whole_level``, as
    ``models.predict.read_for`` does) has more than ``MAX_PREDICT_PIXELS``; a tiled plan checks the level/mpp
@@ -174,7 +175,9 @@ class PredictRequest:
         if info is None:
             if ws is None:
                 raise InvalidInput(f"model {self.model}: predicting needs a workspace holding the model")
-            info = get_model(ws, self.model)
+            from gigavision.models.aliases import resolve
+
+            info = get_model(ws, resolve(ws, self.model))  # an alias (production) names the model it points at now
         if self.task is not None and info.task != self.task:
             raise InvalidInput(f"model {info.id} is a {info.task} model, not {self.task}; pick a {self.task} model")
         runtime = resolve_runtime(info, self.runtime)

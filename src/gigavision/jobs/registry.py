@@ -34,6 +34,7 @@ for _kind, _path, _isolated in (
     ("evaluate", "gigavision.train.jobs:run_evaluate", True),
     ("predict", "gigavision.infer.jobs:run_predict", True),
     ("ingest", "gigavision.ingest:run_ingest", True),
+    ("loop", "gigavision.active.loop:run_job", True),  # a retraining round: freeze, train, compare, promote
 ):
     KINDS.add(_kind, _path)
     if _isolated:

@@ -1,0 +1,568 @@
+"""Retraining loops: new labels -> the next dataset version -> train -> compare on the same test split -> promote.
+
+A loop (``loops`` table) names a dataset, a training recipe, an alias (``production``), a metric and a margin.
+A round (``run_round``; the ``loop`` job kind; ``gigavision loop run``):
+
+1. freezes the next version of the dataset with the spec of its latest version (same filters, statuses,
+   split ratios, grouping, seed): images of earlier versions keep their split, so test images never move
+   (``datasets/versions.py``); new images fill the splits towards their ratios;
+2. trains the recipe on that version (``warm_start``: from the aliased model's weights) through the ``train``
+   job kind, by name, as the job queue runs it;
+3. predicts the new version's test split with the aliased model (the baseline) and the new one (the
+   candidate), whole images, the same way ``gigavision predict`` does, and scores them per image;
+4. bootstraps the difference ``candidate − baseline`` of the metric over the test images, paired
+   (``metrics/bootstrap.py``, seeded);
+5. promotes the candidate when **the mean difference exceeds the margin and the lower bound of the 95 %
+   interval is above 0** (``decide``): better by at least what the loop asks, and not by chance. The comparison
+   is the promotion's evidence in the alias history and the round's record in ``loop_runs``.
+
+A round is *due* when at least ``every`` new labels exist since the dataset version of the model the alias
+serves (``due``): annotations not made by a model (source not ``model:…``: people, reviews, imports,
+consensus) with a status the dataset freezes (accepted / adjudicated by default), added or changed after that
+version was created (within the version's ``label`` filter, when it has one). Without an aliased model yet,
+the round trains the first model and sets the alias.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from gigavision.errors import Conflict, GigavisionError, InvalidInput, NotFound
+from gigavision.models import aliases
+from gigavision.store.schema import AnnotationRow, LoopRow, LoopRunRow, utcnow
+
+if TYPE_CHECKING:
+    from gigavision.annotations import Annotations
+    from gigavision.datasets.versions import DatasetVersion
+    from gigavision.jobs.context import JobContext
+    from gigavision.metrics.bootstrap import PairedBootstrap
+    from gigavision.models.recipe import Recipe
+    from gigavision.models.store import ModelInfo
+    from gigavision.progress import Progress
+    from gigavision.workspace import Workspace
+
+# the metrics a loop can compare, per task (the first: the default)
+METRICS = {
+    "classify": ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1"),
+    "detect": ("map50", "map", "map75", "ar", "recall_iou60"),
+}
+CONFIDENCE = 0.95
+RESAMPLES = 2000  # classification: all resamples at once in NumPy
+SLOW_RESAMPLES = 300  # detection and multi-label: the task's evaluation once per resample
+SEED = 0
+LOOP_JOB_KEYS = ("loop", "force")
+NO_LABEL = "(none)"
+
+
+@dataclass(frozen=True)
+class Loop:
+    name: str
+    dataset: str
+    recipe: dict[str, Any]
+    every: int
+    metric: str
+    margin: float
+    alias: str
+    warm_start: bool
+    enabled: bool
+    created_by: str
+    created_at: datetime
+
+    @property
+    def task(self) -> str:
+        return str(self.recipe["task"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dataset": self.dataset,
+            "task": self.task,
+            "recipe": self.recipe,
+            "every": self.every,
+            "metric": self.metric,
+            "margin": self.margin,
+            "alias": self.alias,
+            "warm_start": self.warm_start,
+            "enabled": self.enabled,
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+def _loop(row: LoopRow) -> Loop:
+    return Loop(
+        row.name,
+        row.dataset,
+        dict(row.recipe),
+        row.every,
+        row.metric,
+        float(row.margin),
+        row.alias,
+        bool(row.warm_start),
+        bool(row.enabled),
+        row.created_by,
+        row.created_at,
+    )
+
+
+def _run(row: LoopRunRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "loop": row.loop,
+        "status": row.status,
+        "job_id": row.job_id,
+        "dataset": row.dataset_ref,
+        "baseline": row.baseline_model_id,
+        "candidate": row.candidate_model_id,
+        "comparison": row.comparison,
+        "message": row.message,
+        "started_at": row.started_at.isoformat(),
+        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+    }
+
+
+# -- defining loops -----------------------------------------------------------------------------------------
+def _test_split_check(version: DatasetVersion, split: str) -> None:
+    """A loop compares models on the test split: a version without one (or with no image in it) is refused."""
+    if float(version.splits.get(split, 0.0)) <= 0.0:
+        raise InvalidInput(
+            f"dataset {version.ref} has no {split!r} split (its splits: {', '.join(version.splits)}): a loop compares"
+            f" the new model with the served one on a fixed test split; create a version with one, e.g."
+            f" gigavision dataset create {version.name} --split train=0.8,val=0.1,test=0.1"
+        )
+    if not any(True for _ in version.images(split)):
+        raise InvalidInput(f"the {split!r} split of dataset {version.ref} holds no image to compare models on")
+
+
+def create(
+    ws: Workspace,
+    name: str,
+    *,
+    recipe: Mapping[str, Any] | Recipe,
+    dataset: str,
+    every: int,
+    metric: str | None = None,
+    margin: float = 0.0,
+    alias: str = "production",
+    warm_start: bool = False,
+    actor: str = "anonymous",
+) -> Loop:
+    """Define a loop over ``dataset`` (a name: each round freezes its next version) and the training ``recipe``
+    (its fields; ``dataset`` in it is replaced). The dataset's latest version must have a test split."""
+    from gigavision.datasets.spec import check_name, parse_ref
+    from gigavision.datasets.versions import open_version
+    from gigavision.models.recipe import Recipe, load_recipe
+
+    aliases.check_alias_name(name)  # same rules as alias names: a short identifier
+    aliases.check_alias_name(alias)
+    dataset_name, number = parse_ref(dataset)
+    if number is not None:
+        raise InvalidInput(f"dataset {dataset!r}: name the dataset, not a version; each round freezes the next one")
+    check_name(dataset_name)
+    fields = recipe.resolved() if isinstance(recipe, Recipe) else dict(recipe)
+    resolved = load_recipe(overrides={**fields, "dataset": dataset_name}).resolved()  # dotted keys too
+    task = str(resolved["task"])
+    if task not in METRICS:
+        raise InvalidInput(f"loops retrain {' and '.join(METRICS)} models; the recipe trains {task}")
+    if resolved.get("patch"):
+        raise InvalidInput("loops compare whole-image models; this recipe trains on patches")
+    if resolved.get("weights"):
+        raise InvalidInput(
+            "a loop's recipe starts from scratch or pretrained weights; use warm_start for the served model"
+        )
+    chosen = metric or METRICS[task][0]
+    if chosen not in METRICS[task]:
+        raise InvalidInput(f"metric {chosen!r}: a {task} loop compares {', '.join(METRICS[task])}")
+    if isinstance(every, bool) or not isinstance(every, int) or not 1 <= every <= 10_000_000:
+        raise InvalidInput(f"every must be a number of new labels from 1 to 10,000,000, got {every!r}")
+    if not isinstance(margin, int | float) or not -1.0 < float(margin) < 1.0 or margin != margin:
+        raise InvalidInput(f"margin must be a metric difference between -1 and 1, got {margin!r}")
+    _test_split_check(open_version(ws, dataset_name), str(resolved.get("test_split") or "test"))
+    row = LoopRow(
+        name=name,
+        dataset=dataset_name,
+        recipe=resolved,
+        every=every,
+        metric=chosen,
+        margin=float(margin),
+        alias=alias,
+        warm_start=bool(warm_start),
+        enabled=True,
+        created_by=actor,
+        created_at=utcnow(),
+    )
+    try:
+        with ws.session.begin() as s:
+            if s.get(LoopRow, name) is not None:
+                raise Conflict(f"a loop named {name!r} exists already; choose another name")
+            s.add(row)
+    except IntegrityError as exc:
+        raise Conflict(f"a loop named {name!r} exists already; choose another name") from exc
+    return get_loop(ws, name)
+
+
+def get_loop(ws: Workspace, name: str) -> Loop:
+    with ws.session() as s:
+        row = s.get(LoopRow, name)
+        if row is None:
+            known = s.scalars(select(LoopRow.name).order_by(LoopRow.name).limit(20)).all()
+    if row is None:
+        hint = f"; loops: {', '.join(known)}" if known else "; there are no loops yet (gigavision loop create)"
+        raise NotFound(f"no loop {name!r}{hint}")
+    return _loop(row)
+
+
+def list_loops(ws: Workspace) -> list[Loop]:
+    with ws.session() as s:
+        return [_loop(r) for r in s.scalars(select(LoopRow).order_by(LoopRow.name)).all()]
+
+
+def runs(ws: Workspace, name: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The loop's rounds, newest first."""
+    get_loop(ws, name)
+    r = LoopRunRow
+    with ws.session() as s:
+        rows = s.scalars(select(r).where(r.loop == name).order_by(r.id.desc()).limit(max(1, min(limit, 1000)))).all()
+    return [_run(x) for x in rows]
+
+
+def get_run(ws: Workspace, run_id: int) -> dict[str, Any]:
+    with ws.session() as s:
+        row = s.get(LoopRunRow, run_id)
+    if row is None:
+        raise NotFound(f"no loop run {run_id}")
+    return _run(row)
+
+
+# -- when a round is due ------------------------------------------------------------------------------------
+def _baseline(ws: Workspace, loop: Loop) -> ModelInfo | None:
+    """The model the loop's alias serves (None: no alias yet, or its model folder is gone)."""
+    from gigavision.models.store import get_model
+
+    try:
+        return get_model(ws, aliases.get_alias(ws, loop.alias).model_id)
+    except NotFound:
+        return None
+
+
+def _since_version(ws: Workspace, loop: Loop, baseline: ModelInfo | None) -> DatasetVersion:
+    """The version new labels are counted from: the baseline's, when it is a version of this dataset, else the
+    dataset's latest."""
+    from gigavision.datasets.versions import open_version
+
+    if baseline is not None and baseline.dataset.split("@")[0] == loop.dataset:
+        try:
+            return open_version(ws, baseline.dataset)
+        except NotFound:
+            pass
+    return open_version(ws, loop.dataset)
+
+
+def due(ws: Workspace, name: str) -> dict[str, Any]:
+    """Whether the loop should run: ``new_labels`` since the baseline's dataset version against ``every``."""
+    loop = get_loop(ws, name)
+    baseline = _baseline(ws, loop)
+    version = _since_version(ws, loop, baseline)
+    a = AnnotationRow
+    statuses = list(version.spec.get("statuses") or ["accepted", "adjudicated"])
+    where = [
+        a.deleted.is_(False),
+        a.status.in_(statuses),
+        ~a.source.like("model:%"),
+        a.updated_at > version.created_at,
+    ]
+    labels = (version.spec.get("filters") or {}).get("label")
+    if labels:
+        where.append(a.label.in_(list(labels)))
+    with ws.session() as s:
+        count = int(s.scalar(select(func.count()).select_from(a).where(*where)) or 0)
+    return {
+        "loop": loop.name,
+        "alias": loop.alias,
+        "baseline": baseline.id if baseline is not None else None,
+        "since": version.ref,
+        "new_labels": count,
+        "every": loop.every,
+        "due": loop.enabled and (baseline is None or count >= loop.every),
+    }
+
+
+# -- a round ------------------------------------------------------------------------------------------------
+def decide(comparison: PairedBootstrap, margin: float) -> tuple[bool, str]:
+    """The promotion rule: the mean difference exceeds ``margin`` and the interval's lower bound is above 0."""
+    c = comparison
+    summary = (
+        f"{c.metric} {c.candidate:.4f} vs {c.baseline:.4f}: difference {c.difference:+.4f},"
+        f" {c.confidence:.0%} interval [{c.low:+.4f}, {c.high:+.4f}] over {c.n} test images"
+    )
+    if c.difference <= margin:
+        return False, f"{summary}; not better by more than the margin {margin:+.4f}"
+    if c.low <= 0.0:
+        return False, f"{summary}; the interval reaches 0: the gain may be chance"
+    return True, f"{summary}; better by more than the margin {margin:+.4f}"
+
+
+def _scaled(progress: Progress | None, start: float, end: float, what: str) -> Progress | None:
+    if progress is None:
+        return None
+
+    def report(done: float, total: float, message: str = "") -> None:
+        fraction = done / total if total > 0 else 0.0
+        progress(start + (end - start) * min(max(fraction, 0.0), 1.0), 1.0, message or what)
+
+    return report
+
+
+def _next_version(ws: Workspace, loop: Loop, actor: str, progress: Progress | None) -> DatasetVersion:
+    """The dataset's next version with its latest version's spec; the latest itself when nothing changed."""
+    from gigavision.datasets.versions import create_version, open_version
+
+    latest = open_version(ws, loop.dataset)
+    spec = latest.spec
+    try:
+        return create_version(
+            ws,
+            loop.dataset,
+            filters=spec.get("filters") or None,
+            split=spec["split"],
+            stratify=bool(spec.get("stratify")),
+            group_by=str(spec.get("group_by") or "image"),
+            seed=int(spec.get("seed") or 0),
+            statuses=spec.get("statuses"),
+            dup_distance=spec.get("dup_distance"),
+            qc_submissions=bool(spec.get("qc_submissions")),
+            actor=actor,
+            progress=progress,
+        )
+    except Conflict:  # identical content: nothing new since the latest version, which a forced round reuses
+        return latest
+
+
+def _test_items(version: DatasetVersion, split: str) -> tuple[list[str], list[Annotations]]:
+    ids, truths = [], []
+    for entry in version.images(split):
+        ids.append(entry.id)
+        truths.append(version.annotations(entry.id))
+    return ids, truths
+
+
+def _predict(ws: Workspace, info: ModelInfo, image_ids: list[str]) -> list[Annotations]:
+    """Whole-image predictions of ``info`` (torch: the checkpoint training evaluated) on workspace images."""
+    from gigavision.models.predict import Predictor, predict_files
+
+    predictor = Predictor(info, runtime="torch")
+    return [item.annotations for item in predict_files(predictor, image_ids, ws)]
+
+
+def _top_label(ann: Annotations, classes: set[str]) -> str:
+    if not len(ann):
+        return NO_LABEL
+    order = np.argsort(-np.nan_to_num(np.asarray(ann.score, dtype=np.float64), nan=-1.0), kind="stable")
+    for i in order:
+        if str(ann.label[i]) in classes:
+            return str(ann.label[i])
+    return NO_LABEL
+
+
+def compare(
+    ws: Workspace,
+    baseline: ModelInfo,
+    candidate: ModelInfo,
+    version: DatasetVersion,
+    *,
+    metric: str,
+    split: str = "test",
+    seed: int = SEED,
+    progress: Progress | None = None,
+) -> PairedBootstrap:
+    """Both models on the same ``split`` of ``version``, image by image, and the paired bootstrap of ``metric``."""
+    from gigavision.metrics.bootstrap import classification_bootstrap, paired_bootstrap
+
+    _test_split_check(version, split)
+    ids, truths = _test_items(version, split)
+    if progress is not None:
+        progress(0, 2, f"predicting {len(ids)} test images with {baseline.id}")
+    base = _predict(ws, baseline, ids)
+    if progress is not None:
+        progress(1, 2, f"predicting {len(ids)} test images with {candidate.id}")
+    cand = _predict(ws, candidate, ids)
+    task = candidate.task_instance()
+    multi = bool(getattr(task, "multi_label", False))
+    if candidate.task == "classify" and not multi and metric != "micro_f1":
+        classes = set(candidate.classes)
+        keep = [i for i, t in enumerate(truths) if any(str(v) in classes for v in t.label)]
+        if not keep:
+            raise InvalidInput(f"no image of the {split!r} split of {version.ref} has a label the models know")
+        y = [_top_label(truths[i], classes) for i in keep]
+        a = [_top_label(base[i], set(baseline.classes)) for i in keep]
+        b = [_top_label(cand[i], classes) for i in keep]
+        return classification_bootstrap(y, a, b, metric=metric, resamples=RESAMPLES, seed=seed)
+    old_task = baseline.task_instance()
+
+    def value(t: Any, preds: list[Annotations], idx: np.ndarray) -> float:
+        got = t.evaluate([truths[i] for i in idx], [preds[i] for i in idx]).metrics.get(metric)
+        return float("nan") if got is None else float(got)
+
+    def score(idx: np.ndarray) -> tuple[float, float]:
+        return value(old_task, base, idx), value(task, cand, idx)
+
+    return paired_bootstrap(len(ids), score, metric=metric, resamples=SLOW_RESAMPLES, seed=seed)
+
+
+def _train(ws: Workspace, recipe: dict[str, Any], ctx: JobContext | None, progress: Progress | None) -> ModelInfo:
+    """Train through the ``train`` job kind (by name: this stage does not import the training stage)."""
+    from gigavision.jobs.registry import resolve as job_function
+    from gigavision.models.store import get_model
+
+    class _Stage:  # what run_train reads of its context
+        def __init__(self) -> None:
+            self.workspace = ws
+            self.job_id = ctx.job_id if ctx is not None else "loop"
+            self.actor = ctx.actor if ctx is not None else "loop"
+
+        def progress(self, done: float, total: float, message: str = "") -> None:
+            if progress is not None:
+                progress(done, total, message or "training")
+
+    result = job_function("train")(cast("JobContext", _Stage()), {"recipe": recipe})
+    return get_model(ws, str(result["model"]))
+
+
+def _record(ws: Workspace, run_id: int, **values: Any) -> None:
+    with ws.session.begin() as s:
+        row = s.get(LoopRunRow, run_id)
+        assert row is not None
+        for key, value in values.items():
+            setattr(row, key, value)
+
+
+def run_round(
+    ws: Workspace,
+    name: str,
+    *,
+    force: bool = False,
+    actor: str = "anonymous",
+    progress: Progress | None = None,
+    ctx: JobContext | None = None,
+) -> dict[str, Any]:
+    """One round of loop ``name`` (see the module's docstring); returns its ``loop_runs`` record.
+
+    Not due (fewer new labels than ``every``) is an ``InvalidInput`` unless ``force``. A failure is recorded
+    as a ``failed`` run with its message, then raised.
+    """
+    loop = get_loop(ws, name)
+    state = due(ws, name)
+    if not state["due"] and not force:
+        why = "it is disabled" if not loop.enabled else f"{state['new_labels']} new label(s) of {loop.every}"
+        raise InvalidInput(f"loop {name} is not due ({why} since {state['since']}); run it anyway with --force")
+    seen = None
+    with contextlib.suppress(NotFound):
+        seen = aliases.get_alias(ws, loop.alias)
+    baseline = _baseline(ws, loop)
+    if seen is not None and baseline is None:
+        raise NotFound(f"alias {loop.alias} points at model {seen.model_id}, whose folder is gone; set the alias")
+    with ws.session.begin() as s:
+        row = LoopRunRow(
+            loop=name,
+            status="running",
+            job_id=ctx.job_id if ctx is not None else None,
+            baseline_model_id=baseline.id if baseline is not None else None,
+            started_at=utcnow(),
+        )
+        s.add(row)
+        s.flush()
+        run_id = int(row.id)
+    try:
+        return _round(ws, loop, run_id, seen, baseline, actor, progress, ctx)
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, GigavisionError) else f"{type(exc).__name__}: {exc}"
+        _record(ws, run_id, status="failed", message=message[:10_000], finished_at=utcnow())
+        raise
+
+
+def _round(
+    ws: Workspace,
+    loop: Loop,
+    run_id: int,
+    seen: aliases.Alias | None,
+    baseline: ModelInfo | None,
+    actor: str,
+    progress: Progress | None,
+    ctx: JobContext | None,
+) -> dict[str, Any]:
+    from gigavision.models.store import CHECKPOINT
+
+    split = str(loop.recipe.get("test_split") or "test")
+    version = _next_version(ws, loop, actor, _scaled(progress, 0.0, 0.1, "freezing the next dataset version"))
+    _test_split_check(version, split)
+    _record(ws, run_id, dataset_ref=version.ref)
+    recipe = {**loop.recipe, "dataset": version.ref}
+    if loop.warm_start and baseline is not None:
+        recipe["weights"] = str(baseline.path / CHECKPOINT)
+    candidate = _train(ws, recipe, ctx, _scaled(progress, 0.1, 0.8, "training"))
+    _record(ws, run_id, candidate_model_id=candidate.id)
+    reason = f"loop {loop.name} run {run_id} on {version.ref}"
+    evidence: dict[str, Any] = {"loop": loop.name, "run": run_id, "dataset": version.ref, "split": split}
+    if baseline is None:
+        promoted, message = True, f"no model behind alias {loop.alias} yet: {candidate.id} is the first"
+        comparison: dict[str, Any] | None = None
+    else:
+        result = compare(
+            ws,
+            baseline,
+            candidate,
+            version,
+            metric=loop.metric,
+            split=split,
+            progress=_scaled(progress, 0.8, 0.98, "comparing on the test split"),
+        )
+        promoted, message = decide(result, loop.margin)
+        comparison = {
+            **result.to_dict(),
+            "margin": loop.margin,
+            "rule": "difference > margin and interval low > 0",
+            "baseline_model": baseline.id,
+            "candidate_model": candidate.id,
+        }
+    status = "kept"
+    if promoted:
+        try:
+            aliases.promote(
+                ws,
+                loop.alias,
+                candidate.id,
+                actor=actor,
+                reason=reason,
+                evidence={**evidence, "comparison": comparison, "decision": message},
+                expected_version=seen.version if seen is not None else None,
+            )
+            status = "promoted"
+        except (Conflict, InvalidInput) as exc:  # the alias moved meanwhile, or now serves another label set
+            message = f"{message}; not promoted: {exc}"
+    _record(ws, run_id, status=status, comparison=comparison, message=message, finished_at=utcnow())
+    if progress is not None:
+        progress(1, 1, status)
+    return get_run(ws, run_id)
+
+
+def run_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """The ``loop`` job kind: ``{"loop": NAME, "force": false}``; returns the round's record."""
+    unknown = sorted(set(params) - set(LOOP_JOB_KEYS))
+    if unknown:
+        raise InvalidInput(f"unknown loop job parameters {unknown}; known: {', '.join(LOOP_JOB_KEYS)}")
+    force = params.get("force", False)
+    if not isinstance(force, bool):
+        raise InvalidInput(f"force must be true or false, got {force!r}")
+    record = run_round(
+        ctx.workspace, str(params.get("loop") or ""), force=force, actor=ctx.actor, progress=ctx.progress, ctx=ctx
+    )
+    ctx.conclude(f"{record['status']}: {record['message']}"[:500])
+    return record
