@@ -1,0 +1,263 @@
+"""Active learning pays (issue 14): labels needed to reach 95 % of full-data accuracy, per strategy, vs random.
+
+Data: scikit-learn's handwritten digits (1,797 8×8 images, 10 classes) and scikit-image's ``lfw_subset``
+(200 25×25 grey crops, face / non-face), both shipped in the wheels. Per seed: a stratified test split
+(30 %), the rest is the pool; a random seed set; then rounds of ``select(strategy, ...)`` from
+``gigavision.active.selection`` adding a batch of labels each, the model refitted after each round.
+
+Model: the ``probe`` task's recipe (``models/nets/probe.py``): features standardised, scikit-learn's
+multinomial ``LogisticRegression(max_iter=2000)``, the same in every arm. The features are the pixels: a
+probe's usual backbone would be a pretrained timm network, and this machine has no pretrained weights
+offline (no network); a from-scratch classifier per round (dozens of rounds × 7 strategies × 5 seeds) is
+out of reach on 2 shared cores. The standardised pixels are also the "penultimate features" ``badge``,
+``coreset`` and ``hybrid`` use (for a linear model they are what its last layer sees).
+
+Output: one JSON line; ``.bench/active/report.json``, ``report.html`` and one learning-curve SVG per set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import BENCH, emit, log, machine
+from gigavision.active.selection import STRATEGIES, select
+
+TARGET_FRACTION = 0.95  # of the full-data accuracy
+TARGET_RATIO = 0.5  # labels needed / labels needed by random
+SETS = {
+    # name: (seed-set size, batch, most labels tried)
+    "digits": (10, 5, 400),
+    "lfw_subset": (10, 5, 140),
+}
+COLORS = {
+    "random": "#555555",
+    "entropy": "#1f77b4",
+    "margin": "#2ca02c",
+    "least-confidence": "#9467bd",
+    "coreset": "#8c564b",
+    "badge": "#ff7f0e",
+    "hybrid": "#d62728",
+}
+
+
+def load(name: str) -> tuple[np.ndarray, np.ndarray]:
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return d.data.astype(np.float64), d.target.astype(int)
+    from skimage.data import lfw_subset
+
+    x = lfw_subset().reshape(200, -1).astype(np.float64)
+    return x, np.asarray([0] * 100 + [1] * 100)
+
+
+def fit_predict(x: np.ndarray, y: np.ndarray, rows: np.ndarray, seed: int, *targets: np.ndarray) -> list[np.ndarray]:
+    """The probe recipe on the labelled ``rows``; class probabilities of each of ``targets`` (all classes,
+    zeros for classes absent from the labelled rows)."""
+    from sklearn.linear_model import LogisticRegression
+
+    classes = np.unique(y)
+    present = np.unique(y[rows])
+    out = []
+    if len(present) < 2:
+        for t in targets:
+            p = np.zeros((len(t), len(classes)))
+            p[:, np.searchsorted(classes, present[0])] = 1.0
+            out.append(p)
+        return out
+    lr = LogisticRegression(max_iter=2000, random_state=seed)
+    lr.fit(x[rows], y[rows])
+    for t in targets:
+        p = np.zeros((len(t), len(classes)))
+        if len(t):
+            p[:, np.searchsorted(classes, lr.classes_)] = lr.predict_proba(t)
+        out.append(p)
+    return out
+
+
+def curve(
+    x: np.ndarray, y: np.ndarray, test: np.ndarray, pool: np.ndarray, strategy: str, seed: int, sizes: tuple[int, ...]
+) -> tuple[list[int], list[float]]:
+    """Accuracy on ``test`` after each round, from a random seed set of the pool."""
+    seed_n, batch, most = sizes
+    rng = np.random.default_rng(seed)
+    labelled = list(rng.choice(pool, size=seed_n, replace=False))
+    counts, accs = [], []
+    most = min(most, len(pool))
+    while True:
+        rows = np.asarray(labelled)
+        unl = np.setdiff1d(pool, rows)
+        p_unl, p_test = fit_predict(x, y, rows, seed, x[unl], x[test])
+        counts.append(len(rows))
+        accs.append(float((p_test.argmax(1) == np.searchsorted(np.unique(y), y[test])).mean()))
+        if len(rows) >= most or not len(unl):
+            break
+        k = min(batch, most - len(rows), len(unl))
+        picked = select(strategy, p_unl, x[unl], x[rows], k, seed=seed * 1000 + len(rows))
+        if not len(picked):  # everything left is a near-duplicate of something labelled
+            picked = select(strategy, p_unl, x[unl], x[rows], k, seed=seed, dedup=None)
+        labelled.extend(int(i) for i in unl[picked.indices])
+    return counts, accs
+
+
+def labels_needed(counts: list[int], accs: list[float], target: float) -> int:
+    """The first label count whose accuracy reaches ``target``; past the curve's end: its last count (censored)."""
+    for c, a in zip(counts, accs, strict=True):
+        if a >= target:
+            return c
+    return counts[-1]
+
+
+def run_set(name: str, seeds: int, strategies: tuple[str, ...]) -> dict[str, Any]:
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    raw, y = load(name)
+    sizes = SETS[name]
+    out: dict[str, Any] = {"n": len(y), "classes": len(np.unique(y)), "seed_set": sizes[0], "batch": sizes[1]}
+    per: dict[str, list[int]] = {s: [] for s in strategies}
+    curves: dict[str, list[list[float]]] = {s: [] for s in strategies}
+    fulls: list[float] = []
+    counts_ref: list[int] = []
+    for seed in range(seeds):
+        idx = np.arange(len(y))
+        pool, test = train_test_split(idx, test_size=0.3, stratify=y, random_state=seed)
+        x = StandardScaler().fit(raw[pool]).transform(raw)  # pool statistics: no test label or pixel is used
+        (p_full,) = fit_predict(x, y, pool, seed, x[test])
+        full = float((p_full.argmax(1) == np.searchsorted(np.unique(y), y[test])).mean())
+        fulls.append(full)
+        for strategy in strategies:
+            t0 = time.perf_counter()
+            counts, accs = curve(x, y, test, pool, strategy, seed, sizes)
+            per[strategy].append(labels_needed(counts, accs, TARGET_FRACTION * full))
+            # on the round grid (a batch cut short by near-duplicates shifts a curve's counts)
+            grid = np.arange(sizes[0], min(sizes[2], len(pool)) + 1, sizes[1])
+            counts_ref = grid.tolist()
+            curves[strategy].append(np.interp(grid, counts, accs).tolist())
+            log(f"{name} seed {seed} {strategy}: {per[strategy][-1]} labels ({time.perf_counter() - t0:.1f} s)")
+    mean_needed = {s: float(np.mean(v)) for s, v in per.items()}
+    base = mean_needed["random"]
+    ratios = {s: round(v / base, 3) for s, v in mean_needed.items() if s != "random"}
+    singles = {s: r for s, r in ratios.items() if s != "hybrid"}
+    best = min(singles, key=lambda s: singles[s])
+    out.update(
+        full_accuracy=round(float(np.mean(fulls)), 4),
+        target_accuracy=round(TARGET_FRACTION * float(np.mean(fulls)), 4),
+        labels_needed_mean=mean_needed,
+        labels_needed_per_seed=per,
+        pool=int(len(y) - round(0.3 * len(y))),
+        ratio_vs_random=ratios,
+        best_single=best,
+        curves={"labels": counts_ref, "accuracy": {s: np.mean(c, axis=0).round(4).tolist() for s, c in curves.items()}},
+    )
+    return out
+
+
+def svg(name: str, result: dict[str, Any]) -> str:
+    """Mean learning curves as plain SVG text, with the 95 % target as a dashed line."""
+    w, h, m = 640, 400, 50
+    counts = result["curves"]["labels"]
+    accs = result["curves"]["accuracy"]
+    lo = min(min(v) for v in accs.values())
+    lo = max(0.0, min(lo, result["target_accuracy"]) - 0.02)
+    hi = 1.0
+
+    def px(c: float, a: float) -> tuple[float, float]:
+        x = m + (c - counts[0]) / max(1, counts[-1] - counts[0]) * (w - 2 * m)
+        return round(x, 1), round(h - m - (a - lo) / (hi - lo) * (h - 2 * m), 1)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<text x="{m}" y="20">{name}: test accuracy vs labels (mean of seeds)</text>',
+        f'<line x1="{m}" y1="{h - m}" x2="{w - m}" y2="{h - m}" stroke="black"/>',
+        f'<line x1="{m}" y1="{m}" x2="{m}" y2="{h - m}" stroke="black"/>',
+        f'<text x="{w / 2}" y="{h - 12}" text-anchor="middle">labels</text>',
+    ]
+    for c in np.linspace(counts[0], counts[-1], 5):
+        x, _ = px(c, lo)
+        parts.append(f'<text x="{x}" y="{h - m + 16}" text-anchor="middle">{int(c)}</text>')
+    for a in np.linspace(lo, hi, 5):
+        _, y = px(counts[0], a)
+        parts.append(f'<text x="{m - 6}" y="{y + 4}" text-anchor="end">{a:.2f}</text>')
+    x0, yt = px(counts[0], result["target_accuracy"])
+    x1, _ = px(counts[-1], result["target_accuracy"])
+    parts.append(f'<line x1="{x0}" y1="{yt}" x2="{x1}" y2="{yt}" stroke="#999" stroke-dasharray="4 3"/>')
+    for k, (strategy, values) in enumerate(accs.items()):
+        points = " ".join(f"{a},{b}" for a, b in (px(c, v) for c, v in zip(counts, values, strict=True)))
+        color = COLORS.get(strategy, "#000")
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{points}"/>')
+        parts.append(f'<text x="{w - m - 110}" y="{h - m - 20 - 15 * k}" fill="{color}">{strategy}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="2 seeds, digits only")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    args = ap.parse_args()
+    strategies = tuple(s for s in args.strategies.split(",") if s)
+    if "random" not in strategies:
+        strategies = (*strategies, "random")
+    seeds = 2 if args.quick else args.seeds
+    sets = ["digits"] if args.quick else list(SETS)
+    out_dir = BENCH / "active"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results = {name: run_set(name, seeds, strategies) for name in sets}
+    for name, r in results.items():
+        (out_dir / f"curves_{name}.svg").write_text(svg(name, r))
+    report = {"seeds": seeds, "target_fraction": TARGET_FRACTION, "sets": results, "machine": machine()}
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
+    rows = "".join(
+        f"<tr><td>{n}</td><td>{s}</td><td>{r['labels_needed_mean'][s]:.1f}</td>"
+        f"<td>{r['ratio_vs_random'].get(s, 1.0)}</td></tr>"
+        for n, r in results.items()
+        for s in strategies
+    )
+    imgs = "".join(f'<p><img src="curves_{n}.svg" alt="learning curves {n}"></p>' for n in results)
+    (out_dir / "report.html").write_text(
+        "<!doctype html><meta charset=utf-8><title>active learning</title><h1>Labels to 95 % of full accuracy</h1>"
+        f"<table border=1><tr><th>set</th><th>strategy</th><th>labels (mean)</th><th>vs random</th></tr>{rows}"
+        f"</table>{imgs}"
+    )
+    met = {}
+    for n, r in results.items():
+        met[f"{n}_hybrid"] = (
+            r["ratio_vs_random"]["hybrid"] <= TARGET_RATIO if "hybrid" in r["ratio_vs_random"] else None
+        )
+        met[f"{n}_best_single"] = r["ratio_vs_random"][r["best_single"]] <= TARGET_RATIO
+    emit(
+        {
+            "bench": "active",
+            "seeds": seeds,
+            "sets": {
+                n: {
+                    "full_accuracy": r["full_accuracy"],
+                    "labels_needed_mean": {k: round(v, 1) for k, v in r["labels_needed_mean"].items()},
+                    "ratio_vs_random": r["ratio_vs_random"],
+                    "best_single": r["best_single"],
+                }
+                for n, r in results.items()
+            },
+            "target": f"hybrid and best single <= {TARGET_RATIO}x random",
+            "met": met,
+            "report": str(out_dir / "report.html"),
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+"""Active-learning selection: which unlabelled items are worth labelling next, as pure NumPy functions.
+
+``select(strategy, probs, embeddings, labelled_embeddings, budget, seed)`` → ``Selection`` (indices into the
+pool, best first, and each pick's score). Items are images or regions: the callers (image-level selection in
+``active.pool_selection``, region-level selection in big images) only build the arrays.
+
+Strategies:
+
+- ``entropy``, ``margin``, ``least-confidence``: the most uncertain items by their class probabilities, scored
+  as ``infer.uncertainty.class_uncertainty`` scores them (normalised to [0, 1], 1 = most unsure; re-stated
+  here because ``active`` and ``infer`` are sibling layers, and tests keep the two equal). Without class
+  probabilities (detection, segmentation) a per-item ``uncertainty`` is given instead and all three rank by it.
+- ``coreset``: k-center greedy (Sener & Savarese 2018) on the embeddings: each pick is the item farthest from
+  its nearest labelled or already-picked item, so the batch covers the pool's clusters. Score: that distance.
+- ``badge`` (Ash et al. 2020), classifiers only: gradient embeddings ``(p − onehot(argmax p)) ⊗ h`` of the
+  last layer's loss at the predicted label (``h``: the penultimate features given as ``embeddings``),
+  picked by k-means++ seeding, so the batch is both uncertain (long gradients) and diverse. Distances are
+  computed from ``p`` and ``h`` without forming the ``C·D``-wide vectors. Score: the squared distance at
+  pick time (the first pick: its squared gradient norm).
+- ``hybrid``: uncertainty, then diversity. Candidates are the ``HYBRID_POOL × budget`` items with the highest
+  margin uncertainty (or the given ``uncertainty``); each pick is the candidate maximising
+  ``uncertainty × distance to the nearest labelled or already-picked item`` (distance divided by the largest
+  such distance among the candidates when the batch starts), so an uncertain item next to one just chosen
+  loses to a slightly less uncertain one elsewhere. Score: that product.
+- ``random``: a uniform sample (the baseline). Score: 0.
+
+Every batch avoids near-duplicates: an item whose embedding has cosine similarity ≥ ``dedup`` (after
+subtracting the mean embedding of the pool and the labelled items, so that all-positive features do not look
+alike) with a labelled item or an item already in the batch is skipped. ``embeddings=None`` turns that off
+(and is only allowed for the uncertainty strategies and random). A batch can therefore be smaller than the
+budget; ``Selection.skipped`` says how many were passed over as near-duplicates.
+
+Everything is deterministic for a given ``seed`` (ties break by index; random draws use
+``numpy.random.default_rng(seed)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from gigavision.errors import InvalidInput
+
+UNCERTAINTY_STRATEGIES = ("entropy", "margin", "least-confidence")
+DIVERSITY_STRATEGIES = ("coreset", "badge", "hybrid")
+STRATEGIES = (*UNCERTAINTY_STRATEGIES, *DIVERSITY_STRATEGIES, "random")
+DEFAULT_DEDUP = 0.98  # cosine of centred embeddings at or above which two items count as near-duplicates
+HYBRID_POOL = 10  # hybrid's candidates: this many times the budget, the most uncertain first
+_EPS = 1e-12
+_CHUNK = 4096  # rows per matrix product when comparing the pool with the labelled items
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The picks, best first: ``indices`` into the pool and each one's ``scores`` (meaning per strategy);
+    ``uncertainty``: each pick's uncertainty in [0, 1] when probabilities or uncertainties were given (else
+    None); ``skipped``: items passed over as near-duplicates of a labelled item or of an earlier pick."""
+
+    strategy: str
+    indices: np.ndarray
+    scores: np.ndarray
+    uncertainty: np.ndarray | None
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+# -- uncertainty -------------------------------------------------------------------------------------------
+def uncertainty_scores(probs: np.ndarray, method: str = "entropy") -> np.ndarray:
+    """``(N,)`` uncertainty in [0, 1] of ``(N, C)`` class probabilities: ``entropy`` (normalised by log C),
+    ``margin`` (1 − (top1 − top2)) or ``least-confidence`` (1 − top1, rescaled so a uniform row is 1);
+    the definitions of ``infer.uncertainty.class_uncertainty``."""
+    p = _probs(probs)
+    n, c = p.shape
+    if n == 0:
+        return np.zeros(0)
+    if c == 1:  # one sigmoid score: binary entropy in bits
+        s = np.clip(p[:, 0], _EPS, 1 - _EPS)
+        return np.asarray(np.clip(-(s * np.log2(s) + (1 - s) * np.log2(1 - s)), 0.0, 1.0))
+    if method == "entropy":
+        q = np.clip(p / np.maximum(p.sum(axis=1, keepdims=True), _EPS), _EPS, 1.0)
+        out = -(q * np.log(q)).sum(axis=1) / np.log(c)
+    elif method == "margin":
+        top = np.sort(p, axis=1)[:, ::-1]
+        out = 1.0 - (top[:, 0] - top[:, 1])
+    elif method == "least-confidence":
+        out = (1.0 - p.max(axis=1)) * c / (c - 1)
+    else:
+        raise InvalidInput(f"uncertainty method must be one of {', '.join(UNCERTAINTY_STRATEGIES)}, got {method!r}")
+    return np.asarray(np.clip(out, 0.0, 1.0))
+
+
+# -- the one entry point -----------------------------------------------------------------------------------
+def select(
+    strategy: str,
+    probs: np.ndarray | None,
+    embeddings: np.ndarray | None,
+    labelled_embeddings: np.ndarray | None,
+    budget: int,
+    seed: int = 0,
+    *,
+    uncertainty: np.ndarray | None = None,
+    dedup: float | None = DEFAULT_DEDUP,
+) -> Selection:
+    """Pick up to ``budget`` items of a pool of N (see the module docstring).
+
+    ``probs``: ``(N, C)`` class probabilities (None without a classifier); ``uncertainty``: ``(N,)`` in
+    [0, 1] instead of ``probs`` (detection, segmentation: per image or region); ``embeddings``: ``(N, D)``
+    (a classifier's penultimate features for ``badge``); ``labelled_embeddings``: ``(M, D)`` of the items
+    already labelled (None or empty: none); ``dedup``: the near-duplicate cosine threshold (None: off).
+    A budget above N picks all N (callers say so).
+    """
+    if strategy not in STRATEGIES:
+        raise InvalidInput(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget < 1:
+        raise InvalidInput(f"budget must be a whole number ≥ 1, got {budget!r}")
+    if dedup is not None and not (0.0 < dedup <= 1.0):
+        raise InvalidInput(f"dedup must be a cosine similarity in (0, 1], got {dedup!r}")
+    n = _pool_size(probs, embeddings, uncertainty)
+    p = _probs(probs) if probs is not None else None
+    emb = _matrix(embeddings, "embeddings", n) if embeddings is not None else None
+    lab = _labelled(labelled_embeddings, emb)
+    u: np.ndarray | None
+    if uncertainty is not None:
+        u = np.asarray(uncertainty, dtype=np.float64).reshape(-1)
+        if len(u) != n or not np.all(np.isfinite(u)):
+            raise InvalidInput(f"uncertainty must be {n} finite values, got {len(u)}")
+        u = np.clip(u, 0.0, 1.0)
+    elif p is not None:
+        method = strategy if strategy in UNCERTAINTY_STRATEGIES else "margin"
+        u = uncertainty_scores(p, method)
+    else:
+        u = None
+    if strategy in UNCERTAINTY_STRATEGIES and u is None:
+        raise InvalidInput(f"strategy {strategy} needs class probabilities or per-item uncertainty (a model)")
+    if strategy in ("coreset", "hybrid") and emb is None:
+        raise InvalidInput(f"strategy {strategy} needs embeddings of the pool")
+    if strategy == "hybrid" and u is None:
+        raise InvalidInput("strategy hybrid needs class probabilities or per-item uncertainty (a model)")
+    if strategy == "badge" and (p is None or emb is None or p.shape[1] < 2):
+        raise InvalidInput("strategy badge needs a classifier's probabilities (≥ 2 classes) and penultimate features")
+    budget = min(int(budget), n)
+    rng = np.random.default_rng(seed)
+    dup = _Dedup(emb, lab, dedup) if emb is not None and dedup is not None else None
+    picks: list[int] = []
+    scores: list[float] = []
+    if n == 0:
+        pass
+    elif strategy in UNCERTAINTY_STRATEGIES:
+        assert u is not None
+        picks, scores = _ranked(u, budget, dup)
+    elif strategy == "random":
+        picks, scores = _ranked(np.zeros(n), budget, dup, order=rng.permutation(n))
+    elif strategy == "coreset":
+        assert emb is not None
+        picks, scores = _k_center(emb, lab, budget, dup, rng)
+    elif strategy == "hybrid":
+        assert emb is not None and u is not None
+        picks, scores = _hybrid(emb, lab, u, budget, dup)
+    else:
+        assert p is not None and emb is not None
+        picks, scores = _badge(p, emb, budget, dup, rng)
+    idx = np.asarray(picks, dtype=np.int64)
+    return Selection(
+        strategy,
+        idx,
+        np.asarray(scores, dtype=np.float64),
+        None if u is None else u[idx],
+        dup.skipped if dup is not None else 0,
+    )
+
+
+# -- checks ------------------------------------------------------------------------------------------------
+def _probs(probs: np.ndarray) -> np.ndarray:
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 1:
+        raise InvalidInput(f"class probabilities must be (N, C), got shape {p.shape}")
+    if not np.all(np.isfinite(p)) or (p.size and (p.min() < 0 or p.max() > 1 + 1e-6)):
+        raise InvalidInput("class probabilities must be finite numbers in [0, 1]")
+    return p
+
+
+def _matrix(values: np.ndarray, name: str, n: int) -> np.ndarray:
+    m = np.asarray(values, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != n or m.shape[1] < 1:
+        raise InvalidInput(f"{name} must be ({n}, D), got shape {m.shape}")
+    if not np.all(np.isfinite(m)):
+        raise InvalidInput(f"{name} must be finite numbers")
+    return m
+
+
+def _pool_size(probs: np.ndarray | None, embeddings: np.ndarray | None, uncertainty: np.ndarray | None) -> int:
+    sizes = {len(a) for a in (probs, embeddings, uncertainty) if a is not None}
+    if not sizes:
+        raise InvalidInput("give the pool's class probabilities, uncertainty or embeddings")
+    if len(sizes) > 1:
+        raise InvalidInput(f"probabilities, uncertainty and embeddings disagree on the pool size: {sorted(sizes)}")
+    return sizes.pop()
+
+
+def _labelled(labelled: np.ndarray | None, emb: np.ndarray | None) -> np.ndarray:
+    if labelled is None or len(labelled) == 0 or emb is None:
+        return np.zeros((0, emb.shape[1] if emb is not None else 1))
+    lab = np.asarray(labelled, dtype=np.float64)
+    if lab.ndim != 2 or lab.shape[1] != emb.shape[1] or not np.all(np.isfinite(lab)):
+        raise InvalidInput(f"labelled embeddings must be finite (M, {emb.shape[1]}), got shape {lab.shape}")
+    return lab
+
+
+# -- near-duplicates ---------------------------------------------------------------------------------------
+class _Dedup:
+    """Tracks each pool item's highest cosine similarity (centred embeddings) to the labelled items and the
+    picks so far; ``ok(i)`` is False for a near-duplicate, counted in ``skipped``."""
+
+    def __init__(self, emb: np.ndarray, lab: np.ndarray, threshold: float) -> None:
+        centre = np.concatenate([emb, lab]).mean(axis=0)
+        self.unit = _unit(emb - centre)
+        self.threshold = threshold
+        self.best = np.full(len(emb), -np.inf)
+        self.skipped = 0
+        if len(lab):
+            lab_unit = _unit(lab - centre)
+            for start in range(0, len(emb), _CHUNK):
+                sims = self.unit[start : start + _CHUNK] @ lab_unit.T
+                self.best[start : start + _CHUNK] = sims.max(axis=1)
+
+    def ok(self, i: int) -> bool:
+        if self.best[i] >= self.threshold:
+            self.skipped += 1
+            return False
+        return True
+
+    def blocked(self) -> np.ndarray:
+        return np.asarray(self.best >= self.threshold)
+
+    def add(self, i: int) -> None:
+        np.maximum(self.best, self.unit @ self.unit[i], out=self.best)
+
+
+def _unit(m: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    return np.asarray(m / np.maximum(norms, _EPS))
+
+
+# -- strategies --------------------------------------------------------------------------------------------
+def _ranked(
+    score: np.ndarray, budget: int, dup: _Dedup | None, order: np.ndarray | None = None
+) -> tuple[list[int], list[float]]:
+    """Walk ``order`` (default: highest score first, ties by index) taking items that are no near-duplicate."""
+    if order is None:
+        order = np.lexsort((np.arange(len(score)), -score))
+    picks: list[int] = []
+    for i in order:
+        i = int(i)
+        if dup is not None and not dup.ok(i):
+            continue
+        picks.append(i)
+        if dup is not None:
+            dup.add(i)
+        if len(picks) == budget:
+            break
+    return picks, [float(score[i]) for i in picks]
+
+
+def _sq_dist_to(emb: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """``(N,)`` squared Euclidean distance of each row of ``emb`` to its nearest row of ``centres``."""
+    out = np.full(len(emb), np.inf)
+    if not len(centres):
+        return out
+    sq = (emb**2).sum(axis=1)
+    for start in range(0, len(centres), _CHUNK):
+        c = centres[start : start + _CHUNK]
+        d = sq[:, None] + (c**2).sum(axis=1)[None, :] - 2.0 * emb @ c.T
+        np.minimum(out, d.min(axis=1), out=out)
+    return np.asarray(np.maximum(out, 0.0))
+
+
+def _greedy(
+    n: int,
+    budget: int,
+    dup: _Dedup | None,
+    value: Callable[[np.ndarray], np.ndarray],
+    update: Callable[[int], None],
+    allowed: np.ndarray | None = None,
+) -> tuple[list[int], list[float]]:
+    """Take, ``budget`` times, the allowed item of highest ``value(taken mask)`` (ties: lowest index),
+    skipping near-duplicates; ``update(i)`` after each pick."""
+    taken = np.zeros(n, dtype=bool) if allowed is None else ~allowed
+    picks: list[int] = []
+    scores: list[float] = []
+    while len(picks) < budget:
+        if dup is not None:
+            newly = dup.blocked() & ~taken
+            dup.skipped += int(newly.sum())
+            taken |= newly
+        if taken.all():
+            break
+        v = np.where(taken, -np.inf, value(taken))
+        i = int(np.argmax(v))
+        picks.append(i)
+        scores.append(float(v[i]))
+        taken[i] = True
+        if dup is not None:
+            dup.add(i)
+        update(i)
+    return picks, scores
+
+
+def _k_center(
+    emb: np.ndarray, lab: np.ndarray, budget: int, dup: _Dedup | None, rng: np.random.Generator
+) -> tuple[list[int], list[float]]:
+    """k-center greedy; with nothing labelled the first pick is drawn at random (the seed)."""
+    dist = np.sqrt(_sq_dist_to(emb, lab))
+    cold = not np.isfinite(dist).any()
+    if cold:  # no centre yet: the drawn item scores 0 and wins, every other item waits for a centre
+        dist = np.full(len(emb), -1.0)
+        dist[int(rng.integers(len(emb)))] = 0.0
+
+    def update(i: int) -> None:
+        nonlocal cold
+        far = np.linalg.norm(emb - emb[i], axis=1)
+        if cold:
+            dist[:] = far
+            cold = False
+        else:
+            np.minimum(dist, far, out=dist)
+
+    return _greedy(len(emb), budget, dup, lambda _: dist, update)
+
+
+def _hybrid(
+    emb: np.ndarray, lab: np.ndarray, u: np.ndarray, budget: int, dup: _Dedup | None
+) -> tuple[list[int], list[float]]:
+    n = len(emb)
+    keep = min(n, HYBRID_POOL * budget)
+    candidates = np.lexsort((np.arange(n), -u))[:keep]
+    allowed = np.zeros(n, dtype=bool)
+    allowed[candidates] = True
+    dist = np.sqrt(_sq_dist_to(emb, lab))
+    scale = [_spread(dist[candidates])]  # None until there is a labelled or picked item to measure from
+
+    def value(_: np.ndarray) -> np.ndarray:
+        if scale[0] is None:
+            return u.copy()
+        return np.asarray(u * np.minimum(dist / scale[0], 1.0))
+
+    def update(i: int) -> None:
+        np.minimum(dist, np.linalg.norm(emb - emb[i], axis=1), out=dist)
+        if scale[0] is None:
+            scale[0] = _spread(dist[candidates])
+
+    return _greedy(n, budget, dup, value, update, allowed)
+
+
+def _spread(dist: np.ndarray) -> float | None:
+    """The largest finite distance (hybrid's unit), None when there is none yet."""
+    finite = dist[np.isfinite(dist)]
+    if not len(finite):
+        return None
+    return float(finite.max()) if finite.max() > 0 else 1.0
+
+
+def _badge(
+    p: np.ndarray, h: np.ndarray, budget: int, dup: _Dedup | None, rng: np.random.Generator
+) -> tuple[list[int], list[float]]:
+    """k-means++ seeding on ``g_i = (p_i − e_{argmax p_i}) ⊗ h_i``; ``|g_i − g_j|² = |a_i|²|h_i|² + |a_j|²|h_j|²
+    − 2 (a_i·a_j)(h_i·h_j)`` with ``a = p − onehot``, so no ``C·D`` vector is formed."""
+    n = len(p)
+    a = p.copy()
+    a[np.arange(n), np.argmax(p, axis=1)] -= 1.0
+    norm2 = (a**2).sum(axis=1) * (h**2).sum(axis=1)
+    d2 = norm2.copy()  # the first pick: the longest gradient (deterministic), then D² sampling
+    picks: list[int] = []
+    scores: list[float] = []
+    taken = np.zeros(n, dtype=bool)
+    while len(picks) < budget:
+        if dup is not None:
+            newly = dup.blocked() & ~taken
+            dup.skipped += int(newly.sum())
+            taken |= newly
+        if taken.all():
+            break
+        w = np.where(taken, 0.0, np.maximum(d2, 0.0))
+        if not picks:
+            i = int(np.argmax(np.where(taken, -np.inf, norm2)))
+        elif w.sum() <= _EPS:  # every remaining item sits on a centre: take them in index order
+            i = int(np.argmin(taken))
+        else:
+            i = int(rng.choice(n, p=w / w.sum()))
+        picks.append(i)
+        scores.append(float(norm2[i] if len(picks) == 1 else d2[i]))
+        taken[i] = True
+        if dup is not None:
+            dup.add(i)
+        dist = norm2 + norm2[i] - 2.0 * (a @ a[i]) * (h @ h[i])
+        np.minimum(d2, np.maximum(dist, 0.0), out=d2)
+    return picks, scores
