@@ -19,6 +19,13 @@ export const VERSION_COLORS = ["#00c2ff", "#ffb000", "#ff4fd8", "#39e75f", "#ff5
 
 const ACTOR_KEY = "gigavision.actor";
 
+declare global {
+  interface Window {
+    /** Test hook: the adjudication screen's viewer. */
+    __gvAdjudicate?: { viewer: OpenSeadragon.Viewer };
+  }
+}
+
 /** Who acts: the login, or in a workspace without users the name typed in (remembered in this browser). */
 export function actingName(): string {
   const me = currentSession();
@@ -234,6 +241,7 @@ export function showAdjudication(root: HTMLElement, itemId: number): () => void 
 
   const viewer = OpenSeadragon({ ...viewerOptions(container), animationTime: 0.3 });
   container.append(toolbar(viewer));
+  window.__gvAdjudicate = { viewer };
   const overlays = new Map<string, SVGSVGElement>();
   const toggles: { name: string; box: HTMLInputElement }[] = [];
 
@@ -303,7 +311,7 @@ export function showAdjudication(root: HTMLElement, itemId: number): () => void 
             { class: "muted" },
             submission.labels === null
               ? "labels hidden while the item is open"
-              : `${labels.length} labels: ${[...byLabel].map(([k, v]) => `${k} ×${v}`).join(", ") || "none"}`,
+              : `${labels.length} label${labels.length === 1 ? "" : "s"}: ${[...byLabel].map(([k, v]) => `${k} ×${v}`).join(", ") || "none"}`,
           ),
           choose,
         ),
@@ -342,5 +350,6 @@ export function showAdjudication(root: HTMLElement, itemId: number): () => void 
     abort.abort();
     document.removeEventListener("keydown", onKey);
     viewer.destroy();
+    delete window.__gvAdjudicate;
   };
 }

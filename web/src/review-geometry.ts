@@ -60,3 +60,35 @@ export function tilesFor(
   for (let row = r0; row <= r1; row += 1) for (let col = c0; col <= c1; col += 1) tiles.push({ level, col, row });
   return tiles;
 }
+
+type Kind = "tag" | "box" | "polygon" | "mask" | "point";
+
+/** The label an expert gives a selected region (or a whole image) with one key, in the shape its class takes
+ * (the server refuses a shape of another kind): a tag, the region as a box or a rectangle polygon, or its centre
+ * as a point. Null: a class that needs drawing (a mask), or a region-shaped class without a region. */
+export function regionLabel(
+  kind: Kind | undefined,
+  label: string,
+  region: BBox | null,
+): { kind: Kind; label: string; source: string; bbox?: BBox; geometry?: { type: string; coordinates: unknown } } | null {
+  const source = "review";
+  if (kind === "tag") return { kind, label, source };
+  if (!region) return kind === undefined ? { kind: "tag", label, source } : null;
+  const [x0, y0, x1, y1] = region;
+  switch (kind) {
+    case undefined:
+    case "box":
+      return { kind: "box", label, source, bbox: region };
+    case "polygon":
+      return {
+        kind,
+        label,
+        source,
+        geometry: { type: "Polygon", coordinates: [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]] },
+      };
+    case "point":
+      return { kind, label, source, geometry: { type: "Point", coordinates: [(x0 + x1) / 2, (y0 + y1) / 2] } };
+    default:
+      return null;
+  }
+}

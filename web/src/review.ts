@@ -5,7 +5,15 @@
 
 import OpenSeadragon from "openseadragon";
 
-import { ApiError, getImage, listLabels, type AnnotationRecord, type ImageInfo, type NewAnnotation } from "./api";
+import {
+  ApiError,
+  getImage,
+  listLabels,
+  type AnnotationRecord,
+  type ImageInfo,
+  type LabelClass,
+  type NewAnnotation,
+} from "./api";
 import { el } from "./dom";
 import { typingInto } from "./keys";
 import {
@@ -23,7 +31,7 @@ import {
 import { drawShapes, tileSourceOf } from "./review-draw";
 import type { ProposalEditor } from "./review-edit";
 import { bandOf, parseFilters, REASONS, reviewHash, SCORE_BANDS } from "./review-filters";
-import { contextRect, taskRegion, tilesFor } from "./review-geometry";
+import { contextRect, regionLabel, taskRegion, tilesFor } from "./review-geometry";
 import { REVIEW_KEYS_HINT, reviewActionOf, type ReviewAction } from "./review-keys";
 import { TaskQueue } from "./review-queue";
 import { toolbar, viewerOptions } from "./viewer";
@@ -34,6 +42,8 @@ declare global {
     __gvReview?: {
       viewer: OpenSeadragon.Viewer;
       taskId: () => number | null;
+      /** The task whose region is in view with its proposal drawn (null: none yet, or the end). */
+      shown: number | null;
       switches: number[];
       tilesLoaded: number[];
     };
@@ -54,6 +64,7 @@ export function showReview(root: HTMLElement, query: string): () => void {
   const images = new Map<string, Promise<ImageInfo>>();
   const warmed = new Set<string>();
   let labels: string[] = [];
+  let classes: Record<string, LabelClass> = {};
   let picked: string | null = null;
   let editing = false;
   let editor: ProposalEditor | null = null;
@@ -108,6 +119,7 @@ export function showReview(root: HTMLElement, query: string): () => void {
   const hook: NonNullable<Window["__gvReview"]> = {
     viewer,
     taskId: () => queue.current?.id ?? null,
+    shown: null,
     switches: [],
     tilesLoaded: [],
   };
@@ -158,6 +170,7 @@ export function showReview(root: HTMLElement, query: string): () => void {
       viewer.removeOverlay(proposalOverlay);
       proposalOverlay = null;
     }
+    hook.shown = null;
     if (!task) {
       card.replaceChildren();
       state.textContent = queue.position > 0 ? "No more open tasks here: all done." : "No open tasks match these filters.";
@@ -179,6 +192,7 @@ export function showReview(root: HTMLElement, query: string): () => void {
     const [x0, y0, x1, y1] = contextRect(taskRegion(task), image.width, image.height);
     viewer.viewport.fitBounds(viewer.viewport.imageToViewportRectangle(x0, y0, x1 - x0, y1 - y0), true);
     proposalOverlay = drawProposal(task);
+    hook.shown = task.id;
   }
 
   function openInViewer(image: ImageInfo): Promise<void> {
@@ -252,10 +266,10 @@ export function showReview(root: HTMLElement, query: string): () => void {
       const c: ReviewCounts = await reviewCounts(filters, abort.signal);
       counts.textContent = `${c.open.toLocaleString("en-US")} open · ${c.answered.toLocaleString("en-US")} answered · ${answeredHere} by you here`;
       if (labels.length === 0) {
-        labels = Object.keys(c.by_label).sort();
+        labels = Object.keys(c.by_label).filter(Boolean).sort();
         renderLabels(queue.current);
       }
-      filterBar.offerLabels(Object.keys(c.by_label));
+      filterBar.offerLabels(Object.keys(c.by_label).filter(Boolean));
     } catch (err) {
       if (!abort.signal.aborted) counts.textContent = `counts unavailable: ${err instanceof ApiError ? err.message : String(err)}`;
     }
@@ -368,12 +382,14 @@ export function showReview(root: HTMLElement, query: string): () => void {
       conflict.hidden = false;
       return;
     }
-    // A region is labelled as a box of the picked class; an image without a region as a tag.
-    const region = task.region;
-    const rec: NewAnnotation = region
-      ? { kind: "box", label: picked, bbox: region, source: "review" }
-      : { kind: "tag", label: picked, source: "review" };
-    await answer(task, { decision: "labelled", version: task.version, annotations: [rec] });
+    // One key, one label in the shape its class takes (a tag, the region as a box or polygon, its centre).
+    const rec = regionLabel(classes[picked]?.kind, picked, task.region);
+    if (!rec) {
+      conflict.textContent = `“${picked}” is a ${classes[picked]?.kind ?? "?"} class: draw it in the viewer (Open in the viewer).`;
+      conflict.hidden = false;
+      return;
+    }
+    await answer(task, { decision: "labelled", version: task.version, annotations: [rec as NewAnnotation] });
   }
 
   function act(action: ReviewAction): void {
@@ -451,6 +467,7 @@ export function showReview(root: HTMLElement, query: string): () => void {
   // -- start -------------------------------------------------------------------------------------------
   listLabels(abort.signal).then(
     (schema) => {
+      classes = schema;
       const names = Object.keys(schema);
       if (names.length > 0) labels = names;
       renderLabels(queue.current);

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 
 import { currentOf, filterQuery } from "../src/review-api";
 import { parseBand, parseFilters, reviewHash } from "../src/review-filters";
-import { contextRect, taskRegion, tilesFor } from "../src/review-geometry";
+import { contextRect, regionLabel, taskRegion, tilesFor } from "../src/review-geometry";
 import { imagesQuery, listHash, pageCount, parseListQuery } from "../src/list-query";
 
 describe("review filters in the hash", () => {
@@ -72,5 +72,18 @@ describe("the image list's query", () => {
     expect(listHash({ page: 1 })).toBe("#/");
     expect(pageCount(0, 50)).toBe(1);
     expect(pageCount(101, 50)).toBe(3);
+  });
+});
+
+describe("a region labelled with one key", () => {
+  it("takes the shape its class takes", () => {
+    const region: [number, number, number, number] = [10, 20, 30, 60];
+    expect(regionLabel(undefined, "x", region)).toMatchObject({ kind: "box", bbox: region });
+    expect(regionLabel(undefined, "x", null)).toMatchObject({ kind: "tag" });
+    expect(regionLabel("tag", "x", region)).toMatchObject({ kind: "tag" });
+    expect(regionLabel("point", "x", region)).toMatchObject({ kind: "point", geometry: { type: "Point", coordinates: [20, 40] } });
+    expect(regionLabel("polygon", "x", region)?.geometry?.coordinates).toEqual([[[10, 20], [30, 20], [30, 60], [10, 60], [10, 20]]]);
+    expect(regionLabel("mask", "x", region)).toBeNull(); // drawn in the viewer
+    expect(regionLabel("box", "x", null)).toBeNull();
   });
 });

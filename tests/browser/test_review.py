@@ -1,0 +1,248 @@
+"""The expert screens in Debian's chromium under the server's real CSP: the review inbox answered with the keyboard
+(A accept, R reject, a 409 showing the other expert's answer, N skip, 1-9 + Enter relabel, P back), the next task
+shown from the prefetch (no request for it after the answer), the QC work queue handing an item in, the
+adjudication screen choosing a version, and the image list's search.
+
+Set ``GIGAVISION_SCREENSHOTS=DIR`` to also save a screenshot of each screen there (docs/img/ is made that way).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+import gigavision as gv
+from gigavision.active.quality import QualityControl
+from gigavision.annotations import Annotations
+from gigavision.store.reviews import NewTask
+from tests.browser.conftest import run_server
+
+pytestmark = pytest.mark.browser
+
+# Boxes on scikit-image's astronaut (512 x 512): [label, bbox, score], highest priority first.
+PROPOSALS: list[tuple[str, list[float], float]] = [
+    ("face", [170, 40, 290, 190], 0.55),
+    ("flag", [440, 20, 512, 110], 0.48),
+    ("face", [10, 300, 90, 380], 0.52),
+    ("patch", [300, 300, 380, 380], 0.61),
+]
+
+
+TILES_LOADED = """() => {
+  const hook = window.__gvReview || window.__gvAdjudicate;
+  const item = hook && hook.viewer.world.getItemAt(0);
+  return !item || item.getFullyLoaded();
+}"""
+
+
+@dataclass
+class Setup:
+    base_url: str
+    workspace: Path
+    image_id: str
+    tasks: list[int]
+    qc_item: int
+
+
+def _box(label: str, bbox: list[float], source: str, score: float | None = None) -> dict[str, Any]:
+    return {"kind": "box", "label": label, "bbox": bbox, "source": source, "status": "proposed", "score": score}
+
+
+@pytest.fixture(scope="module")
+def review_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    from PIL import Image
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("review")
+    Image.fromarray(data.astronaut()).save(root / "astronaut.png")
+    with gv.init_workspace(root / "ws") as ws:
+        (result,) = ws.ingest([root / "astronaut.png"])
+        assert result.id is not None
+        image_id = result.id
+        canvas = ws.canvas(image_id)
+        records = [_box(label, bbox, "model:m1", score) for label, bbox, score in PROPOSALS]
+        ids = ws.annotations.add(image_id, Annotations.from_records(records, canvas=canvas), "predict")
+        ws.reviews.add(
+            [
+                NewTask(
+                    image_id=image_id,
+                    reason="uncertain",
+                    region=tuple(bbox),  # type: ignore[arg-type]
+                    annotation_id=aid,
+                    model_id="m1",
+                    label=label,
+                    score=score,
+                    uncertainty=1 - score,
+                    priority=10 - i,
+                )
+                for i, (aid, (label, bbox, score)) in enumerate(zip(ids, PROPOSALS, strict=True))
+            ],
+            actor="predict",
+        )
+        # a region picked by active learning, to label (no proposal)
+        ws.reviews.add([NewTask(image_id=image_id, reason="selected", region=(0, 0, 160, 160), priority=0)], actor="al")
+        tasks = [t["id"] for t in ws.reviews.page(offset=0, limit=10)[0]]
+        # A QC item both annotators label differently: ben's version is handed in here, ana's in the browser.
+        qc = QualityControl(ws)
+        (item,) = qc.add_items(image_id, "box", actor="lead", regions=[[0, 0, 512, 512]], required=2)
+        qc.assign([item["id"]], actor="lead", annotators=["ana", "ben"])
+        ben = Annotations.from_records([_box("face", [170, 40, 290, 190], "user:ben")], canvas=canvas)
+        qc.submit(item["id"], "ben", ben)
+        ws.annotations.add(
+            image_id,
+            Annotations.from_records([_box("rocket", [20, 20, 60, 60], "user:ana")], canvas=canvas),
+            "ana",
+        )
+    with run_server(root / "ws", root / "serve.log") as base_url:
+        yield Setup(base_url, root / "ws", image_id, tasks, item["id"])
+
+
+@pytest.fixture
+def page(chromium_browser: Browser, review_server: Setup) -> Iterator[Page]:
+    context = chromium_browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=False)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "409" not in m.text else None)
+    yield page
+    context.close()
+    assert errors == []
+
+
+def _shot(page: Page, name: str) -> None:
+    folder = os.environ.get("GIGAVISION_SCREENSHOTS")
+    if folder:
+        page.wait_for_function(TILES_LOADED)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"))
+
+
+def _task_shown(page: Page, task_id: int) -> None:
+    expect(page.get_by_test_id("review-task")).to_have_attribute("data-task-id", str(task_id))
+    page.wait_for_function("(id) => window.__gvReview && window.__gvReview.shown === id", arg=task_id)
+
+
+def test_review_inbox_keyboard(page: Page, review_server: Setup) -> None:
+    t1, t2, t3, t4, t5 = review_server.tasks
+    nexts: list[str] = []
+    page.on("request", lambda r: nexts.append(r.url) if "/api/v1/reviews/next" in r.url else None)
+    page.goto(f"{review_server.base_url}/#/review")
+    _task_shown(page, t1)
+    expect(page.get_by_test_id("review-counts")).to_contain_text("5 open")
+    expect(page.get_by_test_id("review-task")).to_contain_text("face")
+    prefetched = "(after) => performance.getEntriesByType('resource').some((e) => e.name.includes(after))"
+    page.wait_for_function(prefetched, arg=f"after={t1}")
+    _shot(page, "review-inbox")
+
+    # A accepts; the next task comes from the prefetch: no request for "the one after t1" once A is pressed
+    asked_before = len(nexts)
+    page.keyboard.press("a")
+    _task_shown(page, t2)
+    assert not any(f"after={t1}" in url for url in nexts[asked_before:]), nexts
+    switch_ms = page.evaluate("window.__gvReview.switches[0]")
+    print(f"next task shown {switch_ms:.0f} ms after A")
+
+    # R rejects
+    page.keyboard.press("r")
+    _task_shown(page, t3)
+
+    # someone else answers t3 first: A shows their answer and stays
+    with gv.open_workspace(review_server.workspace) as ws:
+        ws.reviews.answer(t3, "reject", 1, "expert2")
+    page.keyboard.press("a")
+    conflict = page.get_by_test_id("review-conflict")
+    expect(conflict).to_be_visible()
+    expect(conflict).to_contain_text("reject by expert2")
+    expect(page.get_by_test_id("review-task")).to_have_attribute("data-task-id", str(t3))
+
+    # N skips to t4; 3 picks the third label (face, flag, patch), Enter saves the correction
+    page.keyboard.press("n")
+    _task_shown(page, t4)
+    expect(page.get_by_test_id("review-labels")).to_contain_text("patch")
+    page.keyboard.press("e")  # the proposal goes to the shape editor (Annotorious), its SVG hides
+    expect(page.get_by_test_id("review-proposal")).to_be_hidden()
+    expect(page.get_by_test_id("review-save")).to_be_visible()
+    page.keyboard.press("1")
+    expect(page.locator("[data-testid=review-labels] li.picked")).to_have_attribute("data-label", "face")
+    page.keyboard.press("Enter")
+    _task_shown(page, t5)
+
+    # a selected region without a proposal: 2 picks "flag", L stores it as the region's label
+    expect(page.get_by_test_id("review-reject")).to_be_disabled()
+    page.keyboard.press("2")
+    page.keyboard.press("l")
+    expect(page.get_by_test_id("review-state")).to_contain_text("No more open tasks")
+
+    # P goes back to t5, now answered
+    page.keyboard.press("p")
+    expect(page.get_by_test_id("review-state")).to_contain_text("labelled by")
+
+    with gv.open_workspace(review_server.workspace) as ws:
+        answered = {t: ws.reviews.get(t) for t in (t1, t2, t3, t4, t5)}
+        decisions = {t: (a["decision"], a["decided_by"]) for t, a in answered.items()}
+        corrected = ws.annotations.get_record(answered[t4]["result_annotation_id"])
+        accepted = ws.annotations.get_record(answered[t1]["result_annotation_id"])
+        region = ws.annotations.get_record(answered[t5]["result_annotation_id"])
+    assert decisions[t1][0] == "accept" and decisions[t2][0] == "reject"
+    assert decisions[t3] == ("reject", "expert2")
+    assert decisions[t4][0] == "correct"
+    assert corrected["label"] == "face" and corrected["status"] == "accepted"
+    assert accepted["label"] == "face" and accepted["source"].startswith("user:")
+    assert decisions[t5][0] == "labelled"
+    assert (region["kind"], region["label"], region["bbox"]) == ("box", "flag", [0, 0, 160, 160])
+
+
+def test_qc_hand_in_and_adjudicate(page: Page, review_server: Setup) -> None:
+    item = review_server.qc_item
+    page.goto(f"{review_server.base_url}/#/qc")
+    actor = page.get_by_test_id("qc-actor")
+    actor.fill("ana")
+    actor.press("Enter")
+    actor.blur()
+    row = page.locator(f"[data-testid=qc-items] tr[data-item='{item}']")
+    expect(row).to_contain_text("astronaut.png")
+    _shot(page, "qc-queue")
+    row.get_by_test_id("qc-submit").click()
+    expect(page.get_by_test_id("qc-message")).to_contain_text(f"Item #{item} handed in with 1 label")
+    expect(page.get_by_test_id("qc-message")).to_contain_text("adjudication")  # rocket vs face: no agreement
+
+    # someone who labelled nothing adjudicates: both versions drawn, ana's chosen
+    actor.fill("cy")
+    actor.press("Enter")
+    page.locator(f"[data-testid=qc-queue] tr[data-item='{item}'] [data-testid=qc-adjudicate]").click()
+    expect(page.get_by_test_id("adjudicate-state")).to_contain_text("adjudication")
+    expect(page.locator("[data-testid^=version-]")).to_have_count(2)
+    expect(page.get_by_test_id("adjudicate-versions")).to_contain_text("rocket ×1")
+    page.keyboard.press("2")  # ben's version alone
+    expect(page.get_by_test_id("version-1")).to_be_hidden()
+    _shot(page, "adjudicate")
+    page.locator("[data-testid=adjudicate-choose][data-annotator=ana]").click()
+    expect(page.get_by_test_id("adjudicate-message")).to_contain_text("ana's version chosen")
+    with gv.open_workspace(review_server.workspace) as ws:
+        decided = QualityControl(ws).item(item)
+    assert decided["status"] == "adjudicated"
+    assert [r["label"] for r in decided["consensus"]] == ["rocket"]
+
+
+def test_image_list_search_and_nav(page: Page, review_server: Setup) -> None:
+    page.goto(f"{review_server.base_url}/#/")
+    expect(page.get_by_test_id("image-card")).to_have_count(1)
+    search = page.get_by_test_id("list-search")
+    search.fill("nothing-like-this")
+    search.press("Enter")
+    expect(page.get_by_test_id("empty")).to_contain_text("No images match")
+    page.goto(f"{review_server.base_url}/#/?q=ASTRO&label=face")
+    expect(page.get_by_test_id("image-card")).to_have_count(1)
+    _shot(page, "image-list")
+    nav = page.get_by_test_id("app-nav")
+    nav.get_by_text("Models").click()
+    expect(page.locator("h1")).to_have_text("Models")
+    expect(nav.locator("[aria-current=page]")).to_have_text("Models")
+    nav.get_by_text("Review").click()
+    expect(page.get_by_test_id("review-viewer")).to_be_visible()
