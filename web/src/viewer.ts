@@ -6,6 +6,7 @@ import { ApiError, dziUrl, getImage, type ImageInfo } from "./api";
 import { el } from "./dom";
 import { formatMpp, formatPixels, formatSize } from "./format";
 import { attachLayers, type LayersHandle } from "./layers";
+import type { ToolsHandle } from "./annotate";
 import type { OverlayHandle } from "./overlay";
 import { attachScaleBar } from "./scalebar";
 
@@ -86,6 +87,7 @@ export function showViewer(root: HTMLElement, id: string): () => void {
   let detachScaleBar: (() => void) | null = null;
   let overlay: OverlayHandle | null = null;
   let layers: LayersHandle | null = null;
+  let tools: ToolsHandle | null = null;
 
   root.replaceChildren(header(null, "Loading…"), el("div", { class: "status" }, "Loading…"));
 
@@ -109,7 +111,20 @@ export function showViewer(root: HTMLElement, id: string): () => void {
         hidden: "",
       });
       const panel = el("div", { class: "panel-annotations", "data-testid": "annotation-panel" });
-      const side = el("aside", { class: "panel", "aria-label": "Layers and annotations" }, layersSection, panel);
+      // The annotation tools (annotate.ts: point, undo / redo, copy / paste, attributes) below the overlay's panel.
+      const toolsSection = el("section", {
+        class: "panel-section",
+        "aria-label": "Annotation tools",
+        "data-testid": "annotate-tools",
+        hidden: "",
+      });
+      const side = el(
+        "aside",
+        { class: "panel", "aria-label": "Layers and annotations" },
+        layersSection,
+        panel,
+        toolsSection,
+      );
       root.replaceChildren(header(image, image.name), el("div", { class: "stage" }, container, side));
 
       viewer = OpenSeadragon({ ...viewerOptions(container), tileSources: dziUrl(image.id) });
@@ -135,6 +150,13 @@ export function showViewer(root: HTMLElement, id: string): () => void {
           try {
             overlay = attachOverlay(opened, image, panel);
             hook.overlay = overlay;
+            const attached = overlay;
+            import("./annotate").then(
+              ({ attachAnnotationTools }) => {
+                if (!abort.signal.aborted) tools = attachAnnotationTools(opened, image, toolsSection, panel, attached);
+              },
+              () => undefined, // the overlay works without the extra tools
+            );
           } catch (err) {
             // E.g. no WebGL: the image stays viewable without its annotations.
             const text = `Annotations unavailable: ${String(err)}`;
@@ -156,6 +178,8 @@ export function showViewer(root: HTMLElement, id: string): () => void {
 
   return () => {
     abort.abort();
+    tools?.destroy();
+    tools = null;
     overlay?.destroy();
     overlay = null;
     layers?.destroy();
