@@ -31,16 +31,6 @@ interface Ellipse extends Shape {
   geometry: { cx: number; cy: number; rx: number; ry: number; bounds: Bounds };
 }
 
-// -- style constants shared with the overlay renderer (owned here, read by drawing-style.ts / overlay.ts) --
-
-/** Radius of a point's disc in screen pixels (4 px discs were too small to see or hit). */
-export const POINT_RADIUS_PX = 7;
-/** Rejected shapes: a dashed outline (dash, gap in screen px), 2 px wide, fully opaque, no fill: clearly
- * visible yet unmistakably not an accepted label (a faint 1-px line was easy to miss). */
-export const REJECTED_DASH: readonly [number, number] = [6, 4];
-export const REJECTED_STROKE_WIDTH = 2;
-export const REJECTED_STROKE_OPACITY = 1;
-
 /** Kinds whose geometry can be reshaped in the viewer. */
 export const RESHAPEABLE: ReadonlySet<AnnotationKind> = new Set<AnnotationKind>(["box", "polygon"]);
 
