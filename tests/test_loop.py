@@ -9,14 +9,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
 import gigavision as gv
 from gigavision.active import loop
-from gigavision.datasets.versions import create_version, open_version
+from gigavision.datasets.versions import open_version
 from gigavision.errors import Conflict, InvalidInput
 from gigavision.metrics.bootstrap import classification_bootstrap, paired_bootstrap
-from gigavision.models import aliases
+from gigavision.models import aliases, store
+from gigavision.server.main import create_app
 from tests.realdata import digit_images, ingest_tagged
 from tests.seeding import TRAIN_SEED
 
@@ -151,11 +153,37 @@ def test_a_round_trains_on_new_labels_and_promotes_the_better_model(digits: tupl
     assert event.evidence is not None and event.evidence["comparison"]["low"] == c["low"]
     assert [r["id"] for r in loop.runs(ws, "nightly")] == [record["id"], first["id"]]
 
+    # over REST: a loop whose rounds start from the served model's weights, run as a job by the server
+    with TestClient(create_app(ws)) as client:
+        body = {"name": "warm", "dataset": "digits", "recipe": RECIPE, "every": 50, "warm_start": True}
+        made = client.post("/api/v1/loops", json=body)
+        assert made.status_code == 201 and made.json()["state"]["baseline"] == record["candidate"]
+        assert client.post("/api/v1/loops", json={**body, "dataset": "notadataset"}).status_code == 404
+        refused = client.post("/api/v1/loops/warm/run", json={})
+        assert refused.status_code == 400 and "not due" in refused.json()["error"]["message"]
+        queued = client.post("/api/v1/loops/warm/run", json={"force": True})
+        assert queued.status_code == 202 and queued.json()["kind"] == "loop"
+        job = ws.jobs.wait(queued.json()["id"], timeout=300)
+        assert job["status"] == "done", job["error"]
+        shown = client.get("/api/v1/loops/warm").json()
+    warm = shown["runs"][0]
+    assert warm == job["result"] and warm["dataset"] == "digits@2" and warm["baseline"] == record["candidate"]
+    assert warm["status"] in ("promoted", "kept") and warm["comparison"]["n"] == len(test2)
+    promoted = warm["comparison"]["difference"] > 0 and warm["comparison"]["low"] > 0
+    assert (warm["status"] == "promoted") == promoted, warm["message"]
+    assert not list(store.runs_dir(ws).glob(".loop-warm-*"))  # the warm-start weights file is gone
 
-def test_a_dataset_without_a_test_split_is_refused(digits: tuple[gv.Workspace, Path, Any]) -> None:
-    ws = digits[0]
-    create_version(ws, "notest", split="train=0.8,val=0.2", dup_distance=None)
+
+def test_a_dataset_without_a_test_split_is_refused(tmp_path: Path) -> None:
+    ws = gv.init_workspace(tmp_path / "ws")
+    images, labels = digit_images(scale=2)
+    ingest_tagged(
+        ws, tmp_path / "src", list(images[:10]), [[str(v)] for v in labels[:10]], "notest", split="train=0.8,val=0.2"
+    )
     with pytest.raises(InvalidInput, match="notest@1 has no 'test' split"):
         loop.create(ws, "bad", recipe=RECIPE, dataset="notest", every=10)
     with pytest.raises(InvalidInput, match="name the dataset, not a version"):
-        loop.create(ws, "bad", recipe=RECIPE, dataset="digits@1", every=10)
+        loop.create(ws, "bad", recipe=RECIPE, dataset="notest@1", every=10)
+    with pytest.raises(InvalidInput, match="loops retrain classify and detect models"):
+        loop.create(ws, "bad", recipe={**RECIPE, "task": "segment"}, dataset="notest", every=10)
+    ws.close()

@@ -29,6 +29,7 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -436,6 +437,22 @@ def _train(ws: Workspace, recipe: dict[str, Any], ctx: JobContext | None, progre
     return get_model(ws, str(result["model"]))
 
 
+def _warm_weights(ws: Workspace, baseline: ModelInfo, run_id: int) -> Path:
+    """The served model's weights as a recipe ``weights`` file: its checkpoint's tensors under their own names
+    (networks loaded whole: detect) and without the ``backbone.`` prefix (classify loads a timm backbone)."""
+    import torch
+
+    from gigavision.models.store import CHECKPOINT, runs_dir
+
+    state = torch.load(baseline.path / CHECKPOINT, map_location="cpu", weights_only=True)
+    tensors = dict(state.get("state_dict", state))
+    prefix = "backbone."
+    tensors.update({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+    path = runs_dir(ws) / f".loop-warm-{run_id}.pt"
+    torch.save({"state_dict": tensors}, path)
+    return path
+
+
 def _record(ws: Workspace, run_id: int, **values: Any) -> None:
     with ws.session.begin() as s:
         row = s.get(LoopRunRow, run_id)
@@ -498,16 +515,19 @@ def _round(
     progress: Progress | None,
     ctx: JobContext | None,
 ) -> dict[str, Any]:
-    from gigavision.models.store import CHECKPOINT
-
     split = str(loop.recipe.get("test_split") or "test")
     version = _next_version(ws, loop, actor, _scaled(progress, 0.0, 0.1, "freezing the next dataset version"))
     _test_split_check(version, split)
     _record(ws, run_id, dataset_ref=version.ref)
     recipe = {**loop.recipe, "dataset": version.ref}
-    if loop.warm_start and baseline is not None:
-        recipe["weights"] = str(baseline.path / CHECKPOINT)
-    candidate = _train(ws, recipe, ctx, _scaled(progress, 0.1, 0.8, "training"))
+    warm = _warm_weights(ws, baseline, run_id) if loop.warm_start and baseline is not None else None
+    if warm is not None:
+        recipe["weights"] = str(warm)
+    try:
+        candidate = _train(ws, recipe, ctx, _scaled(progress, 0.1, 0.8, "training"))
+    finally:
+        if warm is not None:
+            warm.unlink(missing_ok=True)
     _record(ws, run_id, candidate_model_id=candidate.id)
     reason = f"loop {loop.name} run {run_id} on {version.ref}"
     evidence: dict[str, Any] = {"loop": loop.name, "run": run_id, "dataset": version.ref, "split": split}
