@@ -71,7 +71,7 @@ def _filters(
     viewer: str | None = None,
 ) -> TaskFilter:
     return TaskFilter(
-        status=status or None,
+        status=None if status in (None, "", "all") else status,
         reason=reason or None,
         model=model or None,
         label=label or None,
@@ -94,7 +94,7 @@ Image = Annotated[str | None, Query(description="tasks on this image (id, id pre
 def list_tasks(
     ws: WorkspaceDep,
     login: LoginDep,
-    status: Annotated[str | None, Query(description="open | answered | cancelled; empty: all")] = "open",
+    status: Annotated[str | None, Query(description="open | answered | cancelled | all")] = "open",
     reason: Reason = None,
     model: Model = None,
     label: Label = None,
