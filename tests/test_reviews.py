@@ -184,6 +184,7 @@ def check_answers(api: TestClient, ws: gv.Workspace) -> None:
     assert counts["by_decision"] == {"accept": 1, "correct": 1, "reject": 1}
     sources = sorted(r["source"] for r in ws.annotations.query_records(image(ws)))
     assert sources == ["model:m1"] * 4 + ["user:ana", "user:bo"]  # reject and skip stored no label
+    assert ws.reviews.superseded_ids() == {accept["annotation_id"]}  # its copy is the label a freeze should take
 
 
 def test_labelled_task_on_a_region(api: TestClient, ws: gv.Workspace) -> None:
@@ -346,3 +347,4 @@ def test_confirming_a_suspect_label_makes_no_copy(api: TestClient, ws: gv.Worksp
     (task,) = api.get("/api/v1/reviews").json()["items"]
     done = answer(api, task, "accept", actor="ana").json()
     assert done["result_annotation_id"] == label and ws.annotations.count(image(ws)) == 1
+    assert ws.reviews.superseded_ids() == set()

@@ -305,6 +305,20 @@ class ReviewStore:
                 record = None
         return task_json(row, record)
 
+    def superseded_ids(self) -> set[int]:
+        """Model proposals an expert accepted, whose copy (source ``user:NAME``) is the label now: a dataset
+        freeze leaves these out (as it leaves out QC submissions) so an accepted proposal is not frozen twice."""
+        r = ReviewTaskRow
+        stmt = select(r.annotation_id).where(
+            r.status == "answered",
+            r.decision == "accept",
+            r.annotation_id.is_not(None),
+            r.result_annotation_id.is_not(None),
+            r.result_annotation_id != r.annotation_id,
+        )
+        with self.session() as s:
+            return {int(i) for i in s.scalars(stmt)}
+
     def cancel(self, task_ids: Sequence[int], actor: str) -> int:
         """Cancel open tasks (their proposals stay as they are); returns how many were open."""
         if not task_ids:
