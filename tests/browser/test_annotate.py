@@ -1,8 +1,8 @@
 """The annotation tools of the viewer (issue 14), in Debian's chromium against a real `gigavision serve`: the
-point tool and a label picker that follows the tool's kind, focus back on the image after a choice, undo of a
-move in ONE write (and redo, and a refused undo across someone else's edit), the server's refusal of a box
-under a point class shown to the user, and the attributes editor. Synchronisation by `wait_for_function` /
-`expect` only."""
+point tool and a label picker that follows the tool's kind, the brush and eraser on masks (RLE), focus back on
+the image after a choice, undo of a move in ONE write (and redo, and a refused undo across someone else's
+edit), the server's refusal of a box under a point class shown to the user, and the attributes editor.
+Synchronisation by `wait_for_function` / `expect` only."""
 
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, samples: dict[str, Path]) -> 
         ws.labels.set("nucleus", "point")
         ws.labels.set("tumor", "polygon", attributes={"grade": ["low", "high"]})
         ws.labels.set("needs-review", "tag")
+        ws.labels.set("debris", "mask")
         (box,) = ws.annotations.add(image_id, Annotations.from_boxes([BOX], "cell"), actor="fixture")
         square = [(500, 100), (800, 100), (800, 400), (500, 400)]
         (tumor,) = ws.annotations.add(image_id, Annotations.from_polygons([square], "tumor"), actor="fixture")
@@ -238,3 +239,60 @@ def test_attributes_editor_edits_the_selected_shape(tab: Page, site: Site) -> No
     assert patched.value.status == 200
     assert _api(site.base_url, "GET", f"/api/v1/annotations/{site.tumor}")["attributes"] == {"grade": "high"}
     assert tab.evaluate("() => document.activeElement.tagName") != "SELECT"
+
+
+def _mask_pixels(record: dict[str, Any]) -> int:
+    import pycocotools.mask as rle
+
+    mask = record["mask"]
+    x0, y0, x1, y1 = record["bbox"]
+    assert mask["size"] == [round(y1 - y0), round(x1 - x0)]  # the RLE of the bbox window, as the server stores it
+    return int(rle.decode({"size": mask["size"], "counts": mask["counts"].encode()}).sum())
+
+
+def drag(tab: Page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    tab.mouse.move(*to_page(tab, *start))
+    tab.mouse.down()
+    tab.mouse.move(*to_page(tab, *end), steps=6)
+    tab.mouse.up()
+
+
+def test_brush_paints_a_mask_the_eraser_takes_pixels_away_and_undo_restores(tab: Page, site: Site) -> None:
+    open_image(tab, site)
+    tab.keyboard.press("m")
+    expect(tab.get_by_test_id("tool-brush")).to_have_attribute("aria-pressed", "true")
+    expect(tab.get_by_test_id("label-picker")).to_have_value("debris")  # the mask class
+    with tab.expect_response(lambda r: r.request.method == "POST") as posted:
+        drag(tab, (200, 1000), (300, 1000))
+    assert posted.value.status == 201
+    (new,) = posted.value.json()["ids"]
+    tab.wait_for_function(SETTLED)
+    record = _api(site.base_url, "GET", f"/api/v1/annotations/{new}")
+    assert record["kind"] == "mask" and record["label"] == "debris"
+    x0, y0, x1, y1 = record["bbox"]
+    assert 170 < x0 < 200 and 300 < x1 < 330 and 970 < y0 < 1000 and 1000 < y1 < 1030, record["bbox"]
+    painted = _mask_pixels(record)
+    assert painted > 100 * 30
+
+    # A second stroke extends the same mask; past the image's edge it is clipped.
+    with tab.expect_response(patches_of(new)) as extended:
+        drag(tab, (300, 1000), (1500, 1000))
+    assert extended.value.status == 200
+    tab.wait_for_function(SETTLED)
+    record = _api(site.base_url, "GET", f"/api/v1/annotations/{new}")
+    assert record["bbox"][2] == 1411 and _mask_pixels(record) > painted
+
+    tab.keyboard.press("e")
+    expect(tab.get_by_test_id("tool-eraser")).to_have_attribute("aria-pressed", "true")
+    before = _mask_pixels(record)
+    with tab.expect_response(patches_of(new)) as erased:
+        drag(tab, (600, 980), (700, 1020))
+    assert erased.value.status == 200
+    tab.wait_for_function(SETTLED)
+    assert _mask_pixels(_api(site.base_url, "GET", f"/api/v1/annotations/{new}")) < before
+
+    with tab.expect_response(patches_of(new)) as undone:
+        tab.keyboard.press("Control+z")
+    assert undone.value.status == 200
+    tab.wait_for_function(SETTLED)
+    assert _mask_pixels(_api(site.base_url, "GET", f"/api/v1/annotations/{new}")) == before

@@ -1,5 +1,6 @@
-// The annotation tools beside the overlay (a section of the side panel): the point tool, undo / redo, copy /
-// paste, the attributes editor of the selected shape, a label picker that follows the tool's kind, and focus
+// The annotation tools beside the overlay (a section of the side panel): the point tool, brush and eraser for
+// masks (brush.ts: RLE of the bbox window, as the server stores masks), undo / redo, copy / paste, the
+// attributes editor of the selected shape, a label picker that follows the tool's kind, and focus
 // that goes back to the image after a choice in the panel (so B, P, H, O work at once).
 //
 // It works through the overlay's edit queue (`currentSync()`, edit-sync.ts: every write versioned, undoable)
@@ -7,7 +8,7 @@
 // test ids, the contract its browser tests use too. Keys: O point, Ctrl/Cmd+Z undo, Ctrl/Cmd+Shift+Z or
 // Ctrl+Y redo, Ctrl/Cmd+C / Ctrl/Cmd+V copy and paste the selected shape.
 
-import type OpenSeadragon from "openseadragon";
+import OpenSeadragon from "openseadragon";
 
 import {
   currentSession,
@@ -18,6 +19,7 @@ import {
   type ImageInfo,
   type LabelClass,
 } from "./api";
+import { applyStroke, decodeMask, encodeMask, type MaskWindow } from "./brush";
 import { el } from "./dom";
 import { currentSync, messageOf, type EditSync } from "./edit-sync";
 import { commandOf, typingInto } from "./keys";
@@ -35,11 +37,18 @@ export interface SelectionSource {
   };
 }
 
+export type Mode = "point" | "brush" | "eraser";
+
 export interface ToolsHandle {
-  /** Whether the point tool is on. */
-  pointTool: () => boolean;
+  /** The tool of this section that is on (null: none, the overlay's tools act). */
+  mode: () => Mode | null;
   destroy: () => void;
 }
+
+/** Brush radius in screen pixels, until the slider says otherwise. */
+const BRUSH_RADIUS_PX = 12;
+/** Masks larger than this are painted without a pixel preview (the box outline still shows). */
+const PREVIEW_MAX_PIXELS = 4_000_000;
 
 /** A pasted copy lands this many screen pixels right of and below the original (more for each paste). */
 const PASTE_OFFSET_PX = 16;
@@ -54,7 +63,10 @@ export function attachAnnotationTools(
   const extent: Extent = [image.width, image.height];
   const abort = new AbortController();
   let classes: Record<string, LabelClass> = {};
-  let pointOn = false;
+  let mode: Mode | null = null;
+  /** The mask the brush and eraser edit (the selected one when the tool was chosen, or the one just painted). */
+  let brushTarget: string | null = null;
+  let stroke: [number, number][] | null = null;
   let clipboard: AnnotationRecord | null = null;
   let pastes = 0;
   let selected: string | null = null;
@@ -64,6 +76,27 @@ export function attachAnnotationTools(
     { type: "button", "data-testid": "tool-point", "aria-pressed": "false", title: "Place points: click (O)" },
     "Point",
   );
+  const brushButton = el(
+    "button",
+    { type: "button", "data-testid": "tool-brush", "aria-pressed": "false", title: "Paint a mask: drag (the selected mask, else a new one)" },
+    "Brush",
+  );
+  const eraserButton = el(
+    "button",
+    { type: "button", "data-testid": "tool-eraser", "aria-pressed": "false", title: "Erase from the selected mask: drag" },
+    "Eraser",
+  );
+  const brushSize = el("input", {
+    type: "range",
+    min: "2",
+    max: "80",
+    value: String(BRUSH_RADIUS_PX),
+    "data-testid": "brush-size",
+    "aria-label": "Brush radius (screen pixels)",
+    title: "Brush radius (screen pixels)",
+  });
+  const preview = el("canvas", { class: "brush-preview", "data-testid": "brush-preview", "aria-hidden": "true" });
+  viewer.element.append(preview);
   const undoButton = el("button", { type: "button", "data-testid": "undo", title: "Undo (Ctrl+Z)" }, "Undo");
   const redoButton = el("button", { type: "button", "data-testid": "redo", title: "Redo (Ctrl+Shift+Z)" }, "Redo");
   const copyButton = el("button", { type: "button", "data-testid": "copy", title: "Copy the selection (Ctrl+C)" }, "Copy");
@@ -74,10 +107,11 @@ export function attachAnnotationTools(
   root.replaceChildren(
     el("h2", {}, "Tools"),
     el("div", { class: "row", role: "toolbar", "aria-label": "More tools" }, pointButton, undoButton, redoButton),
+    el("div", { class: "row", role: "toolbar", "aria-label": "Mask tools" }, brushButton, eraserButton, brushSize),
     el("div", { class: "row" }, copyButton, pasteButton),
     message,
     attributes,
-    el("p", { class: "panel-hint" }, "Keys: O point · Ctrl+Z undo · Ctrl+Shift+Z redo · Ctrl+C / Ctrl+V copy, paste"),
+    el("p", { class: "panel-hint" }, "Keys: O point · M brush · E eraser · Ctrl+Z undo · Ctrl+Shift+Z redo · Ctrl+C / Ctrl+V copy, paste"),
   );
   root.hidden = false;
 
@@ -142,24 +176,194 @@ export function attachAnnotationTools(
   }
 
   // -- the point tool ------------------------------------------------------------------------------------
-  function setPoint(on: boolean): void {
-    if (on) {
-      // The overlay's Select tool first (no box or polygon drawing under the clicks); its click turns the
-      // point tool off (onToolClick), so the point tool goes on after it.
+  function setMode(next: Mode | null): void {
+    if (next) {
+      if (next !== "point") {
+        // The brush edits the selected mask (or, with none, paints a new one); the eraser needs one.
+        const chosen = overlay.annotator.getSelected()[0]?.id;
+        const record = chosen ? currentSync()?.recordOf(chosen) : null;
+        if (record?.kind === "mask") brushTarget = chosen ?? null;
+        else if (!(mode === "brush" || mode === "eraser")) brushTarget = null;
+      }
+      // The overlay's Select tool first (no box or polygon drawing under the clicks); its click turns these
+      // tools off (onToolClick), so this one goes on after it.
       const select = overlayPanel.querySelector('[data-testid="tool-select"]');
       if (select instanceof HTMLButtonElement && select.getAttribute("aria-pressed") !== "true") select.click();
       overlay.annotator.cancelSelected();
     }
-    pointOn = on;
-    pointButton.setAttribute("aria-pressed", String(on));
-    viewer.element.classList.toggle("placing-points", on);
-    if (!on) return;
-    fitLabel("point");
+    mode = next;
+    stroke = null;
+    pointButton.setAttribute("aria-pressed", String(next === "point"));
+    brushButton.setAttribute("aria-pressed", String(next === "brush"));
+    eraserButton.setAttribute("aria-pressed", String(next === "eraser"));
+    viewer.element.classList.toggle("placing-points", next === "point");
+    viewer.element.classList.toggle("painting", next === "brush" || next === "eraser");
+    if (next === "eraser" && !brushTarget) say("Select a mask first (Select tool, click it), then erase from it.");
+    renderPreview();
+    if (!next) return;
+    fitLabel(next === "point" ? "point" : "mask");
     focusImage();
   }
 
+  // -- brush and eraser ----------------------------------------------------------------------------------
+  function imagePoint(position: OpenSeadragon.Point): [number, number] | null {
+    const item = viewer.world.getItemAt(0);
+    if (!item) return null;
+    const p = item.viewerElementToImageCoordinates(position);
+    return [p.x, p.y];
+  }
+
+  function brushRadius(): number {
+    const perPixel = screenPixelsPerImagePixel(viewer) ?? 1;
+    return Number(brushSize.value) / perPixel;
+  }
+
+  /** The target mask's pixels now (as the server last answered), or null. */
+  function targetWindow(): MaskWindow | null {
+    const record = brushTarget ? currentSync()?.recordOf(brushTarget) : null;
+    return record?.kind === "mask" ? decodeMask(record) : null;
+  }
+
+  function finishStroke(points: [number, number][]): void {
+    const edits = sync();
+    if (!edits || points.length === 0) return;
+    const erase = mode === "eraser";
+    const radius = brushRadius();
+    const target = brushTarget && edits.recordOf(brushTarget)?.kind === "mask" ? brushTarget : null;
+    if (erase && !target) {
+      say("Select a mask first (Select tool, click it), then erase from it.");
+      return;
+    }
+    if (target) {
+      say("");
+      // Computed when the edit's turn comes: on the mask as the server has it after the strokes before.
+      edits.reshape(target, (entry) => {
+        let next: MaskWindow | null;
+        try {
+          next = applyStroke(decodeMask(entry.record), { points, radius }, erase, extent);
+        } catch (err) {
+          say(messageOf(err), "error");
+          return null;
+        }
+        const stored = next ? encodeMask(next) : null;
+        if (!stored) {
+          say("The stroke erased the whole mask: press Del to delete it, or paint again.");
+          return null;
+        }
+        return { bbox: stored.bbox, mask: stored.mask };
+      });
+      return;
+    }
+    let painted: MaskWindow | null;
+    try {
+      painted = applyStroke(null, { points, radius }, false, extent);
+    } catch (err) {
+      say(messageOf(err), "error");
+      return;
+    }
+    const stored = painted ? encodeMask(painted) : null;
+    if (!stored) {
+      say("That stroke is outside the image: nothing painted.");
+      return;
+    }
+    const label = pickedLabel();
+    if (!label) {
+      say("Pick or type a label first.");
+      return;
+    }
+    say("");
+    brushTarget = edits.add({ kind: "mask", label, bbox: stored.bbox, mask: stored.mask, source: "web" }, stored.bbox);
+  }
+
+  let previewKey = "";
+  let previewBitmap: HTMLCanvasElement | null = null;
+
+  /** The target mask's pixels and the stroke being drawn, over the image (the overlay draws masks as boxes). */
+  function renderPreview(): void {
+    const painting = mode === "brush" || mode === "eraser";
+    const rect = viewer.element.getBoundingClientRect();
+    const ratio = window.devicePixelRatio || 1;
+    preview.hidden = !painting;
+    if (!painting) return;
+    if (preview.width !== Math.round(rect.width * ratio) || preview.height !== Math.round(rect.height * ratio)) {
+      preview.width = Math.round(rect.width * ratio);
+      preview.height = Math.round(rect.height * ratio);
+    }
+    const ctx = preview.getContext("2d");
+    const item = viewer.world.getItemAt(0);
+    if (!ctx || !item) return;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, preview.width, preview.height);
+    ctx.scale(ratio, ratio);
+    const record = brushTarget ? currentSync()?.recordOf(brushTarget) : null;
+    const color = (record && classes[record.label]?.color) || "#00d0ff";
+    const win = targetWindow();
+    if (win && record && win.width * win.height <= PREVIEW_MAX_PIXELS) {
+      const key = `${record.id}@${record.version}`;
+      if (key !== previewKey || !previewBitmap) {
+        previewKey = key;
+        previewBitmap = document.createElement("canvas");
+        previewBitmap.width = win.width;
+        previewBitmap.height = win.height;
+        const bctx = previewBitmap.getContext("2d");
+        if (bctx) {
+          const pixels = bctx.createImageData(win.width, win.height);
+          const [r, g, b] = [1, 3, 5].map((i) => parseInt(color.slice(i, i + 2), 16) || 0);
+          for (let i = 0; i < win.data.length; i++) {
+            if (!win.data[i]) continue;
+            pixels.data.set([r ?? 0, g ?? 208, b ?? 255, 120], i * 4);
+          }
+          bctx.putImageData(pixels, 0, 0);
+        }
+      }
+      const a = item.imageToViewerElementCoordinates(new OpenSeadragon.Point(win.x0, win.y0));
+      const b = item.imageToViewerElementCoordinates(new OpenSeadragon.Point(win.x0 + win.width, win.y0 + win.height));
+      ctx.imageSmoothingEnabled = false;
+      ctx.drawImage(previewBitmap, a.x, a.y, b.x - a.x, b.y - a.y);
+    }
+    if (stroke && stroke.length > 0) {
+      const r = Number(brushSize.value);
+      ctx.fillStyle = mode === "eraser" ? "rgba(255, 255, 255, 0.5)" : color;
+      ctx.globalAlpha = mode === "eraser" ? 1 : 0.5;
+      for (const [x, y] of stroke) {
+        const p = item.imageToViewerElementCoordinates(new OpenSeadragon.Point(x, y));
+        ctx.beginPath();
+        ctx.arc(p.x, p.y, r, 0, 2 * Math.PI);
+        ctx.fill();
+      }
+      ctx.globalAlpha = 1;
+    }
+  }
+
+  const onPress = (event: OpenSeadragon.CanvasPressEvent): void => {
+    if (mode !== "brush" && mode !== "eraser") return;
+    const p = imagePoint(event.position);
+    stroke = p ? [p] : null;
+    renderPreview();
+  };
+  const onDrag = (event: OpenSeadragon.CanvasDragEvent): void => {
+    if (mode !== "brush" && mode !== "eraser") return;
+    event.preventDefaultAction = true; // paint, do not pan
+    const p = imagePoint(event.position);
+    if (stroke && p) stroke.push(p);
+    renderPreview();
+  };
+  const onRelease = (): void => {
+    if ((mode !== "brush" && mode !== "eraser") || !stroke) return;
+    const points = stroke;
+    stroke = null;
+    finishStroke(points);
+    renderPreview();
+  };
+  viewer.addHandler("canvas-press", onPress);
+  viewer.addHandler("canvas-drag", onDrag);
+  viewer.addHandler("canvas-release", onRelease);
+  const onView = (): void => renderPreview();
+  for (const name of ["animation", "update-viewport", "resize"] as const) viewer.addHandler(name, onView);
+
   const onCanvasClick = (event: OpenSeadragon.CanvasClickEvent): void => {
-    if (!pointOn || !event.quick) return;
+    if (mode === "brush" || mode === "eraser") event.preventDefaultAction = true;
+    if (mode !== "point" || !event.quick) return;
     event.preventDefaultAction = true;
     const item = viewer.world.getItemAt(0);
     const edits = sync();
@@ -186,7 +390,7 @@ export function attachAnnotationTools(
     const button = event.target instanceof Element ? event.target.closest("[data-tool]") : null;
     const tool = button?.getAttribute("data-tool");
     if (!tool) return;
-    setPoint(false);
+    setMode(null);
     const kind = TOOL_KINDS[tool];
     if (kind) fitLabel(kind);
   };
@@ -240,7 +444,10 @@ export function attachAnnotationTools(
     edits.add(copied.annotation, copied.bbox);
   }
 
-  pointButton.addEventListener("click", () => setPoint(!pointOn));
+  pointButton.addEventListener("click", () => setMode(mode === "point" ? null : "point"));
+  brushButton.addEventListener("click", () => setMode(mode === "brush" ? null : "brush"));
+  eraserButton.addEventListener("click", () => setMode(mode === "eraser" ? null : "eraser"));
+  brushSize.addEventListener("change", () => focusImage());
   undoButton.addEventListener("click", () => undoOrRedo("undo"));
   redoButton.addEventListener("click", () => undoOrRedo("redo"));
   copyButton.addEventListener("click", () => {
@@ -262,13 +469,15 @@ export function attachAnnotationTools(
       event.preventDefault();
       paste();
     } else if (command === "point") {
-      setPoint(!pointOn);
+      setMode(mode === "point" ? null : "point");
     } else if (!event.ctrlKey && !event.metaKey && !event.altKey) {
       const key = event.key.toLowerCase();
       if (key === "b" || key === "p") {
-        setPoint(false);
+        setMode(null);
         fitLabel(key === "b" ? "box" : "polygon");
-      } else if (key === "v" || key === "escape") setPoint(false);
+      } else if (key === "m") setMode(mode === "brush" ? null : "brush");
+      else if (key === "e") setMode(mode === "eraser" ? null : "eraser");
+      else if (key === "v" || key === "escape") setMode(null);
     }
   };
   window.addEventListener("keydown", onCommand, true);
@@ -329,6 +538,7 @@ export function attachAnnotationTools(
     if (!edits || stopListening) return;
     stopListening = edits.onChange(() => {
       if (selected) renderAttributes();
+      renderPreview();
     });
     // A label typed while the schema is empty joins it, as a class of the drawn shape's kind, when this login
     // may change the schema (else it is stored as typed: an empty schema takes any label).
@@ -348,9 +558,15 @@ export function attachAnnotationTools(
   );
 
   return {
-    pointTool: () => pointOn,
+    mode: () => mode,
     destroy: () => {
       abort.abort();
+      viewer.removeHandler("canvas-press", onPress);
+      viewer.removeHandler("canvas-drag", onDrag);
+      viewer.removeHandler("canvas-release", onRelease);
+      for (const name of ["animation", "update-viewport", "resize"] as const) viewer.removeHandler(name, onView);
+      preview.remove();
+      viewer.element.classList.remove("painting");
       stopListening?.();
       window.removeEventListener("keydown", onCommand, true);
       viewer.removeHandler("canvas-click", onCanvasClick);

@@ -279,7 +279,9 @@ export class EditSync {
       if (!entry) return; // not saved (creation failed) or deleted since
       const changes = changesOf(entry);
       if (!changes) return;
-      if ("bbox" in changes && JSON.stringify(changes.bbox) === JSON.stringify(entry.record.bbox)) return;
+      if ("mask" in changes) {
+        if (JSON.stringify(changes.mask) === JSON.stringify(entry.record.mask)) return; // a mask's pixels changed
+      } else if ("bbox" in changes && JSON.stringify(changes.bbox) === JSON.stringify(entry.record.bbox)) return;
       if ("geometry" in changes && JSON.stringify(changes.geometry) === JSON.stringify(entry.record.geometry)) return;
       await this.patchEntry(entry, changes, true);
     });
