@@ -317,7 +317,7 @@ class ReviewStore:
             r.result_annotation_id != r.annotation_id,
         )
         with self.session() as s:
-            return {int(i) for i in s.scalars(stmt)}
+            return {int(i) for i in s.scalars(stmt) if i is not None}
 
     def cancel(self, task_ids: Sequence[int], actor: str) -> int:
         """Cancel open tasks (their proposals stay as they are); returns how many were open."""
