@@ -123,3 +123,43 @@ def test_default_colours_avoid_red_and_differ() -> None:
         h, s, v = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)
         assert PALETTE_HUES[0] - 1 <= h * 360 <= PALETTE_HUES[1] + 1 and s >= 0.6 and v >= 0.8
         assert not (r > 1.5 * g and r > 1.5 * b)  # never a red
+
+
+def test_browser_annotators_take_part_in_qc(site: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two annotators draw in the viewer (source ``web`` as the page sends it) on an open QC item: neither sees
+    the other's labels, and handing in without a body collects their drawings, so the item is decided."""
+    monkeypatch.setattr(users_module, "HASHER", PasswordHasher(time_cost=1, memory_cost=8192))
+    ws, image = site["ws"], site["image"]
+    app = create_app(ws)
+    accounts = app.state.auth.accounts
+    app.state.auth.cache.seconds = 0
+    tokens = {}
+    for name, role in (("max", "manager"), ("ana", "annotator"), ("bo", "annotator")):
+        accounts.add(name, role, "correct horse battery")
+        tokens[name] = {"Authorization": f"Bearer {accounts.add_token(name, 'test')[0]}"}
+    with TestClient(app) as client:
+        made = client.post(
+            "/api/v1/qc/items",
+            json={"image_id": image, "kind": "box", "regions": [[0, 0, 200, 200]], "labels": []},
+            headers=tokens["max"],
+        )
+        item = made.json()["items"][0]["id"]
+        staffed = client.post(
+            "/api/v1/qc/assignments", json={"item_ids": [item], "annotators": ["ana", "bo"]}, headers=tokens["max"]
+        )
+        assert staffed.status_code == 200, staffed.text
+        drawn = {}
+        for who, box in (("ana", [20, 20, 60, 60]), ("bo", [21, 21, 61, 61])):
+            record = {"kind": "box", "label": "coin", "bbox": box, "source": "web"}
+            r = client.post(f"/api/v1/images/{image}/annotations", json={"annotations": [record]}, headers=tokens[who])
+            assert r.status_code == 201, r.text
+            drawn[who] = r.json()["ids"][0]
+        seen = client.get(f"/api/v1/images/{image}/annotations", headers=tokens["ana"]).json()["items"]
+        assert drawn["ana"] in {r["id"] for r in seen} and drawn["bo"] not in {r["id"] for r in seen}
+        for who in ("ana", "bo"):
+            r = client.post(f"/api/v1/qc/items/{item}/submit", json={}, headers=tokens[who])
+            assert r.status_code == 200, r.text
+        decided = client.get(f"/api/v1/qc/items/{item}", headers=tokens["max"]).json()
+    assert decided["status"] == "agreed", decided
+    labels = {s["annotator"]: [x["id"] for x in s["labels"]] for s in decided["submissions"]}
+    assert labels == {"ana": [drawn["ana"]], "bo": [drawn["bo"]]}
