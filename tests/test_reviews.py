@@ -185,6 +185,11 @@ def check_answers(api: TestClient, ws: gv.Workspace) -> None:
     sources = sorted(r["source"] for r in ws.annotations.query_records(image(ws)))
     assert sources == ["model:m1"] * 4 + ["user:ana", "user:bo"]  # reject and skip stored no label
     assert ws.reviews.superseded_ids() == {accept["annotation_id"]}  # its copy is the label a freeze should take
+    from gigavision.datasets import create_version, open_version
+
+    frozen = open_version(ws, create_version(ws, "reviewed", actor="ana").ref)
+    kept = sorted((r["source"], r["label"]) for r in frozen.records(image(ws)))
+    assert ("user:ana", accept["label"]) in kept and ("model:m1", accept["label"]) not in kept  # not twice
 
 
 def test_labelled_task_on_a_region(api: TestClient, ws: gv.Workspace) -> None:

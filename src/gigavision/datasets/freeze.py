@@ -156,10 +156,12 @@ def freeze_images(
     progress: Progress | None = None,
 ) -> list[FrozenImage]:
     """Freeze the filtered annotations of each image into the blob store; drops images left with none when
-    ``has=annotations`` is asked for. QC submissions are left out unless ``qc_submissions``."""
+    ``has=annotations`` is asked for. QC submissions are left out unless ``qc_submissions``; model proposals
+    an expert accepted are always left out (their ``user:NAME`` copy is frozen instead)."""
     with ws.session() as s:
         annotated = set(s.scalars(select(AnnotationRow.image_id).where(~AnnotationRow.deleted).distinct()))
     excluded = set() if qc_submissions else qc_submission_ids(ws)
+    excluded |= ws.reviews.superseded_ids()  # an accepted model proposal: its expert copy is the label
     scratch = ws.root / "cache" / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     frozen: list[FrozenImage] = []
