@@ -138,6 +138,10 @@ def test_predict_by_alias_follows_a_promotion_and_concurrent_moves_conflict(
     assert main(["-w", str(ws.root), "models", "promote", "odd", "--alias", "production"]) == 2
     assert "another label set" in capsys.readouterr().err
     assert main(["-w", str(ws.root), "predict", "nosuchalias", image_id]) != 0
+    capsys.readouterr()
+    assert main(["-w", str(ws.root), "models", "remove", "digits-a"]) != 0  # nothing lost: production serves it
+    assert "served by alias production" in capsys.readouterr().err
+    assert (store.models_dir(ws) / "digits-a").is_dir()
 
 
 def test_resolve_prefixes_and_a_promotion_racing_another(

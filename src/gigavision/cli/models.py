@@ -594,10 +594,12 @@ def remove_cmd(
     workspace_opt: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Delete a model folder (checkpoint, ONNX, report)."""
+    """Delete a model folder (checkpoint, ONNX, report); refused while an alias serves it."""
+    from gigavision.models.aliases import check_unserved
     from gigavision.models.store import remove_model
 
     with open_ws(workspace_opt) as ws:
+        check_unserved(ws, model_id)
         remove_model(ws, model_id)
     if json_out:
         print_json({"removed": model_id})

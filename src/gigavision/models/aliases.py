@@ -412,6 +412,17 @@ def remove(ws: Workspace, name: str, *, actor: str, reason: str = "", expected_v
     )
 
 
+def check_unserved(ws: Workspace, model_id: str) -> None:
+    """Refuse to delete a model an alias serves: requests naming the alias would fail from then on."""
+    serving = [a.name for a in list_aliases(ws, model_id)]
+    if serving:
+        names = ", ".join(serving)
+        raise Conflict(
+            f"model {model_id} is served by alias {names}: promote another model or remove the alias first"
+            f" (gigavision models alias remove {serving[0]})"
+        )
+
+
 def lineage(ws: Workspace, model_id: str) -> dict[str, Any]:
     """What a model links to: the aliases serving it and the dataset version it was trained on (its creator
     and counts when the version still exists)."""
