@@ -26,7 +26,11 @@ export class TaskQueue {
   /** Open tasks matching the filters, as the server last counted them. */
   remaining = 0;
 
-  constructor(private readonly source: TaskSource) {}
+  /** `prefetch` false: ask for each task only when it is needed (the benchmark's baseline, #/review?prefetch=0). */
+  constructor(
+    private readonly source: TaskSource,
+    private readonly prefetching = true,
+  ) {}
 
   /** The task shown now, or null at the end of the queue. */
   get current(): ReviewTask | null {
@@ -94,7 +98,7 @@ export class TaskQueue {
   /** Asks for the task after the current one now, so it is ready when the expert answers. */
   private prefetch(): void {
     const last = this.seen[this.seen.length - 1];
-    if (!last || this.ahead?.after === last.id) return;
+    if (!this.prefetching || !last || this.ahead?.after === last.id) return;
     const answer = this.source.next(last.id);
     this.ahead = { after: last.id, answer };
     answer.then(

@@ -114,7 +114,9 @@ export function showReview(root: HTMLElement, query: string): () => void {
   );
   document.title = "Review — gigavision";
 
-  const viewer = OpenSeadragon({ ...viewerOptions(container), animationTime: 0.3 });
+  // immediateRender: draw the level the view needs at once (its tiles were fetched ahead with the task) rather
+  // than the coarser levels first, which nobody fetched ahead.
+  const viewer = OpenSeadragon({ ...viewerOptions(container), animationTime: 0.3, immediateRender: true });
   container.append(toolbar(viewer));
   const hook: NonNullable<Window["__gvReview"]> = {
     viewer,
@@ -155,11 +157,16 @@ export function showReview(root: HTMLElement, query: string): () => void {
     );
   }
 
-  const queue = new TaskQueue({
-    next: (after) => nextTask(filters, after, abort.signal),
-    get: (id) => getTask(id, abort.signal),
-    warm,
-  });
+  // #/review?prefetch=0 turns prefetching off: the baseline benchmarks/bench_review.py compares against.
+  const prefetch = new URLSearchParams(query).get("prefetch") !== "0";
+  const queue = new TaskQueue(
+    {
+      next: (after) => nextTask(filters, after, abort.signal),
+      get: (id) => getTask(id, abort.signal),
+      warm,
+    },
+    prefetch,
+  );
 
   /** Shows `task` (or the end of the queue); resolves once the viewer looks at its region. */
   async function show(task: ReviewTask | null): Promise<void> {
@@ -289,15 +296,17 @@ export function showReview(root: HTMLElement, query: string): () => void {
     const loaded = (): void => {
       if (queue.current?.id === taskId) hook.tilesLoaded.push(performance.now() - started);
     };
-    if (!item || item.getFullyLoaded()) loaded();
-    else {
+    if (!item) return loaded();
+    // The item's fully-loaded flag is brought up to date by the next drawing of the new view, not before.
+    viewer.addOnceHandler("update-viewport", () => {
+      if (item.getFullyLoaded()) return loaded();
       const handler = (event: { fullyLoaded: boolean }): void => {
         if (!event.fullyLoaded) return;
         item.removeHandler("fully-loaded-change", handler);
         loaded();
       };
       item.addHandler("fully-loaded-change", handler);
-    }
+    });
   }
 
   async function answer(task: ReviewTask, body: ReviewAnswer): Promise<void> {

@@ -142,3 +142,16 @@ describe("TaskQueue", () => {
     expect(queue.current?.decided_by).toBe("ana");
   });
 });
+
+describe("TaskQueue without prefetching (the benchmark's baseline)", () => {
+  it("asks for the next task only when moving on", async () => {
+    const fake = fakeSource(2);
+    const queue = new TaskQueue(fake.source, false);
+    await queue.start();
+    await flush();
+    expect(fake.calls).toEqual([null]);
+    expect(fake.warmed).toEqual([]);
+    expect((await queue.forward())?.id).toBe(2);
+    expect(fake.calls).toEqual([null, 1]);
+  });
+});
