@@ -31,12 +31,14 @@ def engine_predict(
     ws: Workspace,
     *,
     min_score: float = CANDIDATE_SCORE,
+    min_foreground: float = 0.05,
     runtime: str = "auto",
     batch: int = 16,
     progress: Progress | None = None,
 ) -> Predict:
     """A ``Predict`` for ``select_regions`` that runs the tiled engine over workspace images, background
-    windows skipped (the mask ingest stored), detections kept down to ``min_score``."""
+    windows (less than ``min_foreground`` of the mask ingest stored) not run, detections kept down to
+    ``min_score``."""
     from gigavision.active.regions import ImagePredictions
     from gigavision.infer.engine import model_resolution, tile_size
     from gigavision.infer.request import PredictRequest
@@ -54,6 +56,7 @@ def engine_predict(
             batch=batch,
             tiled=True,
             skip_background=True,
+            min_foreground=min_foreground,
             min_score=min_score,
             via=VIA,
         )
@@ -132,7 +135,9 @@ def regions_cmd(
             budget,
             window,
             strategy,
-            predict=engine_predict(ws, min_score=min_score, runtime=runtime, progress=advance),
+            predict=engine_predict(
+                ws, min_score=min_score, min_foreground=min_foreground, runtime=runtime, progress=advance
+            ),
             level=level,
             aggregate=aggregate,
             min_foreground=min_foreground,
