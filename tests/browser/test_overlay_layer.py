@@ -36,8 +36,11 @@ ALPHA_AT = """([x, y]) => {
   const item = viewer.world.getItemAt(0);
   const p = viewer.viewport.viewportToViewerElementCoordinates(item.imageToViewportCoordinates(x, y, true));
   const canvas = document.querySelector('[data-testid="overlay-layer"]');
-  const ratio = canvas.width / canvas.clientWidth;
-  return canvas.getContext("2d").getImageData(Math.round(p.x * ratio), Math.round(p.y * ratio), 1, 1).data[3];
+  const host = viewer.element.getBoundingClientRect();
+  const box = canvas.getBoundingClientRect(); // the layer is moved by a CSS transform while panning
+  const u = Math.round((host.left + p.x - box.left) * canvas.width / box.width);
+  const v = Math.round((host.top + p.y - box.top) * canvas.height / box.height);
+  return canvas.getContext("2d").getImageData(u, v, 1, 1).data[3];
 }"""
 SELECTED_ID = """() => {
   const section = document.querySelector('[data-testid="selection"]');

@@ -104,8 +104,8 @@ export interface OverlayHandle {
   drawn: () => Record<number, { kind: string; rings: number; status: string; label: string; editing: boolean }>;
   /** The record held for an annotation id (as loaded or last saved). */
   recordOf: (id: number) => AnnotationRecord | null;
-  /** The batched layer's frames drawn and the time the last took (ms). */
-  frameStats: () => { frames: number; lastDrawMs: number };
+  /** The batched layer's frames drawn, the time the last took (ms), and how many rendered its bitmap anew. */
+  frameStats: () => { frames: number; lastDrawMs: number; renders: number };
   /** The visible level-0 rectangle, clamped to the image. */
   visibleRect: () => BBox | null;
   destroy: () => void;
@@ -576,7 +576,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
       return out;
     },
     recordOf: (id) => cache.get(id)?.record ?? null,
-    frameStats: () => ({ frames: layer.frames, lastDrawMs: layer.lastDrawMs }),
+    frameStats: () => ({ frames: layer.frames, lastDrawMs: layer.lastDrawMs, renders: layer.renders }),
     visibleRect,
     destroy: () => {
       destroyed = true;
