@@ -81,7 +81,7 @@ def tab(chromium_browser: Browser) -> Iterator[Page]:
 
 
 SETTLED = "() => { const o = window.__gv && window.__gv.overlay; return !!o && o.loads() > 0 && o.settled(); }"
-TOOLS = "() => !document.querySelector('[data-testid=\"annotate-tools\"]').hidden"
+TOOLS = "() => document.querySelector('[data-testid=\"annotate-tools\"]').dataset.ready === 'true'"
 IMAGE_TO_PAGE = """([x, y]) => {
   const viewer = window.__gv.viewer;
   const item = viewer.world.getItemAt(0);
@@ -227,6 +227,14 @@ def test_a_box_under_a_point_class_is_refused_with_the_servers_reason(tab: Page,
     expect(message).to_contain_text("label 'nucleus' is a point class: a box cannot be stored under it")
     records = _api(site.base_url, "GET", f"/api/v1/images/{site.image['id']}/annotations")["items"]
     assert not any(r["kind"] == "box" and r["label"] == "nucleus" for r in records)
+
+    # Tagging the image takes a tag class whatever the drawing tools have picked, and gives their class back.
+    tab.get_by_test_id("label-picker").select_option("cell")
+    with tab.expect_response(lambda r: r.request.method == "POST") as tagged:
+        tab.get_by_test_id("add-tag").click()
+    assert tagged.value.status == 201
+    expect(tab.get_by_test_id("tag")).to_contain_text("needs-review")
+    expect(tab.get_by_test_id("label-picker")).to_have_value("cell")
 
 
 def test_attributes_editor_edits_the_selected_shape(tab: Page, site: Site) -> None:

@@ -63,6 +63,9 @@ export function attachAnnotationTools(
   const extent: Extent = [image.width, image.height];
   const abort = new AbortController();
   let classes: Record<string, LabelClass> = {};
+  /** The schema has been read; until then the kind a tool wants waits here. */
+  let classesLoaded = false;
+  let pendingKind: AnnotationKind | null = null;
   let mode: Mode | null = null;
   /** The mask the brush and eraser edit (the selected one when the tool was chosen, or the one just painted). */
   let brushTarget: string | null = null;
@@ -144,6 +147,10 @@ export function attachAnnotationTools(
 
   /** Picks a class that takes `kind` when the picked one does not (the server would refuse the shape). */
   function fitLabel(kind: AnnotationKind): void {
+    if (!classesLoaded) {
+      pendingKind = kind;
+      return;
+    }
     const select = picker();
     if (!select) return;
     const wanted = labelFor(classes, kind, select.value);
@@ -396,6 +403,22 @@ export function attachAnnotationTools(
   };
   overlayPanel.addEventListener("click", onToolClick);
 
+  // "Tag image with picked label" tags with a tag class: picked for that click (capture phase, before the
+  // overlay reads the picker), then the class the drawing tools use is picked again.
+  const onTagClick = (event: Event): void => {
+    const target = event.target instanceof Element ? event.target.closest('[data-testid="add-tag"]') : null;
+    const select = picker();
+    if (!target || !select) return;
+    const before = select.value;
+    fitLabel("tag");
+    if (select.value === before) return;
+    setTimeout(() => {
+      select.value = before;
+      select.dispatchEvent(new Event("change", { bubbles: true }));
+    }, 0);
+  };
+  overlayPanel.addEventListener("click", onTagClick, true);
+
   // -- undo / redo / copy / paste -----------------------------------------------------------------------
   function undoOrRedo(which: "undo" | "redo"): void {
     const edits = sync();
@@ -552,6 +575,10 @@ export function attachAnnotationTools(
   listLabels(abort.signal).then(
     (found) => {
       classes = { ...found, ...classes };
+      classesLoaded = true;
+      root.dataset["ready"] = "true";
+      if (pendingKind) fitLabel(pendingKind);
+      pendingKind = null;
       renderAttributes();
     },
     () => undefined, // the overlay says that the schema could not be loaded
@@ -571,6 +598,7 @@ export function attachAnnotationTools(
       window.removeEventListener("keydown", onCommand, true);
       viewer.removeHandler("canvas-click", onCanvasClick);
       overlayPanel.removeEventListener("click", onToolClick);
+      overlayPanel.removeEventListener("click", onTagClick, true);
       for (const node of [overlayPanel, root]) {
         node.removeEventListener("change", onChange);
         node.removeEventListener("keydown", onEnter);
