@@ -7,6 +7,7 @@ predictions), and bad input is a clear 400 / exit 2."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,9 +144,11 @@ def test_bad_arrays_and_requests_are_refused() -> None:
 
 
 # -- a tiny workspace of real digits ---------------------------------------------------------------------------
-@pytest.fixture
-def digits_ws(tmp_path: Path) -> Iterator[tuple[gv.Workspace, dict[str, str]]]:
-    """12 distinct digits (16×16) ingested as d00..d11; d00 and d01 tagged by a person, d02 predicted only."""
+@pytest.fixture(scope="module")
+def digits_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """12 distinct digits (16×16) ingested as d00..d11; d00 and d01 tagged by a person, d02 predicted only.
+    Built once; each test works on a copy."""
+    tmp_path = tmp_path_factory.mktemp("selection")
     images, labels = digit_images(2)
     folder = tmp_path / "src"
     folder.mkdir()
@@ -166,6 +169,17 @@ def digits_ws(tmp_path: Path) -> Iterator[tuple[gv.Workspace, dict[str, str]]]:
     for name in ("d00", "d01"):
         ws.annotations.add(ids[name], gv.Annotations.from_tags(["0"], status=["accepted"]), "user:ada")
     ws.annotations.add(ids["d02"], gv.Annotations.from_tags(["0"], score=[0.6], source=["model:other"]), "model:other")
+    ws.close()
+    return tmp_path / "ws", ids
+
+
+@pytest.fixture
+def digits_ws(
+    digits_template: tuple[Path, dict[str, str]], tmp_path: Path
+) -> Iterator[tuple[gv.Workspace, dict[str, str]]]:
+    template, ids = digits_template
+    shutil.copytree(template, tmp_path / "ws")
+    ws = gv.open_workspace(tmp_path / "ws")
     yield ws, ids
     ws.close()
 
@@ -296,3 +310,18 @@ def test_rest_bad_input_is_a_clear_400(
         assert words in r.json()["error"]["message"], (body, r.text)
     assert client.post(URL, json={"budget": 0}).status_code in (400, 422)
     assert _tasks(ws) == []
+
+
+def test_rest_background_selection_runs_as_a_job(digits_ws: tuple[gv.Workspace, dict[str, str]]) -> None:
+    ws, _ = digits_ws
+    client = TestClient(create_app(ws))
+    r = client.post(URL, json={"budget": 3, "strategy": "coreset", "background": True, "actor": "max"})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["kind"] == "active-select" and job["status"] == "queued" and _tasks(ws) == []
+    ws.jobs.execute(job["id"])  # here, synchronously (the server's consumer would run it in a child process)
+    done = client.get(f"/api/v1/jobs/{job['id']}").json()
+    assert done["status"] == "done" and done["progress"] == 1.0, done["error"]
+    assert done["result"]["tasks_created"] == 3 and len(_tasks(ws)) == 3
+    assert {t.created_by for t in _tasks(ws)} == {"max"}
+    ws.jobs.huey.storage.flush_queue()

@@ -211,7 +211,10 @@ def run_model(
     captured: list[np.ndarray] = []
     hook = None
     if head is not None and predictor.info.task in CLASSIFIERS:
-        hook = head.register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0].detach().cpu().numpy()))
+        # copied: torch reuses the buffer of a freed activation for the next batch
+        hook = head.register_forward_hook(
+            lambda _m, inputs, _o: captured.append(inputs[0].detach().cpu().numpy().copy())
+        )
     outs: list[np.ndarray] = []
     try:
         for start in range(0, len(ids), predictor.batch):
@@ -371,7 +374,11 @@ def select_images(
         dedup=request.dedup if scored.embeddings is not None else None,
     )
     if len(sel) < budget:
-        notes.append(f"{budget - len(sel)} fewer than asked: the rest of the pool are near-duplicates")
+        notes.append(
+            f"{budget - len(sel)} fewer than asked: the rest of the pool are near-duplicates (cosine ≥"
+            f" {request.dedup}) of labelled or chosen images in the {scored.embedding} embedding; --dedup 1 keeps"
+            " all but exact ones"
+        )
     run = f"select-{uuid.uuid4().hex[:12]}"
     picks = _picks(ws, scored, sel)
     created = 0

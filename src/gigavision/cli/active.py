@@ -74,7 +74,7 @@ def select_cmd(
             p["image_id"][:12],
             p["name"],
             f"{p['score']:.4f}",
-            "" if u is None else f"{u:.3f}",
+            u,
             predicted,
         )
     out_console.print(table)
