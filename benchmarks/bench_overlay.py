@@ -25,6 +25,7 @@ Prints one JSON line. The machine is shared (2 cores with other work running): t
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -64,6 +65,7 @@ PAN = """async ([dx, steps]) => {
   await frame();
   const frames = [];
   const draws = [];
+  const rendered = [];
   const renders = overlay.frameStats().renders;
   const out = Math.round(steps / 4);
   let last = performance.now();
@@ -76,11 +78,13 @@ PAN = """async ([dx, steps]) => {
     const now = performance.now();
     frames.push(now - last);
     draws.push(overlay.frameStats().lastDrawMs);
+    rendered.push(overlay.frameStats().renders - renders - rendered.filter(Boolean).length > 0);
     last = now;
   }
   return {
     frames,
     draws,
+    rendered,
     renders: overlay.frameStats().renders - renders,
     drawn: Object.keys(overlay.drawn()).length,
     inView: overlay.renderedIds().length,
@@ -138,6 +142,10 @@ def _pan(page: Any, overlay_shown: bool, steps: int, dx: float) -> dict[str, Any
     return result
 
 
+def _p50(values: list[float]) -> float | None:
+    return u.rnd(u.percentile(values, 50), 1) if values else None
+
+
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     frames = [f for r in runs for f in r["frames"]]
     per_run_fps = [len(r["frames"]) / (sum(r["frames"]) / 1000) for r in runs]
@@ -154,6 +162,9 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "max": u.rnd(max(d for r in runs for d in r["draws"]), 2),
         },
         "bitmap_renders_per_pan": [r["renders"] for r in runs],
+        # frames that only moved the overlay's canvas vs those that rendered it anew
+        "move_frame_ms_p50": _p50([f for r in runs for f, x in zip(r["frames"], r["rendered"], strict=True) if not x]),
+        "render_frame_ms": [u.rnd(f, 1) for r in runs for f, x in zip(r["frames"], r["rendered"], strict=True) if x],
         "shapes_drawn": runs[-1]["drawn"],
         "shapes_in_view_after": runs[-1]["inView"],
     }
@@ -181,6 +192,7 @@ def main() -> int:
         u.log("the web front end is not built: run `make web`")
         return 2
 
+    load_before = os.getloadavg()[0]
     slide = u.slide_path(40_000, 25_000)
     u.BENCH.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gv-overlay-", dir=u.BENCH) as tmp:
@@ -239,6 +251,7 @@ def main() -> int:
             "polygons_stored": args.polygons,
             "view": {"level0_rect": VIEW, "query": query, "notice": notice},
             "repeats": repeats,
+            "load_average_1min": {"before": u.rnd(load_before, 1), "after": u.rnd(os.getloadavg()[0], 1)},
             "overlay_shown": with_overlay,
             "overlay_hidden": without,
             "target": {"fps_min": 15, "frame_ms_max": 250},

@@ -1,9 +1,10 @@
 // The batched annotation layer: one 2D canvas over OpenSeadragon that draws every loaded shape (except the
 // one being edited, which Annotorious shows with its handles) from the typed arrays of overlay-batch.ts.
 //
-// Per label and status, the area shapes are one Path2D in level-0 pixels, built when the data changes; a
-// render sets the image-to-screen transform and fills and strokes each path once (a few calls per class,
-// whatever the number of shapes). Points are discs of a fixed screen size, drawn from the centres in view.
+// Per label and status, the area shapes that meet the rendered area are one Path2D in level-0 pixels (from
+// the typed arrays, which are built when the data changes); a render sets the image-to-screen transform and
+// fills and strokes each path once (a few calls per class, whatever the number of shapes). Points are discs
+// of a fixed screen size, drawn from the centres in view.
 //
 // A render fills the canvas with the view plus a margin (`MARGIN` of its size on every side); a frame of a
 // pan only moves the canvas (a CSS translation, composited: nothing is drawn again), so panning costs the
@@ -20,12 +21,6 @@ import type { BatchStyle } from "./drawing-style";
 import { type Batch, type Batched, batchShapes } from "./overlay-batch";
 
 export type StyleOf = (label: string, status: AnnotationStatus) => BatchStyle;
-
-interface Prepared {
-  batch: Batch;
-  /** Area shapes in level-0 pixels (null: the batch holds points only). */
-  path: Path2D | null;
-}
 
 /** The bitmap extends this fraction of the view beyond each of its edges. */
 const MARGIN = 0.25;
@@ -47,7 +42,6 @@ export interface ImageTransform {
 
 export class OverlayLayer {
   readonly canvas: HTMLCanvasElement;
-  private prepared: Prepared[] = [];
   private data: Batched = batchShapes([]);
   private shown = true;
   private frame: number | null = null;
@@ -90,10 +84,9 @@ export class OverlayLayer {
     viewer.addHandler("animation-finish", this.onAnimationFinish);
   }
 
-  /** The shapes to draw now (built once; pans and zooms only move them). */
+  /** The shapes to draw now (rendered on the next frame; pans then only move them). */
   set(data: Batched): void {
     this.data = data;
-    this.prepared = data.batches.map((batch) => ({ batch, path: areaPath(batch) }));
     this.bitmap.dirty = true;
     this.schedule();
   }
@@ -181,7 +174,9 @@ export class OverlayLayer {
     if (!ctx) return;
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, w, h);
-    for (const { batch, path } of this.prepared) {
+    const paths = areaPaths(this.data, [b.x0, b.y0, b.x0 + w / scale, b.y0 + h / scale]);
+    this.data.batches.forEach((batch, i) => {
+      const path = paths[i];
       const style = this.styleOf(batch.label, batch.status);
       if (path) {
         ctx.setTransform(scale, 0, 0, scale, -b.x0 * scale, -b.y0 * scale);
@@ -193,7 +188,7 @@ export class OverlayLayer {
         ctx.stroke(path);
       }
       if (batch.points.length > 0) drawPoints(ctx, batch, style, b, ratio, w, h);
-    }
+    });
     this.renders += 1;
   }
 
@@ -236,17 +231,28 @@ function drawPoints(
   ctx.stroke(discs);
 }
 
-/** One path of every ring of a batch's area shapes, in level-0 pixels. */
-function areaPath(batch: Batch): Path2D | null {
-  const { coords, ringStart } = batch;
-  if (ringStart.length < 2) return null;
-  const path = new Path2D();
-  for (let r = 0; r + 1 < ringStart.length; r++) {
-    const start = ringStart[r] as number;
-    const end = ringStart[r + 1] as number;
-    path.moveTo(coords[2 * start] as number, coords[2 * start + 1] as number);
-    for (let i = start + 1; i < end; i++) path.lineTo(coords[2 * i] as number, coords[2 * i + 1] as number);
-    path.closePath();
+/** Per batch, one path (level-0 pixels) of every ring of its area shapes whose box meets `rect` (what lies
+ * beyond the rendered area costs nothing); null where none does. */
+function areaPaths(data: Batched, [x0, y0, x1, y1]: [number, number, number, number]): (Path2D | null)[] {
+  const paths: (Path2D | null)[] = data.batches.map(() => null);
+  const { boxes } = data;
+  for (let i = 0; i < data.keys.length; i++) {
+    const rings = data.rings[i] as number;
+    if (rings === 0) continue; // a point
+    if ((boxes[4 * i] as number) > x1 || (boxes[4 * i + 2] as number) < x0) continue;
+    if ((boxes[4 * i + 1] as number) > y1 || (boxes[4 * i + 3] as number) < y0) continue;
+    const index = data.batchOf[i] as number;
+    const batch = data.batches[index] as Batch;
+    const path = (paths[index] ??= new Path2D());
+    const { coords, ringStart } = batch;
+    const first = data.first[i] as number;
+    for (let r = first; r < first + rings; r++) {
+      const start = ringStart[r] as number;
+      const end = ringStart[r + 1] as number;
+      path.moveTo(coords[2 * start] as number, coords[2 * start + 1] as number);
+      for (let k = start + 1; k < end; k++) path.lineTo(coords[2 * k] as number, coords[2 * k + 1] as number);
+      path.closePath();
+    }
   }
-  return path;
+  return paths;
 }

@@ -196,6 +196,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
       undraw: (list) => undraw(list),
       removeShape: (annoId) => removeShape(annoId),
       saved: (entry) => {
+        rebuildSoon(); // a new entry: the layer draws it once Annotorious lets go of it
         const current = store.getAnnotation(entry.annoId);
         if (!current) return;
         const { id, kind, status, version } = entry.record;
@@ -205,6 +206,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
       pointRadius: () => pointRadius(),
       editDone: () => {
         releaseIdle();
+        rebuildSoon();
         updateCount();
         renderSelection();
       },
@@ -314,8 +316,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
     editing.add(annoId);
     store.bulkUpsertAnnotations([shape], REMOTE);
     rebuild();
-    annotator.setSelected(annoId, selectAction(shape) === UserSelectAction.EDIT);
-    onSelection(annotator.getSelected());
+    annotator.setSelected(annoId, selectAction(shape) === UserSelectAction.EDIT); // raises selectionChanged
   }
 
   /** Shapes Annotorious no longer needs (deselected, nothing queued, saved) go back to the layer. */
