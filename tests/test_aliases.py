@@ -165,3 +165,47 @@ def test_resolve_prefixes_and_a_promotion_racing_another(
         aliases.set_alias(ws, "race", "odd", actor="ana", force=True)
     assert aliases.resolve(ws, "race") == "digits-b"
     assert [e.actor for e in aliases.history(ws, "race")] == ["lee", "ana"]
+
+
+def _card(ws: gv.Workspace, model_id: str, classes: list[str], task: str = "classify") -> None:
+    """A model folder holding only its card: enough for aliases, which never load weights."""
+    from gigavision.models.card import ModelCard, ModelInput
+
+    folder = store.models_dir(ws) / model_id
+    folder.mkdir()
+    ModelCard(
+        id=model_id,
+        task=task,
+        arch="test_resnet",
+        classes=classes,
+        dataset="digits@1",
+        input=ModelInput(size=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        created_at="2026-01-01T00:00:00+00:00",
+    ).write(folder)
+
+
+def test_alias_moves_on_sqlite_and_postgresql(workspace: gv.Workspace) -> None:
+    ws = workspace
+    for model_id in ("m1", "m2", "m3"):
+        _card(ws, model_id, ["cat", "dog"])
+    _card(ws, "birds", ["cat", "dog", "bird"])
+    aliases.set_alias(ws, "production", "m1", actor="ana")
+    aliases.promote(ws, "production", "m2", actor="ana", evidence={"difference": 0.1})
+    aliases.promote(ws, "production", "m3", actor="lee", expected_version=2)
+    with pytest.raises(Conflict, match=r"no longer at version 2: it points at m3 \(version 3\)"):
+        aliases.promote(ws, "production", "m1", actor="bo", expected_version=2)
+    with pytest.raises(InvalidInput, match="adds bird"):
+        aliases.promote(ws, "production", "birds", actor="bo")
+    assert aliases.rollback(ws, "production", actor="ana").model_id == "m2"
+    assert aliases.rollback(ws, "production", actor="ana").model_id == "m1"
+    assert [e.action for e in aliases.history(ws, "production")] == [
+        "rollback",
+        "rollback",
+        "promote",
+        "promote",
+        "set",
+    ]
+    assert aliases.history(ws, "production")[3].evidence == {"difference": 0.1}
+    assert aliases.get_alias(ws, "production").version == 5
+    aliases.remove(ws, "production", actor="ana", expected_version=5)
+    assert aliases.list_aliases(ws) == []

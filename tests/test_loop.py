@@ -201,3 +201,46 @@ def test_a_dataset_without_a_test_split_is_refused(tmp_path: Path, capsys: pytes
     with pytest.raises(InvalidInput, match="loops retrain classify and detect models"):
         loop.create(ws, "bad", recipe={**RECIPE, "task": "segment"}, dataset="notest", every=10)
     ws.close()
+
+
+def test_due_counts_new_human_labels_on_sqlite_and_postgresql(workspace: gv.Workspace, tmp_path: Path) -> None:
+    from gigavision.models.card import ModelCard, ModelInput
+
+    ws = workspace
+    images, labels = digit_images(scale=2)
+    tags = [[str(v)] for v in labels[:20]]
+    version = ingest_tagged(ws, tmp_path / "src", list(images[:20]), tags, "digits", split="train=0.6,val=0.1,test=0.3")
+    classes = sorted({str(v) for v in labels[:20]})
+    folder = store.models_dir(ws) / "served"
+    folder.mkdir()
+    card = ModelCard(
+        id="served",
+        task="classify",
+        arch="test_resnet",
+        classes=classes,
+        dataset=version.ref,
+        input=ModelInput(size=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        created_at="2026-01-01T00:00:00+00:00",
+    )
+    card.write(folder)
+    aliases.set_alias(ws, "production", "served", actor="ana")
+    loop.create(ws, "l", recipe=RECIPE, dataset="digits", every=3)
+    assert loop.due(ws, "l") == {
+        "loop": "l",
+        "alias": "production",
+        "baseline": "served",
+        "since": "digits@1",
+        "new_labels": 0,
+        "every": 3,
+        "due": False,
+    }
+    ids = [e.id for e in version.images()]
+    human = gv.Annotations.from_tags(["1"], status=["accepted"], source=["user:ana"])
+    for image_id in ids[:2]:
+        ws.annotations.add(image_id, human, "ana")
+    ws.annotations.add(ids[2], gv.Annotations.from_tags(["1"], status=["accepted"], source=["model:served"]), "m")
+    ws.annotations.add(ids[3], gv.Annotations.from_tags(["1"], status=["proposed"], source=["user:bo"]), "bo")
+    state = loop.due(ws, "l")
+    assert (state["new_labels"], state["due"]) == (2, False)  # a model's label and a proposal do not count
+    ws.annotations.add(ids[4], human, "ana")
+    assert loop.due(ws, "l")["due"]
