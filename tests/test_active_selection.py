@@ -325,3 +325,43 @@ def test_rest_background_selection_runs_as_a_job(digits_ws: tuple[gv.Workspace, 
     assert done["result"]["tasks_created"] == 3 and len(_tasks(ws)) == 3
     assert {t.created_by for t in _tasks(ws)} == {"max"}
     ws.jobs.huey.storage.flush_queue()
+
+
+def test_perceptual_hashes_as_the_near_duplicate_rule() -> None:
+    from gigavision.active.selection import hash_bits, phash_duplicates
+
+    base = np.array([0, 0b1111, 2**63 + 1], dtype=np.uint64)
+    bits = hash_bits(base)
+    assert bits.shape == (3, 64) and set(np.unique(bits)) == {-1.0, 1.0}
+    pool = np.array([0b0, 0b11, 0b11111, 2**40], dtype=np.uint64)  # 0, 2, 5 and 1 bits from item 0
+    near = phash_duplicates(pool, None, 2)
+    picked = select("entropy", np.full((4, 2), 0.5), None, None, 4, near_duplicates=near)
+    assert picked.indices.tolist() == [0, 2] and picked.skipped == 2  # 0b11 and 2**40 are within 2 bits of 0
+    labelled = phash_duplicates(pool, np.array([0b11111], dtype=np.uint64), 0)  # exact copies of a labelled one
+    assert select("random", None, np.ones((4, 1)), None, 4, near_duplicates=labelled).indices.tolist().count(2) == 0
+    with pytest.raises(InvalidInput, match=r"0\.\.32 bits"):
+        phash_duplicates(pool, None, 40)
+
+
+def test_near_duplicate_images_are_not_picked_twice(
+    digits_ws: tuple[gv.Workspace, dict[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A retouched copy of a pool image and of a labelled image (one pixel changed: 2 pHash bits apart)."""
+    from gigavision.images.resolution import read_level
+
+    ws, ids = digits_ws
+    copies = []
+    for name in ("d05", "d00"):
+        arr = read_level(ws.open_source(ids[name]), 0)[:, :, 0].copy()
+        arr[3, 3] = 255 - arr[3, 3]
+        copies.append(tmp_path / f"copy-of-{name}.png")
+        Image.fromarray(arr).save(copies[-1])
+    twin, labelled_twin = (r.id for r in ws.ingest(copies))
+    args = ["-w", str(ws.root), "active", "select", "--budget", "50", "--strategy", "coreset", "--dry-run", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    chosen = {p["image_id"] for p in result["selected"]}
+    assert len({ids["d05"], twin} & chosen) == 1 and labelled_twin not in chosen
+    assert result["pool"]["candidates"] == 12 and len(chosen) == 10 and result["pool"]["near_duplicates"] == 2
+    assert main([*args, "--dup-distance", "-1"]) == 0  # the check off: every candidate
+    assert len(json.loads(capsys.readouterr().out)["selected"]) == 12

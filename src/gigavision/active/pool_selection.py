@@ -22,8 +22,12 @@
      (RGB at 12×12, mean-centred by ``selection``). This machine's tests and installs have no pretrained
      weights offline (timm downloads them), so a pixel embedding is what can always run; a workspace with an
      ``embed`` model should pass it as ``--model`` instead.
-3. ``active.selection.select`` picks the batch; near-duplicates of each other and of the human-labelled images
-   (up to ``MAX_REFERENCE`` of them, a seeded sample, embedded the same way) are skipped.
+3. ``active.selection.select`` picks the batch. The diversity strategies measure distances to the
+   human-labelled images too (up to ``MAX_REFERENCE`` of them, a seeded sample, embedded the same way).
+   Near-duplicates of each other and of those labelled images are skipped by the rule dataset versions use
+   for duplicates: perceptual hashes (``datasets.phash``, cached per image) at most ``dup_distance`` bits
+   apart (default 4). It is a property of the pixels, not of the model: a poorly trained network maps many
+   different images to nearly the same features, and must not make them all "duplicates".
 4. One review task per pick (reason ``selected``, whole image, priority = budget − rank + 1, the predicted
    label/score/uncertainty when there is a classifier, ``details``: strategy, rank, score, run).
 
@@ -41,8 +45,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import select
 
-from gigavision.active.selection import DEFAULT_DEDUP, STRATEGIES, Selection
+from gigavision.active.selection import STRATEGIES, Selection, phash_duplicates
 from gigavision.active.selection import select as select_batch
+from gigavision.datasets.spec import DEFAULT_DUP_DISTANCE, MAX_DUP_DISTANCE
 from gigavision.errors import InvalidInput
 from gigavision.progress import Progress
 from gigavision.store.schema import AnnotationImageRow, AnnotationRow, ReviewTaskRow
@@ -56,7 +61,7 @@ if TYPE_CHECKING:
 POOL_KEYS = ("image", "image_id", "meta:KEY", "dataset")
 CLASSIFIERS = ("classify", "probe")
 OBJECT_TASKS = ("detect", "segment")
-MAX_REFERENCE = 2_000  # labelled images embedded for the near-duplicate check (a seeded sample beyond)
+MAX_REFERENCE = 2_000  # labelled images embedded / hashed as references (a seeded sample beyond)
 THUMB_SIDE = 12
 QUERY_CHUNK = 500
 
@@ -64,15 +69,16 @@ QUERY_CHUNK = 500
 @dataclass(frozen=True)
 class SelectRequest:
     """What to select. ``model``: a model id, prefix or alias (None: cold start); ``pool``: filter texts
-    ``key=value[,value...]`` (keys ``image``, ``image_id``, ``meta:KEY``, ``dataset``); ``dedup``: the cosine
-    threshold for near-duplicates (None: off); ``create_tasks``: False only reports the picks."""
+    ``key=value[,value...]`` (keys ``image``, ``image_id``, ``meta:KEY``, ``dataset``); ``dup_distance``:
+    perceptual-hash bits within which two images are near-duplicates (None: off); ``create_tasks``: False
+    only reports the picks."""
 
     budget: int
     strategy: str = "hybrid"
     model: str | None = None
     pool: tuple[str, ...] = ()
     seed: int = 0
-    dedup: float | None = DEFAULT_DEDUP
+    dup_distance: int | None = DEFAULT_DUP_DISTANCE
     create_tasks: bool = True
 
     def __post_init__(self) -> None:
@@ -80,8 +86,9 @@ class SelectRequest:
             raise InvalidInput(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 1:
             raise InvalidInput(f"budget must be a whole number ≥ 1, got {self.budget!r}")
-        if self.dedup is not None and not 0.0 < self.dedup <= 1.0:
-            raise InvalidInput(f"dedup must be a cosine similarity in (0, 1], got {self.dedup!r}")
+        d = self.dup_distance
+        if d is not None and (isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= MAX_DUP_DISTANCE):
+            raise InvalidInput(f"dup-distance must be 0..{MAX_DUP_DISTANCE} bits (or -1 / null: off), got {d!r}")
         if self.model is None and self.strategy not in ("coreset", "random"):
             raise InvalidInput(
                 f"strategy {self.strategy} needs a model (--model); without one (a cold start) use coreset"
@@ -315,17 +322,20 @@ def score_pool(
     return Scored(ids, probs=out, embeddings=emb, embedding=embedding, classes=classes)
 
 
-def reference_embeddings(
-    ws: Workspace, info: ModelInfo | None, scored: Scored, seed: int, progress: Progress | None = None
-) -> np.ndarray | None:
-    """Embeddings of (a seeded sample of) the human-labelled images, made the way the pool's were."""
-    if scored.embeddings is None:
-        return None
+def labelled_sample(ws: Workspace, seed: int) -> list[str]:
+    """The human-labelled images, a seeded sample of ``MAX_REFERENCE`` beyond that many."""
     labelled = sorted(human_labelled(ws))
     if len(labelled) > MAX_REFERENCE:
         rng = np.random.default_rng(seed)
         labelled = sorted(rng.choice(labelled, MAX_REFERENCE, replace=False).tolist())
-    if not labelled:
+    return labelled
+
+
+def reference_embeddings(
+    ws: Workspace, info: ModelInfo | None, scored: Scored, labelled: list[str], progress: Progress | None = None
+) -> np.ndarray | None:
+    """Embeddings of the ``labelled`` images, made the way the pool's were."""
+    if scored.embeddings is None or not labelled:
         return None
     if scored.embedding == "thumbnail":
         return thumbnail_embeddings(ws, labelled, progress)
@@ -356,7 +366,14 @@ def select_images(
             " selection task"
         )
     scored = score_pool(ws, info, request.strategy, ids, progress)
-    reference = reference_embeddings(ws, info, scored, request.seed, progress)
+    labelled = labelled_sample(ws, request.seed)
+    reference = reference_embeddings(ws, info, scored, labelled, progress)
+    near = None
+    if request.dup_distance is not None:
+        from gigavision.datasets.phash import perceptual_hashes
+
+        hashes = perceptual_hashes(ws, [*scored.ids, *labelled], progress)
+        near = phash_duplicates(hashes[: len(scored.ids)], hashes[len(scored.ids) :], request.dup_distance)
     notes = []
     pool_n = len(scored.ids)
     budget = request.budget
@@ -371,13 +388,14 @@ def select_images(
         budget,
         request.seed,
         uncertainty=scored.uncertainty,
-        dedup=request.dedup if scored.embeddings is not None else None,
+        dedup=None,
+        near_duplicates=near,
     )
     if len(sel) < budget:
         notes.append(
-            f"{budget - len(sel)} fewer than asked: the rest of the pool are near-duplicates (cosine ≥"
-            f" {request.dedup}) of labelled or chosen images in the {scored.embedding} embedding; --dedup 1 keeps"
-            " all but exact ones"
+            f"{budget - len(sel)} fewer than asked: the rest of the pool are near-duplicates (perceptual hashes"
+            f" within {request.dup_distance} bits) of labelled or chosen images; --dup-distance 0 keeps all but"
+            " identical-looking ones, -1 turns the check off"
         )
     run = f"select-{uuid.uuid4().hex[:12]}"
     picks = _picks(ws, scored, sel)
@@ -433,7 +451,7 @@ def _picks(ws: Workspace, scored: Scored, sel: Selection) -> list[dict[str, Any]
 
 
 # -- as a job ----------------------------------------------------------------------------------------------
-PARAMS = ("budget", "strategy", "model", "pool", "seed", "dedup", "create_tasks")
+PARAMS = ("budget", "strategy", "model", "pool", "seed", "dup_distance", "create_tasks")
 
 
 def run_select(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:

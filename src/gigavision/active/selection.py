@@ -21,14 +21,16 @@ Strategies:
   margin uncertainty (or the given ``uncertainty``); each pick is the candidate maximising
   ``uncertainty × distance to the nearest labelled or already-picked item`` (distance divided by the largest
   such distance among the candidates when the batch starts), so an uncertain item next to one just chosen
-  loses to a slightly less uncertain one elsewhere. Score: that product.
+  loses to a slightly less uncertain one elsewhere. Score: that product. Should near-duplicates use up the
+  candidates, the rest of the pool follows the same way.
 - ``random``: a uniform sample (the baseline). Score: 0.
 
 Every batch avoids near-duplicates: an item whose embedding has cosine similarity ≥ ``dedup`` (after
 subtracting the mean embedding of the pool and the labelled items, so that all-positive features do not look
-alike) with a labelled item or an item already in the batch is skipped. ``embeddings=None`` turns that off
-(and is only allowed for the uncertainty strategies and random). A batch can therefore be smaller than the
-budget; ``Selection.skipped`` says how many were passed over as near-duplicates.
+alike) with a labelled item or an item already in the batch is skipped. ``near_duplicates`` replaces that
+rule with other vectors (``phash_duplicates``: perceptual hashes within a Hamming distance, the rule dataset
+versions use). ``embeddings=None`` and no ``near_duplicates`` turns the check off. A batch can therefore be
+smaller than the budget; ``Selection.skipped`` says how many were passed over as near-duplicates.
 
 Everything is deterministic for a given ``seed`` (ties break by index; random draws use
 ``numpy.random.default_rng(seed)``).
@@ -68,6 +70,36 @@ class Selection:
         return len(self.indices)
 
 
+@dataclass(frozen=True)
+class NearDuplicates:
+    """Which items count as near-duplicates: rows of ``pool`` ``(N, K)`` and ``labelled`` ``(M, K)`` whose cosine
+    similarity is ≥ ``threshold`` (after subtracting their mean when ``centre``)."""
+
+    pool: np.ndarray
+    labelled: np.ndarray | None
+    threshold: float
+    centre: bool = True
+
+
+HASH_BITS = 64
+
+
+def hash_bits(hashes: np.ndarray) -> np.ndarray:
+    """``(n, 64)`` ±1 vectors of 64-bit hashes: their cosine is ``1 − 2·hamming/64``."""
+    h = np.asarray(hashes, dtype=np.uint64).reshape(-1, 1)
+    bits = (h >> np.arange(HASH_BITS, dtype=np.uint64)) & np.uint64(1)
+    return np.asarray(bits, dtype=np.float64) * 2.0 - 1.0
+
+
+def phash_duplicates(pool: np.ndarray, labelled: np.ndarray | None, max_distance: int) -> NearDuplicates:
+    """Near-duplicates as perceptual hashes (``datasets.phash``) at most ``max_distance`` bits apart."""
+    if isinstance(max_distance, bool) or not 0 <= int(max_distance) <= HASH_BITS // 2:
+        raise InvalidInput(f"near-duplicate distance must be 0..{HASH_BITS // 2} bits, got {max_distance!r}")
+    lab = hash_bits(labelled) if labelled is not None and len(labelled) else None
+    # 1e-9 below the exact value: a float cosine of two hashes exactly max_distance apart still counts
+    return NearDuplicates(hash_bits(pool), lab, 1.0 - 2.0 * int(max_distance) / HASH_BITS - 1e-9, centre=False)
+
+
 # -- uncertainty -------------------------------------------------------------------------------------------
 def uncertainty_scores(probs: np.ndarray, method: str = "entropy") -> np.ndarray:
     """``(N,)`` uncertainty in [0, 1] of ``(N, C)`` class probabilities: ``entropy`` (normalised by log C),
@@ -104,13 +136,15 @@ def select(
     *,
     uncertainty: np.ndarray | None = None,
     dedup: float | None = DEFAULT_DEDUP,
+    near_duplicates: NearDuplicates | None = None,
 ) -> Selection:
     """Pick up to ``budget`` items of a pool of N (see the module docstring).
 
     ``probs``: ``(N, C)`` class probabilities (None without a classifier); ``uncertainty``: ``(N,)`` in
     [0, 1] instead of ``probs`` (detection, segmentation: per image or region); ``embeddings``: ``(N, D)``
     (a classifier's penultimate features for ``badge``); ``labelled_embeddings``: ``(M, D)`` of the items
-    already labelled (None or empty: none); ``dedup``: the near-duplicate cosine threshold (None: off).
+    already labelled (None or empty: none); ``dedup``: the near-duplicate cosine threshold on the embeddings
+    (None: off); ``near_duplicates``: another near-duplicate rule, used instead of ``dedup``.
     A budget above N picks all N (callers say so).
     """
     if strategy not in STRATEGIES:
@@ -144,7 +178,14 @@ def select(
         raise InvalidInput("strategy badge needs a classifier's probabilities (≥ 2 classes) and penultimate features")
     budget = min(int(budget), n)
     rng = np.random.default_rng(seed)
-    dup = _Dedup(emb, lab, dedup) if emb is not None and dedup is not None else None
+    dup: _Dedup | None = None
+    if near_duplicates is not None:
+        nd = near_duplicates
+        vectors = _matrix(nd.pool, "near-duplicate vectors", n)
+        others = _labelled(nd.labelled, vectors) if nd.labelled is not None else np.zeros((0, vectors.shape[1]))
+        dup = _Dedup(vectors, others, nd.threshold, centre=nd.centre)
+    elif emb is not None and dedup is not None:
+        dup = _Dedup(emb, lab, dedup)
     picks: list[int] = []
     scores: list[float] = []
     if n == 0:
@@ -215,14 +256,14 @@ class _Dedup:
     """Tracks each pool item's highest cosine similarity (centred embeddings) to the labelled items and the
     picks so far; ``ok(i)`` is False for a near-duplicate, counted in ``skipped``."""
 
-    def __init__(self, emb: np.ndarray, lab: np.ndarray, threshold: float) -> None:
-        centre = np.concatenate([emb, lab]).mean(axis=0)
-        self.unit = _unit(emb - centre)
+    def __init__(self, emb: np.ndarray, lab: np.ndarray, threshold: float, centre: bool = True) -> None:
+        mean = np.concatenate([emb, lab]).mean(axis=0) if centre else np.zeros(emb.shape[1])
+        self.unit = _unit(emb - mean)
         self.threshold = threshold
         self.best = np.full(len(emb), -np.inf)
         self.skipped = 0
         if len(lab):
-            lab_unit = _unit(lab - centre)
+            lab_unit = _unit(lab - mean)
             for start in range(0, len(emb), _CHUNK):
                 sims = self.unit[start : start + _CHUNK] @ lab_unit.T
                 self.best[start : start + _CHUNK] = sims.max(axis=1)
@@ -352,7 +393,11 @@ def _hybrid(
         if scale[0] is None:
             scale[0] = _spread(dist[candidates])
 
-    return _greedy(n, budget, dup, value, update, allowed)
+    picks, scores = _greedy(n, budget, dup, value, update, allowed)
+    if len(picks) < budget and keep < n:  # the candidates ran out (near-duplicates): go on with the rest
+        more, more_scores = _greedy(n, budget - len(picks), dup, value, update, ~allowed)
+        picks, scores = picks + more, scores + more_scores
+    return picks, scores
 
 
 def _spread(dist: np.ndarray) -> float | None:

@@ -36,10 +36,15 @@ def select_cmd(
     ] = None,
     strategy: Annotated[str, typer.Option("--strategy", "-s", help=STRATEGY_HELP)] = "hybrid",
     seed: Annotated[int, typer.Option(min=0, help="Seed of the random draws (random, badge, coreset's start).")] = 0,
-    dedup: Annotated[
-        float,
-        typer.Option(help="Near-duplicate cosine similarity: such images are not picked twice (1 = exact only)."),
-    ] = 0.98,
+    dup_distance: Annotated[
+        int,
+        typer.Option(
+            min=-1,
+            max=32,
+            help="Near-duplicates (perceptual hashes within this many bits, as dataset versions) are not picked"
+            " twice nor next to a labelled one; -1: off.",
+        ),
+    ] = 4,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the picks without creating review tasks.")] = False,
     actor: Annotated[str, typer.Option("--as", help="Who creates the tasks (recorded).")] = "cli",
     workspace: WorkspaceOpt = None,
@@ -54,7 +59,7 @@ def select_cmd(
         model=model,
         pool=tuple(pool or ()),
         seed=seed,
-        dedup=dedup,
+        dup_distance=None if dup_distance == -1 else dup_distance,
         create_tasks=not dry_run,
     )
     ws = open_ws(workspace)

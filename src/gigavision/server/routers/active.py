@@ -13,7 +13,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from gigavision.active.pool_selection import SelectRequest, select_images
-from gigavision.active.selection import DEFAULT_DEDUP
+from gigavision.datasets.spec import DEFAULT_DUP_DISTANCE
 from gigavision.jobs import registry
 from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
@@ -36,7 +36,9 @@ class SelectBody(BaseModel):
         default_factory=list, description="key=value[,value...]: image (name glob), image_id, meta:KEY, dataset"
     )
     seed: int = Field(0, ge=0, lt=2**63)
-    dedup: float | None = Field(DEFAULT_DEDUP, gt=0, le=1, description="near-duplicate cosine; null: off")
+    dup_distance: int | None = Field(
+        DEFAULT_DUP_DISTANCE, ge=-1, le=32, description="near-duplicates: perceptual-hash bits; null or -1: off"
+    )
     dry_run: bool = Field(False, description="only report the picks, create no tasks")
     actor: str = Field("anonymous", min_length=1, max_length=256)
     background: bool = Field(False, description="run as a job: 202 with the job record (see /api/v1/jobs)")
@@ -51,7 +53,7 @@ def select(body: SelectBody, ws: WorkspaceDep, response: Response, login: LoginD
         model=body.model,
         pool=tuple(body.pool),
         seed=body.seed,
-        dedup=body.dedup,
+        dup_distance=None if body.dup_distance in (None, -1) else body.dup_distance,
         create_tasks=not body.dry_run,
     )
     actor = acting_as(login, body.actor)
@@ -63,7 +65,7 @@ def select(body: SelectBody, ws: WorkspaceDep, response: Response, login: LoginD
             "model": request.model,
             "pool": list(request.pool),
             "seed": request.seed,
-            "dedup": request.dedup,
+            "dup_distance": request.dup_distance,
             "create_tasks": request.create_tasks,
         }
         return dict(ws.jobs.submit(JOB_KIND, params, actor))
