@@ -1,8 +1,10 @@
-// The models page (#/models): the workspace's published models, newest first, with their headline metric, the
-// dataset version they were trained on (lineage) and their evaluation report; a model's row opens its metrics
-// and its production metrics from the review answers (GET /api/v1/models/{id}/monitor).
+// The models page (#/models): the aliases (production, staging, …) and the model each serves, with promote and
+// rollback for those allowed to deploy; the retraining loops and whether they are due; the workspace's published
+// models, newest first, with their headline metric, the dataset version they were trained on (lineage) and
+// their evaluation report. A model's row opens its metrics, the aliases serving it and its production metrics
+// from the review answers (GET /api/v1/models/{id}/monitor).
 
-import { ApiError, apiJson } from "./api";
+import { ApiError, apiJson, currentSession } from "./api";
 import { el } from "./dom";
 import { listModels, type ModelRecord } from "./review-api";
 
@@ -15,6 +17,36 @@ export interface ModelMonitor {
   backlog: number;
   audit: { n: number; errors: number; error_rate: number | null; ci95: [number, number] | null };
   precision_by_score_band: { band: [number, number]; n: number; precision: number | null }[];
+}
+
+export interface AliasRecord {
+  name: string;
+  model: string;
+  version: number;
+  updated_by: string;
+  updated_at: string;
+  dataset: string | null;
+}
+
+export interface AliasEvent {
+  id: number;
+  action: string;
+  model: string | null;
+  previous_model: string | null;
+  actor: string;
+  at: string;
+  reason: string;
+}
+
+export interface LoopRecord {
+  name: string;
+  dataset: string;
+  metric: string;
+  margin: number;
+  alias: string;
+  every: number;
+  enabled: boolean;
+  state: { due: boolean; new_labels: number; every: number; since: string | null; baseline: string | null };
 }
 
 const REPORT = "report.html"; // models/store.py REPORT_HTML: written when the model had a split to evaluate on
@@ -66,7 +98,131 @@ function monitorSection(m: ModelMonitor): HTMLElement {
   );
 }
 
-function details(model: ModelRecord, signal: AbortSignal): HTMLElement {
+/** Whether the login may move aliases and run loops (permission "deploy"); without users, yes. */
+function canDeploy(): boolean {
+  const me = currentSession();
+  return !me || me.permissions.includes("deploy");
+}
+
+function when(iso: string): string {
+  return iso.replace("T", " ").slice(0, 19);
+}
+
+const aliasPath = (name: string): string => `/api/v1/aliases/${encodeURIComponent(name)}`;
+
+/** The aliases table: alias -> model -> dataset version; rollback and history per alias. */
+function aliasesSection(
+  items: AliasRecord[],
+  open: (modelId: string) => void,
+  changed: (text: string, ok: boolean) => void,
+): HTMLElement {
+  const rows = items.map((alias) => {
+    const model = el("button", { type: "button", class: "linklike" }, alias.model.slice(0, 12));
+    model.addEventListener("click", () => open(alias.model));
+    const history = el("ol", { class: "history", "data-testid": "alias-history", hidden: "" });
+    const showHistory = el("button", { type: "button", class: "linklike" }, "history");
+    showHistory.addEventListener("click", () => {
+      history.hidden = !history.hidden;
+      if (history.hidden) return;
+      apiJson<{ items: AliasEvent[] }>("GET", `${aliasPath(alias.name)}/history?limit=20`).then(
+        (h) =>
+          history.replaceChildren(
+            ...h.items.map((e) =>
+              el("li", {}, `${when(e.at)} ${e.action} → ${(e.model ?? "—").slice(0, 12)} by ${e.actor}${e.reason ? ` (${e.reason})` : ""}`),
+            ),
+          ),
+        (err: unknown) => history.replaceChildren(el("li", {}, messageOf(err))),
+      );
+    });
+    const actions = el("td", {}, showHistory);
+    if (canDeploy()) {
+      const rollback = el("button", { type: "button", "data-testid": "alias-rollback" }, "Roll back");
+      rollback.addEventListener("click", () => {
+        rollback.disabled = true;
+        apiJson<AliasRecord>("POST", `${aliasPath(alias.name)}/rollback`, { version: alias.version, reason: "web app" }).then(
+          (moved) => changed(`${alias.name} rolled back to ${moved.model.slice(0, 12)}.`, true),
+          (err: unknown) => {
+            rollback.disabled = false;
+            changed(`${alias.name} not rolled back: ${messageOf(err)}`, false);
+          },
+        );
+      });
+      actions.append(" ", rollback);
+    }
+    return el(
+      "tr",
+      { "data-alias": alias.name },
+      el("td", {}, el("strong", {}, alias.name)),
+      el("td", { "data-testid": "alias-model" }, model),
+      el("td", {}, alias.dataset ?? "—"),
+      el("td", {}, `${when(alias.updated_at)} by ${alias.updated_by}`),
+      actions,
+      el("td", {}, history),
+    );
+  });
+  return el(
+    "section",
+    { class: "page-section", "data-testid": "aliases" },
+    el("h2", {}, "Aliases"),
+    items.length === 0
+      ? el("p", { class: "muted" }, "No aliases yet: point one at a model with `gigavision models alias set production MODEL`.")
+      : el(
+          "table",
+          { class: "table" },
+          el("thead", {}, el("tr", {}, ...["Alias", "Model", "Dataset version", "Moved", "", ""].map((h) => el("th", {}, h)))),
+          el("tbody", {}, ...rows),
+        ),
+  );
+}
+
+/** The retraining loops: due or not (new labels since the served model's dataset version), run now. */
+function loopsSection(items: LoopRecord[], changed: (text: string, ok: boolean) => void): HTMLElement {
+  const rows = items.map((loop) => {
+    const run = el("td", {});
+    if (canDeploy()) {
+      const button = el("button", { type: "button", "data-testid": "loop-run" }, "Run now");
+      button.addEventListener("click", () => {
+        button.disabled = true;
+        apiJson<{ id: string }>("POST", `/api/v1/loops/${encodeURIComponent(loop.name)}/run`, { force: !loop.state.due }).then(
+          (job) => changed(`Loop ${loop.name}: round queued as job ${job.id}.`, true),
+          (err: unknown) => {
+            button.disabled = false;
+            changed(`Loop ${loop.name} not run: ${messageOf(err)}`, false);
+          },
+        );
+      });
+      run.append(button);
+    }
+    return el(
+      "tr",
+      { "data-loop": loop.name },
+      el("td", {}, loop.name),
+      el("td", {}, `${loop.dataset} → ${loop.alias}`),
+      el("td", {}, `${loop.metric}, margin ${loop.margin}`),
+      el("td", {}, `${loop.state.new_labels} / ${loop.every} new labels since ${loop.state.since ?? "—"}`),
+      el("td", {}, !loop.enabled ? "disabled" : loop.state.due ? "due" : "waiting"),
+      run,
+    );
+  });
+  return el(
+    "section",
+    { class: "page-section", "data-testid": "loops" },
+    el("h2", {}, "Retraining loops"),
+    el(
+      "table",
+      { class: "table" },
+      el("thead", {}, el("tr", {}, ...["Loop", "Dataset → alias", "Compared on", "Labels", "State", ""].map((h) => el("th", {}, h)))),
+      el("tbody", {}, ...rows),
+    ),
+  );
+}
+
+function details(
+  model: ModelRecord,
+  serving: AliasRecord[],
+  signal: AbortSignal,
+  changed: (text: string, ok: boolean) => void,
+): HTMLElement {
   const metrics = Object.entries(model.metrics);
   const production = el("div", {}, el("p", { class: "muted" }, "Loading production metrics…"));
   apiJson<ModelMonitor>("GET", `/api/v1/models/${encodeURIComponent(model.id)}/monitor`, undefined, signal).then(
@@ -93,9 +249,41 @@ function details(model: ModelRecord, signal: AbortSignal): HTMLElement {
     metrics.length > 0
       ? dl(metrics.map(([k, v]): [string, string] => [k === model.headline ? `${k} (headline)` : k, metricText(v)]))
       : el("p", { class: "muted" }, "No metrics."),
+    el("h3", {}, "Aliases"),
+    aliasesOf(model, serving, changed),
     el("h3", {}, "In production (review answers)"),
     production,
   );
+}
+
+/** Which aliases serve the model; for deployers, "promote to" an alias (same task and label set, or a 400). */
+function aliasesOf(model: ModelRecord, all: AliasRecord[], changed: (text: string, ok: boolean) => void): HTMLElement {
+  const mine = all.filter((a) => a.model === model.id).map((a) => a.name);
+  const box = el("div", { "data-testid": "model-aliases" }, el("p", {}, mine.length > 0 ? `Served as ${mine.join(", ")}` : "Not served by an alias."));
+  const others = all.filter((a) => a.model !== model.id);
+  if (!canDeploy() || others.length === 0) return box;
+  const target = el("select", { "data-testid": "promote-target", "aria-label": "Alias to promote to" });
+  for (const a of others) target.append(el("option", { value: a.name }, a.name));
+  const promote = el("button", { type: "button", "data-testid": "model-promote" }, "Promote");
+  promote.addEventListener("click", () => {
+    const alias = others.find((a) => a.name === target.value);
+    if (!alias) return;
+    promote.disabled = true;
+    apiJson<AliasRecord>("POST", `${aliasPath(alias.name)}/promote`, {
+      model: model.id,
+      version: alias.version,
+      reason: "promoted in the web app",
+      evidence: { headline: model.headline, metrics: model.metrics, dataset: model.dataset },
+    }).then(
+      () => changed(`${alias.name} now serves ${model.id.slice(0, 12)}.`, true),
+      (err: unknown) => {
+        promote.disabled = false;
+        changed(`Not promoted: ${messageOf(err)}`, false);
+      },
+    );
+  });
+  box.append(el("div", { class: "row" }, "Promote to ", target, " ", promote));
+  return box;
 }
 
 export function showModels(root: HTMLElement): () => void {
@@ -104,61 +292,97 @@ export function showModels(root: HTMLElement): () => void {
   const count = el("span", { class: "count" });
   const side = el("section", { class: "page-section", "data-testid": "model-side" });
   const status = el("p", { class: "muted" }, "Loading…");
+  const message = el("p", { class: "panel-message", role: "alert", "data-testid": "models-message", hidden: "" });
+  const deploy = el("div", {});
   root.replaceChildren(
     el("header", { class: "bar" }, el("h1", {}, "Models"), count),
     el(
       "main",
       { class: "page models" },
       el(
-        "section",
-        { class: "page-section" },
+        "div",
+        {},
+        message,
+        deploy,
         el(
-          "table",
-          { class: "table selectable" },
+          "section",
+          { class: "page-section" },
+          el("h2", {}, "Published models"),
           el(
-            "thead",
-            {},
-            el("tr", {}, ...["Model", "Task", "Architecture", "Headline metric", "Dataset version", "Created"].map((h) => el("th", {}, h))),
+            "table",
+            { class: "table selectable" },
+            el(
+              "thead",
+              {},
+              el("tr", {}, ...["Model", "Task", "Architecture", "Headline metric", "Dataset version", "Created"].map((h) => el("th", {}, h))),
+            ),
+            body,
           ),
-          body,
+          status,
         ),
-        status,
       ),
       side,
     ),
   );
   document.title = "Models — gigavision";
 
-  let selected: HTMLElement | null = null;
-  listModels(abort.signal).then(
-    (models) => {
-      count.textContent = `${models.length} model${models.length === 1 ? "" : "s"}`;
-      status.textContent = models.length === 0 ? "No models yet: train one with `gigavision train`." : "";
-      for (const model of models) {
-        const headline = model.headline ? `${model.headline} ${metricText(model.metrics[model.headline])}` : "—";
-        const open = el("button", { type: "button", class: "linklike", "data-testid": "model-open" }, model.id.slice(0, 12));
-        const row = el(
-          "tr",
-          { "data-model": model.id },
-          el("td", {}, open),
-          el("td", {}, model.task),
-          el("td", {}, model.arch),
-          el("td", {}, headline),
-          el("td", {}, model.dataset),
-          el("td", {}, model.created_at.slice(0, 10)),
+  let aliases: AliasRecord[] = [];
+  let models: ModelRecord[] = [];
+  let selectedId: string | null = null;
+
+  const changed = (text: string, ok: boolean): void => {
+    message.textContent = text;
+    message.classList.toggle("ok", ok);
+    message.hidden = false;
+    if (ok) load();
+  };
+
+  function open(modelId: string): void {
+    const model = models.find((m) => m.id === modelId);
+    if (!model) return;
+    selectedId = modelId;
+    for (const row of body.querySelectorAll("tr")) row.classList.toggle("selected", row.dataset["model"] === modelId);
+    side.replaceChildren(details(model, aliases, abort.signal, changed));
+  }
+
+  function load(): void {
+    Promise.all([
+      listModels(abort.signal),
+      apiJson<{ items: AliasRecord[] }>("GET", "/api/v1/aliases", undefined, abort.signal),
+      apiJson<{ items: LoopRecord[] }>("GET", "/api/v1/loops", undefined, abort.signal),
+    ]).then(
+      ([found, served, loops]) => {
+        models = found;
+        aliases = served.items;
+        count.textContent = `${models.length} model${models.length === 1 ? "" : "s"}`;
+        status.textContent = models.length === 0 ? "No models yet: train one with `gigavision train`." : "";
+        deploy.replaceChildren(aliasesSection(aliases, open, changed), ...(loops.items.length > 0 ? [loopsSection(loops.items, changed)] : []));
+        body.replaceChildren(
+          ...models.map((model) => {
+            const headline = model.headline ? `${model.headline} ${metricText(model.metrics[model.headline])}` : "—";
+            const button = el("button", { type: "button", class: "linklike", "data-testid": "model-open" }, model.id.slice(0, 12));
+            button.addEventListener("click", () => open(model.id));
+            const served = aliases.filter((a) => a.model === model.id).map((a) => a.name);
+            return el(
+              "tr",
+              { "data-model": model.id },
+              el("td", {}, button, served.length > 0 ? el("span", { class: "badge" }, served.join(", ")) : ""),
+              el("td", {}, model.task),
+              el("td", {}, model.arch),
+              el("td", {}, headline),
+              el("td", {}, model.dataset),
+              el("td", {}, model.created_at.slice(0, 10)),
+            );
+          }),
         );
-        open.addEventListener("click", () => {
-          selected?.classList.remove("selected");
-          selected = row;
-          row.classList.add("selected");
-          side.replaceChildren(details(model, abort.signal));
-        });
-        body.append(row);
-      }
-    },
-    (err: unknown) => {
-      if (!abort.signal.aborted) status.textContent = `Could not load models: ${messageOf(err)}`;
-    },
-  );
+        if (selectedId) open(selectedId);
+      },
+      (err: unknown) => {
+        if (!abort.signal.aborted) status.textContent = `Could not load models: ${messageOf(err)}`;
+      },
+    );
+  }
+
+  load();
   return () => abort.abort();
 }

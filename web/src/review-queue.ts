@@ -89,6 +89,14 @@ export class TaskQueue {
     return this.refresh();
   }
 
+  /** Moves back (or forward) to a task already seen, as it is now (an answer the server refused). */
+  async goTo(id: number): Promise<ReviewTask | null> {
+    const at = this.seen.findIndex((t) => t.id === id);
+    if (at < 0) return this.current;
+    this.index = at;
+    return this.refresh();
+  }
+
   /** Puts the server's answer in place of the current task (after an answer or a 409). */
   update(task: ReviewTask): void {
     const at = this.seen.findIndex((t) => t.id === task.id);

@@ -309,34 +309,33 @@ export function showReview(root: HTMLElement, query: string): () => void {
     });
   }
 
+  /** Sends the answer and shows the next task at once, without waiting for the server: an answer it refuses
+   * brings its task back on screen with the reason (a 409: the other person's answer). */
   async function answer(task: ReviewTask, body: ReviewAnswer): Promise<void> {
     const started = performance.now();
+    stopEditing();
+    const sent = answerTask(task.id, body);
     busy = true;
-    updateButtons(task);
     try {
-      const answered = await answerTask(task.id, body);
-      queue.update(answered);
-      if (body.decision !== "skip") answeredHere += 1;
-      void refreshCounts();
       await move(() => queue.forward(), started);
-    } catch (err) {
-      stopEditing();
-      if (err instanceof AnsweredElsewhere) {
-        const other = err.current;
-        if (other) {
-          queue.update(other);
-          renderTask(other);
-        }
-        conflict.textContent = other
-          ? `Not saved: this task was already ${describe(other.decision, other.decided_by, other.decided_at)}.`
-          : `Not saved: ${err.message}`;
-      } else {
-        conflict.textContent = `Not saved: ${err instanceof ApiError ? err.message : String(err)}`;
-      }
-      conflict.hidden = false;
     } finally {
       busy = false;
       updateButtons(queue.current);
+    }
+    try {
+      queue.update(await sent);
+      if (body.decision !== "skip") answeredHere += 1;
+      void refreshCounts();
+    } catch (err) {
+      if (abort.signal.aborted) return;
+      let text = `Not saved: ${err instanceof ApiError ? err.message : String(err)}`;
+      const other = err instanceof AnsweredElsewhere ? err.current : null;
+      if (other) text = `Not saved: this task was already ${describe(other.decision, other.decided_by, other.decided_at)}.`;
+      const back = await queue.goTo(task.id).catch(() => task);
+      if (other) queue.update(other);
+      await show(other ?? back);
+      conflict.textContent = text;
+      conflict.hidden = false;
     }
   }
 

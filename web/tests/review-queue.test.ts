@@ -155,3 +155,19 @@ describe("TaskQueue without prefetching (the benchmark's baseline)", () => {
     expect(fake.calls).toEqual([null, 1]);
   });
 });
+
+describe("TaskQueue.goTo", () => {
+  it("brings back a task already seen (an answer the server refused), as it is now", async () => {
+    const fake = fakeSource(3);
+    const queue = new TaskQueue(fake.source);
+    await queue.start();
+    await queue.forward();
+    await queue.forward();
+    fake.tasks.get(1)!.decided_by = "ana";
+    const back = await queue.goTo(1);
+    expect(back?.decided_by).toBe("ana");
+    expect(queue.position).toBe(0);
+    expect((await queue.forward())?.id).toBe(2);
+    expect((await queue.goTo(99))?.id).toBe(2); // never seen: stays
+  });
+});
