@@ -24,7 +24,7 @@ from gigavision.annotations import Annotations
 from gigavision.errors import InvalidInput, NotFound
 from gigavision.models.recipe import load_recipe
 from gigavision.train.folds import FoldPredictions, assign_folds
-from tests.realdata import digits_version
+from tests.realdata import digit_images, ingest_tagged
 
 
 def _noisy_probs(n: int, k: int, flips: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -163,9 +163,12 @@ def test_folds_are_stratified_and_seeded() -> None:
 
 @pytest.fixture(scope="module")
 def digits_ws(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """30 of scikit-learn's 8×8 digits, zeros and ones (two classes: every fold trains on both)."""
     root = tmp_path_factory.mktemp("label-errors")
     ws = gv.init_workspace(root / "ws")
-    digits_version(ws, root / "src", limit=40, scale=1)
+    images, labels = digit_images(scale=1)
+    pick = np.nonzero(labels < 2)[0][:30]
+    ingest_tagged(ws, root / "src", list(images[pick]), [[str(v)] for v in labels[pick]], "digits")
     yield ws
     ws.close()
 
@@ -212,3 +215,33 @@ def test_find_label_errors_creates_review_tasks(digits_ws: gv.Workspace) -> None
     result = find_label_errors(digits_ws, recipe, folds=3, out_of_fold=_stub_oof)
     assert result.suggested == 1 and result.suspects[0].kind == "label"
     assert create_review_tasks(digits_ws, result, actor="alice") == 1
+
+
+def test_rest_job_runs_the_folds(digits_ws: gv.Workspace) -> None:
+    """POST /api/v1/label-errors: bad input refused in the request; a real 2-fold run (a tiny network, one
+    epoch) as a job whose result ranks suspects and whose review tasks are created."""
+    from fastapi.testclient import TestClient
+
+    from gigavision.server.main import create_app
+
+    recipe = {"task": "classify", "arch": "test_resnet", "image_size": 16, "epochs": 1, "batch_size": 16}
+    with TestClient(create_app(digits_ws)) as client:
+        missing = client.post("/api/v1/label-errors", json={"dataset": "digits@9", "recipe": recipe})
+        assert missing.status_code == 404 and "no version 9" in missing.json()["error"]["message"]
+        few = client.post("/api/v1/label-errors", json={"dataset": "digits@1", "recipe": recipe, "folds": 1})
+        assert few.status_code == 400 and "at least 2" in few.json()["error"]["message"]
+        embed = client.post("/api/v1/label-errors", json={"dataset": "digits@1", "recipe": {"task": "embed"}})
+        assert embed.status_code == 400 and "no labels to check" in embed.json()["error"]["message"]
+
+        resp = client.post(
+            "/api/v1/label-errors",
+            json={"dataset": "digits@1", "recipe": recipe, "folds": 2, "tasks": True, "limit": 3},
+        )
+        assert resp.status_code == 202 and resp.json()["kind"] == "label-errors"
+        done = digits_ws.jobs.wait(resp.json()["id"], timeout=240)
+        assert done["status"] == "done", done["error"]
+        result = done["result"]
+        assert result["task"] == "classify" and result["folds"] == 2 and result["images"] >= 18
+        assert {s["fold"] for s in result["suspects"]} <= {0, 1} and result["tasks_created"] == min(
+            3, len(result["suspects"])
+        )
