@@ -386,7 +386,8 @@ def _hybrid(
     def value(_: np.ndarray) -> np.ndarray:
         if scale[0] is None:
             return u.copy()
-        return np.asarray(u * np.minimum(dist / scale[0], 1.0))
+        # + 1e-9·u: where distances tie (at 0: features that cannot tell items apart) uncertainty decides
+        return np.asarray(u * np.minimum(dist / scale[0], 1.0) + 1e-9 * u)
 
     def update(i: int) -> None:
         np.minimum(dist, np.linalg.norm(emb - emb[i], axis=1), out=dist)
