@@ -1,7 +1,7 @@
 """Image-level active learning over a workspace: pick the next images to label from a pool, as review tasks.
 
 ``select_images(ws, SelectRequest(...), actor=...)`` is what ``gigavision active select``, ``POST
-/api/v1/active/select`` and the ``select`` job run:
+/api/v1/active/select`` and the ``active-select`` job run:
 
 1. **The pool**: the images passing the dataset filters' image keys (``image=`` name globs, ``image_id=``,
    ``meta:KEY=``; ``datasets.spec.parse_filters``, the syntax of ``datasets create --filter``), optionally
@@ -19,7 +19,7 @@
      naming the command to run. Embeddings for the diversity strategies are the thumbnail embedding below;
    - ``embed``: its embeddings; only ``coreset`` and ``random`` (an embedding says nothing about uncertainty);
    - **no model** (cold start): ``coreset`` or ``random`` over a model-free embedding of the stored thumbnail
-     (RGB at 12×12, mean-centred by ``selection``). This machine's tests and installs have no pretrained
+     (RGB at 12×12). This machine's tests and installs have no pretrained
      weights offline (timm downloads them), so a pixel embedding is what can always run; a workspace with an
      ``embed`` model should pass it as ``--model`` instead.
 3. ``active.selection.select`` picks the batch. The diversity strategies measure distances to the
@@ -28,7 +28,7 @@
    for duplicates: perceptual hashes (``datasets.phash``, cached per image) at most ``dup_distance`` bits
    apart (default 4). It is a property of the pixels, not of the model: a poorly trained network maps many
    different images to nearly the same features, and must not make them all "duplicates".
-4. One review task per pick (reason ``selected``, whole image, priority = budget − rank + 1, the predicted
+4. One review task per pick (reason ``selected``, whole image, priority = picks − rank + 1, the predicted
    label/score/uncertainty when there is a classifier, ``details``: strategy, rank, score, run).
 
 A budget larger than the pool is clamped to the pool, with a note in the result (not an error: "label all of
