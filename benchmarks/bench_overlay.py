@@ -227,6 +227,7 @@ def main() -> int:
                     " return gl ? (ext ? gl.getParameter(ext.UNMASKED_RENDERER_WEBGL) : 'webgl') : null; }"
                 )
                 version = browser.version
+                off_thread = page.evaluate("() => window.__gv.overlay.frameStats().offThread")
                 _pan(page, True, args.steps, args.step_px)  # warm-up: tiles cached, code compiled
                 hidden: list[dict[str, Any]] = []
                 shown: list[dict[str, Any]] = []
@@ -249,6 +250,7 @@ def main() -> int:
             "what": f"{args.steps}-step pan ({args.step_px:g} screen px a step) of the 1-gigapixel slide, "
             "1280x800 window, overlay shown vs hidden",
             "polygons_stored": args.polygons,
+            "overlay_renders_in_worker": off_thread,
             "view": {"level0_rect": VIEW, "query": query, "notice": notice},
             "repeats": repeats,
             "load_average_1min": {"before": u.rnd(load_before, 1), "after": u.rnd(os.getloadavg()[0], 1)},

@@ -10,7 +10,9 @@
 // pan only moves the canvas (a CSS translation, composited: nothing is drawn again), so panning costs the
 // same with 20 or 20,000 shapes. The canvas is rendered again when the data or colours change, when the
 // view leaves it, and when the zoom changed (during a zoom animation it is scaled instead, until the
-// animation ends). In software rendering (no GPU) a render of 2,000 polygons takes tens of milliseconds.
+// animation ends). Renders run in a worker (overlay-worker.ts, OffscreenCanvas) so that a frame never waits
+// for one: in software rendering (no GPU) on a busy CPU a render of 2,000 polygons can take 100+ ms; the
+// page moves the last bitmap meanwhile. Without workers the page renders itself (overlay-render.ts).
 //
 // The canvas takes no pointer events: clicks reach OpenSeadragon, and overlay.ts hit-tests them.
 
@@ -18,7 +20,9 @@ import type OpenSeadragon from "openseadragon";
 
 import type { AnnotationStatus } from "./api";
 import type { BatchStyle } from "./drawing-style";
-import { type Batch, type Batched, batchShapes } from "./overlay-batch";
+import { type Batched, batchShapes } from "./overlay-batch";
+import { geometryOf, renderInto, type RenderRequest } from "./overlay-render";
+import type { WorkerAnswer, WorkerMessage } from "./overlay-worker";
 
 export type StyleOf = (label: string, status: AnnotationStatus) => BatchStyle;
 
@@ -47,6 +51,11 @@ export class OverlayLayer {
   private frame: number | null = null;
   private animating = false;
   private readonly bitmap: Rendered;
+  private worker: Worker | null = null;
+  /** The render the worker is doing (one at a time: the next is asked for when it is done). */
+  private inFlight: RenderRequest | null = null;
+  private requests = 0;
+  private destroyed = false;
   private readonly onUpdate = (): void => this.draw();
   private readonly onAnimationStart = (): void => {
     this.animating = true;
@@ -78,6 +87,7 @@ export class OverlayLayer {
     if (annotorious) host.insertBefore(this.canvas, annotorious);
     else host.append(this.canvas);
     this.bitmap = { x0: 0, y0: 0, scale: 0, dirty: true };
+    this.worker = startWorker((answer) => this.received(answer), () => this.withoutWorker());
     viewer.addHandler("update-viewport", this.onUpdate);
     viewer.addHandler("resize", this.onUpdate);
     viewer.addHandler("animation-start", this.onAnimationStart);
@@ -87,6 +97,7 @@ export class OverlayLayer {
   /** The shapes to draw now (rendered on the next frame; pans then only move them). */
   set(data: Batched): void {
     this.data = data;
+    this.post({ type: "data", geometry: geometryOf(data) });
     this.bitmap.dirty = true;
     this.schedule();
   }
@@ -140,7 +151,10 @@ export class OverlayLayer {
       vx0 + width / scale <= b.x0 + canvas.width / b.scale &&
       vy0 + height / scale <= b.y0 + canvas.height / b.scale;
     const sameScale = Math.abs(b.scale - scale) <= 1e-6 * scale;
-    if (b.dirty || !covers || (!sameScale && !this.animating)) this.render(scale, vx0, vy0, width, height, ratio);
+    if ((b.dirty || !covers || (!sameScale && !this.animating)) && !this.inFlight) {
+      this.render(scale, vx0, vy0, width, height, ratio);
+    }
+    if (!(b.scale > 0)) return; // the first render is on its way
     // Where the canvas's top-left lies now, in CSS pixels of the viewer (whole device pixels: no blur).
     const k = scale / b.scale;
     const dx = Math.round((b.x0 - vx0) * scale) / ratio;
@@ -151,45 +165,88 @@ export class OverlayLayer {
     this.lastDrawMs = performance.now() - started;
   }
 
-  /** Renders every batch into the canvas: the view (level-0 top-left `vx0, vy0`, `width` × `height` device
-   * pixels at `scale` device pixels per level-0 pixel) and a margin around it. */
+  /** Renders every batch: the view (level-0 top-left `vx0, vy0`, `width` × `height` device pixels at `scale`
+   * device pixels per level-0 pixel) and a margin around it; in the worker when there is one. */
   private render(scale: number, vx0: number, vy0: number, width: number, height: number, ratio: number): void {
-    const b = this.bitmap;
     const mx = Math.ceil(width * MARGIN);
     const my = Math.ceil(height * MARGIN);
-    b.x0 = vx0 - mx / scale;
-    b.y0 = vy0 - my / scale;
-    b.scale = scale;
-    b.dirty = false;
-    const w = width + 2 * mx;
-    const h = height + 2 * my;
-    const { canvas } = this;
-    if (canvas.width !== w || canvas.height !== h) {
-      canvas.width = w;
-      canvas.height = h;
-      canvas.style.width = `${w / ratio}px`;
-      canvas.style.height = `${h / ratio}px`;
+    this.requests += 1;
+    const request: RenderRequest = {
+      id: this.requests,
+      x0: vx0 - mx / scale,
+      y0: vy0 - my / scale,
+      scale,
+      width: width + 2 * mx,
+      height: height + 2 * my,
+      ratio,
+      styles: this.data.batches.map((batch) => this.styleOf(batch.label, batch.status)),
+    };
+    this.bitmap.dirty = false; // a change from now on asks for another render
+    if (this.worker) {
+      this.inFlight = request;
+      this.post({ type: "render", request });
+      return;
     }
-    const ctx = canvas.getContext("2d");
-    if (!ctx) return;
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.clearRect(0, 0, w, h);
-    const paths = areaPaths(this.data, [b.x0, b.y0, b.x0 + w / scale, b.y0 + h / scale]);
-    this.data.batches.forEach((batch, i) => {
-      const path = paths[i];
-      const style = this.styleOf(batch.label, batch.status);
-      if (path) {
-        ctx.setTransform(scale, 0, 0, scale, -b.x0 * scale, -b.y0 * scale);
-        ctx.fillStyle = style.fill;
-        ctx.fill(path);
-        ctx.strokeStyle = style.stroke;
-        ctx.lineWidth = (style.lineWidth * ratio) / scale;
-        ctx.setLineDash(style.dash.map((d) => (d * ratio) / scale));
-        ctx.stroke(path);
-      }
-      if (batch.points.length > 0) drawPoints(ctx, batch, style, b, ratio, w, h);
-    });
+    const ctx = this.resize(request);
+    if (ctx) renderInto(ctx, geometryOf(this.data), request);
+    this.holds(request);
+  }
+
+  /** The visible canvas sized for a render; its context. */
+  private resize(r: RenderRequest): CanvasRenderingContext2D | null {
+    const { canvas } = this;
+    if (canvas.width !== r.width || canvas.height !== r.height) {
+      canvas.width = r.width;
+      canvas.height = r.height;
+      canvas.style.width = `${r.width / r.ratio}px`;
+      canvas.style.height = `${r.height / r.ratio}px`;
+    }
+    return canvas.getContext("2d");
+  }
+
+  /** The canvas now holds render `r`. */
+  private holds(r: RenderRequest): void {
+    this.bitmap.x0 = r.x0;
+    this.bitmap.y0 = r.y0;
+    this.bitmap.scale = r.scale;
     this.renders += 1;
+  }
+
+  /** The worker's bitmap: onto the canvas, then placed for the view as it is now (and the next render asked
+   * for if the view or the data moved on meanwhile). */
+  private received({ request, bitmap }: WorkerAnswer): void {
+    this.inFlight = null;
+    if (this.destroyed) {
+      bitmap.close();
+      return;
+    }
+    const ctx = this.resize(request);
+    if (ctx) {
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.clearRect(0, 0, request.width, request.height);
+      ctx.drawImage(bitmap, 0, 0);
+    }
+    bitmap.close();
+    this.holds(request);
+    this.draw();
+  }
+
+  /** The worker failed (no OffscreenCanvas there): render on the page from now on. */
+  private withoutWorker(): void {
+    this.worker?.terminate();
+    this.worker = null;
+    this.inFlight = null;
+    this.bitmap.dirty = true;
+    if (!this.destroyed) this.schedule();
+  }
+
+  /** Whether renders run in the worker. */
+  get offThread(): boolean {
+    return this.worker !== null;
+  }
+
+  private post(message: WorkerMessage): void {
+    this.worker?.postMessage(message);
   }
 
   destroy(): void {
@@ -198,61 +255,22 @@ export class OverlayLayer {
     this.viewer.removeHandler("resize", this.onUpdate);
     this.viewer.removeHandler("animation-start", this.onAnimationStart);
     this.viewer.removeHandler("animation-finish", this.onAnimationFinish);
+    this.destroyed = true;
+    this.worker?.terminate();
+    this.worker = null;
     this.canvas.remove();
   }
 }
 
-/** Points as discs of `style.pointRadius` screen pixels, on a bitmap `w` × `h` rendered as `b` says. */
-function drawPoints(
-  ctx: CanvasRenderingContext2D,
-  batch: Batch,
-  style: BatchStyle,
-  b: Rendered,
-  ratio: number,
-  w: number,
-  h: number,
-): void {
-  const r = style.pointRadius * ratio;
-  const discs = new Path2D();
-  const { points } = batch;
-  for (let i = 0; i < points.length; i += 2) {
-    const x = ((points[i] as number) - b.x0) * b.scale;
-    const y = ((points[i + 1] as number) - b.y0) * b.scale;
-    if (x < -r || y < -r || x > w + r || y > h + r) continue;
-    discs.moveTo(x + r, y);
-    discs.arc(x, y, r, 0, 2 * Math.PI);
+/** The render worker, or null where workers or OffscreenCanvas are missing. */
+function startWorker(received: (answer: WorkerAnswer) => void, failed: () => void): Worker | null {
+  if (typeof Worker === "undefined" || typeof OffscreenCanvas === "undefined") return null;
+  try {
+    const worker = new Worker(new URL("./overlay-worker.ts", import.meta.url), { type: "module" });
+    worker.addEventListener("message", (event: MessageEvent<WorkerAnswer>) => received(event.data));
+    worker.addEventListener("error", () => failed());
+    return worker;
+  } catch {
+    return null;
   }
-  ctx.setTransform(1, 0, 0, 1, 0, 0);
-  ctx.setLineDash([]);
-  ctx.fillStyle = style.pointFill;
-  ctx.fill(discs);
-  ctx.strokeStyle = "rgba(0, 0, 0, 0.7)";
-  ctx.lineWidth = ratio;
-  ctx.stroke(discs);
-}
-
-/** Per batch, one path (level-0 pixels) of every ring of its area shapes whose box meets `rect` (what lies
- * beyond the rendered area costs nothing); null where none does. */
-function areaPaths(data: Batched, [x0, y0, x1, y1]: [number, number, number, number]): (Path2D | null)[] {
-  const paths: (Path2D | null)[] = data.batches.map(() => null);
-  const { boxes } = data;
-  for (let i = 0; i < data.keys.length; i++) {
-    const rings = data.rings[i] as number;
-    if (rings === 0) continue; // a point
-    if ((boxes[4 * i] as number) > x1 || (boxes[4 * i + 2] as number) < x0) continue;
-    if ((boxes[4 * i + 1] as number) > y1 || (boxes[4 * i + 3] as number) < y0) continue;
-    const index = data.batchOf[i] as number;
-    const batch = data.batches[index] as Batch;
-    const path = (paths[index] ??= new Path2D());
-    const { coords, ringStart } = batch;
-    const first = data.first[i] as number;
-    for (let r = first; r < first + rings; r++) {
-      const start = ringStart[r] as number;
-      const end = ringStart[r + 1] as number;
-      path.moveTo(coords[2 * start] as number, coords[2 * start + 1] as number);
-      for (let k = start + 1; k < end; k++) path.lineTo(coords[2 * k] as number, coords[2 * k + 1] as number);
-      path.closePath();
-    }
-  }
-  return paths;
 }

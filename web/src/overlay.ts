@@ -105,7 +105,7 @@ export interface OverlayHandle {
   /** The record held for an annotation id (as loaded or last saved). */
   recordOf: (id: number) => AnnotationRecord | null;
   /** The batched layer's frames drawn, the time the last took (ms), and how many rendered its bitmap anew. */
-  frameStats: () => { frames: number; lastDrawMs: number; renders: number };
+  frameStats: () => { frames: number; lastDrawMs: number; renders: number; offThread: boolean };
   /** The visible level-0 rectangle, clamped to the image. */
   visibleRect: () => BBox | null;
   destroy: () => void;
@@ -577,7 +577,12 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
       return out;
     },
     recordOf: (id) => cache.get(id)?.record ?? null,
-    frameStats: () => ({ frames: layer.frames, lastDrawMs: layer.lastDrawMs, renders: layer.renders }),
+    frameStats: () => ({
+      frames: layer.frames,
+      lastDrawMs: layer.lastDrawMs,
+      renders: layer.renders,
+      offThread: layer.offThread,
+    }),
     visibleRect,
     destroy: () => {
       destroyed = true;
