@@ -153,7 +153,7 @@ def run_set(name: str, seeds: int, strategies: tuple[str, ...]) -> dict[str, Any
     base = mean_needed["random"]
     ratios = {s: round(v / base, 3) for s, v in mean_needed.items() if s != "random"}
     singles = {s: r for s, r in ratios.items() if s != "hybrid"}
-    best = min(singles, key=lambda s: singles[s])
+    best = min(singles, key=lambda s: singles[s]) if singles else None  # --strategies hybrid: none
     out.update(
         full_accuracy=round(float(np.mean(fulls)), 4),
         target_accuracy=round(TARGET_FRACTION * float(np.mean(fulls)), 4),
@@ -244,7 +244,8 @@ def main() -> None:
         met[f"{n}_hybrid"] = (
             r["ratio_vs_random"]["hybrid"] <= TARGET_RATIO if "hybrid" in r["ratio_vs_random"] else None
         )
-        met[f"{n}_best_single"] = r["ratio_vs_random"][r["best_single"]] <= TARGET_RATIO
+        best = r["best_single"]
+        met[f"{n}_best_single"] = r["ratio_vs_random"][best] <= TARGET_RATIO if best is not None else None
     emit(
         {
             "bench": "active",
