@@ -8,10 +8,11 @@ review task (reason ``suspect``):
 - classify / probe: confident learning. Per class ``j``, the threshold ``t_j`` is the mean probability of
   ``j`` over the images labelled ``j`` (the model's self-confidence for that class). An image counts towards
   the class ``j*`` it scores highest among the classes at or above their threshold; the counts per
-  (given, j*) form the *confident joint*. Its off-diagonal images are suspects, ranked by the normalised
-  margin (best other class minus the given class's probability), then by low self-confidence. The suggested
-  cut is the number of errors the joint estimates once each row is calibrated to its class's label count
-  (``sum_{i≠j} C[i,j] / sum_j C[i,j] × n_i``).
+  (given, j*) form the *confident joint*. Calibrated so each row sums to its class's label count, its
+  off-diagonal sum estimates how many labels are wrong. The suggested cut prunes by noise rate: for each
+  (given i, other j), the round(calibrated[i, j]) images labelled i whose probability of j most exceeds that of
+  i. Suspects are ranked cut first, then by the normalised margin (best other class minus the given class's
+  probability), then by low self-confidence.
 - detect: boxes matched by IoU. *missing*: a confident prediction no label overlaps; *spurious*: a label
   no prediction of its fold model overlaps; *wrong_class*: a label overlapped (IoU ≥ ``match_iou``) only by
   another class, confidently; *localisation*: a label whose class is predicted there with an IoU between
@@ -106,9 +107,9 @@ def _suspect_json(s: Suspect) -> dict[str, Any]:
 # -- classification: confident learning -----------------------------------------------------------------------
 @dataclass
 class ConfidentLearning:
-    """``order``: indices of suspected samples, most suspect first (the off-diagonal of the confident joint);
-    ``joint``: the confident joint (given × confident class counts); ``thresholds`` per class; ``suggested``:
-    the calibrated joint's estimate of the number of wrong labels (never more than ``len(order)``)."""
+    """``order``: indices of suspected samples, most suspect first (the pruned cut, then the rest of the
+    confident joint's off-diagonal); ``joint``: the confident joint (given × confident class counts);
+    ``thresholds`` per class; ``suggested``: the length of the cut (the first ``suggested`` of ``order``)."""
 
     order: np.ndarray
     joint: np.ndarray
