@@ -177,6 +177,9 @@ def select(
     if strategy == "badge" and (p is None or emb is None or p.shape[1] < 2):
         raise InvalidInput("strategy badge needs a classifier's probabilities (≥ 2 classes) and penultimate features")
     budget = min(int(budget), n)
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return Selection(strategy, empty, np.zeros(0), None if u is None else np.zeros(0))
     rng = np.random.default_rng(seed)
     dup: _Dedup | None = None
     if near_duplicates is not None:
@@ -186,11 +189,9 @@ def select(
         dup = _Dedup(vectors, others, nd.threshold, centre=nd.centre)
     elif emb is not None and dedup is not None:
         dup = _Dedup(emb, lab, dedup)
-    picks: list[int] = []
-    scores: list[float] = []
-    if n == 0:
-        pass
-    elif strategy in UNCERTAINTY_STRATEGIES:
+    picks: list[int]
+    scores: list[float]
+    if strategy in UNCERTAINTY_STRATEGIES:
         assert u is not None
         picks, scores = _ranked(u, budget, dup)
     elif strategy == "random":
