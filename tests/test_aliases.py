@@ -113,6 +113,8 @@ def test_predict_by_alias_follows_a_promotion_and_concurrent_moves_conflict(
         assert first.status_code == 200 and first.json()["model"] == "digits-a"
         current = client.get("/api/v1/aliases/production").json()
         assert current["version"] == 1 and current["lineage"]["dataset"]["ref"] == "digits@1"
+        labels = current["lineage"]["dataset"]["labels"]  # who made the labels the served model learned from
+        assert labels["complete"] and sum(labels["by_source"].values()) == current["lineage"]["dataset"]["annotations"]
 
         # two managers decide on version 1 at the same time: the first promotion wins, the second is a 409
         won = client.post("/api/v1/aliases/production/promote", json={"model": "digits-b", "version": 1})

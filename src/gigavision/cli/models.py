@@ -499,7 +499,7 @@ def show_cmd(
 
     with open_ws(workspace_opt) as ws:
         info = get_model(ws, resolve(ws, model_id))
-        links = lineage(ws, info.id)
+        links = lineage(ws, info.id, labellers=True)
     if json_out:
         print_json({**info.as_dict(), "path": str(info.path), "lineage": links})
         return
@@ -510,6 +510,10 @@ def show_cmd(
     )
     served = ", ".join(links["aliases"]) or "no alias"
     out_console.print(f"lineage: {served} -> {info.id} -> {ds['ref']}{made}", highlight=False, soft_wrap=True)
+    if ds.get("labels"):
+        who = ", ".join(f"{src} {n}" for src, n in list(ds["labels"]["by_source"].items())[:10]) or "none"
+        part = "" if ds["labels"]["complete"] else f" (first {ds['labels']['images_read']} images)"
+        out_console.print(f"labels by source{part}: {who}", highlight=False, soft_wrap=True)
     out_console.print(f"classes ({len(info.classes)}): {', '.join(info.classes)}", highlight=False, soft_wrap=True)
     patch = info.input.patch.model_dump() if info.input.patch is not None else "none"
     out_console.print(f"input: {info.input.size}px, patch {patch}", highlight=False, soft_wrap=True)

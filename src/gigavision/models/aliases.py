@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 ACTIONS = ("set", "promote", "rollback", "remove")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 HISTORY_LIMIT = 1000
+LINEAGE_IMAGES = 2000  # images whose frozen labels lineage reads to say who labelled them
 
 
 @dataclass(frozen=True)
@@ -423,9 +424,11 @@ def check_unserved(ws: Workspace, model_id: str) -> None:
         )
 
 
-def lineage(ws: Workspace, model_id: str) -> dict[str, Any]:
+def lineage(ws: Workspace, model_id: str, *, labellers: bool = False) -> dict[str, Any]:
     """What a model links to: the aliases serving it and the dataset version it was trained on (its creator
-    and counts when the version still exists)."""
+    and counts when the version still exists); with ``labellers``, who made the version's labels: annotations
+    per source (``user:ana``, ``import:coco``, ``consensus``, ...), read from at most ``LINEAGE_IMAGES`` of
+    its images (``labels.complete`` says whether that was all of them)."""
     info = get_model(ws, model_id)
     out: dict[str, Any] = {"model": info.id, "aliases": [a.name for a in list_aliases(ws, info.id)]}
     dataset: dict[str, Any] = {"ref": info.dataset, "content_hash": info.card.dataset_hash}
@@ -444,5 +447,17 @@ def lineage(ws: Workspace, model_id: str) -> dict[str, Any]:
             annotations=version.counts.get("annotations"),
             same_content=version.content_hash == info.card.dataset_hash if info.card.dataset_hash else None,
         )
+        if labellers:
+            sources: dict[str, int] = {}
+            read = 0
+            for entry in version.images():
+                if read == LINEAGE_IMAGES:
+                    break
+                read += 1
+                for record in version.records(entry.id):
+                    key = str(record.get("source") or "unknown")
+                    sources[key] = sources.get(key, 0) + 1
+            ordered = dict(sorted(sources.items(), key=lambda kv: (-kv[1], kv[0])))
+            dataset["labels"] = {"by_source": ordered, "images_read": read, "complete": read == len(version)}
     out["dataset"] = dataset
     return out

@@ -87,11 +87,12 @@ def list_aliases(ws: WorkspaceDep) -> dict[str, Any]:
 
 @router.get("/aliases/{name}", dependencies=[Allow("data.read")])
 def show_alias(name: str, ws: WorkspaceDep) -> dict[str, Any]:
-    """An alias and its lineage: alias -> model -> dataset version (its creator and counts)."""
+    """An alias and its lineage: alias -> model -> dataset version (its creator and counts) -> its labels per
+    source (who made them)."""
     alias = aliases.get_alias(ws, name)
     record = _alias_record(ws, alias)
     if record["dataset"] is not None:
-        record["lineage"] = aliases.lineage(ws, alias.model_id)
+        record["lineage"] = aliases.lineage(ws, alias.model_id, labellers=True)
     return record
 
 
