@@ -108,7 +108,7 @@ def test_edits_are_versioned_and_recorded(workspace: gv.Workspace, image_id: str
 
 def test_label_schema_is_enforced(workspace: gv.Workspace, image_id: str) -> None:
     store = workspace.annotations
-    store.labels.set("roof", "polygon", "#aa0000", attributes={"overhang": ["none", "low", "high"]})
+    store.labels.set("roof", "box", "#aa0000", attributes={"overhang": ["none", "low", "high"]})
     store.labels.set("solar_panel", "box", parent="roof", attributes={"solar_panel": ["yes", "no"]})
     ok = Annotations.from_boxes([[0, 0, 10, 10]], "roof", attributes=[{"overhang": "low"}])
     assert len(store.add(image_id, ok, actor="ana")) == 1
@@ -116,6 +116,7 @@ def test_label_schema_is_enforced(workspace: gv.Workspace, image_id: str) -> Non
         (Annotations.from_boxes([[0, 0, 10, 10]], "chimney"), "not in the schema"),
         (Annotations.from_boxes([[0, 0, 10, 10]], "roof", attributes=[{"overhang": "huge"}]), "not one of"),
         (Annotations.from_boxes([[0, 0, 10, 10]], "roof", attributes=[{"colour": "red"}]), "no attribute"),
+        (Annotations.from_tags(["roof"]), "label 'roof' is a box class: a tag cannot be stored under it"),
     ):
         with pytest.raises(InvalidInput, match=why):
             store.add(image_id, Annotations.merge([ok, bad]), actor="ana")
