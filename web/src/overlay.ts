@@ -308,12 +308,20 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
     });
   }
 
+  /** Annotorious's WebGL canvas is shown only while it has something to show (a shape being selected or
+   * edited, or a drawing tool): in software rendering, compositing that empty full-view canvas and redrawing
+   * it on every frame of a pan cost as much as the tiles. */
+  function showAnnotorious(): void {
+    annotator.setVisible(visible && (editing.size > 0 || tool !== "select"));
+  }
+
   /** Hands a shape from the layer to Annotorious and selects it (editable when it is a box or exact polygon). */
   function select(annoId: string): void {
     const entry = cache.entryOf(annoId);
     const shape = entry && toAnnotation(entry);
     if (!shape) return;
     editing.add(annoId);
+    showAnnotorious();
     store.bulkUpsertAnnotations([shape], REMOTE);
     rebuild();
     annotator.setSelected(annoId, selectAction(shape) === UserSelectAction.EDIT); // raises selectionChanged
@@ -322,8 +330,9 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
   /** Shapes Annotorious no longer needs (deselected, nothing queued, saved) go back to the layer. */
   function releaseIdle(): void {
     const idle = [...editing].filter((annoId) => !isSelected(annoId) && !sync.has(annoId) && cache.entryOf(annoId));
-    if (idle.length === 0) return;
     for (const annoId of idle) editing.delete(annoId);
+    showAnnotorious();
+    if (idle.length === 0) return;
     store.bulkDeleteAnnotations(
       idle.filter((annoId) => store.getAnnotation(annoId)),
       REMOTE,
@@ -488,6 +497,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
   function setTool(next: Tool): void {
     tool = next;
     panel.showTool(next);
+    showAnnotorious();
     if (next === "select") {
       annotator.cancelDrawing();
       annotator.setDrawingEnabled(false);
@@ -503,7 +513,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
 
   function setVisible(show: boolean): void {
     visible = show;
-    annotator.setVisible(show);
+    showAnnotorious();
     layer.setVisible(show);
     panel.showVisible(show);
     if (!show) {
