@@ -26,6 +26,7 @@ the round trains the first model and sets the alias.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,6 +62,7 @@ SLOW_RESAMPLES = 300  # detection and multi-label: the task's evaluation once pe
 SEED = 0
 LOOP_JOB_KEYS = ("loop", "force")
 NO_LABEL = "(none)"
+LOOP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,10 @@ def create(
     from gigavision.datasets.versions import open_version
     from gigavision.models.recipe import Recipe, load_recipe
 
-    aliases.check_alias_name(name)  # same rules as alias names: a short identifier
+    if not isinstance(name, str) or not LOOP_NAME.match(name):
+        raise InvalidInput(
+            f"loop name {name!r} is not valid: a letter, then letters, digits, '.', '_' or '-' (at most 64 characters)"
+        )
     aliases.check_alias_name(alias)
     dataset_name, number = parse_ref(dataset)
     if number is not None:
