@@ -219,8 +219,10 @@ def test_qc_hand_in_and_adjudicate(page: Page, review_server: Setup) -> None:
     expect(page.get_by_test_id("adjudicate-state")).to_contain_text("adjudication")
     expect(page.locator("[data-testid^=version-]")).to_have_count(2)
     expect(page.get_by_test_id("adjudicate-versions")).to_contain_text("rocket ×1")
-    page.keyboard.press("2")  # ben's version alone
+    page.keyboard.press("2")  # ben's version alone, also after the viewer redraws its overlays
+    page.evaluate("() => window.__gvAdjudicate.viewer.forceRedraw()")
     expect(page.get_by_test_id("version-1")).to_be_hidden()
+    expect(page.get_by_test_id("version-2")).to_be_visible()
     _shot(page, "adjudicate")
     page.locator("[data-testid=adjudicate-choose][data-annotator=ana]").click()
     expect(page.get_by_test_id("adjudicate-message")).to_contain_text("ana's version chosen")

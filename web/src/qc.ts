@@ -254,7 +254,7 @@ export function showAdjudication(root: HTMLElement, itemId: number): () => void 
   function applyToggles(): void {
     for (const { name, box } of toggles) {
       const svg = overlays.get(name);
-      if (svg) svg.style.display = box.checked ? "" : "none";
+      if (svg) svg.style.visibility = box.checked ? "" : "hidden"; // OpenSeadragon sets display on redraw
     }
   }
 

@@ -69,6 +69,8 @@ export function showReview(root: HTMLElement, query: string): () => void {
   let editing = false;
   let editor: ProposalEditor | null = null;
   let busy = false;
+  /** Answers sent and not yet confirmed (the next task is shown without waiting for them). */
+  const inFlight = new Set<Promise<ReviewTask>>();
   let answeredHere = 0;
   let openImage: string | null = null;
   let proposalOverlay: Element | null = null;
@@ -315,6 +317,8 @@ export function showReview(root: HTMLElement, query: string): () => void {
     const started = performance.now();
     stopEditing();
     const sent = answerTask(task.id, body);
+    inFlight.add(sent);
+    void sent.catch(() => undefined).finally(() => inFlight.delete(sent));
     busy = true;
     try {
       await move(() => queue.forward(), started);
@@ -409,7 +413,11 @@ export function showReview(root: HTMLElement, query: string): () => void {
         void move(() => queue.forward(), started);
         return;
       case "previous":
-        void move(() => queue.back(), started);
+        // Back to a task whose answer is still on its way: show it once the server has it.
+        void move(async () => {
+          await Promise.allSettled([...inFlight]);
+          return queue.back();
+        }, started);
         return;
       default:
         break;
