@@ -340,6 +340,8 @@ def test_filters_select_images_and_annotations(workspace: gv.Workspace, images: 
     v = create_version(ws, "f1", filters=["has=annotations", "source=user:*"])
     assert [e.name for e in v.images()] == ["coffee_0.png"]  # the retina box's source is "unknown"
     assert v.annotations(coffee).label.tolist() == ["cup"]
+    v = create_version(ws, "f1x", filters=["has=annotations", "source=!model:*"])  # people's labels only
+    assert v.annotations(coffee).label.tolist() == ["cup"] and v.annotations(retina).label.tolist() == ["cup"]
     v = create_version(ws, "f2", filters=["label=cup", "kind=box"])
     assert len(v) == 35 and v.counts["annotations"] == 1 and [c["name"] for c in v.classes()] == ["cup"]
     assert v.classes()[0]["kind"] == "box"  # not in the schema: the kind it is used with

@@ -156,10 +156,15 @@ class Filters:
         return all(key in meta and _meta_text(meta[key]) in values for key, values in self.meta)
 
     def annotation_matches(self, record: Mapping[str, Any]) -> bool:
-        """The filters the database query does not apply itself (kind, source globs)."""
+        """The filters the database query does not apply itself (kind, source globs). A source glob with a
+        leading ``!`` excludes (``source=!model:*``: no model predictions, whoever accepted them)."""
         if self.kind and record["kind"] not in self.kind:
             return False
-        return not self.source or any(fnmatchcase(str(record["source"]), p) for p in self.source)
+        source = str(record["source"])
+        wanted = [p for p in self.source if not p.startswith("!")]
+        if any(fnmatchcase(source, p[1:]) for p in self.source if p.startswith("!")):
+            return False
+        return not wanted or any(fnmatchcase(source, p) for p in wanted)
 
 
 def _meta_text(value: Any) -> str:
