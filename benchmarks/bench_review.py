@@ -50,7 +50,7 @@ def _workspace(root: Path, slide: Path, n: int, seed: int) -> tuple[str, list[in
         (result,) = ws.ingest([slide])
         assert result.id is not None, result
         image = ws.get_image(result.id)
-        records = []
+        records: list[dict[str, Any]] = []
         for _ in range(n):
             w, h = rng.uniform(40, 160, size=2)
             x0 = float(rng.uniform(0, image.width - w))

@@ -12,7 +12,7 @@ from gigavision.server.main import create_app
 from gigavision.store.reviews import NewTask
 
 
-def _names(client: TestClient, **params: object) -> tuple[set[str], int]:
+def _names(client: TestClient, **params: str | int) -> tuple[set[str], int]:
     page = client.get("/api/v1/images", params=params)
     assert page.status_code == 200, page.text
     body = page.json()
