@@ -79,7 +79,13 @@ def prepare_readme(files: dict[str, Path], home: Path, cwd: Path) -> None:
             "source": "user:ana",
             "status": "proposed",
         },
-        {"kind": "box", "label": "roof", "bbox": [320, 40, 480, 150], "source": "user:ana", "status": "proposed"},
+        {  # "roof" is a polygon class: a second roof is a polygon too (class kinds are enforced)
+            "kind": "polygon",
+            "label": "roof",
+            "geometry": {"type": "Polygon", "coordinates": [[[320, 40], [480, 40], [480, 150], [320, 150], [320, 40]]]},
+            "source": "user:ana",
+            "status": "proposed",
+        },
     ]
     (cwd / "roofs.json").write_text(json.dumps(roofs, indent=1))
     # lesion boxes as ana and bo would submit them to a QC item over retina.jpg
