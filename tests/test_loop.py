@@ -244,3 +244,12 @@ def test_due_counts_new_human_labels_on_sqlite_and_postgresql(workspace: gv.Work
     assert (state["new_labels"], state["due"]) == (2, False)  # a model's label and a proposal do not count
     ws.annotations.add(ids[4], human, "ana")
     assert loop.due(ws, "l")["due"]
+    # a round that kept the served model trained on those labels: they do not make the loop due again
+    from gigavision.datasets.versions import create_version
+    from gigavision.store.schema import LoopRunRow
+
+    newer = create_version(ws, "digits", **{k: version.spec[k] for k in ("split", "stratify", "seed")})
+    with ws.session.begin() as session:
+        session.add(LoopRunRow(loop="l", status="kept", dataset_ref=newer.ref, baseline_model_id="served"))
+    state = loop.due(ws, "l")
+    assert (state["since"], state["new_labels"], state["due"]) == ("digits@2", 0, False)

@@ -17,10 +17,10 @@ A round (``run_round``; the ``loop`` job kind; ``gigavision loop run``):
    is the promotion's evidence in the alias history and the round's record in ``loop_runs``.
 
 A round is *due* when at least ``every`` new labels exist since the dataset version of the model the alias
-serves (``due``): annotations not made by a model (source not ``model:…``: people, reviews, imports,
-consensus) with a status the dataset freezes (accepted / adjudicated by default), added or changed after that
-version was created (within the version's ``label`` filter, when it has one). Without an aliased model yet,
-the round trains the first model and sets the alias.
+serves, or of the loop's last finished round if newer (``due``): annotations not made by a model (source not
+``model:…``: people, reviews, imports, consensus) with a status the dataset freezes (accepted / adjudicated by
+default), added or changed after that version was created (within the version's ``label`` filter, when it
+has one). Without an aliased model yet, the round trains the first model and sets the alias.
 """
 
 from __future__ import annotations
@@ -260,20 +260,36 @@ def _baseline(ws: Workspace, loop: Loop) -> ModelInfo | None:
 
 
 def _since_version(ws: Workspace, loop: Loop, baseline: ModelInfo | None) -> DatasetVersion:
-    """The version new labels are counted from: the baseline's, when it is a version of this dataset, else the
-    dataset's latest."""
+    """The version new labels are counted from: the baseline's (when it is a version of this dataset), or the
+    one the loop's last finished round trained on if that is newer (a round that kept the served model has
+    seen those labels: they do not make the next round due again), else the dataset's latest."""
     from gigavision.datasets.versions import open_version
 
+    refs = []
     if baseline is not None and baseline.dataset.split("@")[0] == loop.dataset:
-        try:
-            return open_version(ws, baseline.dataset)
-        except NotFound:
-            pass
+        refs.append(baseline.dataset)
+    r = LoopRunRow
+    with ws.session() as s:
+        last = s.scalars(
+            select(r.dataset_ref)
+            .where(r.loop == loop.name, r.status.in_(("promoted", "kept")), r.dataset_ref.is_not(None))
+            .order_by(r.id.desc())
+            .limit(1)
+        ).first()
+    if last is not None and last.split("@")[0] == loop.dataset:
+        refs.append(last)
+    versions = []
+    for ref in refs:
+        with contextlib.suppress(NotFound):
+            versions.append(open_version(ws, ref))
+    if versions:
+        return max(versions, key=lambda v: v.version)
     return open_version(ws, loop.dataset)
 
 
 def due(ws: Workspace, name: str) -> dict[str, Any]:
-    """Whether the loop should run: ``new_labels`` since the baseline's dataset version against ``every``."""
+    """Whether the loop should run: ``new_labels`` since the baseline's dataset version (or the last round's)
+    against ``every``."""
     loop = get_loop(ws, name)
     baseline = _baseline(ws, loop)
     version = _since_version(ws, loop, baseline)
