@@ -1,7 +1,7 @@
 """The models page in Debian's chromium: models with their headline metric and lineage, the aliases table, promote
 a model to "production" and roll it back with the buttons (a manager's), the alias history; a model of another
-label set is refused with the server's reason. A tiny digits classifier (about a second of training) and clones
-of it stand for the models.
+label set is refused with the server's reason. Model folders holding only their card (model.json, and a report)
+stand for trained models: the page and the alias moves read nothing else.
 
 Set ``GIGAVISION_SCREENSHOTS=DIR`` to also save a screenshot of the page there.
 """
@@ -9,7 +9,6 @@ Set ``GIGAVISION_SCREENSHOTS=DIR`` to also save a screenshot of the page there.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,32 +17,40 @@ from playwright.sync_api import Browser, Page, expect
 
 import gigavision as gv
 from gigavision.models import aliases, store
+from gigavision.models.card import ModelCard, ModelInput
 from tests.browser.conftest import run_server
-from tests.realdata import digits_version
-from tests.seeding import TRAIN_SEED
 
 pytestmark = pytest.mark.browser
 
-TINY = {"task": "classify", "dataset": "digits@1", "arch": "test_resnet", "image_size": 16, "epochs": 1}
+CLASSES = [str(d) for d in range(10)]
 
 
-def _clone(ws: gv.Workspace, info: store.ModelInfo, model_id: str, **card: object) -> None:
+def _card(ws: gv.Workspace, model_id: str, created_at: str, classes: list[str] = CLASSES) -> None:
+    """A published model's folder with its card only (what list, show and the alias checks read)."""
     folder = store.models_dir(ws) / model_id
-    shutil.copytree(info.path, folder)
-    info.card.model_copy(update={"id": model_id, **card}).write(folder)
+    folder.mkdir(parents=True)
+    ModelCard(
+        id=model_id,
+        task="classify",
+        arch="resnet18",
+        classes=classes,
+        dataset="digits@1",
+        input=ModelInput(size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+        created_at=created_at,
+        headline="accuracy",
+        metrics={"accuracy": 0.9412, "macro_f1": 0.9377},
+        evaluated_on="test",
+    ).write(folder)
+    (folder / store.REPORT_HTML).write_text("<!doctype html><title>report</title><p>accuracy 0.9412</p>")
 
 
 @pytest.fixture(scope="module")
 def models_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    from gigavision.train.recipe import load_recipe
-    from gigavision.train.trainer import train
-
     root = tmp_path_factory.mktemp("models-page")
     with gv.init_workspace(root / "ws") as ws:
-        digits_version(ws, root / "digits", limit=40)
-        a = train(ws, load_recipe(overrides={**TINY, "seed": TRAIN_SEED}), model_id="digits-a")
-        _clone(ws, a, "digits-b")
-        _clone(ws, a, "odd", classes=[*a.classes[:-1], "eleven"])
+        _card(ws, "digits-a", "2026-12-01T10:00:00+00:00")
+        _card(ws, "digits-b", "2026-12-02T10:00:00+00:00")
+        _card(ws, "odd", "2026-12-03T10:00:00+00:00", classes=[*CLASSES[:-1], "eleven"])
         aliases.set_alias(ws, "production", "digits-a", actor="lead")
     with run_server(root / "ws", root / "serve.log") as base_url:
         yield base_url, root / "ws"
@@ -78,7 +85,8 @@ def test_models_page_promote_and_rollback(page: Page, models_server: tuple[str, 
 
     # promote digits-b, then roll back
     page.locator("tr[data-model=digits-b] [data-testid=model-open]").click()
-    expect(page.get_by_test_id("model-details")).to_contain_text("Metrics")
+    expect(page.get_by_test_id("model-details")).to_contain_text("accuracy (headline)")
+    expect(page.get_by_test_id("model-report")).to_have_attribute("href", "/api/v1/models/digits-b/report")
     page.get_by_test_id("model-promote").click()
     expect(page.get_by_test_id("models-message")).to_contain_text("production now serves digits-b")
     expect(production.get_by_test_id("alias-model")).to_have_text("digits-b")
