@@ -116,8 +116,7 @@ def patches_of(annotation_id: int) -> Any:
     return lambda r: r.request.method == "PATCH" and r.url.endswith(f"/api/v1/annotations/{annotation_id}")
 
 
-def test_point_tool_and_a_picker_that_follows_the_tool(tab: Page, site: Site) -> None:
-    open_image(tab, site)
+def _point_tool_and_a_picker_that_follows_the_tool(tab: Page, site: Site) -> None:
     picker = tab.get_by_test_id("label-picker")
     picker.select_option("tumor")
     # Focus went back to the image: the overlay's keys work at once.
@@ -150,8 +149,7 @@ def test_point_tool_and_a_picker_that_follows_the_tool(tab: Page, site: Site) ->
     assert len(tab.evaluate("() => window.__gv.overlay.loadedIds()")) == len(before) + 1
 
 
-def test_undo_of_a_move_is_one_write_and_refused_across_another_edit(tab: Page, site: Site) -> None:
-    open_image(tab, site)
+def _undo_of_a_move_is_one_write_and_refused_across_another_edit(tab: Page, site: Site) -> None:
     writes: list[str] = []
 
     def on_request(request: Request) -> None:
@@ -212,8 +210,7 @@ def test_undo_of_a_move_is_one_write_and_refused_across_another_edit(tab: Page, 
     )
 
 
-def test_a_box_under_a_point_class_is_refused_with_the_servers_reason(tab: Page, site: Site) -> None:
-    open_image(tab, site)
+def _a_box_under_a_point_class_is_refused_with_the_servers_reason(tab: Page, site: Site) -> None:
     tab.keyboard.press("b")
     tab.get_by_test_id("label-picker").select_option("nucleus")  # chosen by hand after the tool
     start, end = to_page(tab, 900, 900), to_page(tab, 1000, 1000)
@@ -237,8 +234,7 @@ def test_a_box_under_a_point_class_is_refused_with_the_servers_reason(tab: Page,
     expect(tab.get_by_test_id("label-picker")).to_have_value("cell")
 
 
-def test_attributes_editor_edits_the_selected_shape(tab: Page, site: Site) -> None:
-    open_image(tab, site)
+def _attributes_editor_edits_the_selected_shape(tab: Page, site: Site) -> None:
     select(tab, site.tumor, 520, 120)
     field = tab.locator('[data-testid="attribute"][data-attribute="grade"]')
     expect(field).to_be_visible()
@@ -265,8 +261,7 @@ def drag(tab: Page, start: tuple[float, float], end: tuple[float, float]) -> Non
     tab.mouse.up()
 
 
-def test_brush_paints_a_mask_the_eraser_takes_pixels_away_and_undo_restores(tab: Page, site: Site) -> None:
-    open_image(tab, site)
+def _brush_paints_a_mask_the_eraser_takes_pixels_away_and_undo_restores(tab: Page, site: Site) -> None:
     tab.keyboard.press("m")
     expect(tab.get_by_test_id("tool-brush")).to_have_attribute("aria-pressed", "true")
     expect(tab.get_by_test_id("label-picker")).to_have_value("debris")  # the mask class
@@ -304,3 +299,17 @@ def test_brush_paints_a_mask_the_eraser_takes_pixels_away_and_undo_restores(tab:
     assert undone.value.status == 200
     tab.wait_for_function(SETTLED)
     assert _mask_pixels(_api(site.base_url, "GET", f"/api/v1/annotations/{new}")) == before
+
+
+# Two pages, each going through several tools (a page load costs more than a tool).
+def test_drawing_tools_follow_the_class_kinds(tab: Page, site: Site) -> None:
+    open_image(tab, site)
+    _point_tool_and_a_picker_that_follows_the_tool(tab, site)
+    _a_box_under_a_point_class_is_refused_with_the_servers_reason(tab, site)
+    _attributes_editor_edits_the_selected_shape(tab, site)
+
+
+def test_undo_redo_and_the_mask_brush(tab: Page, site: Site) -> None:
+    open_image(tab, site)
+    _undo_of_a_move_is_one_write_and_refused_across_another_edit(tab, site)
+    _brush_paints_a_mask_the_eraser_takes_pixels_away_and_undo_restores(tab, site)
