@@ -217,12 +217,16 @@ def test_find_label_errors_creates_review_tasks(digits_ws: gv.Workspace) -> None
     assert create_review_tasks(digits_ws, result, actor="alice") == 1
 
 
-def test_rest_job_runs_the_folds(digits_ws: gv.Workspace) -> None:
+def test_rest_job_runs_the_folds(digits_ws: gv.Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     """POST /api/v1/label-errors: bad input refused in the request; a real 2-fold run (a tiny network, one
-    epoch) as a job whose result ranks suspects and whose review tasks are created."""
+    epoch) as a job whose result ranks suspects and whose review tasks are created. The job runs in the
+    consumer's thread here (a child process would import torch again: ~30 s of this test on a busy runner)."""
     from fastapi.testclient import TestClient
 
+    from gigavision.jobs import registry
     from gigavision.server.main import create_app
+
+    monkeypatch.setattr(registry, "ISOLATED", registry.ISOLATED - {"label-errors"})
 
     recipe = {"task": "classify", "arch": "test_resnet", "image_size": 16, "epochs": 1, "batch_size": 16}
     with TestClient(create_app(digits_ws)) as client:

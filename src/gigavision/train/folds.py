@@ -209,6 +209,8 @@ def _fit(
     module = TaskModule(task, net, recipe)
     with tempfile.TemporaryDirectory(prefix="gigavision-fold-") as root, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`")
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
         trainer = L.Trainer(
             max_epochs=recipe.epochs,
             accelerator=accelerator,
