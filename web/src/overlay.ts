@@ -73,8 +73,8 @@ import { bboxOf, type Extent, geometryChanges, newAnnotation, RESHAPEABLE, shape
 import { intersects, isTruncated, ViewportCache, type Entry } from "./viewport-cache";
 import { ViewportLoader, type ViewportQuery } from "./viewport-loader";
 
-/** Points are drawn as discs of this many screen pixels (radius) at the zoom they were loaded at. */
-const POINT_RADIUS_PX = 4;
+/** A selected point (Annotorious) is a disc of the layer's size, in screen pixels (radius). */
+const POINT_RADIUS_PX = POINT_DISC_PX;
 const TAG_LIMIT = 500;
 /** A click this many screen pixels from an outline still selects the shape. */
 const HIT_SLOP_PX = 3;
