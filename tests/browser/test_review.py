@@ -248,3 +248,16 @@ def test_image_list_search_and_nav(page: Page, review_server: Setup) -> None:
     expect(nav.locator("[aria-current=page]")).to_have_text("Models")
     nav.get_by_text("Review").click()
     expect(page.get_by_test_id("review-viewer")).to_be_visible()
+
+    # the viewer opened on a region (the QC "Open" and the inbox's "Open in the viewer" links)
+    page.goto(f"{review_server.base_url}/#/image/{review_server.image_id}?region=300,300,380,380")
+    bounds = """() => {
+      const v = window.__gv && window.__gv.viewer;
+      if (!v || v.world.getItemCount() === 0) return null;
+      const r = v.viewport.viewportToImageRectangle(v.viewport.getBounds(true));
+      return [r.x, r.y, r.x + r.width, r.y + r.height];
+    }"""
+    page.wait_for_function(f"() => ({bounds})() !== null")
+    x0, y0, x1, y1 = page.evaluate(bounds)
+    assert x0 <= 300 and y0 <= 300 and x1 >= 380 and y1 >= 380, (x0, y0, x1, y1)
+    assert x1 - x0 < 400, (x0, x1)  # zoomed in on it, not the whole 512-px image

@@ -1,6 +1,6 @@
 // Entry point: hash routing between the app's screens; /login shows the login form.
 //   #/                     the workspace's images (#/?q=…&label=…: search and filters)
-//   #/image/{id}           one image in the viewer
+//   #/image/{id}           one image in the viewer (?region=x0,y0,x1,y1: looking at that level-0 rectangle)
 //   #/review?filters       the review inbox: one task at a time (review.ts)
 //   #/qc                   my QC items to label and hand in, and items to adjudicate (qc.ts)
 //   #/adjudicate/{item}    one disputed QC item: the annotators' versions, choose one or give my own
@@ -8,7 +8,7 @@
 
 import "./style.css";
 
-import { ApiError, currentSession, loadSession } from "./api";
+import { ApiError, currentSession, loadSession, type BBox } from "./api";
 import { el } from "./dom";
 import { showList } from "./list";
 import { showLogin, showSessionBar } from "./login";
@@ -19,7 +19,7 @@ import { showViewer } from "./viewer";
 
 export type Route =
   | { view: "list"; query: string }
-  | { view: "image"; id: string }
+  | { view: "image"; id: string; region: BBox | null }
   | { view: "review"; query: string }
   | { view: "qc" }
   | { view: "adjudicate"; item: number }
@@ -29,13 +29,21 @@ export type Route =
 export function parseRoute(hash: string): Route {
   const [path = "", query = ""] = hash.replace(/^#/, "").split("?", 2);
   const image = /^\/image\/([^/?#]+)$/.exec(path);
-  if (image?.[1]) return { view: "image", id: decodeURIComponent(image[1]) };
+  if (image?.[1]) return { view: "image", id: decodeURIComponent(image[1]), region: parseRegion(query) };
   if (path === "/review") return { view: "review", query };
   if (path === "/qc") return { view: "qc" };
   const item = /^\/adjudicate\/(\d{1,15})$/.exec(path);
   if (item?.[1]) return { view: "adjudicate", item: Number(item[1]) };
   if (path === "/models") return { view: "models" };
   return { view: "list", query: path === "/" || path === "" ? query : "" };
+}
+
+/** `region=x0,y0,x1,y1` of a hash query (four finite numbers, x1 > x0, y1 > y0), else null. */
+export function parseRegion(query: string): BBox | null {
+  const values = (new URLSearchParams(query).get("region") ?? "").split(",").map(Number);
+  if (values.length !== 4 || !values.every(Number.isFinite)) return null;
+  const [x0 = 0, y0 = 0, x1 = 0, y1 = 0] = values;
+  return x1 > x0 && y1 > y0 ? [x0, y0, x1, y1] : null;
 }
 
 /** The header's links: [hash, text, the views it is current for]. */
@@ -55,7 +63,7 @@ let dispose: (() => void) | null = null;
 function show(route: Route): () => void {
   switch (route.view) {
     case "image":
-      return showViewer(app, route.id);
+      return showViewer(app, route.id, route.region);
     case "review":
       return showReview(app, route.query);
     case "qc":

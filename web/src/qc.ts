@@ -11,7 +11,7 @@ import { el } from "./dom";
 import { typingInto } from "./keys";
 import { qcAdjudicate, qcItem, qcItems, qcQueue, qcSubmit, type QcItem, type QcItemDetail } from "./review-api";
 import { drawShapes, tileSourceOf } from "./review-draw";
-import { contextRect } from "./review-geometry";
+import { contextRect, imageHash } from "./review-geometry";
 import { toolbar, viewerOptions } from "./viewer";
 
 /** Distinct colours for up to 8 annotators' versions (then repeated). */
@@ -159,7 +159,7 @@ export function showQc(root: HTMLElement): () => void {
       el("td", {}, item.labels.length > 0 ? item.labels.join(", ") : "any"),
       el("td", {}, regionText(item)),
       statusCell,
-      el("td", {}, el("a", { href: `#/image/${item.image_id}`, class: "button-link" }, "Open"), " ", submit),
+      el("td", {}, el("a", { href: imageHash(item.image_id, item.region), class: "button-link", "data-testid": "qc-open" }, "Open"), " ", submit),
     );
   }
 
@@ -279,7 +279,7 @@ export function showAdjudication(root: HTMLElement, itemId: number): () => void 
   function render(item: QcItemDetail, image: ImageInfo): void {
     summary.textContent =
       `${image.name} · ${item.kind} · ${item.status}` + (item.agreement === null ? "" : ` · agreement ${item.agreement.toFixed(2)} (threshold ${item.threshold})`);
-    draw.setAttribute("href", `#/image/${item.image_id}`);
+    draw.setAttribute("href", imageHash(item.image_id, item.region));
     const decided = item.status !== "adjudication";
     own.disabled = decided;
     versions.replaceChildren();

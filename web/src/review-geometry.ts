@@ -92,3 +92,8 @@ export function regionLabel(
       return null;
   }
 }
+
+/** The viewer's hash for an image, looking at `region` (level-0, rounded) when there is one. */
+export function imageHash(imageId: string, region: readonly number[] | null): string {
+  return region ? `#/image/${imageId}?region=${region.map((v) => Math.round(v)).join(",")}` : `#/image/${imageId}`;
+}

@@ -31,7 +31,7 @@ import {
 import { drawShapes, tileSourceOf } from "./review-draw";
 import type { ProposalEditor } from "./review-edit";
 import { bandOf, parseFilters, REASONS, reviewHash, SCORE_BANDS } from "./review-filters";
-import { contextRect, regionLabel, taskRegion, tilesFor } from "./review-geometry";
+import { contextRect, imageHash, regionLabel, taskRegion, tilesFor } from "./review-geometry";
 import { REVIEW_KEYS_HINT, reviewActionOf, type ReviewAction } from "./review-keys";
 import { TaskQueue } from "./review-queue";
 import { toolbar, viewerOptions } from "./viewer";
@@ -242,7 +242,8 @@ export function showReview(root: HTMLElement, query: string): () => void {
       task.status === "open"
         ? `Task ${queue.position + 1} of this session · ${task.annotation ? "accept, correct or reject the proposal" : "label this region"}`
         : `Already ${describe(task.decision, task.decided_by, task.decided_at)}`;
-    open.setAttribute("href", `#/image/${task.image_id}`);
+    const region = taskRegion(task);
+    open.setAttribute("href", imageHash(task.image_id, image && region ? contextRect(region, image.width, image.height) : region));
   }
 
   function renderLabels(task: ReviewTask | null): void {

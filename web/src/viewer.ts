@@ -2,7 +2,7 @@
 
 import OpenSeadragon from "openseadragon";
 
-import { ApiError, dziUrl, getImage, type ImageInfo } from "./api";
+import { ApiError, dziUrl, getImage, type BBox, type ImageInfo } from "./api";
 import { el } from "./dom";
 import { formatMpp, formatPixels, formatSize } from "./format";
 import { attachLayers, type LayersHandle } from "./layers";
@@ -80,8 +80,9 @@ function header(image: ImageInfo | null, title: string): HTMLElement {
   return el("header", { class: "bar" }, el("a", { class: "back", href: "#/" }, "← Images"), info);
 }
 
-/** Opens image `id` in `root`; returns a function that tears the viewer down. */
-export function showViewer(root: HTMLElement, id: string): () => void {
+/** Opens image `id` in `root` (looking at `region`, level-0 [x0, y0, x1, y1], when given: a QC item's, a review
+ * task's); returns a function that tears the viewer down. */
+export function showViewer(root: HTMLElement, id: string, region: BBox | null = null): () => void {
   const abort = new AbortController();
   let viewer: OpenSeadragon.Viewer | null = null;
   let detachScaleBar: (() => void) | null = null;
@@ -130,6 +131,12 @@ export function showViewer(root: HTMLElement, id: string): () => void {
       viewer = OpenSeadragon({ ...viewerOptions(container), tileSources: dziUrl(image.id) });
       const opened = viewer;
       container.append(toolbar(opened));
+      if (region) {
+        const [x0, y0, x1, y1] = region;
+        opened.addOnceHandler("open", () =>
+          opened.viewport.fitBounds(opened.viewport.imageToViewportRectangle(x0, y0, x1 - x0, y1 - y0), true),
+        );
+      }
 
       opened.addHandler("open-failed", (event) => {
         const message = typeof event.message === "string" ? event.message : "unknown error";

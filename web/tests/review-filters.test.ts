@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 
 import { currentOf, filterQuery } from "../src/review-api";
 import { parseBand, parseFilters, reviewHash } from "../src/review-filters";
-import { contextRect, regionLabel, taskRegion, tilesFor } from "../src/review-geometry";
+import { contextRect, imageHash, regionLabel, taskRegion, tilesFor } from "../src/review-geometry";
 import { imagesQuery, listHash, pageCount, parseListQuery } from "../src/list-query";
 
 describe("review filters in the hash", () => {
@@ -85,5 +85,12 @@ describe("a region labelled with one key", () => {
     expect(regionLabel("polygon", "x", region)?.geometry?.coordinates).toEqual([[[10, 20], [30, 20], [30, 60], [10, 60], [10, 20]]]);
     expect(regionLabel("mask", "x", region)).toBeNull(); // drawn in the viewer
     expect(regionLabel("box", "x", null)).toBeNull();
+  });
+});
+
+describe("links to the viewer", () => {
+  it("name the region to look at, rounded", () => {
+    expect(imageHash("ab", [1.4, 2.6, 30, 40])).toBe("#/image/ab?region=1,3,30,40");
+    expect(imageHash("ab", null)).toBe("#/image/ab");
   });
 });
