@@ -132,6 +132,14 @@ def test_review_inbox_keyboard(page: Page, review_server: Setup) -> None:
     t1, t2, t3, t4, t5 = review_server.tasks
     nexts: list[str] = []
     page.on("request", lambda r: nexts.append(r.url) if "/api/v1/reviews/next" in r.url else None)
+    # filters in the hash: only the flag proposal, then the score band below 0.5 (the flag's 0.48 only)
+    page.goto(f"{review_server.base_url}/#/review?label=flag")
+    _task_shown(page, t2)
+    expect(page.get_by_test_id("review-counts")).to_contain_text("1 open")
+    page.get_by_test_id("filter-label").select_option("")
+    page.get_by_test_id("filter-band").select_option("0-0.5")
+    page.wait_for_url("**/#/review?band=0-0.5")
+    _task_shown(page, t2)
     page.goto(f"{review_server.base_url}/#/review")
     _task_shown(page, t1)
     expect(page.get_by_test_id("review-counts")).to_contain_text("5 open")
