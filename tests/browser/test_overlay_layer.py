@@ -9,6 +9,7 @@ stay out of the other browser tests' schema. Synchronisation is by `wait_for_fun
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -131,8 +132,11 @@ def test_layer_draws_selects_and_filters(page: Page, seeded: Seeded) -> None:
     expect(legend.locator('[data-label="cell"]')).to_have_attribute("data-count", "30")
     expect(legend.locator('[data-label="mitosis"]')).to_have_attribute("data-count", "5")
 
-    # A click on a box selects it: Annotorious takes it (with handles), the layer leaves it out.
+    # Over a box the pointer says it can be picked; a click selects it: Annotorious takes it (with handles),
+    # the layer leaves it out.
     target = seeded.cells[7]
+    page.mouse.move(*page.evaluate(IMAGE_TO_PAGE, [x + 20, y + 20]))
+    expect(page.locator(".openseadragon-canvas").first).to_have_class(re.compile("gv-over-shape"))
     page.mouse.click(*page.evaluate(IMAGE_TO_PAGE, [x + 20, y + 20]))
     page.wait_for_function(f"() => ({SELECTED_ID})() === {target}")
     assert page.evaluate(DRAWN)[str(target)]["editing"]

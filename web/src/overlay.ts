@@ -352,6 +352,25 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
     if (hit) select(hit);
   };
 
+  /** The pointer over a shape (Select tool): a hand cursor says a click will select it. */
+  let hoverFrame: number | null = null;
+  const onPointerMove = (event: PointerEvent): void => {
+    if (hoverFrame !== null || event.buttons !== 0) return;
+    hoverFrame = requestAnimationFrame(() => {
+      hoverFrame = null;
+      const t = layer.transform();
+      let hit: string | null = null;
+      if (t && t.scale > 0 && tool === "select" && visible) {
+        const box = viewer.canvas.getBoundingClientRect();
+        const x = (event.clientX - box.left - t.offsetX) / t.scale;
+        const y = (event.clientY - box.top - t.offsetY) / t.scale;
+        hit = hitTest(layer.batched, x, y, HIT_SLOP_PX / t.scale, (POINT_DISC_PX + HIT_SLOP_PX) / t.scale);
+      }
+      viewer.canvas.classList.toggle("gv-over-shape", hit !== null);
+    });
+  };
+  viewer.canvas.addEventListener("pointermove", onPointerMove, { passive: true });
+
   // -- viewport loading -----------------------------------------------------------------------------
   function visibleRect(): BBox | null {
     const item = viewer.world.getItemAt(0);
@@ -602,6 +621,8 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
       document.removeEventListener("keydown", onKey);
       for (const name of ["open", "viewport-change", "resize"] as const) viewer.removeHandler(name, onViewport);
       viewer.removeHandler("canvas-click", onCanvasClick);
+      viewer.canvas.removeEventListener("pointermove", onPointerMove);
+      if (hoverFrame !== null) cancelAnimationFrame(hoverFrame);
       layer.destroy();
       annotator.destroy();
       panel.clear();
