@@ -95,3 +95,7 @@ def select_cmd(
 from gigavision.cli.label_errors import label_errors_cmd  # noqa: E402 - label-errors lives in its own module
 
 active_app.command("label-errors")(label_errors_cmd)
+
+from gigavision.cli.regions import regions_cmd  # noqa: E402 - region selection lives in its own module
+
+active_app.command("regions")(regions_cmd)
