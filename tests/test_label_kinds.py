@@ -163,3 +163,18 @@ def test_browser_annotators_take_part_in_qc(site: dict[str, Any], monkeypatch: p
     assert decided["status"] == "agreed", decided
     labels = {s["annotator"]: [x["id"] for x in s["labels"]] for s in decided["submissions"]}
     assert labels == {"ana": [drawn["ana"]], "bo": [drawn["bo"]]}
+
+
+def test_predictions_are_fitted_to_their_class_kind(site: dict[str, Any]) -> None:
+    """A detector trained on outlined objects predicts boxes: under a polygon class they are stored as their
+    rectangles (``predict --store`` fits them), where a box drawn by hand under that class is refused."""
+    ws, image = site["ws"], site["image"]
+    boxes = Annotations.from_boxes([[10, 10, 30, 20]], "tumour", source=["model:det@1"], score=[0.9])
+    with pytest.raises(InvalidInput, match="'tumour' is a polygon class"):
+        ws.annotations.add(image, boxes, actor="t")
+    (new,) = ws.annotations.add(image, ws.labels.fit(boxes), actor="t")
+    stored = ws.annotations.get_record(new)
+    assert stored["kind"] == "polygon" and stored["bbox"] == [10, 10, 30, 20]
+    assert sorted(map(tuple, stored["geometry"]["coordinates"][0])) == sorted(
+        [(10.0, 10.0), (30.0, 10.0), (30.0, 20.0), (10.0, 20.0), (30.0, 10.0)]
+    )

@@ -373,7 +373,7 @@ def store_predictions(ws: Workspace, items: Sequence[PredictItem], predictor: Pr
             attrs = np.empty(len(ann), dtype=object)
             for k, (a, lab) in enumerate(zip(ann.attributes, ann.label, strict=True)):
                 attrs[k] = {key: v for key, v in a.items() if key in schema[str(lab)] or key in PREDICTION_ATTRIBUTES}
-            ann = replace(ann, attributes=attrs)
+            ann = ws.labels.fit(replace(ann, attributes=attrs))  # boxes of a detector under polygon classes
         assert item.image_id is not None
         # routing policies (issue 14: uncertain ones to review, the rest accepted) are a layer up: named, not imported
         routed = import_path(STORE_ROUTED)(

@@ -146,6 +146,27 @@ def _used(s: Session, name: str) -> int:
     return int(n or 0)
 
 
+def fit_kinds(ann: Annotations, classes: dict[str, LabelClass]) -> Annotations:
+    """``LabelSchema.fit`` against ``classes`` (name -> class)."""
+    import dataclasses
+
+    import shapely
+
+    if not len(ann) or not classes:
+        return ann
+    class_kind = np.asarray([classes[str(lab)].kind if str(lab) in classes else "" for lab in ann.label], dtype=object)
+    to_polygon = (ann.kind == "box") & np.isin(class_kind, ("polygon", "mask"))
+    to_box = (ann.kind == "polygon") & (class_kind == "box")
+    if not (to_polygon.any() or to_box.any()):
+        return ann
+    kind, geometry = ann.kind.copy(), ann.geometry.copy()
+    kind[to_polygon], kind[to_box] = "polygon", "box"
+    rows = np.flatnonzero(to_polygon)
+    geometry[rows] = shapely.box(*ann.xyxy[rows].T) if len(rows) else geometry[rows]
+    geometry[to_box] = None
+    return dataclasses.replace(ann, kind=kind, geometry=geometry)
+
+
 class LabelSchema:
     """``ws.labels``, the one door to the label schema: list, check against, set, rename, merge and remove
     classes; every change recorded in ``label_events``."""
@@ -237,6 +258,13 @@ class LabelSchema:
                 elif allowed and value not in allowed:
                     problems.append(f"annotation {i}: {key}={value!r} is not one of {allowed}")
         return problems
+
+    def fit(self, ann: Annotations) -> Annotations:
+        """``ann`` with each shape in the kind of its class where a producer cannot say it and nothing is lost:
+        a box under a polygon or mask class becomes its rectangle polygon (a detector trained on outlined
+        objects predicts boxes), a polygon under a box class its bounding box. Other mismatches are left for
+        ``check`` to refuse."""
+        return fit_kinds(ann, self.by_name())
 
     def rename(self, old: str, new: str, actor: str) -> LabelChange:
         """Rename class ``old`` to ``new`` (which must not exist) and relabel its annotations."""
