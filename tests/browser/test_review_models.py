@@ -97,6 +97,8 @@ def test_models_page_promote_and_rollback(page: Page, models_server: tuple[str, 
     production.get_by_test_id("alias-rollback").click()
     expect(page.get_by_test_id("models-message")).to_contain_text("production rolled back to digits-a")
     expect(production.get_by_test_id("alias-model")).to_have_text("digits-a")
+    production.get_by_text("lineage").click()  # alias -> model -> dataset version (gone here: cards only)
+    expect(production.get_by_test_id("alias-lineage")).to_contain_text("production → digits-a → digits@1")
     production.get_by_text("history").click()
     expect(production.get_by_test_id("alias-history").locator("li")).to_have_count(3)  # set, promote, rollback
 

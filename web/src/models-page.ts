@@ -110,6 +110,32 @@ function when(iso: string): string {
 
 const aliasPath = (name: string): string => `/api/v1/aliases/${encodeURIComponent(name)}`;
 
+/** GET /api/v1/aliases/{name}'s lineage: the model and the dataset version it was trained on. */
+export interface Lineage {
+  model: string;
+  aliases: string[];
+  dataset: {
+    ref: string;
+    exists: boolean;
+    created_by?: string;
+    created_at?: string;
+    images?: number;
+    annotations?: number;
+    same_content?: boolean | null;
+  };
+}
+
+/** "production → digits-a → digits@1: 1,203 images, 3,400 labels, frozen by ana at …" */
+export function lineageText(alias: Pick<AliasRecord, "name" | "model">, lineage: Lineage | undefined): string {
+  const head = `${alias.name} → ${alias.model.slice(0, 12)}`;
+  if (!lineage) return `${head} (its model folder is gone)`;
+  const d = lineage.dataset;
+  if (!d.exists) return `${head} → ${d.ref} (that dataset version no longer exists)`;
+  const n = (v: number | undefined): string => (v ?? 0).toLocaleString("en-US");
+  const changed = d.same_content === false ? "; its content changed since the training" : "";
+  return `${head} → ${d.ref}: ${n(d.images)} images, ${n(d.annotations)} labels, frozen by ${d.created_by ?? "?"} at ${when(d.created_at ?? "")}${changed}`;
+}
+
 /** The aliases table: alias -> model -> dataset version; rollback and history per alias. */
 function aliasesSection(
   items: AliasRecord[],
@@ -134,7 +160,21 @@ function aliasesSection(
         (err: unknown) => history.replaceChildren(el("li", {}, messageOf(err))),
       );
     });
-    const actions = el("td", {}, showHistory);
+    const lineage = el("p", { class: "history", "data-testid": "alias-lineage", hidden: "" });
+    const showLineage = el("button", { type: "button", class: "linklike" }, "lineage");
+    showLineage.addEventListener("click", () => {
+      lineage.hidden = !lineage.hidden;
+      if (lineage.hidden) return;
+      apiJson<{ lineage?: Lineage }>("GET", aliasPath(alias.name)).then(
+        (detail) => {
+          lineage.textContent = lineageText(alias, detail.lineage);
+        },
+        (err: unknown) => {
+          lineage.textContent = messageOf(err);
+        },
+      );
+    });
+    const actions = el("td", {}, showHistory, " ", showLineage);
     if (canDeploy()) {
       const rollback = el("button", { type: "button", "data-testid": "alias-rollback" }, "Roll back");
       rollback.addEventListener("click", () => {
@@ -157,7 +197,7 @@ function aliasesSection(
       el("td", {}, alias.dataset ?? "—"),
       el("td", {}, `${when(alias.updated_at)} by ${alias.updated_by}`),
       actions,
-      el("td", {}, history),
+      el("td", {}, history, lineage),
     );
   });
   return el(
