@@ -157,6 +157,13 @@ def test_layer_draws_selects_and_filters(page: Page, seeded: Seeded) -> None:
     page.mouse.click(*page.evaluate(IMAGE_TO_PAGE, [mx, my]))
     assert page.evaluate(SELECTED_ID) is None
     expect(legend.locator('[data-label="mitosis"]')).to_have_attribute("data-count", "5")
+    # The view is asked for again without the hidden class (in a crowded view the sample goes to what is
+    # shown); the hidden points stay loaded, so showing them again is immediate.
+    page.wait_for_function(
+        "() => { const q = window.__gv.overlay.lastQuery(); return window.__gv.overlay.settled() && !!q.only"
+        " && q.only.labels.includes('cell') && !q.only.labels.includes('mitosis'); }"
+    )
+    assert set(seeded.mitoses) <= set(page.evaluate("() => window.__gv.overlay.loadedIds()"))
     legend.locator('[data-label="mitosis"] input').check()
 
     # Model proposals vs human labels: hiding human labels leaves the model's points.

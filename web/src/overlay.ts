@@ -47,6 +47,7 @@ import {
   deleteAnnotation,
   listAnnotations,
   listLabels,
+  STATUSES,
   type AnnotationRecord,
   type AnnotationStatus,
   type BBox,
@@ -70,7 +71,7 @@ import { OverlayPanel, type Tool } from "./overlay-panel";
 import { LabelColors } from "./palette";
 import { screenPixelsPerImagePixel } from "./scalebar";
 import { bboxOf, type Extent, geometryChanges, newAnnotation, RESHAPEABLE, shapeOf } from "./shapes";
-import { intersects, isTruncated, ViewportCache, type Entry } from "./viewport-cache";
+import { intersects, isTruncated, ViewportCache, type Entry, type QueryFilter } from "./viewport-cache";
 import { ViewportLoader, type ViewportQuery } from "./viewport-loader";
 
 /** A selected point (Annotorious) is a disc of the layer's size, in screen pixels (radius). */
@@ -173,6 +174,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
         if (record && !passes(record, panel.filter())) annotator.cancelSelected();
         rebuild();
         updateCount();
+        scheduleLoad(); // a crowded view: the sample for what is shown now
       },
       deleteTag: (tag) => {
         panel.clearMessage();
@@ -388,6 +390,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
     visibleRect: () => visibleRect(),
     scale: () => screenPixelsPerImagePixel(viewer),
     shown: () => visible,
+    only: () => queryFilter(),
     apply: (page) => {
       const { changed, dropped } = cache.merge(page, pointRadius(), isBusy);
       draw(changed);
@@ -399,6 +402,23 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
     showMessage: (text) => panel.showMessage(text),
     done: () => updateCount(),
   });
+
+  /** What the server is asked for while some labels or statuses are hidden: then a crowded view's sample is
+   * spent on what is shown (hide the other classes to see all of one). Model vs human stays on the page. */
+  function queryFilter(): QueryFilter | undefined {
+    const filter = panel.filter();
+    const only: QueryFilter = {};
+    if (filter.hiddenLabels.size > 0) {
+      const known = new Set(Object.keys(classes));
+      for (const id of cache.ids()) {
+        const label = cache.get(id)?.record.label;
+        if (label !== undefined) known.add(label);
+      }
+      only.labels = [...known].filter((label) => !filter.hiddenLabels.has(label)).sort();
+    }
+    if (filter.statuses.size < STATUSES.length) only.statuses = STATUSES.filter((s) => filter.statuses.has(s));
+    return only.labels || only.statuses ? only : undefined;
+  }
 
   function scheduleLoad(): void {
     if (!destroyed) loader.schedule();

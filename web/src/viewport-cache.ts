@@ -25,11 +25,26 @@ export interface Entry {
   changedAt: number;
 }
 
-/** The query for one view: the visible rectangle and a polygon simplification of one screen pixel. */
+/** The query for one view: the visible rectangle and a polygon simplification of one screen pixel; with
+ * `only`, just these labels and statuses (the overlay's filters: a sample is then spent on what is shown). */
 export interface ViewQuery {
   bbox: BBox;
   simplify: number;
   limit: number;
+  only?: QueryFilter;
+}
+
+/** Labels and statuses a query is limited to (absent: all). */
+export interface QueryFilter {
+  labels?: string[];
+  statuses?: string[];
+}
+
+/** Whether a record is one a query with `only` can return. */
+export function matchesFilter(record: AnnotationRecord, only: QueryFilter | undefined): boolean {
+  if (only?.labels && !only.labels.includes(record.label)) return false;
+  if (only?.statuses && !only.statuses.includes(record.status)) return false;
+  return true;
 }
 
 /** One answered query, as the cache merges it. */
@@ -122,7 +137,7 @@ export class ViewportCache {
    * elsewhere and is dropped. Returns the entries to draw anew and those dropped.
    */
   merge(page: Page, radius: number, isBusy: IsBusy): { changed: Entry[]; dropped: Entry[] } {
-    const { records, bbox, simplify, startedAt } = page;
+    const { records, bbox, simplify, startedAt, only } = page;
     const changed: Entry[] = [];
     const returned = new Set<number>();
     // The server simplifies polygons only: everything else is exact whatever the zoom.
@@ -151,12 +166,14 @@ export class ViewportCache {
       }
     }
     if (isTruncated(page)) return { changed, dropped: [] };
-    // Everything in this rectangle came back: what we hold there and did not get was deleted elsewhere.
+    // Everything in this rectangle (that the query's filter lets through) came back: what we hold there and
+    // did not get was deleted elsewhere.
     const gone = [...this.entries.values()]
       .filter(
         (e) =>
           e.record.bbox &&
           intersects(e.record.bbox, bbox) &&
+          matchesFilter(e.record, only) &&
           !returned.has(e.record.id) &&
           !isBusy(e.annoId) &&
           e.changedAt < startedAt,

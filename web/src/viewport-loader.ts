@@ -5,7 +5,7 @@
 
 import { apiFetch, ApiError, isImageId, type AnnotationRecord, type BBox } from "./api";
 import { messageOf } from "./edit-sync";
-import { isTruncated, viewQuery, type Page, type ViewQuery } from "./viewport-cache";
+import { isTruncated, viewQuery, type Page, type QueryFilter, type ViewQuery } from "./viewport-cache";
 
 export const DEBOUNCE_MS = 200;
 
@@ -27,6 +27,8 @@ export interface LoaderView {
   scale(): number | null;
   /** Whether the overlay is shown (a hidden one loads nothing). */
   shown(): boolean;
+  /** The labels and statuses the overlay's filters show (absent: all; only asked for when some are hidden). */
+  only?(): QueryFilter | undefined;
   /** An answer for the view arrived. */
   apply(page: Page): void;
   /** The view is off the image: nothing can be in view. */
@@ -54,6 +56,8 @@ export async function fetchView(
     sample: "true",
   });
   if (query.simplify > 0) params.set("simplify", String(query.simplify));
+  for (const label of query.only?.labels ?? []) params.append("label", label);
+  for (const status of query.only?.statuses ?? []) params.append("status", status);
   const response = await apiFetch(`/api/v1/images/${imageId}/annotations?${params.toString()}`, {
     headers: { Accept: "application/json" },
     signal: signal ?? null,
@@ -129,7 +133,8 @@ export class ViewportLoader {
       this.view.done();
       return;
     }
-    const query = viewQuery(rect, this.view.scale());
+    const only = this.view.only?.();
+    const query: ViewQuery = only ? { ...viewQuery(rect, this.view.scale()), only } : viewQuery(rect, this.view.scale());
     const abort = new AbortController();
     this.abort = abort;
     this.loading = true;

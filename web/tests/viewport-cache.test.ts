@@ -4,6 +4,7 @@ import type { AnnotationRecord, BBox } from "../src/api";
 import {
   intersects,
   isTruncated,
+  matchesFilter,
   MAX_CACHED,
   viewQuery,
   VIEWPORT_LIMIT,
@@ -76,6 +77,20 @@ describe("ViewportCache.merge", () => {
     expect(cache.ids()).toEqual([1, 2]);
     expect(cache.idOf("a2")).toBe(2);
     expect(cache.entryOf("a1")?.radius).toBe(RADIUS);
+  });
+
+  it("drops only what a filtered answer could have returned (hidden classes stay held)", () => {
+    const cache = new ViewportCache();
+    const mitosis = { ...box(2, [0, 0, 10, 10]), label: "mitosis" };
+    const rejected = { ...box(3, [0, 0, 10, 10]), status: "rejected" as const };
+    cache.merge(page([box(1, [0, 0, 10, 10]), mitosis, rejected, box(4, [5, 5, 9, 9])]), RADIUS, idle);
+    // Only cells that are not rejected were asked for: 1 came back, 4 did not (deleted elsewhere).
+    const only = { labels: ["cell"], statuses: ["proposed", "accepted"] };
+    const { dropped } = cache.merge(page([box(1, [0, 0, 10, 10])], undefined, { only }), RADIUS, idle);
+    expect(dropped.map((e) => e.record.id)).toEqual([4]);
+    expect(cache.ids().sort()).toEqual([1, 2, 3]);
+    expect(matchesFilter(mitosis, only)).toBe(false);
+    expect(matchesFilter(mitosis, undefined)).toBe(true);
   });
 
   it("replaces an annotation by a newer version only", () => {

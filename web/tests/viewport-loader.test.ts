@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import type { AnnotationRecord, BBox } from "../src/api";
-import type { Page } from "../src/viewport-cache";
+import type { Page, QueryFilter } from "../src/viewport-cache";
 import { DEBOUNCE_MS, ViewportLoader, type LoaderView } from "../src/viewport-loader";
 
 const IMAGE = "cd".repeat(32);
@@ -27,6 +27,7 @@ class FakeView implements LoaderView {
   rect: BBox | null = [0, 0, 4000, 3000];
   perPixel: number | null = 0.25;
   visible = true;
+  filter: QueryFilter | undefined = undefined;
   readonly pages: Page[] = [];
   readonly messages: string[] = [];
   offImages = 0;
@@ -40,6 +41,9 @@ class FakeView implements LoaderView {
   }
   shown(): boolean {
     return this.visible;
+  }
+  only(): QueryFilter | undefined {
+    return this.filter;
   }
   apply(page: Page): void {
     this.pages.push(page);
@@ -138,6 +142,16 @@ describe("ViewportLoader", () => {
     await done;
     expect(view.pages[0]?.total).toBe(2400);
     expect(loader.lastQuery).toMatchObject({ count: 2, total: 2400, truncated: true });
+  });
+
+  it("asks only for the labels and statuses the filters show", () => {
+    view.filter = { labels: ["mitosis", "tumor cell"], statuses: ["proposed"] };
+    loader.schedule();
+    vi.advanceTimersByTime(DEBOUNCE_MS);
+    const params = calls[0]?.url.searchParams;
+    expect(params?.getAll("label")).toEqual(["mitosis", "tumor cell"]);
+    expect(params?.getAll("status")).toEqual(["proposed"]);
+    expect(params?.get("sample")).toBe("true");
   });
 
   it("aborts a load the view has moved away from", async () => {
