@@ -23,7 +23,8 @@
 // and the view, and the panel says "N of M".
 //
 // Filters (panel): model proposals vs human labels, status, and a switch per label in the legend, which
-// also shows each label's colour and count in view. They apply to what is loaded, at once.
+// also shows each label's colour and count in view. They apply to what is loaded at once, and hidden labels
+// and statuses are left out of the next viewport query (so a crowded view's sample goes to what is shown).
 //
 // Editing: the label picker and the Box / Polygon tools create annotations (POST, source "web");
 // reshaping one PATCHes its geometry with the version it was loaded at, Delete removes it (DELETE with
