@@ -244,6 +244,18 @@ def _attributes_editor_edits_the_selected_shape(tab: Page, site: Site) -> None:
     assert _api(site.base_url, "GET", f"/api/v1/annotations/{site.tumor}")["attributes"] == {"grade": "high"}
     assert tab.evaluate("() => document.activeElement.tagName") != "SELECT"
 
+    # Copy and paste the selected polygon: a moved copy with the same label and attributes, in one POST.
+    tab.keyboard.press("Control+c")
+    expect(tab.get_by_test_id("annotate-message")).to_contain_text("Copied polygon tumor")
+    with tab.expect_response(lambda r: r.request.method == "POST") as pasted:
+        tab.keyboard.press("Control+v")
+    assert pasted.value.status == 201
+    (copy_id,) = pasted.value.json()["ids"]
+    copy = _api(site.base_url, "GET", f"/api/v1/annotations/{copy_id}")
+    assert copy["kind"] == "polygon" and copy["label"] == "tumor" and copy["attributes"] == {"grade": "high"}
+    dx = copy["bbox"][0] - 500
+    assert dx > 10 and copy["bbox"][1] - 100 == pytest.approx(dx)  # 16 screen px right and down, in level-0 px
+
 
 def _mask_pixels(record: dict[str, Any]) -> int:
     import pycocotools.mask as rle
