@@ -48,8 +48,8 @@ def test_spread_sample_covers_every_cell_and_is_stable() -> None:
 
 
 @pytest.fixture
-def crowded(sqlite_workspace: gv.Workspace, samples: dict[str, Path]) -> Iterator[tuple[TestClient, str]]:
-    ws = sqlite_workspace
+def crowded(workspace: gv.Workspace, samples: dict[str, Path]) -> Iterator[tuple[TestClient, str]]:
+    ws = workspace  # SQLite and PostgreSQL
     (r,) = ws.ingest([samples["immunohistochemistry.png"]])
     assert r.id is not None
     xs, ys = np.meshgrid(np.arange(SIZE) * 16.0, np.arange(SIZE) * 16.0)
