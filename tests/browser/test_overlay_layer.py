@@ -4,15 +4,18 @@ counts each class in view, and the filters (per label, model vs human) hide what
 
 Its own small workspace (skimage's astronaut, 30 human boxes and 5 model points), so that its label classes
 stay out of the other browser tests' schema. Synchronisation is by `wait_for_function` / `expect` only.
+Set ``GIGAVISION_SCREENSHOTS=DIR`` to also save the viewer with a shape selected there (docs/img/).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -140,6 +143,10 @@ def test_layer_draws_selects_and_filters(page: Page, seeded: Seeded) -> None:
     page.mouse.click(*page.evaluate(IMAGE_TO_PAGE, [x + 20, y + 20]))
     page.wait_for_function(f"() => ({SELECTED_ID})() === {target}")
     assert page.evaluate(DRAWN)[str(target)]["editing"]
+    folder = os.environ.get("GIGAVISION_SCREENSHOTS")
+    if folder:
+        page.wait_for_function("() => window.__gv.viewer.world.getItemAt(0).getFullyLoaded()")
+        page.screenshot(path=str(Path(folder) / "viewer-overlay.jpg"), type="jpeg", quality=80)
     page.keyboard.press("Escape")
     page.wait_for_function(f"() => ({SELECTED_ID})() === null && !window.__gv.overlay.drawn()[{target}].editing")
     # A click on a point selects the point (its disc, a few screen pixels wide).
