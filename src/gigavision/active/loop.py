@@ -4,8 +4,9 @@ A loop (``loops`` table) names a dataset, a training recipe, an alias (``product
 A round (``run_round``; the ``loop`` job kind; ``gigavision loop run``):
 
 1. freezes the next version of the dataset with the spec of its latest version (same filters, statuses,
-   split ratios, grouping, seed): images of earlier versions keep their split, so test images never move
-   (``datasets/versions.py``); new images fill the splits towards their ratios;
+   split ratios, grouping, seed), of people's labels only (``people_only``: no model predictions, also
+   none a routing policy auto-accepted): images of earlier versions keep their split, so test images never
+   move (``datasets/versions.py``); new images fill the splits towards their ratios;
 2. trains the recipe on that version (``warm_start``: from the aliased model's weights) through the ``train``
    job kind, by name, as the job queue runs it;
 3. predicts the new version's test split with the aliased model (the baseline) and the new one (the
@@ -343,6 +344,19 @@ def _scaled(progress: Progress | None, start: float, end: float, what: str) -> P
     return report
 
 
+def people_only(filters: Mapping[str, Any]) -> dict[str, Any]:
+    """A version's filters with model predictions left out (``source=!model:*``) and images left without a
+    label dropped: a routing policy auto-accepts a model's confident predictions as the product's output, and
+    neither training nor the test split may take them as truth (a model compared on its own labels wins).
+    A spec that names model sources itself is kept as it is."""
+    out = {key: list(values) for key, values in filters.items()}
+    sources = out.get("source", [])
+    if not any(s.lstrip("!").startswith("model") for s in sources):
+        out["source"] = [*sources, "!model:*"]
+        out["has"] = ["annotations"]
+    return out
+
+
 def _next_version(ws: Workspace, loop: Loop, actor: str, progress: Progress | None) -> DatasetVersion:
     """The dataset's next version with its latest version's spec; the latest itself when nothing changed."""
     from gigavision.datasets.versions import create_version, open_version
@@ -353,7 +367,7 @@ def _next_version(ws: Workspace, loop: Loop, actor: str, progress: Progress | No
         return create_version(
             ws,
             loop.dataset,
-            filters=spec.get("filters") or None,
+            filters=people_only(spec.get("filters") or {}),
             split=spec["split"],
             stratify=bool(spec.get("stratify")),
             group_by=str(spec.get("group_by") or "image"),

@@ -35,6 +35,7 @@ for _kind, _path, _isolated in (
     ("predict", "gigavision.infer.jobs:run_predict", True),
     ("ingest", "gigavision.ingest:run_ingest", True),
     ("loop", "gigavision.active.loop:run_job", True),  # a retraining round: freeze, train, compare, promote
+    ("active-select", "gigavision.active.pool_selection:run_select", True),  # active learning over a pool
 ):
     KINDS.add(_kind, _path)
     if _isolated:

@@ -19,11 +19,7 @@ from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
 
 router = APIRouter(prefix="/api/v1/active", tags=["active learning"])
-JOB_KIND = "active-select"
-# registered here until jobs/registry.py lists it: the server's embedded consumer (and its isolated child,
-# which imports the path) runs it; a separate `gigavision worker` needs the registry line
-if JOB_KIND not in registry.KINDS:
-    registry.register(JOB_KIND, "gigavision.active.pool_selection:run_select", isolated=True)
+JOB_KIND = "active-select"  # jobs/registry.py: gigavision.active.pool_selection:run_select
 
 
 class SelectBody(BaseModel):
