@@ -14,7 +14,6 @@ from pydantic import BaseModel, Field
 
 from gigavision.active.pool_selection import SelectRequest, select_images
 from gigavision.datasets.spec import DEFAULT_DUP_DISTANCE
-from gigavision.jobs import registry
 from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
 
