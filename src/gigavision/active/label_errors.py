@@ -508,12 +508,3 @@ def run_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         created = create_review_tasks(ctx.workspace, result, actor=ctx.actor, limit=params.get("limit"))
     ctx.conclude(f"{len(result.suspects)} suspect(s), suggested cut {result.suggested}, {created} task(s)")
     return {**result.as_dict(limit=JOB_SUSPECTS), "tasks_created": created}
-
-
-def _register_job() -> None:
-    from gigavision.jobs.registry import register
-
-    register(JOB_KIND, f"{__name__}:run_job", isolated=True)  # trains k models: a child process, as train
-
-
-_register_job()

@@ -15,11 +15,8 @@ from rich.table import Table
 from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, out_console, print_json, progress_bar
 from gigavision.errors import InvalidInput
 from gigavision.extras import require
-from gigavision.jobs.registry import register
 
 SHOWN = 20  # suspects printed as a table (all of them with --json)
-# the job kind, by path (no numpy at start-up), so `gigavision worker` runs label-errors jobs queued over REST
-register("label-errors", "gigavision.active.label_errors:run_job", isolated=True)
 
 
 def label_errors_cmd(

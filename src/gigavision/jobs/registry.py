@@ -36,6 +36,7 @@ for _kind, _path, _isolated in (
     ("ingest", "gigavision.ingest:run_ingest", True),
     ("loop", "gigavision.active.loop:run_job", True),  # a retraining round: freeze, train, compare, promote
     ("active-select", "gigavision.active.pool_selection:run_select", True),  # active learning over a pool
+    ("label-errors", "gigavision.active.label_errors:run_job", True),  # k-fold training: a child process
 ):
     KINDS.add(_kind, _path)
     if _isolated:
