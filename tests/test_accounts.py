@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from sqlalchemy import delete, update
 import gigavision as gv
 from gigavision.cli.main import main
 from gigavision.errors import GigavisionError, TooManyAttempts, Unauthorized
+from gigavision.jobs import registry
 from gigavision.server.auth import Auth, LoopbackOnly
 from gigavision.server.main import create_app
 from gigavision.store import users as users_module
@@ -343,3 +345,41 @@ def test_with_users_the_cli_serves_other_addresses(ws_path: Path) -> None:
         finally:
             uvicorn.run = original
     assert started["host"] == "0.0.0.0"
+
+
+def test_metadata_edits_and_job_cancels_record_the_login(site: tuple[TestClient, Accounts], tmp_path: Path) -> None:
+    """Every write records its user: image metadata and job cancels too (annotations, QC, reviews, aliases
+    and datasets are tested where they live)."""
+    from PIL import Image
+
+    client, accounts = site
+    ws = client.app.state.workspace  # type: ignore[attr-defined]
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(tmp_path / "red.png")
+    (result,) = ws.ingest([tmp_path / "red.png"])
+    assert ws.get_image(result.id, fresh=True).meta_by is None  # only ingest wrote it
+    secret, _ = accounts.add_token("ada", "meta", role="admin")
+    bearer = {"Authorization": f"Bearer {secret}"}
+    patched = client.patch(f"/api/v1/images/{result.id}/meta", json={"site": "b"}, headers=bearer)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["meta_by"] == "ada" and patched.json()["meta_at"]
+    assert client.get(f"/api/v1/images/{result.id}", headers=bearer).json()["meta_by"] == "ada"
+    ws.set_image_meta(result.id, {"site": "c"}, "cli")  # the CLI acts as the local operator it is given
+    assert ws.get_image(result.id, fresh=True).meta_by == "cli"
+
+    def until_cancelled(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+        while True:  # progress() raises JobCancelled once a cancel is requested
+            ctx.progress(0, 1, "waiting")
+            idle.wait(0.02)
+
+    idle = threading.Event()  # never set: the job idles between progress reports
+    registry.register("test.until_cancelled", until_cancelled)
+    try:
+        job_id = ws.jobs.submit("test.until_cancelled", {}, actor="ada")["id"]
+        cancelled = client.post(f"/api/v1/jobs/{job_id}/cancel", headers=bearer)
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["cancelled_by"] == "ada"
+        ended = ws.jobs.wait(job_id, timeout=30)
+        assert (ended["status"], ended["cancelled_by"]) == ("cancelled", "ada") and ended["attempts"] <= 1
+    finally:
+        registry.KINDS.discard("test.until_cancelled")
+        accounts.revoke_token("ada", "meta")

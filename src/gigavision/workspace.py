@@ -20,6 +20,7 @@ from gigavision.errors import ConfigError, GigavisionError, NotFound
 from gigavision.progress import Progress
 from gigavision.store.catalog import IMAGE_ID, ImageCatalog, check_image_id
 from gigavision.store.db import make_engine, migrate, session_factory
+from gigavision.store.roles import LOCAL_USER
 from gigavision.store.schema import ImageRow
 
 if TYPE_CHECKING:
@@ -200,17 +201,19 @@ class Workspace:
         return self.image_dir(image_id) / MASK_NAME
 
     # -- metadata ---------------------------------------------------------------------------------------
-    def set_image_meta(self, image_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    def set_image_meta(self, image_id: str, values: Mapping[str, Any], actor: str = LOCAL_USER) -> dict[str, Any]:
         """Merge ``values`` into the image's metadata in one transaction; returns the new metadata.
 
         ``None`` deletes a key. Keys are 1-64 characters ``[A-Za-z_][A-Za-z0-9_.-]*``; values are text (at
         most 1000 characters), integers (|n| < 2^53), finite floats or booleans. Keys written by ingest
         cannot be set or removed. Raises ``NotFound`` for an unknown image and ``InvalidInput`` naming
-        each bad key, in which case nothing is written.
+        each bad key, in which case nothing is written. The image records ``actor`` as who changed it last.
         """
-        return self.set_images_meta({image_id: values})[image_id]
+        return self.set_images_meta({image_id: values}, actor)[image_id]
 
-    def set_images_meta(self, updates: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    def set_images_meta(
+        self, updates: Mapping[str, Mapping[str, Any]], actor: str = LOCAL_USER
+    ) -> dict[str, dict[str, Any]]:
         """``set_image_meta`` for many images (id -> values) in one transaction: all or nothing."""
         from gigavision.images.metadata import check_problems, clean_meta  # not at import: images/ loads NumPy
 
@@ -222,10 +225,10 @@ class Workspace:
             items.append((where, check_image_id(image_id), cleaned))
             problems += found
         check_problems(problems)
-        metas, _ = self._write_meta(items)
+        metas, _ = self._write_meta(items, actor)
         return metas
 
-    def set_images_meta_csv(self, path: str | Path) -> MetaCsvSummary:
+    def set_images_meta_csv(self, path: str | Path, actor: str = LOCAL_USER) -> MetaCsvSummary:
         """Set metadata of many images from a CSV file: header ``image,KEY,KEY…``; each row names an image
         (id, or unique name as ``images list`` shows it) and its values, parsed like the command line
         (``parse_meta_value``); an empty cell leaves that key as it is.
@@ -253,10 +256,12 @@ class Workspace:
             first_row[image_id] = row.line
             items.append((f"row {row.line}: ", image_id, row.values))
         check_problems(problems)
-        _, changed = self._write_meta(items)
+        _, changed = self._write_meta(items, actor)
         return MetaCsvSummary(rows=len(rows), images=len(items), changed=len(changed), keys=keys)
 
-    def _write_meta(self, items: list[tuple[str, str, dict[str, Any]]]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    def _write_meta(
+        self, items: list[tuple[str, str, dict[str, Any]]], actor: str
+    ) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """Apply checked ``(where, image id, values)`` in one transaction; returns the new metadata by id
         (without the USER_KEYS entry) and the ids whose metadata changed. ``where`` prefixes errors
         ("row 3: "). Each image's keys are checked against what ingest wrote there before anything is
@@ -274,7 +279,7 @@ class Workspace:
             check_problems(problems)  # raising here rolls the transaction back: nothing written
             return new
 
-        new, changed = self.catalog.update_meta([image_id for _, image_id, _ in items], change)
+        new, changed = self.catalog.update_meta([image_id for _, image_id, _ in items], change, actor)
         return {i: public_meta(meta) for i, meta in new.items()}, changed
 
     # -- ingest -----------------------------------------------------------------------------------------

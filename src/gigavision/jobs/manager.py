@@ -26,6 +26,7 @@ from gigavision.extras import from_import_error
 from gigavision.jobs import registry
 from gigavision.jobs.context import JobCancelled, JobContext
 from gigavision.store import refs
+from gigavision.store.roles import LOCAL_USER
 from gigavision.store.schema import JobRow, utcnow
 
 if TYPE_CHECKING:
@@ -114,6 +115,9 @@ class JobRecord(TypedDict):
     started_at: str | None
     finished_at: str | None
     cancel_requested: bool
+    cancelled_by: str | None  # who asked for the cancel
+    attempts: int  # claims so far: above 1, a worker died and the job was requeued
+    worker: str | None  # host:pid that claimed it last
     files: NotRequired[list[JobFile]]  # ``get`` only: output files of a done job
 
 
@@ -133,6 +137,9 @@ def job_record(row: JobRow) -> JobRecord:
         "started_at": _iso(row.started_at),
         "finished_at": _iso(row.finished_at),
         "cancel_requested": row.cancel_requested,
+        "cancelled_by": row.cancelled_by,
+        "attempts": row.attempts or 0,
+        "worker": row.worker,
     }
 
 
@@ -616,27 +623,30 @@ class JobManager:
                 raise TimeoutError(f"job {job_id} still {record['status']} after {timeout} s")
             time.sleep(poll)
 
-    def cancel(self, job_id: str) -> JobRecord:
+    def cancel(self, job_id: str, actor: str = LOCAL_USER) -> JobRecord:
         """Cancel a job in any state: a queued one at once (it never starts); a running one at its next
         progress report (a job in a child process that ignores it for ``lease_seconds`` is killed); a running
         one whose worker died (lease expired) at once. A cancelled job stays so; a done or failed one is a
-        ``Conflict``."""
+        ``Conflict``. The job records ``actor`` as who asked."""
         job_id = self.get(job_id)["id"]
         now = utcnow()
         ended = {"status": "cancelled", "cancel_requested": True, "lease_until": None, "finished_at": now}
+        asked = {"cancelled_by": actor}
         with self.ws.session.begin() as s:
             s.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.status == "queued")
-                .values(**ended, message="cancelled")
+                .values(**ended, **asked, message="cancelled")
             )
             s.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.status == "running", JobRow.lease_until < now)
-                .values(**ended, message="cancelled (its worker had stopped)")
+                .values(**ended, **asked, message="cancelled (its worker had stopped)")
             )
             s.execute(
-                update(JobRow).where(JobRow.id == job_id, JobRow.status == "running").values(cancel_requested=True)
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == "running")
+                .values(cancel_requested=True, **asked)
             )
             status = s.scalar(select(JobRow.status).where(JobRow.id == job_id))
             if status in ("done", "failed"):

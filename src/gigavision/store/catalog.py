@@ -24,7 +24,7 @@ from gigavision import files
 from gigavision.cache import LRUCache, keep
 from gigavision.errors import GigavisionError, InvalidInput, NotFound
 from gigavision.store import refs as refs_
-from gigavision.store.schema import ImageRow
+from gigavision.store.schema import ImageRow, utcnow
 
 if TYPE_CHECKING:
     from gigavision.store.blobs import BlobStore
@@ -198,10 +198,12 @@ class ImageCatalog:
         self,
         image_ids: Sequence[str],
         change: Callable[[dict[str, dict[str, Any]]], dict[str, dict[str, Any]]],
+        actor: str,
     ) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """Replace the metadata of ``image_ids`` in one transaction: ``change`` gets their current metadata
         (id -> meta; an unknown id is missing) and returns the new metadata (id -> meta), or raises, in
-        which case nothing is written. Returns the new metadata and the ids whose metadata changed.
+        which case nothing is written. Returns the new metadata and the ids whose metadata changed; those
+        record ``actor`` and the time as their last metadata change.
 
         A file lock serialises writers across processes (SQLite would otherwise refuse the second one's
         upgrade from read to write), ``FOR UPDATE`` across PostgreSQL hosts.
@@ -215,8 +217,10 @@ class ImageCatalog:
             new = change({image_id: dict(row.meta or {}) for image_id, row in rows.items()})
             # compared as JSON: in Python True == 1 == 1.0, but a user who changes 1 to true means it
             changed = {i for i, meta in new.items() if _json(meta) != _json(rows[i].meta or {})}
+            now = utcnow()
             for image_id in changed:
                 rows[image_id].meta = new[image_id]
+                rows[image_id].meta_by, rows[image_id].meta_at = actor, now
         for image_id in changed:
             self._rows.discard(image_id)
         return new, changed

@@ -82,6 +82,8 @@ class ImageRow(Base):
     foreground_fraction: Mapped[float | None] = mapped_column(Float)
     display_window: Mapped[list[Any] | None] = mapped_column(JSON)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    meta_by: Mapped[str | None] = mapped_column(String(256))  # who last changed the metadata (migration 0011)
+    meta_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
@@ -193,6 +195,7 @@ class JobRow(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     worker: Mapped[str | None] = mapped_column(String(256))  # host:pid that claimed it last
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # claims so far
+    cancelled_by: Mapped[str | None] = mapped_column(String(256))  # who asked for the cancel (migration 0011)
 
 
 class LabelEventRow(Base):

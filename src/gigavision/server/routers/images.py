@@ -55,6 +55,8 @@ class ImageOut(BaseModel):
         default_factory=dict, description="What ingest recorded (e.g. pyramid, compression) and what users set."
     )
     user_keys: list[str] = Field(default_factory=list, description="The keys of meta that users set (editable).")
+    meta_by: str | None = Field(None, description="who changed the metadata last (null: only ingest wrote it)")
+    meta_at: datetime | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -77,6 +79,8 @@ class ImageMetaOut(BaseModel):
     id: str
     meta: dict[str, Any]
     user_keys: list[str]
+    meta_by: str | None = Field(None, description="who changed the metadata last (null: only ingest wrote it)")
+    meta_at: datetime | None = None
 
 
 class ImagePage(BaseModel):
@@ -143,6 +147,7 @@ def get_image(image_id: ImageRef, ws: WorkspaceDep) -> ImageOut:
 def patch_image_meta(
     image_id: ImageRef,
     ws: WorkspaceDep,
+    login: LoginDep,
     values: Annotated[
         dict[str, Any],
         Body(
@@ -153,9 +158,15 @@ def patch_image_meta(
 ) -> ImageMetaOut:
     """Merge keys into the image's metadata (all or nothing); keys that ingest wrote cannot be changed."""
     image_id = ws.find_image(image_id)
-    ws.set_image_meta(image_id, values)
+    ws.set_image_meta(image_id, values, acting_as(login, None))
     row = ws.get_image(image_id, fresh=True)
-    return ImageMetaOut(id=image_id, meta=public_meta(row.meta), user_keys=user_meta_keys(row.meta))
+    return ImageMetaOut(
+        id=image_id,
+        meta=public_meta(row.meta),
+        user_keys=user_meta_keys(row.meta),
+        meta_by=row.meta_by,
+        meta_at=row.meta_at,
+    )
 
 
 def _cache_control(ref: str, image_id: str) -> dict[str, str]:

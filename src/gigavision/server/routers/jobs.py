@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from gigavision.jobs.manager import JobRecord
-from gigavision.server.auth import Allow
+from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -44,9 +44,10 @@ def get_job(job_id: str, ws: WorkspaceDep) -> JobRecord:
 
 
 @router.post("/{job_id}/cancel", dependencies=[Allow("jobs.manage")])
-def cancel_job(job_id: str, ws: WorkspaceDep) -> JobRecord:
-    """A queued job is cancelled at once; a running one stops at its next progress report (409 if finished)."""
-    return ws.jobs.cancel(job_id)
+def cancel_job(job_id: str, ws: WorkspaceDep, login: LoginDep) -> JobRecord:
+    """A queued job is cancelled at once; a running one stops at its next progress report (409 if finished).
+    The job records who asked (``cancelled_by``)."""
+    return ws.jobs.cancel(job_id, acting_as(login, None))
 
 
 @router.get("/{job_id}/files/{path:path}", dependencies=[Allow("data.read")])
