@@ -44,6 +44,7 @@ class Seeded:
     qc_items: list[str]
     job_ids: list[str]
     job_files: list[str]
+    review_tasks: list[str] = field(default_factory=list)
 
     def path_values(self, path: str) -> dict[str, list[str]]:
         """Real values for each path parameter of the operation at ``path``."""
@@ -53,7 +54,7 @@ class Seeded:
             "annotation_id": self.annotation_ids,
             "name": names,
             "version": ["1", "latest"],
-            "item_id": self.qc_items,
+            "item_id": self.review_tasks if path.startswith("/api/v1/reviews") else self.qc_items,
             "job_id": self.job_ids,
             "path": self.job_files,
             "model_id": ["no-such-model"],
@@ -132,7 +133,16 @@ def seed(client: Any, samples: dict[str, Path]) -> Seeded:
 
 
 def finish_export(ws: Any, seeded: Seeded) -> None:
-    """A finished export job (run inline, recorded like a queued one), so job ids and files exist."""
+    """A finished export job (run inline, recorded like a queued one), so job ids and files exist; and
+    review tasks (selection and proposals make them; no route creates one)."""
+    from gigavision.store.reviews import NewTask
+
+    ihc = seeded.image_ids[0]
+    ws.reviews.add(
+        [NewTask(ihc, "selected", region=(0, 0, 256, 256), priority=2), NewTask(ihc, "uncertain", label="cell")],
+        actor=ADMIN,
+    )
+    seeded.review_tasks += [str(t["id"]) for t in ws.reviews.page(None, offset=0, limit=10)[0]]
     result = ws.jobs.run("export", {"format": "coco", "dataset": None, "options": {}}, ADMIN)
     records, _ = ws.jobs.list_jobs(kind="export", status="done")
     seeded.job_ids += [records[0]["id"], records[0]["id"][:8]]
