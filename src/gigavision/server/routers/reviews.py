@@ -7,9 +7,10 @@ them or to nobody; ``next`` always serves the acting person that way.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -58,30 +59,6 @@ def _viewer(login: Login) -> str | None:
     return login.name if login.role == "annotator" else None
 
 
-def _filters(
-    ws: Workspace,
-    *,
-    status: str | None = "open",
-    reason: str | None = None,
-    model: str | None = None,
-    label: str | None = None,
-    min_score: float | None = None,
-    max_score: float | None = None,
-    image: str | None = None,
-    viewer: str | None = None,
-) -> TaskFilter:
-    return TaskFilter(
-        status=None if status in (None, "", "all") else status,
-        reason=reason or None,
-        model=model or None,
-        label=label or None,
-        min_score=min_score,
-        max_score=max_score,
-        image=ws.find_image(image) if image else None,
-        viewer=viewer,
-    )
-
-
 Reason = Annotated[str | None, Query(description="uncertain | audit | selected | suspect")]
 Model = Annotated[str | None, Query(description="tasks about this model id's predictions")]
 Label = Annotated[str | None, Query(description="tasks about this label")]
@@ -90,32 +67,44 @@ MaxScore = Annotated[float | None, Query(description="the prediction's score at 
 Image = Annotated[str | None, Query(description="tasks on this image (id, id prefix or name)")]
 
 
+@dataclass
+class TaskQuery:
+    """The filters list, next and counts share (query parameters, gathered once by FastAPI)."""
+
+    reason: Reason = None
+    model: Model = None
+    label: Label = None
+    min_score: MinScore = None
+    max_score: MaxScore = None
+    image: Image = None
+
+    def filters(self, ws: Workspace, *, viewer: str | None, status: str | None = "open") -> TaskFilter:
+        return TaskFilter(
+            status=None if status in (None, "", "all") else status,
+            reason=self.reason or None,
+            model=self.model or None,
+            label=self.label or None,
+            min_score=self.min_score,
+            max_score=self.max_score,
+            image=ws.find_image(self.image) if self.image else None,
+            viewer=viewer,
+        )
+
+
+TaskQueryDep = Annotated[TaskQuery, Depends()]
+
+
 @router.get("/api/v1/reviews", response_model=TaskPage, dependencies=[Allow("annotations.read")])
 def list_tasks(
     ws: WorkspaceDep,
     login: LoginDep,
+    query: TaskQueryDep,
     status: Annotated[str | None, Query(description="open | answered | cancelled | all")] = "open",
-    reason: Reason = None,
-    model: Model = None,
-    label: Label = None,
-    min_score: MinScore = None,
-    max_score: MaxScore = None,
-    image: Image = None,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> TaskPage:
     """Tasks, highest priority first; an annotator sees those assigned to them or to nobody."""
-    filters = _filters(
-        ws,
-        status=status,
-        reason=reason,
-        model=model,
-        label=label,
-        min_score=min_score,
-        max_score=max_score,
-        image=image,
-        viewer=_viewer(login),
-    )
+    filters = query.filters(ws, viewer=_viewer(login), status=status)
     items, total = ws.reviews.page(filters, offset=offset, limit=limit)
     return TaskPage(items=items, total=total)
 
@@ -124,54 +113,19 @@ def list_tasks(
 def next_task(
     ws: WorkspaceDep,
     login: LoginDep,
-    reason: Reason = None,
-    model: Model = None,
-    label: Label = None,
-    min_score: MinScore = None,
-    max_score: MaxScore = None,
-    image: Image = None,
+    query: TaskQueryDep,
     after: Annotated[int | None, Query(description="the task shown now: give the one after it (skip)")] = None,
     actor: Annotated[str | None, Query(max_length=256, description="for whom (without users)")] = None,
 ) -> NextTask:
     """The highest-priority open task assigned to the acting person or to nobody."""
-    person = acting_as(login, actor)
-    filters = _filters(
-        ws,
-        reason=reason,
-        model=model,
-        label=label,
-        min_score=min_score,
-        max_score=max_score,
-        image=image,
-        viewer=person,
-    )
-    task, remaining = ws.reviews.next_task(filters, after=after)
+    task, remaining = ws.reviews.next_task(query.filters(ws, viewer=acting_as(login, actor)), after=after)
     return NextTask(task=task, remaining=remaining)
 
 
 @router.get("/api/v1/reviews/counts", dependencies=[Allow("annotations.read")])
-def task_counts(
-    ws: WorkspaceDep,
-    login: LoginDep,
-    reason: Reason = None,
-    model: Model = None,
-    label: Label = None,
-    min_score: MinScore = None,
-    max_score: MaxScore = None,
-    image: Image = None,
-) -> dict[str, Any]:
+def task_counts(ws: WorkspaceDep, login: LoginDep, query: TaskQueryDep) -> dict[str, Any]:
     """Open and answered tasks; open ones by reason and label, answered ones by decision."""
-    filters = _filters(
-        ws,
-        reason=reason,
-        model=model,
-        label=label,
-        min_score=min_score,
-        max_score=max_score,
-        image=image,
-        viewer=_viewer(login),
-    )
-    return ws.reviews.counts(filters)
+    return ws.reviews.counts(query.filters(ws, viewer=_viewer(login)))
 
 
 @router.get("/api/v1/reviews/{item_id}", dependencies=[Allow("annotations.read")])
