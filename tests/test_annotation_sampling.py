@@ -93,3 +93,80 @@ def test_sampled_viewport_keeps_every_class_and_spreads(crowded: tuple[TestClien
     assert only["count"] == 40 and not only["truncated"]
     refused = client.get(url, params={**params, "sample": "true", "cursor": "5"})
     assert refused.status_code == 400 and "cursor" in refused.json()["error"]["message"]
+
+
+def test_counts_are_exact_when_the_sample_is_truncated(crowded: tuple[TestClient, str]) -> None:
+    """The legend's counts: every match per label in the view, not the sample's (issue 14, item 5)."""
+    client, image_id = crowded
+    url = f"/api/v1/images/{image_id}/annotations"
+    view = {"bbox": "0,0,480,700", "limit": "300", "sample": "true", "counts": "true", "total": "false"}
+    page = client.get(url, params=view).json()
+    everything = client.get(url, params={"bbox": view["bbox"], "limit": "100000"}).json()["items"]
+    truth = Counter(i["label"] for i in everything)
+    assert truth["mitosis"] > 0 and truth["nucleus"] > 1000  # crowded: the page is a sample
+    assert page["count"] == 300 and page["truncated"] and page["total"] == truth.total()
+    assert page["label_counts"] == dict(truth)
+    assert Counter(i["label"] for i in page["items"]) != truth  # the sample's counts are not the view's
+
+    # A hidden class still has its count (the legend's switch shows it); items and total are of the shown.
+    only = client.get(url, params={**view, "label": "mitosis"}).json()
+    assert only["label_counts"] == dict(truth) and only["total"] == truth["mitosis"]
+    assert {i["label"] for i in only["items"]} == {"mitosis"} and not only["truncated"]
+    # Without sampling: one GROUP BY, the same counts; without counts=true, none.
+    paged = client.get(url, params={"bbox": view["bbox"], "limit": "10", "counts": "true"}).json()
+    assert paged["label_counts"] == dict(truth) and paged["total"] == truth.total() and paged["count"] == 10
+    assert client.get(url, params={**view, "counts": "false"}).json()["label_counts"] is None
+
+
+def test_source_filter_draws_the_sample_from_one_kind(crowded: tuple[TestClient, str]) -> None:
+    """Model proposals crowd the view: ``source=!model:*`` samples the human labels only, all of them, and
+    ``source=model:*`` only the model's; the viewer's model vs human switch sends these."""
+    client, image_id = crowded
+    url = f"/api/v1/images/{image_id}/annotations"
+    proposals = [
+        {"kind": "box", "label": "nucleus", "bbox": [x, y, x + 5, y + 5], "source": "model:det-1"}
+        for x in range(2, 500, 8)
+        for y in range(2, 500, 16)
+    ]  # 2,016: inside the 512 px image
+    assert client.post(url, json={"annotations": proposals}).status_code == 201
+    view = {"bbox": "0,0,1000,1000", "limit": "200", "sample": "true", "counts": "true"}
+
+    models = client.get(url, params={**view, "source": "model:*"}).json()
+    assert models["count"] == 200 and models["total"] == len(proposals) and models["truncated"]
+    assert {i["source"] for i in models["items"]} == {"model:det-1"}
+    assert models["label_counts"] == {"nucleus": len(proposals)}
+
+    people = client.get(url, params={**view, "source": "!model:*", "label": "mitosis"}).json()
+    assert people["count"] == 40 and not people["truncated"]  # every human mitosis, none crowded out
+    assert all(not i["source"].startswith("model:") for i in people["items"])
+    assert people["label_counts"] == {"nucleus": SIZE * SIZE, "mitosis": 40}
+
+    nothing = client.get(url, params={**view, "source": "!*"}).json()
+    assert nothing["count"] == 0 and nothing["label_counts"] == {}
+    bare = client.get(url, params={**view, "source": "!"})
+    assert bare.status_code == 400 and "!PATTERN" in bare.json()["error"]["message"]
+
+
+def test_source_patterns_read_the_same_in_sql_and_python(workspace: gv.Workspace, samples: dict[str, Path]) -> None:
+    """``*`` and ``?`` are the only wildcards; ``[``, ``%`` and ``_`` stand for themselves (SQLite GLOB and
+    PostgreSQL LIKE read them otherwise) and case matters."""
+    from gigavision.store.source_patterns import SourceFilter
+
+    (r,) = workspace.ingest([samples["immunohistochemistry.png"]])
+    assert r.id is not None
+    sources = ["model:a", "Model:b", "user:a_b", "user:axb", "x[1]", "x1", "100%", "1000"]
+    boxes = np.array([[i, i, i + 5, i + 5] for i in range(len(sources))], dtype=float)
+    workspace.annotations.add(r.id, Annotations.from_boxes(boxes, "c", source=np.array(sources, dtype=object)), "t")
+    cases = {
+        ("model:*",): ["model:a"],
+        ("!model:*",): ["Model:b", "user:a_b", "user:axb", "x[1]", "x1", "100%", "1000"],
+        ("user:a_b",): ["user:a_b"],
+        ("user:a_?",): ["user:a_b"],
+        ("user:a?b",): ["user:a_b", "user:axb"],
+        ("x[1]", "10?%"): ["x[1]", "100%"],
+        ("*", "!user:*", "!x*", "!1*"): ["model:a", "Model:b"],
+    }
+    for patterns, expected in cases.items():
+        stored = [i["source"] for i in workspace.annotations.query_records(r.id, sources=patterns)]
+        in_memory = [s for s in sources if SourceFilter.parse(patterns).matches(s)]
+        assert sorted(stored) == sorted(expected) == sorted(in_memory), patterns

@@ -213,6 +213,14 @@ def test_annotator_never_sees_others_labels_of_an_open_item(site: dict[str, Any]
 
     assert not seen_by("ana") & set(bo_ids)
     assert set(bo_ids) <= seen_by("bo") and set(bo_ids) <= seen_by("rey")
+    # the overlay's counts (and total) leave bo's labels out for ana too, not only the items
+    view = {"bbox": "100,100,300,300", "sample": "true", "counts": "true", "limit": 1}
+    ana_view, rey_view = (
+        client.get(f"/api/v1/images/{image}/annotations", params=view, headers=tokens[who]).json()
+        for who in ("ana", "rey")
+    )
+    assert rey_view["label_counts"].get("lesion", 0) - ana_view["label_counts"].get("lesion", 0) == len(bo_ids)
+    assert ana_view["total"] == sum(ana_view["label_counts"].values()) == rey_view["total"] - len(bo_ids)
     for i in bo_ids:
         for url in (f"/api/v1/annotations/{i}", f"/api/v1/annotations/{i}/history"):
             assert client.get(url, headers=tokens["ana"]).status_code == 404

@@ -16,6 +16,7 @@ from typing import Any
 
 from gigavision.annotations import KINDS, STATUSES
 from gigavision.errors import InvalidInput
+from gigavision.store.source_patterns import SourceFilter
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 SPLIT_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
@@ -157,14 +158,11 @@ class Filters:
 
     def annotation_matches(self, record: Mapping[str, Any]) -> bool:
         """The filters the database query does not apply itself (kind, source globs). A source glob with a
-        leading ``!`` excludes (``source=!model:*``: no model predictions, whoever accepted them)."""
+        leading ``!`` excludes (``source=!model:*``: no model predictions, whoever accepted them); globs are
+        read as the annotation queries read them (``SourceFilter``)."""
         if self.kind and record["kind"] not in self.kind:
             return False
-        source = str(record["source"])
-        wanted = [p for p in self.source if not p.startswith("!")]
-        if any(fnmatchcase(source, p[1:]) for p in self.source if p.startswith("!")):
-            return False
-        return not wanted or any(fnmatchcase(source, p) for p in wanted)
+        return SourceFilter.parse(self.source).matches(str(record["source"]))
 
 
 def _meta_text(value: Any) -> str:
@@ -209,6 +207,8 @@ def parse_filters(filters: Sequence[str] | Mapping[str, str | Sequence[str]] | N
                 raise InvalidInput(f"filter kind={bad[0]!r}: kind must be one of {', '.join(KINDS)}")
         elif key == "status":
             parse_statuses(chosen)
+        elif key == "source":
+            SourceFilter.parse(sorted(chosen))  # a bare "!" is refused here, not when freezing
         elif key == "has" and chosen != {"annotations"}:
             raise InvalidInput(f"filter has={','.join(sorted(chosen))!r}: only has=annotations is supported")
     meta = tuple(sorted((k[5:], tuple(sorted(v))) for k, v in collected.items() if k.startswith("meta:")))

@@ -16,7 +16,8 @@ from __future__ import annotations
 import gc
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +45,7 @@ from gigavision.errors import Conflict, InvalidInput, NotFound
 from gigavision.store import geometry_codec
 from gigavision.store.labels import LabelSchema
 from gigavision.store.schema import AnnotationEventRow, AnnotationImageRow, AnnotationRow, utcnow
+from gigavision.store.source_patterns import SourceFilter
 
 CHUNK = 10_000
 MAX_LIMIT = 1_000_000  # most records one query returns
@@ -171,12 +173,32 @@ class RecordPage:
 
     ``total`` is None when it was not asked for (counting a viewport of millions costs more than the page).
     ``next_cursor`` is None on the last page; pass it back as ``cursor`` for the next one.
+    ``label_counts`` (asked for with ``counts``): how many match per label, every label (see ``query_page``).
     """
 
     items: list[dict[str, Any]]
     total: int | None
     truncated: bool
     next_cursor: str | None
+    label_counts: dict[str, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """What one ``query_page`` matches: an image, a viewport, the filters and the ids left out."""
+
+    image_id: str
+    viewport: Viewport | None
+    labels: tuple[str, ...]
+    sources: tuple[str, ...]
+    statuses: tuple[str, ...]
+    exclude: frozenset[int]
+
+    def total_of(self, label_counts: dict[str, int]) -> int:
+        """The matches of the label filter too, from the counts of every label."""
+        if not self.labels:
+            return sum(label_counts.values())
+        return sum(label_counts.get(label, 0) for label in set(self.labels))
 
 
 def parse_cursor(cursor: str | None) -> int | None:
@@ -557,6 +579,8 @@ class AnnotationStore:
         simplify: float = 0.0,
         with_total: bool = True,
         sample: bool = False,
+        counts: bool = False,
+        exclude: Collection[int] = (),
     ) -> RecordPage:
         """``query_records`` one page at a time: up to ``limit`` records after ``cursor`` (keyset on the id, so
         pages neither skip nor repeat rows while others add annotations), whether more follow, and (unless
@@ -565,63 +589,110 @@ class AnnotationStore:
         ``sample``: when more than ``limit`` match, a viewer's page instead of the first by id: every label
         keeps its fair share and each label's share is spread over the viewport (``spread_sample``), so no
         class vanishes when zoomed out. ``truncated`` then says some were left out, ``total`` is always
-        given, and there is no next page."""
+        given, and there is no next page.
+
+        ``counts``: ``label_counts``, how many match per label, of every label: the ``labels`` filter narrows
+        the records and ``total``, not the counts (a viewer's legend counts the classes it hides too).
+        Free with ``sample`` up to ``SAMPLE_SCAN`` matches (the sample reads their labels anyway), one
+        ``GROUP BY`` otherwise. ``sources``: names, globs and ``!`` exclusions (``SourceFilter``).
+        ``exclude``: ids left out as if they were not there (from records, totals and counts alike)."""
         after = parse_cursor(cursor)
         _check_limit(limit)
+        scope = _Scope(image_id, viewport, tuple(labels), tuple(sources), tuple(statuses), frozenset(exclude))
         if sample:
             if after is not None:
                 raise InvalidInput("sample and cursor cannot be combined: a sample has no next page")
-            return self._sample_page(image_id, viewport, labels, sources, statuses, limit, simplify)
+            return self._sample_page(scope, limit, simplify, counts)
         rows = self._select(
-            image_id, viewport, labels=labels, sources=sources, statuses=statuses, limit=limit + 1, after=after
+            image_id,
+            viewport,
+            labels=labels,
+            sources=sources,
+            statuses=statuses,
+            limit=limit + 1,
+            after=after,
+            exclude=scope.exclude,
         )
         truncated = len(rows) > limit
         rows = rows[:limit]
-        if not with_total:
-            total = None
-        elif after is None and not truncated:
-            total = len(rows)  # the whole answer is on this page
-        else:
-            where = self._where(image_id, viewport, labels=labels, sources=sources, statuses=statuses)
-            stmt = select(func.count()).select_from(AnnotationRow).where(*where)
-            with self.session() as s:
+        with self.session() as s:
+            label_counts = self._label_counts(s.connection(), scope) if counts else None
+            if not with_total:
+                total = None
+            elif after is None and not truncated:
+                total = len(rows)  # the whole answer is on this page
+            elif label_counts is not None:
+                total = scope.total_of(label_counts)
+            else:
+                stmt = select(func.count()).select_from(AnnotationRow).where(*self._scope_where(scope))
                 total = int(s.connection().scalar(stmt) or 0)
         next_cursor = str(rows[-1][0]) if truncated else None
-        return RecordPage(self._records(rows, simplify), total, truncated, next_cursor)
+        return RecordPage(self._records(rows, simplify), total, truncated, next_cursor, label_counts)
 
-    def _sample_page(
-        self,
-        image_id: str,
-        viewport: Viewport | None,
-        labels: Sequence[str],
-        sources: Sequence[str],
-        statuses: Sequence[str],
-        limit: int,
-        simplify: float,
-    ) -> RecordPage:
-        """``query_page(sample=True)``: the boxes of the matches first (cheap columns), then the chosen rows."""
+    def _sample_page(self, scope: _Scope, limit: int, simplify: float, counts: bool) -> RecordPage:
+        """``query_page(sample=True)``: the boxes of the matches first (cheap columns), then the chosen rows.
+
+        With ``counts`` the boxes are read for every label (their labels are the counts), then narrowed to
+        ``scope.labels``; past ``SAMPLE_SCAN`` matches the counts are a ``GROUP BY`` and the boxes are read
+        again with the label filter, so that the sample is drawn from the labels asked for."""
         a = AnnotationRow
-        where = self._where(image_id, viewport, labels=labels, sources=sources, statuses=statuses)
-        stmt = select(a.id, a.label, a.x0, a.y0, a.x1, a.y1).where(*where).limit(SAMPLE_SCAN)
+        columns = (a.id, a.label, a.x0, a.y0, a.x1, a.y1)
+        label_counts: dict[str, int] | None = None
         with self.session() as s:
-            boxes = s.connection().execute(stmt).all()
-            total = len(boxes)
-            if total >= SAMPLE_SCAN:
-                total = int(s.connection().scalar(select(func.count()).select_from(a).where(*where)) or 0)
+            conn = s.connection()
+
+            def scan(labels: Sequence[str]) -> list[Any]:
+                where = self._scope_where(scope, labels=labels)
+                return list(conn.execute(select(*columns).where(*where).limit(SAMPLE_SCAN)).all())
+
+            boxes = scan(() if counts else scope.labels)
+            if counts and len(boxes) < SAMPLE_SCAN:
+                label_counts = dict(Counter(str(b[1]) for b in boxes))
+                if scope.labels:
+                    wanted = set(scope.labels)
+                    boxes = [b for b in boxes if b[1] in wanted]
+            elif counts:
+                label_counts = self._label_counts(conn, scope)
+                if scope.labels:
+                    boxes = scan(scope.labels)
+            if label_counts is not None:
+                total = scope.total_of(label_counts)
+            elif len(boxes) >= SAMPLE_SCAN:
+                total = int(conn.scalar(select(func.count()).select_from(a).where(*self._scope_where(scope))) or 0)
+            else:
+                total = len(boxes)
         if len(boxes) <= limit:
             chosen = [int(b[0]) for b in boxes]
         else:
             ids = np.array([b[0] for b in boxes], dtype=np.int64)
             xyxy = np.array([b[2:] for b in boxes], dtype=np.float64).reshape(-1, 4)  # tags: NaN
-            area = None if viewport is None else (viewport.x0, viewport.y0, viewport.x1, viewport.y1)
+            v = scope.viewport
+            area = None if v is None else (v.x0, v.y0, v.x1, v.y1)
             picked = spread_sample(ids, _objects([b[1] for b in boxes]), xyxy, limit, area)
             chosen = sorted(int(i) for i in ids[picked])
         rows: list[tuple[Any, ...]] = []
         for start in range(0, len(chosen), CHUNK):
             part = chosen[start : start + CHUNK]
-            rows += self._select(image_id, None, limit=len(part), ids=part)
+            rows += self._select(scope.image_id, None, limit=len(part), ids=part)
         rows.sort(key=lambda r: int(r[0]))
-        return RecordPage(self._records(rows, simplify), total, total > len(rows), None)
+        return RecordPage(self._records(rows, simplify), total, total > len(rows), None, label_counts)
+
+    def _scope_where(self, scope: _Scope, *, labels: Sequence[str] | None = None) -> list[Any]:
+        """``_where`` of a query's scope; ``labels`` instead of the scope's when given (``()``: every label)."""
+        return self._where(
+            scope.image_id,
+            scope.viewport,
+            labels=scope.labels if labels is None else labels,
+            sources=scope.sources,
+            statuses=scope.statuses,
+            exclude=scope.exclude,
+        )
+
+    def _label_counts(self, conn: Connection, scope: _Scope) -> dict[str, int]:
+        """Matches per label, every label (one GROUP BY over the spatial query)."""
+        a = AnnotationRow
+        stmt = select(a.label, func.count()).where(*self._scope_where(scope, labels=())).group_by(a.label)
+        return {str(label): int(n) for label, n in conn.execute(stmt).all()}
 
     def _records(self, rows: list[tuple[Any, ...]], simplify: float) -> list[dict[str, Any]]:
         """JSON records of ``_select`` rows; polygons simplified by ``simplify`` px when > 0."""
@@ -663,6 +734,7 @@ class AnnotationStore:
         limit: int = 10_000,
         after: int | None = None,
         ids: Sequence[int] = (),
+        exclude: Collection[int] = (),
     ) -> list[tuple[Any, ...]]:
         """The matching rows (stored geometry bytes, not WKB), in id order; ``after``: only ids above it;
         ``ids``: only these.
@@ -674,7 +746,7 @@ class AnnotationStore:
         columns += [type_coerce(a.geometry, LargeBinary).label("geometry")]
         columns += [getattr(a, c) for c in ("mask", "score", "source", "status", "attributes", "version")]
         stmt = select(*columns).where(
-            *self._where(image_id, viewport, labels=labels, sources=sources, statuses=statuses)
+            *self._where(image_id, viewport, labels=labels, sources=sources, statuses=statuses, exclude=exclude)
         )
         if after is not None:
             stmt = stmt.where(a.id > after)
@@ -693,16 +765,20 @@ class AnnotationStore:
         labels: Sequence[str] = (),
         sources: Sequence[str] = (),
         statuses: Sequence[str] = (),
+        exclude: Collection[int] = (),
     ) -> list[Any]:
-        """WHERE clauses of a query: the viewport's (spatial index) and the label/source/status filters."""
+        """WHERE clauses of a query: the viewport's (spatial index), the label/source/status filters (sources:
+        names, globs, ``!`` exclusions) and the ids to leave out."""
         a = AnnotationRow
         clauses = self._viewport_filter(image_id, viewport)
         if labels:
             clauses.append(a.label.in_(list(labels)))
         if sources:
-            clauses.append(a.source.in_(list(sources)))
+            clauses += SourceFilter.parse(sources).clauses(a.source, sqlite=self.sqlite)
         if statuses:
             clauses.append(a.status.in_(list(statuses)))
+        if exclude:
+            clauses.append(a.id.not_in(sorted(exclude)))
         return clauses
 
     @staticmethod

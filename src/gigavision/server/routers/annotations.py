@@ -32,6 +32,11 @@ class AnnotationPage(BaseModel):
     total: int | None = Field(description="records that match in all (null with total=false)")
     truncated: bool = Field(description="more records follow: ask again with cursor=next_cursor")
     next_cursor: str | None = Field(description="the cursor of the next page; null on the last one")
+    label_counts: dict[str, int] | None = Field(
+        None,
+        description="with counts=true: how many match per label, of every label (the label filter narrows items "
+        "and total, not these); null otherwise",
+    )
 
 
 class AddAnnotations(BaseModel):
@@ -100,7 +105,13 @@ def list_annotations(
     login: LoginDep,
     bbox: Annotated[str | None, Query(description="viewport x0,y0,x1,y1 in level-0 pixels")] = None,
     label: Annotated[list[str] | None, Query()] = None,
-    source: Annotated[list[str] | None, Query()] = None,
+    source: Annotated[
+        list[str] | None,
+        Query(
+            description="only these sources: names or globs (* any text, ? one character), !PATTERN leaves out "
+            "(source=model:* model proposals; source=!model:* everything else)"
+        ),
+    ] = None,
     status: Annotated[list[str] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
     cursor: Annotated[str | None, Query(max_length=32, description="next_cursor of the previous page")] = None,
@@ -113,14 +124,20 @@ def list_annotations(
             "the first by id (truncated: some left out; total always given; no cursor)"
         ),
     ] = False,
+    counts: Annotated[
+        bool,
+        Query(description="label_counts: the matches per label (of every label: a legend counts hidden classes)"),
+    ] = False,
 ) -> AnnotationPage:
     """Annotations of an image in id order, a page at a time (``cursor``), optionally inside a viewport.
 
     ``sample=true`` (the viewer's overlay): when more than ``limit`` match, a sample stratified by label and
     spread over the viewport rather than the first ``limit`` by id.
 
-    Others' labels of an open QC item are left out for its annotators (``total`` is then null)."""
+    Others' labels of an open QC item are left out for its annotators, from the items, ``total`` and
+    ``label_counts`` alike (the store leaves them out of the query)."""
     image_id = ws.find_image(image_id)
+    hidden = _hidden(ws, image_id, login)
     page = ws.annotations.query_page(
         image_id,
         Viewport.parse(bbox) if bbox else None,
@@ -132,15 +149,16 @@ def list_annotations(
         simplify=simplify,
         with_total=total,
         sample=sample,
+        counts=counts,
+        exclude=hidden.ids,
     )
-    hidden = _hidden(ws, image_id, login)
-    items = hidden.keep(page.items)
     return AnnotationPage(
-        items=items,
-        count=len(items),
-        total=page.total if not hidden else None,
+        items=page.items,
+        count=len(page.items),
+        total=page.total,
         truncated=page.truncated,
         next_cursor=page.next_cursor,
+        label_counts=page.label_counts,
     )
 
 
