@@ -112,6 +112,8 @@ def test_counts_are_exact_when_the_sample_is_truncated(crowded: tuple[TestClient
     only = client.get(url, params={**view, "label": "mitosis"}).json()
     assert only["label_counts"] == dict(truth) and only["total"] == truth["mitosis"]
     assert {i["label"] for i in only["items"]} == {"mitosis"} and not only["truncated"]
+    hiding = client.get(url, params={**view, "exclude_label": "nucleus"}).json()
+    assert hiding["label_counts"] == dict(truth) and hiding["items"] == only["items"]
     # Without sampling: one GROUP BY, the same counts; without counts=true, none.
     paged = client.get(url, params={"bbox": view["bbox"], "limit": "10", "counts": "true"}).json()
     assert paged["label_counts"] == dict(truth) and paged["total"] == truth.total() and paged["count"] == 10

@@ -318,6 +318,9 @@ def test_gigapixel_viewport_loading_limit_and_unloading(page: tuple[Page, PageLo
     expect(notice).to_contain_text("Showing 2,000 of 2,400")
     expect(notice).to_contain_text("zoom in")
     assert len(tab.evaluate(LOADED)) == LIMIT
+    # The legend and the count say how many are really in view (the server's count), not the sample's.
+    expect(tab.get_by_test_id("legend").locator('[data-label="cell"]')).to_have_attribute("data-count", "2400")
+    expect(tab.get_by_test_id("overlay-count")).to_contain_text("2,400 in view (2,000 drawn)")
     assert query["simplify"] > 30  # ~40 level-0 px per screen pixel
 
     # Zoomed into the corner: everything in view is loaded and drawn, nothing more than the query gave.

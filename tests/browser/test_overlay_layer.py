@@ -168,7 +168,7 @@ def test_layer_draws_selects_and_filters(page: Page, seeded: Seeded) -> None:
     # shown); the hidden points stay loaded, so showing them again is immediate.
     page.wait_for_function(
         "() => { const q = window.__gv.overlay.lastQuery(); return window.__gv.overlay.settled() && !!q.only"
-        " && q.only.labels.includes('cell') && !q.only.labels.includes('mitosis'); }"
+        " && q.only.hiddenLabels.join() === 'mitosis'; }"
     )
     assert set(seeded.mitoses) <= set(page.evaluate("() => window.__gv.overlay.loadedIds()"))
     legend.locator('[data-label="mitosis"] input').check()

@@ -177,7 +177,8 @@ export class OverlayPanel {
   }
 
   /** Every class of the schema (tags aside) and every label in view, with its colour, its count in view
-   * (after the model/human and status filters) and a switch that hides or shows it. */
+   * (after the model/human and status filters; exact, the server's, when a sample is drawn) and a switch
+   * that hides or shows it. */
   renderLegend(counts: Map<string, number>): void {
     this.lastCounts = counts;
     const names = new Set(Object.keys(this.classes).filter((name) => this.classes[name]?.kind !== "tag"));
@@ -261,14 +262,19 @@ export class OverlayPanel {
     if (!show) this.notice.hidden = true;
   }
 
-  /** "N in view · M loaded", or that the overlay is hidden (null). */
-  showCount(counts: { inView: number; loaded: number } | null): void {
+  /** "N in view · M loaded", "N in view (D drawn) · M loaded" when a sample is drawn (`drawn` of the `inView`
+   * shown by the filters), or that the overlay is hidden (null). */
+  showCount(counts: { inView: number; drawn?: number; loaded: number } | null): void {
     if (!counts) {
       this.count.textContent = "Annotations hidden";
       return;
     }
-    this.count.textContent = `${integer.format(counts.inView)} in view · ${integer.format(counts.loaded)} loaded`;
+    const drawn = counts.drawn ?? counts.inView;
+    const sample = drawn === counts.inView ? "" : ` (${integer.format(drawn)} drawn)`;
+    const loaded = integer.format(counts.loaded);
+    this.count.textContent = `${integer.format(counts.inView)} in view${sample} · ${loaded} loaded`;
     this.count.dataset["inView"] = String(counts.inView);
+    this.count.dataset["drawn"] = String(drawn);
     this.count.dataset["loaded"] = String(counts.loaded);
   }
 

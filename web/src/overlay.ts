@@ -63,6 +63,7 @@ import {
   countByLabel,
   hitTest,
   keysIn,
+  ORIGINS,
   passes,
   ringsOf,
   type Drawable,
@@ -72,7 +73,15 @@ import { OverlayPanel, type Tool } from "./overlay-panel";
 import { LabelColors } from "./palette";
 import { screenPixelsPerImagePixel } from "./scalebar";
 import { bboxOf, type Extent, geometryChanges, newAnnotation, RESHAPEABLE, shapeOf } from "./shapes";
-import { intersects, isTruncated, ViewportCache, type Entry, type QueryFilter } from "./viewport-cache";
+import {
+  intersects,
+  isTruncated,
+  legendCounts,
+  ViewportCache,
+  type Entry,
+  type Page,
+  type QueryFilter,
+} from "./viewport-cache";
 import { ViewportLoader, type ViewportQuery } from "./viewport-loader";
 
 /** A selected point (Annotorious) is a disc of the layer's size, in screen pixels (radius). */
@@ -135,6 +144,8 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
   let visible = true;
   let destroyed = false;
   let tool: Tool = "select";
+  /** The last answer for the view (its exact counts per label: the legend's where the loaded are a sample). */
+  let lastPage: Page | null = null;
   /** Shapes Annotorious holds (selected, being edited or saved, just drawn): the layer leaves them out. */
   const editing = new Set<string>();
   let stale = false;
@@ -393,32 +404,30 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
     shown: () => visible,
     only: () => queryFilter(),
     apply: (page) => {
+      lastPage = page;
       const { changed, dropped } = cache.merge(page, pointRadius(), isBusy);
       draw(changed);
       undraw(dropped);
       undraw(cache.evict(page.bbox, isBusy));
       panel.showTruncated(isTruncated(page), page.records.length, page.total ?? null);
     },
-    offImage: () => undraw(cache.evict(null, isBusy)),
+    offImage: () => {
+      lastPage = null;
+      undraw(cache.evict(null, isBusy));
+    },
     showMessage: (text) => panel.showMessage(text),
     done: () => updateCount(),
   });
 
-  /** What the server is asked for while some labels or statuses are hidden: then a crowded view's sample is
-   * spent on what is shown (hide the other classes to see all of one). Model vs human stays on the page. */
+  /** What the server is asked for while some labels, statuses or origins are hidden: then a crowded view's
+   * sample is spent on what is shown (hide the other classes, or the model's proposals, to see all of one). */
   function queryFilter(): QueryFilter | undefined {
     const filter = panel.filter();
     const only: QueryFilter = {};
-    if (filter.hiddenLabels.size > 0) {
-      const known = new Set(Object.keys(classes));
-      for (const id of cache.ids()) {
-        const label = cache.get(id)?.record.label;
-        if (label !== undefined) known.add(label);
-      }
-      only.labels = [...known].filter((label) => !filter.hiddenLabels.has(label)).sort();
-    }
+    if (filter.hiddenLabels.size > 0) only.hiddenLabels = [...filter.hiddenLabels].sort();
     if (filter.statuses.size < STATUSES.length) only.statuses = STATUSES.filter((s) => filter.statuses.has(s));
-    return only.labels || only.statuses ? only : undefined;
+    if (filter.origins.size < ORIGINS.length) only.origins = ORIGINS.filter((o) => filter.origins.has(o));
+    return only.hiddenLabels || only.statuses || only.origins ? only : undefined;
   }
 
   function scheduleLoad(): void {
@@ -446,9 +455,22 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
     return found;
   }
 
+  /** The count and the legend: of what is loaded in view, or the server's exact counts where the loaded
+   * are a sample (`legendCounts`); "N in view (M drawn)" then. */
   function updateCount(): void {
-    panel.showCount(visible ? { inView: renderedIds().length, loaded: cache.size } : null);
-    panel.renderLegend(visible ? countByLabel(recordsInView(), panel.filter()) : new Map());
+    if (!visible) {
+      panel.showCount(null);
+      panel.renderLegend(new Map());
+      return;
+    }
+    const filter = panel.filter();
+    const counts = legendCounts(countByLabel(recordsInView(), filter), lastPage);
+    const drawn = renderedIds().length;
+    let inView = 0;
+    for (const [label, n] of counts) if (!filter.hiddenLabels.has(label)) inView += n;
+    const sampled = lastPage !== null && isTruncated(lastPage);
+    panel.showCount({ inView: sampled ? Math.max(inView, drawn) : drawn, drawn, loaded: cache.size });
+    panel.renderLegend(counts);
   }
 
   // -- edits ----------------------------------------------------------------------------------------

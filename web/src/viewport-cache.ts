@@ -7,6 +7,7 @@
 // annotations (selected, or with an edit in flight) are never replaced or dropped under the user.
 
 import type { AnnotationRecord, BBox } from "./api";
+import { originOf, type Origin } from "./overlay-batch";
 
 /** Most annotations one viewport query returns. */
 export const VIEWPORT_LIMIT = 2000;
@@ -26,7 +27,7 @@ export interface Entry {
 }
 
 /** The query for one view: the visible rectangle and a polygon simplification of one screen pixel; with
- * `only`, just these labels and statuses (the overlay's filters: a sample is then spent on what is shown). */
+ * `only`, what the overlay's filters show (the server then spends a crowded view's sample on it). */
 export interface ViewQuery {
   bbox: BBox;
   simplify: number;
@@ -34,17 +35,37 @@ export interface ViewQuery {
   only?: QueryFilter;
 }
 
-/** Labels and statuses a query is limited to (absent: all). */
+/** What a query is limited to; each part absent: all. */
 export interface QueryFilter {
-  labels?: string[];
+  /** Labels left out (the legend's switched-off classes). */
+  hiddenLabels?: string[];
   statuses?: string[];
+  /** Model proposals (`source` model:*) and/or human labels (any other source). */
+  origins?: Origin[];
 }
 
 /** Whether a record is one a query with `only` can return. */
 export function matchesFilter(record: AnnotationRecord, only: QueryFilter | undefined): boolean {
-  if (only?.labels && !only.labels.includes(record.label)) return false;
+  if (only?.hiddenLabels?.includes(record.label)) return false;
   if (only?.statuses && !only.statuses.includes(record.status)) return false;
+  if (only?.origins && !only.origins.includes(originOf(record.source))) return false;
   return true;
+}
+
+/** The server's `source` patterns for the origins shown (absent or both: none; neither: `!*`, nothing). */
+export function sourcePatterns(origins: readonly Origin[] | undefined): string[] {
+  if (!origins) return [];
+  const model = origins.includes("model");
+  const human = origins.includes("human");
+  if (model && human) return [];
+  if (model) return ["model:*"];
+  return human ? ["!model:*"] : ["!*"];
+}
+
+/** A filter as text: two queries whose keys are equal ask for the same records. */
+export function filterKey(only: QueryFilter | undefined): string {
+  const sorted = (values: readonly string[] | undefined): string[] | null => (values ? [...values].sort() : null);
+  return JSON.stringify([sorted(only?.hiddenLabels), sorted(only?.statuses), sorted(only?.origins)]);
 }
 
 /** One answered query, as the cache merges it. */
@@ -52,6 +73,9 @@ export interface Page extends ViewQuery {
   records: AnnotationRecord[];
   /** How many overlap the rectangle in all (the server's count when it sampled; absent: not known). */
   total?: number | null;
+  /** How many overlap the rectangle per label, every label (hidden ones too), of the origins and statuses
+   * shown: the server's exact count, whatever the sample (absent: not known). */
+  labelCounts?: Record<string, number> | null;
   /** performance.now() when the query was sent: edits made here after it win over its answer. */
   startedAt: number;
 }
@@ -78,6 +102,24 @@ export function viewQuery(rect: BBox, screenPerImagePixel: number | null): ViewQ
 export function isTruncated(page: Pick<Page, "records" | "limit" | "total">): boolean {
   if (typeof page.total === "number") return page.total > page.records.length;
   return page.records.length >= page.limit;
+}
+
+/**
+ * The legend's counts per label: the loaded records' counts in view (`loaded`, which include the edits made
+ * here since), except where they are not all of the view's, which the last answer's exact counts replace:
+ * every label when it was a sample, the labels it left out (hidden) otherwise.
+ */
+export function legendCounts(
+  loaded: ReadonlyMap<string, number>,
+  page: Pick<Page, "records" | "limit" | "total" | "labelCounts" | "only"> | null,
+): Map<string, number> {
+  const counts = new Map(loaded);
+  if (!page?.labelCounts) return counts;
+  const sampled = isTruncated(page);
+  for (const [label, n] of Object.entries(page.labelCounts)) {
+    if (sampled || page.only?.hiddenLabels?.includes(label)) counts.set(label, n);
+  }
+  return counts;
 }
 
 export type IsBusy = (annoId: string) => boolean;

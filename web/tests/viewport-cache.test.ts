@@ -2,10 +2,13 @@ import { describe, expect, it } from "vitest";
 
 import type { AnnotationRecord, BBox } from "../src/api";
 import {
+  filterKey,
   intersects,
   isTruncated,
+  legendCounts,
   matchesFilter,
   MAX_CACHED,
+  sourcePatterns,
   viewQuery,
   VIEWPORT_LIMIT,
   ViewportCache,
@@ -85,7 +88,7 @@ describe("ViewportCache.merge", () => {
     const rejected = { ...box(3, [0, 0, 10, 10]), status: "rejected" as const };
     cache.merge(page([box(1, [0, 0, 10, 10]), mitosis, rejected, box(4, [5, 5, 9, 9])]), RADIUS, idle);
     // Only cells that are not rejected were asked for: 1 came back, 4 did not (deleted elsewhere).
-    const only = { labels: ["cell"], statuses: ["proposed", "accepted"] };
+    const only = { hiddenLabels: ["mitosis"], statuses: ["proposed", "accepted"] };
     const { dropped } = cache.merge(page([box(1, [0, 0, 10, 10])], undefined, { only }), RADIUS, idle);
     expect(dropped.map((e) => e.record.id)).toEqual([4]);
     expect(cache.ids().sort()).toEqual([1, 2, 3]);
@@ -159,6 +162,56 @@ describe("ViewportCache.merge", () => {
     const complete = page([box(1, [0, 0, 10, 10])], [0, 0, 100, 100], { startedAt: 900 });
     expect(cache.merge(complete, RADIUS, (annoId) => annoId === "a2").dropped).toEqual([]);
     expect(cache.ids()).toEqual([1, 2, 3]);
+  });
+});
+
+describe("the overlay's filters as a query", () => {
+  it("matches records by origin, and names the origins as the server's source patterns", () => {
+    const human = { ...box(1, [0, 0, 1, 1]), source: "user:ana" };
+    const model = { ...box(2, [0, 0, 1, 1]), source: "model:det-3" };
+    expect(matchesFilter(model, { origins: ["model"] })).toBe(true);
+    expect(matchesFilter(human, { origins: ["model"] })).toBe(false);
+    expect(matchesFilter(human, { origins: ["human"] })).toBe(true);
+    expect(sourcePatterns(undefined)).toEqual([]);
+    expect(sourcePatterns(["model", "human"])).toEqual([]);
+    expect(sourcePatterns(["model"])).toEqual(["model:*"]);
+    expect(sourcePatterns(["human"])).toEqual(["!model:*"]);
+    expect(sourcePatterns([])).toEqual(["!*"]);
+  });
+
+  it("keys a filter by what it asks for, whatever the order", () => {
+    expect(filterKey({ hiddenLabels: ["b", "a"] })).toBe(filterKey({ hiddenLabels: ["a", "b"] }));
+    expect(filterKey(undefined)).toBe(filterKey({}));
+    expect(filterKey({ origins: ["model"] })).not.toBe(filterKey({ origins: ["human"] }));
+    expect(filterKey({ statuses: [] })).not.toBe(filterKey(undefined));
+  });
+});
+
+describe("legendCounts", () => {
+  const loaded = new Map([
+    ["cell", 1200],
+    ["mitosis", 40],
+  ]);
+  const records = Array.from({ length: 3 }, (_, i) => box(i + 1, [0, 0, 1, 1]));
+
+  it("shows the server's exact counts when the loaded records are a sample", () => {
+    const sampled = { records, limit: 3, total: 14_312, labelCounts: { cell: 14_000, mitosis: 312 } };
+    expect(legendCounts(loaded, sampled)).toEqual(new Map([["cell", 14_000], ["mitosis", 312]]));
+  });
+
+  it("keeps the loaded counts (with edits made here) when everything in view came back", () => {
+    const complete = { records, limit: 2000, total: 3, labelCounts: { cell: 2, mitosis: 1 } }; // then: 3 in view
+    expect(legendCounts(loaded, complete)).toEqual(loaded);
+    expect(legendCounts(loaded, null)).toEqual(loaded);
+    expect(legendCounts(loaded, { records, limit: 2000 })).toEqual(loaded);
+  });
+
+  it("takes the server's count of a hidden class, whose loaded shapes are a leftover", () => {
+    const only = { hiddenLabels: ["cell"] };
+    const page = { records, limit: 2000, total: 40, labelCounts: { cell: 9_876, mitosis: 40 }, only };
+    expect(legendCounts(new Map([["cell", 12], ["mitosis", 40]]), page)).toEqual(
+      new Map([["cell", 9_876], ["mitosis", 40]]),
+    );
   });
 });
 

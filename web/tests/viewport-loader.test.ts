@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import type { AnnotationRecord, BBox } from "../src/api";
 import type { Page, QueryFilter } from "../src/viewport-cache";
-import { DEBOUNCE_MS, ViewportLoader, type LoaderView } from "../src/viewport-loader";
+import { DEBOUNCE_MS, ViewportLoader, viewParams, type LoaderView } from "../src/viewport-loader";
 
 const IMAGE = "cd".repeat(32);
 
@@ -66,7 +66,7 @@ class FakeView implements LoaderView {
 interface Call {
   url: URL;
   signal: AbortSignal | null | undefined;
-  answer: (records: AnnotationRecord[], total?: number) => void;
+  answer: (records: AnnotationRecord[], total?: number, labelCounts?: Record<string, number>) => void;
   fail: (status: number, message: string) => void;
 }
 
@@ -84,8 +84,10 @@ beforeEach(() => {
       calls.push({
         url: new URL(String(input), "http://gigavision.test"),
         signal,
-        answer: (records, total) =>
-          resolve(new Response(JSON.stringify({ items: records, total: total ?? null }), { status: 200 })),
+        answer: (records, total, labelCounts) => {
+          const body = { items: records, total: total ?? null, label_counts: labelCounts ?? null };
+          resolve(new Response(JSON.stringify(body), { status: 200 }));
+        },
         fail: (status, message) =>
           resolve(new Response(JSON.stringify({ error: { code: "x", message } }), { status })),
       });
@@ -119,6 +121,7 @@ describe("ViewportLoader", () => {
       simplify: "4",
       total: "false",
       sample: "true", // beyond the limit: a sample spread over every label and the view, with its count
+      counts: "true", // and the exact count per label, for the legend
     });
     const done = view.nextDone();
     call.answer([box(1), box(2)]);
@@ -128,6 +131,7 @@ describe("ViewportLoader", () => {
     expect(view.pages[0]?.records.map((r) => r.id)).toEqual([1, 2]);
     expect(loader.loads).toBe(1);
     const last = { bbox: [0, 0, 4000, 3000], simplify: 4, limit: 2000, count: 2, total: null, truncated: false };
+    Object.assign(last, { labelCounts: null });
     expect(loader.lastQuery).toEqual(last);
     expect(loader.settled()).toBe(true);
     view.rect = [2, 0, 4002, 3000]; // panned by more than a pixel: the answer no longer covers the view
@@ -138,20 +142,45 @@ describe("ViewportLoader", () => {
     loader.schedule();
     vi.advanceTimersByTime(DEBOUNCE_MS);
     const done = view.nextDone();
-    calls[0]?.answer([box(1), box(2)], 2400);
+    calls[0]?.answer([box(1), box(2)], 2400, { cell: 2300, mitosis: 100 });
     await done;
     expect(view.pages[0]?.total).toBe(2400);
+    expect(view.pages[0]?.labelCounts).toEqual({ cell: 2300, mitosis: 100 });
     expect(loader.lastQuery).toMatchObject({ count: 2, total: 2400, truncated: true });
   });
 
-  it("asks only for the labels and statuses the filters show", () => {
-    view.filter = { labels: ["mitosis", "tumor cell"], statuses: ["proposed"] };
+  it("asks only for what the filters show: labels left out, statuses, model or human", () => {
+    view.filter = { hiddenLabels: ["nucleus"], statuses: ["proposed"], origins: ["human"] };
     loader.schedule();
     vi.advanceTimersByTime(DEBOUNCE_MS);
     const params = calls[0]?.url.searchParams;
-    expect(params?.getAll("label")).toEqual(["mitosis", "tumor cell"]);
+    expect(params?.getAll("exclude_label")).toEqual(["nucleus"]);
     expect(params?.getAll("status")).toEqual(["proposed"]);
+    expect(params?.getAll("source")).toEqual(["!model:*"]);
     expect(params?.get("sample")).toBe("true");
+  });
+
+  it("asks for nothing but the counts when no status or no origin is shown", () => {
+    for (const filter of [{ statuses: [] }, { origins: [] }, { statuses: ["accepted"], origins: [] }]) {
+      const params = viewParams({ bbox: [0, 0, 10, 10], simplify: 0, limit: 5, only: filter });
+      expect(params.getAll("source")).toEqual(["!*"]);
+      expect(params.getAll("status")).toEqual([]);
+    }
+    const models = viewParams({ bbox: [0, 0, 10, 10], simplify: 0, limit: 5, only: { origins: ["model"] } });
+    expect(models.getAll("source")).toEqual(["model:*"]);
+  });
+
+  it("is not settled while the filters shown differ from those of the last answer", async () => {
+    loader.schedule();
+    vi.advanceTimersByTime(DEBOUNCE_MS);
+    const done = view.nextDone();
+    calls[0]?.answer([]);
+    await done;
+    expect(loader.settled()).toBe(true);
+    view.filter = { origins: ["model"] };
+    expect(loader.settled()).toBe(false);
+    view.filter = undefined;
+    expect(loader.settled()).toBe(true);
   });
 
   it("aborts a load the view has moved away from", async () => {

@@ -190,15 +190,22 @@ class _Scope:
     image_id: str
     viewport: Viewport | None
     labels: tuple[str, ...]
+    exclude_labels: tuple[str, ...]
     sources: tuple[str, ...]
     statuses: tuple[str, ...]
     exclude: frozenset[int]
 
+    @property
+    def label_filtered(self) -> bool:
+        return bool(self.labels or self.exclude_labels)
+
+    def wants(self, label: str) -> bool:
+        """Whether the label filters keep ``label``."""
+        return (not self.labels or label in self.labels) and label not in self.exclude_labels
+
     def total_of(self, label_counts: dict[str, int]) -> int:
-        """The matches of the label filter too, from the counts of every label."""
-        if not self.labels:
-            return sum(label_counts.values())
-        return sum(label_counts.get(label, 0) for label in set(self.labels))
+        """The matches of the label filters too, from the counts of every label."""
+        return sum(n for label, n in label_counts.items() if self.wants(label))
 
 
 def parse_cursor(cursor: str | None) -> int | None:
@@ -581,6 +588,7 @@ class AnnotationStore:
         sample: bool = False,
         counts: bool = False,
         exclude: Collection[int] = (),
+        exclude_labels: Sequence[str] = (),
     ) -> RecordPage:
         """``query_records`` one page at a time: up to ``limit`` records after ``cursor`` (keyset on the id, so
         pages neither skip nor repeat rows while others add annotations), whether more follow, and (unless
@@ -591,14 +599,23 @@ class AnnotationStore:
         class vanishes when zoomed out. ``truncated`` then says some were left out, ``total`` is always
         given, and there is no next page.
 
-        ``counts``: ``label_counts``, how many match per label, of every label: the ``labels`` filter narrows
-        the records and ``total``, not the counts (a viewer's legend counts the classes it hides too).
+        ``exclude_labels``: every label but these. ``counts``: ``label_counts``, how many match per label, of
+        every label: the label filters narrow the records and ``total``, not the counts (a viewer's legend
+        counts the classes it hides too).
         Free with ``sample`` up to ``SAMPLE_SCAN`` matches (the sample reads their labels anyway), one
         ``GROUP BY`` otherwise. ``sources``: names, globs and ``!`` exclusions (``SourceFilter``).
         ``exclude``: ids left out as if they were not there (from records, totals and counts alike)."""
         after = parse_cursor(cursor)
         _check_limit(limit)
-        scope = _Scope(image_id, viewport, tuple(labels), tuple(sources), tuple(statuses), frozenset(exclude))
+        scope = _Scope(
+            image_id,
+            viewport,
+            tuple(labels),
+            tuple(exclude_labels),
+            tuple(sources),
+            tuple(statuses),
+            frozenset(exclude),
+        )
         if sample:
             if after is not None:
                 raise InvalidInput("sample and cursor cannot be combined: a sample has no next page")
@@ -612,6 +629,7 @@ class AnnotationStore:
             limit=limit + 1,
             after=after,
             exclude=scope.exclude,
+            exclude_labels=scope.exclude_labels,
         )
         truncated = len(rows) > limit
         rows = rows[:limit]
@@ -633,28 +651,27 @@ class AnnotationStore:
         """``query_page(sample=True)``: the boxes of the matches first (cheap columns), then the chosen rows.
 
         With ``counts`` the boxes are read for every label (their labels are the counts), then narrowed to
-        ``scope.labels``; past ``SAMPLE_SCAN`` matches the counts are a ``GROUP BY`` and the boxes are read
-        again with the label filter, so that the sample is drawn from the labels asked for."""
+        the scope's labels; past ``SAMPLE_SCAN`` matches the counts are a ``GROUP BY`` and the boxes are read
+        again with the label filters, so that the sample is drawn from the labels asked for."""
         a = AnnotationRow
         columns = (a.id, a.label, a.x0, a.y0, a.x1, a.y1)
         label_counts: dict[str, int] | None = None
         with self.session() as s:
             conn = s.connection()
 
-            def scan(labels: Sequence[str]) -> list[Any]:
-                where = self._scope_where(scope, labels=labels)
+            def scan(every_label: bool) -> list[Any]:
+                where = self._scope_where(scope, every_label=every_label)
                 return list(conn.execute(select(*columns).where(*where).limit(SAMPLE_SCAN)).all())
 
-            boxes = scan(() if counts else scope.labels)
+            boxes = scan(every_label=counts)
             if counts and len(boxes) < SAMPLE_SCAN:
                 label_counts = dict(Counter(str(b[1]) for b in boxes))
-                if scope.labels:
-                    wanted = set(scope.labels)
-                    boxes = [b for b in boxes if b[1] in wanted]
+                if scope.label_filtered:
+                    boxes = [b for b in boxes if scope.wants(str(b[1]))]
             elif counts:
                 label_counts = self._label_counts(conn, scope)
-                if scope.labels:
-                    boxes = scan(scope.labels)
+                if scope.label_filtered:
+                    boxes = scan(every_label=False)
             if label_counts is not None:
                 total = scope.total_of(label_counts)
             elif len(boxes) >= SAMPLE_SCAN:
@@ -677,21 +694,22 @@ class AnnotationStore:
         rows.sort(key=lambda r: int(r[0]))
         return RecordPage(self._records(rows, simplify), total, total > len(rows), None, label_counts)
 
-    def _scope_where(self, scope: _Scope, *, labels: Sequence[str] | None = None) -> list[Any]:
-        """``_where`` of a query's scope; ``labels`` instead of the scope's when given (``()``: every label)."""
+    def _scope_where(self, scope: _Scope, *, every_label: bool = False) -> list[Any]:
+        """``_where`` of a query's scope; ``every_label``: without its label filters (for the counts)."""
         return self._where(
             scope.image_id,
             scope.viewport,
-            labels=scope.labels if labels is None else labels,
+            labels=() if every_label else scope.labels,
             sources=scope.sources,
             statuses=scope.statuses,
             exclude=scope.exclude,
+            exclude_labels=() if every_label else scope.exclude_labels,
         )
 
     def _label_counts(self, conn: Connection, scope: _Scope) -> dict[str, int]:
         """Matches per label, every label (one GROUP BY over the spatial query)."""
         a = AnnotationRow
-        stmt = select(a.label, func.count()).where(*self._scope_where(scope, labels=())).group_by(a.label)
+        stmt = select(a.label, func.count()).where(*self._scope_where(scope, every_label=True)).group_by(a.label)
         return {str(label): int(n) for label, n in conn.execute(stmt).all()}
 
     def _records(self, rows: list[tuple[Any, ...]], simplify: float) -> list[dict[str, Any]]:
@@ -735,6 +753,7 @@ class AnnotationStore:
         after: int | None = None,
         ids: Sequence[int] = (),
         exclude: Collection[int] = (),
+        exclude_labels: Sequence[str] = (),
     ) -> list[tuple[Any, ...]]:
         """The matching rows (stored geometry bytes, not WKB), in id order; ``after``: only ids above it;
         ``ids``: only these.
@@ -746,7 +765,15 @@ class AnnotationStore:
         columns += [type_coerce(a.geometry, LargeBinary).label("geometry")]
         columns += [getattr(a, c) for c in ("mask", "score", "source", "status", "attributes", "version")]
         stmt = select(*columns).where(
-            *self._where(image_id, viewport, labels=labels, sources=sources, statuses=statuses, exclude=exclude)
+            *self._where(
+                image_id,
+                viewport,
+                labels=labels,
+                sources=sources,
+                statuses=statuses,
+                exclude=exclude,
+                exclude_labels=exclude_labels,
+            )
         )
         if after is not None:
             stmt = stmt.where(a.id > after)
@@ -766,9 +793,10 @@ class AnnotationStore:
         sources: Sequence[str] = (),
         statuses: Sequence[str] = (),
         exclude: Collection[int] = (),
+        exclude_labels: Sequence[str] = (),
     ) -> list[Any]:
         """WHERE clauses of a query: the viewport's (spatial index), the label/source/status filters (sources:
-        names, globs, ``!`` exclusions) and the ids to leave out."""
+        names, globs, ``!`` exclusions) and the ids and labels to leave out."""
         a = AnnotationRow
         clauses = self._viewport_filter(image_id, viewport)
         if labels:
@@ -779,6 +807,8 @@ class AnnotationStore:
             clauses.append(a.status.in_(list(statuses)))
         if exclude:
             clauses.append(a.id.not_in(sorted(exclude)))
+        if exclude_labels:
+            clauses.append(a.label.not_in(list(exclude_labels)))
         return clauses
 
     @staticmethod

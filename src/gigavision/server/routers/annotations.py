@@ -34,8 +34,8 @@ class AnnotationPage(BaseModel):
     next_cursor: str | None = Field(description="the cursor of the next page; null on the last one")
     label_counts: dict[str, int] | None = Field(
         None,
-        description="with counts=true: how many match per label, of every label (the label filter narrows items "
-        "and total, not these); null otherwise",
+        description="with counts=true: how many match per label, of every label (label and exclude_label narrow "
+        "items and total, not these); null otherwise",
     )
 
 
@@ -105,6 +105,9 @@ def list_annotations(
     login: LoginDep,
     bbox: Annotated[str | None, Query(description="viewport x0,y0,x1,y1 in level-0 pixels")] = None,
     label: Annotated[list[str] | None, Query()] = None,
+    exclude_label: Annotated[
+        list[str] | None, Query(description="every label but these (a viewer's hidden classes)")
+    ] = None,
     source: Annotated[
         list[str] | None,
         Query(
@@ -142,6 +145,7 @@ def list_annotations(
         image_id,
         Viewport.parse(bbox) if bbox else None,
         labels=label or (),
+        exclude_labels=exclude_label or (),
         sources=source or (),
         statuses=status or (),
         limit=limit,
