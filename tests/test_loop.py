@@ -1,10 +1,13 @@
 """Retraining loops: the paired bootstrap on hand-made samples, a loop round on real digits (new labels ->
-next version -> train -> compare on the same test split -> promote), and a dataset without a test split."""
+next version -> train -> compare on the same test split -> promote), a dataset without a test split, and
+rounds a job consumer starts on its own (its periodic check, called directly: no waiting)."""
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -203,26 +206,29 @@ def test_a_dataset_without_a_test_split_is_refused(tmp_path: Path, capsys: pytes
     ws.close()
 
 
-def test_due_counts_new_human_labels_on_sqlite_and_postgresql(workspace: gv.Workspace, tmp_path: Path) -> None:
+def _card(ws: gv.Workspace, model_id: str, dataset_ref: str, classes: list[str]) -> None:
+    """A model folder with its card only (no weights): enough for aliases and ``due``, no training."""
     from gigavision.models.card import ModelCard, ModelInput
 
+    folder = store.models_dir(ws) / model_id
+    folder.mkdir(parents=True)
+    ModelCard(
+        id=model_id,
+        task="classify",
+        arch="test_resnet",
+        classes=classes,
+        dataset=dataset_ref,
+        input=ModelInput(size=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        created_at="2026-01-01T00:00:00+00:00",
+    ).write(folder)
+
+
+def test_due_counts_new_human_labels_on_sqlite_and_postgresql(workspace: gv.Workspace, tmp_path: Path) -> None:
     ws = workspace
     images, labels = digit_images(scale=2)
     tags = [[str(v)] for v in labels[:20]]
     version = ingest_tagged(ws, tmp_path / "src", list(images[:20]), tags, "digits", split="train=0.6,val=0.1,test=0.3")
-    classes = sorted({str(v) for v in labels[:20]})
-    folder = store.models_dir(ws) / "served"
-    folder.mkdir()
-    card = ModelCard(
-        id="served",
-        task="classify",
-        arch="test_resnet",
-        classes=classes,
-        dataset=version.ref,
-        input=ModelInput(size=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        created_at="2026-01-01T00:00:00+00:00",
-    )
-    card.write(folder)
+    _card(ws, "served", version.ref, sorted({str(v) for v in labels[:20]}))
     aliases.set_alias(ws, "production", "served", actor="ana")
     loop.create(ws, "l", recipe=RECIPE, dataset="digits", every=3)
     assert loop.due(ws, "l") == {
@@ -253,3 +259,126 @@ def test_due_counts_new_human_labels_on_sqlite_and_postgresql(workspace: gv.Work
         session.add(LoopRunRow(loop="l", status="kept", dataset_ref=newer.ref, baseline_model_id="served"))
     state = loop.due(ws, "l")
     assert (state["since"], state["new_labels"], state["due"]) == ("digits@2", 0, False)
+
+
+# -- rounds that start on their own -------------------------------------------------------------------------
+def _loop_jobs(ws: gv.Workspace) -> list[dict[str, Any]]:
+    return list(ws.jobs.list_jobs(kind="loop")[0])
+
+
+@pytest.fixture
+def fake_training() -> Iterator[None]:
+    """The ``train`` job kind writes a model card and trains nothing: what is tested here is when rounds
+    start, not what they train (``test_a_round_trains_…`` trains for real)."""
+    from gigavision.jobs import registry
+
+    def train(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+        model_id = f"fake-{len(list(store.models_dir(ctx.workspace).iterdir()))}"
+        _card(ctx.workspace, model_id, params["recipe"]["dataset"], [str(v) for v in range(10)])
+        return {"model": model_id}
+
+    registry.register("train", train)
+    try:
+        yield
+    finally:
+        registry.register("train", "gigavision.train.jobs:run_train", isolated=True)
+
+
+@pytest.mark.usefixtures("fake_training")
+def test_a_consumer_queues_a_round_of_each_due_loop_on_its_own(
+    sqlite_workspace: gv.Workspace, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = sqlite_workspace
+    images, labels = digit_images(scale=2)
+    tags = [[str(v)] for v in labels[:8]]
+    version = ingest_tagged(ws, tmp_path / "src", list(images[:8]), tags, "digits", split="train=0.5,test=0.5")
+    loop.create(ws, "auto", recipe=RECIPE, dataset="digits", every=3, actor="lee")
+    consumer = ws.jobs.consumer()  # what `gigavision serve` and `gigavision worker` run; not started: ticked here
+    assert consumer.chores["loops"].every == 60.0
+    assert _loop_jobs(ws) == []  # defining a loop queues nothing by itself
+
+    # no model behind the alias: due; the consumer's check queues the first round, as loop:auto, once
+    consumer.tick("loops")
+    consumer.tick("loops")
+    [job] = _loop_jobs(ws)
+    assert (job["status"], job["created_by"], job["params"]) == ("queued", "loop:auto", {"loop": "auto", "auto": True})
+    assert loop.schedule(ws, "auto")["in_flight"] == {"job": job["id"], "status": "queued", "by": "loop:auto"}
+    with pytest.raises(Conflict, match=f"round of loop auto is queued already \\(job {job['id']}"):
+        loop.queue_round(ws, "auto", force=True, actor="lee")  # nor a manual one beside it
+    ws.jobs.execute(job["id"])  # what a worker thread does with it
+    [run] = loop.runs(ws, "auto")
+    assert (run["status"], run["started_by"], run["job_id"]) == ("promoted", "loop:auto", job["id"])
+    assert aliases.history(ws, "production")[0].actor == "loop:auto"
+
+    consumer.tick("loops")  # 0 new labels since the new model's version
+    ids = [e.id for e in version.images()]
+    human = gv.Annotations.from_tags(["1"], status=["accepted"], source=["user:ana"])
+    for image_id in ids[:2]:
+        ws.annotations.add(image_id, human, "ana")
+    consumer.tick("loops")  # 2 of 3
+    assert len(_loop_jobs(ws)) == 1
+    ws.annotations.add(ids[2], human, "ana")
+    consumer.tick("loops")  # 3 of 3
+    second = _loop_jobs(ws)[0]
+    assert len(_loop_jobs(ws)) == 2 and second["status"] == "queued" and second["created_by"] == "loop:auto"
+
+    # disabled: the queued automatic round ends skipped (not failed), and no other is queued
+    root = str(ws.root)
+    assert main(["-w", root, "loop", "disable", "auto"]) == 0
+    ws.jobs.execute(second["id"])
+    done = ws.jobs.get(second["id"])
+    assert done["status"] == "done" and done["result"] is not None and done["result"]["status"] == "skipped"
+    consumer.tick("loops")
+    assert len(_loop_jobs(ws)) == 2
+    capsys.readouterr()
+    assert main(["-w", root, "loop", "show", "auto"]) == 0
+    shown = capsys.readouterr().out
+    assert "automatic rounds: off (loop disabled" in shown and "(started by loop:auto)" in shown
+
+    # enabled again: queued; a cancelled round pauses automatic ones for [loops] retry_seconds
+    assert main(["-w", root, "loop", "enable", "auto"]) == 0
+    consumer.tick("loops")
+    third = _loop_jobs(ws)[0]
+    assert len(_loop_jobs(ws)) == 3 and third["status"] == "queued"
+    ws.jobs.cancel(third["id"], actor="lee")
+    consumer.tick("loops")
+    assert len(_loop_jobs(ws)) == 3 and loop.schedule(ws, "auto")["paused_until"] is not None
+
+    # [loops] check_seconds = 0: consumers do not check loops at all; retry_seconds = 0: no pause
+    off = gv.open_workspace(ws.root, loops={"check_seconds": 0, "retry_seconds": 0})
+    assert "loops" not in off.jobs.consumer().chores and not loop.schedule(off, "auto")["automatic"]
+    off.jobs.consumer().tick()
+    assert len(_loop_jobs(ws)) == 3
+    off.close()
+    again = gv.open_workspace(ws.root, loops={"retry_seconds": 0})
+    again.jobs.consumer().tick("loops")
+    assert len(_loop_jobs(ws)) == 4
+    again.close()
+
+    with TestClient(create_app(ws)) as client:
+        shown = client.get("/api/v1/loops/auto").json()
+        assert shown["auto"]["last_automatic"] is not None and shown["runs"][0]["started_by"] == "loop:auto"
+        changed = client.patch("/api/v1/loops/auto", json={"enabled": False})
+        assert changed.status_code == 200 and not changed.json()["enabled"] and not changed.json()["auto"]["automatic"]
+    assert not loop.get_loop(ws, "auto").enabled
+
+
+def test_consumers_sharing_a_database_queue_one_round_of_a_loop(workspace: gv.Workspace) -> None:
+    """Eight consumers (four connections to one database, like four worker processes) find the same loop due
+    at the same moment: one round is queued."""
+    others = [gv.open_workspace(workspace.root) for _ in range(3)]
+    managers = [w.jobs for w in (workspace, *others)] * 2
+    start = threading.Barrier(len(managers))
+
+    def submit(jobs: Any) -> Any:
+        start.wait()
+        return jobs.submit_unique("loop", {"loop": "l", "auto": True}, loop.AUTO_ACTOR, key="loop")
+
+    with ThreadPoolExecutor(len(managers)) as pool:
+        results = list(pool.map(submit, managers))
+    for other in others:
+        other.close()
+    assert sum(r is not None for r in results) == 1
+    assert [j["params"]["loop"] for j in _loop_jobs(workspace)] == ["l"]
+    # another loop's round is not held back by it
+    assert workspace.jobs.submit_unique("loop", {"loop": "m"}, "lee", key="loop") is not None

@@ -75,6 +75,20 @@ class JobSettings(BaseModel):
     max_retries: int = Field(2, ge=0, description="Times a job whose worker died is requeued before it fails.")
 
 
+class LoopSettings(BaseModel):
+    """When retraining loops start rounds on their own (``gigavision.active.loop.trigger``)."""
+
+    check_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="Every job consumer (serve with job_workers > 0, gigavision worker) checks the enabled loops"
+        " this often and queues a round of each due one; 0: never (rounds start from loop run / REST only).",
+    )
+    retry_seconds: float = Field(
+        3600.0, ge=0, description="After a round failed or was cancelled, automatic rounds of its loop wait this long."
+    )
+
+
 class Settings(BaseSettings):
     """Resolved settings of one workspace. Relative paths resolve against the workspace."""
 
@@ -92,6 +106,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     server: ServerSettings = ServerSettings()
     jobs: JobSettings = JobSettings()
+    loops: LoopSettings = LoopSettings()
     tile_cache_mb: int = Field(256, ge=0)
 
     def resolved_db_url(self) -> str:

@@ -22,25 +22,32 @@ serves, or of the loop's last finished round if newer (``due``): annotations not
 ``model:…``: people, reviews, imports, consensus) with a status the dataset freezes (accepted / adjudicated by
 default), added or changed after that version was created (within the version's ``label`` filter, when it
 has one). Without an aliased model yet, the round trains the first model and sets the alias.
+
+Rounds start on their own (``trigger``): every job consumer (``gigavision serve`` with ``job_workers`` > 0,
+``gigavision worker``) checks the enabled loops every ``[loops] check_seconds`` and queues a ``loop`` job,
+as ``loop:auto``, for each due one that has no round queued or running and whose last round did not fail
+or get cancelled within ``[loops] retry_seconds``. ``JobManager.submit_unique`` makes the look and the
+insert atomic, so consumers sharing one database never queue two rounds of one loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gigavision.errors import Conflict, GigavisionError, InvalidInput, NotFound
 from gigavision.models import aliases
-from gigavision.store.schema import AnnotationRow, LoopRow, LoopRunRow, utcnow
+from gigavision.store.schema import AnnotationRow, JobRow, LoopRow, LoopRunRow, utcnow
 
 if TYPE_CHECKING:
     from gigavision.annotations import Annotations
@@ -61,7 +68,12 @@ CONFIDENCE = 0.95
 RESAMPLES = 2000  # classification: all resamples at once in NumPy
 SLOW_RESAMPLES = 300  # detection and multi-label: the task's evaluation once per resample
 SEED = 0
-LOOP_JOB_KEYS = ("loop", "force")
+LOOP_JOB_KEYS = ("loop", "force", "auto")
+AUTO_ACTOR = "loop:auto"  # who queues the rounds a consumer starts on its own (``trigger``)
+IN_FLIGHT = ("queued", "running")
+RECENT_JOBS = 500  # loop jobs looked at for a loop's last one (a loop job per round: rounds are rare)
+
+log = logging.getLogger(__name__)
 NO_LABEL = "(none)"
 LOOP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 
@@ -117,12 +129,13 @@ def _loop(row: LoopRow) -> Loop:
     )
 
 
-def _run(row: LoopRunRow) -> dict[str, Any]:
+def _run(row: LoopRunRow, started_by: str | None) -> dict[str, Any]:
     return {
         "id": row.id,
         "loop": row.loop,
         "status": row.status,
         "job_id": row.job_id,
+        "started_by": started_by,
         "dataset": row.dataset_ref,
         "baseline": row.baseline_model_id,
         "candidate": row.candidate_model_id,
@@ -235,18 +248,32 @@ def list_loops(ws: Workspace) -> list[Loop]:
 def runs(ws: Workspace, name: str, limit: int = 50) -> list[dict[str, Any]]:
     """The loop's rounds, newest first."""
     get_loop(ws, name)
-    r = LoopRunRow
-    with ws.session() as s:
-        rows = s.scalars(select(r).where(r.loop == name).order_by(r.id.desc()).limit(max(1, min(limit, 1000)))).all()
-    return [_run(x) for x in rows]
+    return _runs(ws, LoopRunRow.loop == name, max(1, min(limit, 1000)))
 
 
 def get_run(ws: Workspace, run_id: int) -> dict[str, Any]:
-    with ws.session() as s:
-        row = s.get(LoopRunRow, run_id)
-    if row is None:
+    found = _runs(ws, LoopRunRow.id == run_id, 1)
+    if not found:
         raise NotFound(f"no loop run {run_id}")
-    return _run(row)
+    return found[0]
+
+
+def _runs(ws: Workspace, where: Any, limit: int) -> list[dict[str, Any]]:
+    """Rounds with who started them: the creator of the round's job (``loop:auto`` for automatic rounds;
+    None for a round run without a job, by ``run_round`` from Python)."""
+    r = LoopRunRow
+    query = select(r, JobRow.created_by).outerjoin(JobRow, JobRow.id == r.job_id).where(where)
+    with ws.session() as s:
+        rows = s.execute(query.order_by(r.id.desc()).limit(limit)).all()
+    return [_run(row, by) for row, by in rows]
+
+
+def set_enabled(ws: Workspace, name: str, enabled: bool) -> Loop:
+    """Turn a loop's automatic rounds on or off (a disabled loop is never due; ``--force`` still runs it)."""
+    get_loop(ws, name)
+    with ws.session.begin() as s:
+        s.execute(update(LoopRow).where(LoopRow.name == name).values(enabled=bool(enabled)))
+    return get_loop(ws, name)
 
 
 # -- when a round is due ------------------------------------------------------------------------------------
@@ -316,6 +343,131 @@ def due(ws: Workspace, name: str) -> dict[str, Any]:
         "every": loop.every,
         "due": loop.enabled and (baseline is None or count >= loop.every),
     }
+
+
+# -- rounds that start on their own ------------------------------------------------------------------------
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)  # SQLite hands back naive UTC datetimes
+
+
+def _loop_jobs(ws: Workspace) -> dict[str, list[Any]]:
+    """Recent ``loop`` jobs by loop name, newest first (id, status, created_by, created_at, finished_at)."""
+    j = JobRow
+    query = select(j.id, j.status, j.created_by, j.created_at, j.finished_at, j.params).where(j.kind == "loop")
+    with ws.session() as s:
+        rows = s.execute(query.order_by(j.created_at.desc()).limit(RECENT_JOBS)).all()
+    jobs: dict[str, list[Any]] = {}
+    for row in rows:
+        if isinstance(row.params, dict) and isinstance(row.params.get("loop"), str):
+            jobs.setdefault(row.params["loop"], []).append(row)
+    return jobs
+
+
+def _paused_until(ws: Workspace, jobs: list[Any]) -> datetime | None:
+    """When automatic rounds may start again after the loop's last job failed or was cancelled (a broken
+    recipe must not retrain every minute, a cancelled round not restart at once); None: not paused."""
+    if not jobs or jobs[0].status not in ("failed", "cancelled") or jobs[0].finished_at is None:
+        return None
+    until = _aware(jobs[0].finished_at) + timedelta(seconds=ws.settings.loops.retry_seconds)
+    return until if until > _aware(utcnow()) else None
+
+
+def schedule(ws: Workspace, name: str) -> dict[str, Any]:
+    """How the loop's rounds start on their own: ``automatic`` (enabled, and consumers check every
+    ``check_seconds`` > 0), the round ``in_flight`` (its job), the last job ``trigger`` queued, and
+    ``paused_until`` after a failed or cancelled round."""
+    loop = get_loop(ws, name)
+    jobs = _loop_jobs(ws).get(name, [])
+    every = ws.settings.loops.check_seconds
+    flying = next((j for j in jobs if j.status in IN_FLIGHT), None)
+    last_auto = next((j for j in jobs if j.created_by == AUTO_ACTOR), None)
+    paused = _paused_until(ws, jobs)
+    return {
+        "automatic": loop.enabled and every > 0,
+        "check_seconds": every,
+        "in_flight": None if flying is None else {"job": flying.id, "status": flying.status, "by": flying.created_by},
+        "last_automatic": None if last_auto is None else _aware(last_auto.created_at).isoformat(),
+        "paused_until": None if paused is None else paused.isoformat(),
+    }
+
+
+def trigger(ws: Workspace) -> list[dict[str, Any]]:
+    """Queue a round (a ``loop`` job as ``loop:auto``) of every enabled loop that is due, has no round queued
+    or running, and is not paused after a failed or cancelled one; returns the jobs queued. Every job consumer
+    runs this each ``[loops] check_seconds`` (``gigavision.jobs.chores``); a loop that cannot be checked
+    (its dataset was removed) is logged and skipped."""
+    queued: list[dict[str, Any]] = []
+    recent = _loop_jobs(ws)
+    for item in list_loops(ws):
+        jobs = recent.get(item.name, [])
+        if not item.enabled or _paused_until(ws, jobs) is not None or any(j.status in IN_FLIGHT for j in jobs):
+            continue  # the in-flight look here only saves computing ``due``; ``submit_unique`` looks again
+        try:
+            state = due(ws, item.name)
+        except GigavisionError as exc:
+            log.warning("loop %s: not checked: %s", item.name, exc)
+            continue
+        if not state["due"]:
+            continue
+        job = ws.jobs.submit_unique("loop", {"loop": item.name, "auto": True}, AUTO_ACTOR, key="loop")
+        if job is not None:
+            log.info(
+                "loop %s: %d new labels since %s; round queued (job %s)",
+                item.name,
+                state["new_labels"],
+                state["since"],
+                job["id"],
+            )
+            queued.append(dict(job))
+    return queued
+
+
+def queue_round(ws: Workspace, name: str, *, force: bool = False, actor: str = "anonymous") -> dict[str, Any]:
+    """Queue one round as a ``loop`` job (REST); a loop that is not due is an ``InvalidInput`` unless ``force``,
+    one with a round queued or running already a ``Conflict`` naming its job."""
+    state = due(ws, name)
+    if not state["due"] and not force:
+        raise InvalidInput(
+            f"loop {name} is not due ({state['new_labels']} new label(s) of {state['every']} since {state['since']});"
+            " send force: true to run it anyway"
+        )
+    job = ws.jobs.submit_unique("loop", {"loop": name, "force": force}, actor, key="loop")
+    if job is None:
+        _busy(ws, name)
+        raise Conflict(f"a round of loop {name} was queued or running a moment ago; try again")
+    return dict(job)
+
+
+def run_here(
+    ws: Workspace, name: str, *, force: bool = False, actor: str = "anonymous", progress: Progress | None = None
+) -> dict[str, Any]:
+    """One round in this thread as a ``loop`` job (the CLI's way: recorded with who ran it, and seen by
+    ``trigger`` as a round in flight); refused like ``queue_round``. Returns the round's record."""
+    state = due(ws, name)
+    if not state["due"] and not force:
+        why = (
+            "it is disabled"
+            if not get_loop(ws, name).enabled
+            else f"{state['new_labels']} new label(s) of {state['every']}"
+        )
+        raise InvalidInput(f"loop {name} is not due ({why} since {state['since']}); run it anyway with --force")
+    _busy(ws, name)
+
+    def report(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(fraction, 1.0, message)
+
+    return ws.jobs.run("loop", {"loop": name, "force": force}, actor, report)
+
+
+def _busy(ws: Workspace, name: str) -> None:
+    """A ``Conflict`` naming the round of ``name`` that is queued or running, if there is one."""
+    flying = schedule(ws, name)["in_flight"]
+    if flying is not None:
+        raise Conflict(
+            f"a round of loop {name} is {flying['status']} already (job {flying['job']}, by {flying['by']});"
+            f" wait for it, or cancel it: gigavision jobs cancel {flying['job']}"
+        )
 
 
 # -- a round ------------------------------------------------------------------------------------------------
@@ -609,15 +761,24 @@ def _round(
 
 
 def run_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    """The ``loop`` job kind: ``{"loop": NAME, "force": false}``; returns the round's record."""
+    """The ``loop`` job kind: ``{"loop": NAME, "force": false, "auto": false}``; returns the round's record.
+
+    ``auto`` (a round ``trigger`` queued): a loop no longer due when the job starts (a round ran meanwhile,
+    the loop was disabled) ends the job ``done`` with a ``skipped`` result instead of failing it."""
     unknown = sorted(set(params) - set(LOOP_JOB_KEYS))
     if unknown:
         raise InvalidInput(f"unknown loop job parameters {unknown}; known: {', '.join(LOOP_JOB_KEYS)}")
-    force = params.get("force", False)
-    if not isinstance(force, bool):
-        raise InvalidInput(f"force must be true or false, got {force!r}")
-    record = run_round(
-        ctx.workspace, str(params.get("loop") or ""), force=force, actor=ctx.actor, progress=ctx.progress, ctx=ctx
-    )
+    force, auto = params.get("force", False), params.get("auto", False)
+    if not isinstance(force, bool) or not isinstance(auto, bool):
+        raise InvalidInput(f"force and auto must be true or false, got {force!r}, {auto!r}")
+    name = str(params.get("loop") or "")
+    if auto and not force:
+        state = due(ctx.workspace, name)
+        if not state["due"]:
+            why = "disabled" if not get_loop(ctx.workspace, name).enabled else "not due"
+            message = f"skipped: loop {name} is {why} ({state['new_labels']} new label(s) of {state['every']})"
+            ctx.conclude(message)
+            return {"loop": name, "status": "skipped", "message": message}
+    record = run_round(ctx.workspace, name, force=force, actor=ctx.actor, progress=ctx.progress, ctx=ctx)
     ctx.conclude(f"{record['status']}: {record['message']}"[:500])
     return record

@@ -1,8 +1,10 @@
 """``gigavision loop``: retraining loops that train on new labels and promote the better model.
 
-``create`` stores the rule (dataset, recipe, every N new labels, metric, margin, alias); ``check`` says which
-loops are due; ``run`` runs one round here (freeze the next version, train, compare on the same test split,
-promote when better by the margin); ``show`` prints a loop and its rounds. The logic is ``gigavision.active.loop``.
+``create`` stores the rule (dataset, recipe, every N new labels, metric, margin, alias); rounds then start on
+their own in any running job consumer (``gigavision serve``, ``gigavision worker``) once the loop is due;
+``check`` says which loops are due; ``run`` runs one round here (freeze the next version, train, compare on
+the same test split, promote when better by the margin); ``show`` prints a loop and its rounds;
+``disable``/``enable`` stop and resume its automatic rounds. The logic is ``gigavision.active.loop``.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ def _recipe(path: Path | None, task: str | None, sets: list[str] | None, dataset
 
 
 def _print_run(run: dict[str, Any]) -> None:
+    by = f" (started by {run['started_by']})" if run["started_by"] else ""
     out_console.print(
-        f"run {run['id']} {run['status']}: {run['dataset'] or '–'}, baseline {run['baseline'] or '–'},"
+        f"run {run['id']} {run['status']}{by}: {run['dataset'] or '–'}, baseline {run['baseline'] or '–'},"
         f" candidate {run['candidate'] or '–'}",
         highlight=False,
         soft_wrap=True,
@@ -46,13 +49,38 @@ def _print_run(run: dict[str, Any]) -> None:
         out_console.print(f"  {run['message']}", highlight=False, soft_wrap=True)
 
 
+def _automatic(enabled: bool, auto: dict[str, Any]) -> str:
+    """How the loop's rounds start on their own, in words."""
+    if not enabled:
+        text = "automatic rounds: off (loop disabled; gigavision loop enable NAME)"
+    elif not auto["check_seconds"]:
+        text = "automatic rounds: off ([loops] check_seconds = 0)"
+    else:
+        text = f"automatic rounds: checked every {auto['check_seconds']:g} s by each running serve/worker"
+    if auto["in_flight"]:
+        flying = auto["in_flight"]
+        text += f"; round {flying['status']}: job {flying['job'][:12]} by {flying['by']}"
+    if auto["paused_until"]:
+        text += f"; paused after a failed or cancelled round until {auto['paused_until']}"
+    if auto["last_automatic"]:
+        text += f"; last started automatically {auto['last_automatic']}"
+    return text
+
+
 @loop_app.command("create")
 def create_cmd(
     name: Annotated[str, typer.Argument(help="Loop name.")],
     dataset: Annotated[
         str, typer.Option("--dataset", "-d", help="Dataset NAME (each round freezes its next version).")
     ],
-    every: Annotated[int, typer.Option(help="Run when at least this many new labels exist.")] = 200,
+    every: Annotated[
+        int,
+        typer.Option(
+            help="A round is due when at least this many new labels exist; it starts on its own in a running"
+            " `gigavision serve` (job_workers > 0) or `gigavision worker`, checked every [loops] check_seconds"
+            " (0: never). `gigavision loop disable NAME` stops that for one loop."
+        ),
+    ] = 200,
     recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="Recipe file (.toml, .yaml or .json).")] = None,
     task: Annotated[str | None, typer.Option(help="classify or detect (or task in the recipe file).")] = None,
     set_: Annotated[
@@ -103,15 +131,19 @@ def create_cmd(
 
 @loop_app.command("list")
 def list_cmd(workspace_opt: WorkspaceOpt = None, json_out: JsonOpt = False) -> None:
-    """Every loop with whether it is due."""
+    """Every loop with whether it is due and whether its rounds start on their own (auto: on, off, or the
+    state of its round in flight)."""
     from gigavision.active import loop
 
     with open_ws(workspace_opt) as ws:
-        items = [{**x.as_dict(), "state": loop.due(ws, x.name)} for x in loop.list_loops(ws)]
+        items = [
+            {**x.as_dict(), "state": loop.due(ws, x.name), "auto": loop.schedule(ws, x.name)}
+            for x in loop.list_loops(ws)
+        ]
     if json_out:
         print_json({"items": items, "count": len(items)})
         return
-    table = Table("loop", "task", "dataset", "alias", "metric", "margin", "serving", "new labels", "due")
+    table = Table("loop", "task", "dataset", "alias", "metric", "margin", "serving", "new labels", "due", "auto")
     for x in items:
         st = x["state"]
         table.add_row(
@@ -124,6 +156,7 @@ def list_cmd(workspace_opt: WorkspaceOpt = None, json_out: JsonOpt = False) -> N
             st["baseline"] or "–",
             f"{st['new_labels']} / {x['every']} since {st['since']}",
             "yes" if st["due"] else "no",
+            (x["auto"]["in_flight"] or {}).get("status") or ("on" if x["auto"]["automatic"] else "off"),
         )
     out_console.print(table)
 
@@ -139,7 +172,12 @@ def show_cmd(
     from gigavision.active import loop
 
     with open_ws(workspace_opt) as ws:
-        doc = {**loop.get_loop(ws, name).as_dict(), "state": loop.due(ws, name), "runs": loop.runs(ws, name, limit)}
+        doc = {
+            **loop.get_loop(ws, name).as_dict(),
+            "state": loop.due(ws, name),
+            "auto": loop.schedule(ws, name),
+            "runs": loop.runs(ws, name, limit),
+        }
     if json_out:
         print_json(doc)
         return
@@ -150,6 +188,7 @@ def show_cmd(
         highlight=False,
         soft_wrap=True,
     )
+    out_console.print(f"  {_automatic(doc['enabled'], doc['auto'])}", highlight=False, soft_wrap=True)
     for run in doc["runs"]:
         _print_run(run)
 
@@ -168,7 +207,7 @@ def run_cmd(
 
     require("train", feature="gigavision loop run")
     with open_ws(workspace_opt) as ws, progress_bar(f"loop {name}", quiet=json_out) as update:
-        run = loop.run_round(ws, name, force=force, actor=actor, progress=update)
+        run = loop.run_here(ws, name, force=force, actor=actor, progress=update)
     if json_out:
         print_json(run)
         return
@@ -182,7 +221,8 @@ def check_cmd(
     workspace_opt: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Which loops are due (enough new labels since the served model's dataset version); --run runs them."""
+    """Which loops are due (enough new labels since the served model's dataset version); --run runs them here
+    (a running serve or worker starts due rounds on its own: this is for a cron job without one)."""
     from gigavision.active import loop
 
     with open_ws(workspace_opt) as ws:
@@ -191,7 +231,7 @@ def check_cmd(
         for st in states:
             if run and st["due"]:
                 with progress_bar(f"loop {st['loop']}", quiet=json_out) as update:
-                    rounds.append(loop.run_round(ws, st["loop"], actor=actor, progress=update))
+                    rounds.append(loop.run_here(ws, st["loop"], actor=actor, progress=update))
     if json_out:
         print_json({"items": states, "runs": rounds})
         return
@@ -205,3 +245,39 @@ def check_cmd(
         _print_run(r)
     if not states:
         err_console.print("no loops (gigavision loop create)")
+
+
+def _enable(name: str, enabled: bool, workspace_opt: Path | None, json_out: bool) -> None:
+    from gigavision.active import loop
+
+    with open_ws(workspace_opt) as ws:
+        changed = loop.set_enabled(ws, name, enabled)
+    if json_out:
+        print_json(changed.as_dict())
+        return
+    what = (
+        "rounds start on their own when it is due"
+        if enabled
+        else "no automatic rounds (loop run --force still runs one)"
+    )
+    out_console.print(f"loop {name} {'enabled' if enabled else 'disabled'}: {what}", highlight=False)
+
+
+@loop_app.command("disable")
+def disable_cmd(
+    name: Annotated[str, typer.Argument(help="Loop name.")],
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Stop a loop's automatic rounds (it is never due; an automatic round still queued ends skipped)."""
+    _enable(name, False, workspace_opt, json_out)
+
+
+@loop_app.command("enable")
+def enable_cmd(
+    name: Annotated[str, typer.Argument(help="Loop name.")],
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Resume a loop's automatic rounds."""
+    _enable(name, True, workspace_opt, json_out)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
 import os
 import re
@@ -226,8 +228,7 @@ class JobManager:
         return now + timedelta(seconds=self.ws.settings.jobs.lease_seconds)
 
     # -- starting jobs -------------------------------------------------------------------------------------
-    def _create(self, kind: str, params: dict[str, Any], actor: str, *, claimed: bool = False) -> JobRow:
-        """The job's row and folder; ``claimed``: already running here (``run``), so no consumer takes it."""
+    def _new_row(self, kind: str, params: dict[str, Any], actor: str, *, claimed: bool = False) -> JobRow:
         registry.resolve(kind)  # unknown kinds fail before anything is written
         now = utcnow()
         row = JobRow(
@@ -244,6 +245,11 @@ class JobManager:
         )
         if claimed:
             row.started_at, row.worker, row.lease_until = now, worker_name() + INLINE, self._lease_until(now)
+        return row
+
+    def _create(self, kind: str, params: dict[str, Any], actor: str, *, claimed: bool = False) -> JobRow:
+        """The job's row and folder; ``claimed``: already running here (``run``), so no consumer takes it."""
+        row = self._new_row(kind, params, actor, claimed=claimed)
         self.folder(row.id).mkdir(parents=True)
         with self.ws.session.begin() as s:
             s.add(row)
@@ -260,6 +266,29 @@ class JobManager:
             target.mkdir()
             for name, path in inputs.items():
                 shutil.move(path, target / name)
+        self._enqueue(row.id)
+        return job_record(row)
+
+    def submit_unique(self, kind: str, params: dict[str, Any], actor: str, *, key: str) -> JobRecord | None:
+        """``submit``, unless a job of ``kind`` with the same ``params[key]`` is queued or running: then None.
+
+        The look and the insert are one transaction that first takes a lock on (kind, value): PostgreSQL's
+        transaction-scoped advisory lock, SQLite's database write lock (a write that changes nothing, taken
+        before the look). Consumers of one database checking at the same moment queue one job, not two."""
+        value = params[key]
+        row = self._new_row(kind, params, actor)
+        with self.ws.session.begin() as s:
+            bind = s.get_bind()
+            if bind.dialect.name == "postgresql":
+                digest = hashlib.sha256(f"gigavision-job:{kind}:{value}".encode()).digest()
+                s.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest[:8], "big", signed=True))))
+            else:
+                s.execute(update(JobRow).where(JobRow.id == "").values(kind=JobRow.kind))
+            busy = s.scalars(select(JobRow.params).where(JobRow.kind == kind, JobRow.status.in_(("queued", "running"))))
+            if any(isinstance(p, dict) and p.get(key) == value for p in busy):
+                return None
+            self.folder(row.id).mkdir(parents=True)
+            s.add(row)
         self._enqueue(row.id)
         return job_record(row)
 
@@ -678,12 +707,20 @@ class JobManager:
 
     # -- consumers -----------------------------------------------------------------------------------------
     def consumer(self, workers: int = 1, *, embedded: bool = True) -> JobConsumer:
-        """A consumer of this workspace's queue with its reaper (see ``reap``); ``embedded``: threads inside
-        another program (the web server, a test), which keeps its own signal handlers."""
-        from gigavision.jobs.queue import JobConsumer
+        """A consumer of this workspace's queue with its chores: the reaper (see ``reap``) and the periodic
+        checks of ``gigavision.jobs.chores`` whose interval setting is above 0 (the retraining loops'
+        trigger, ``[loops] check_seconds``); ``embedded``: threads inside another program (the web server,
+        a test), which keeps its own signal handlers."""
+        from gigavision.jobs import chores
+        from gigavision.jobs.queue import Chore, JobConsumer
 
-        interval = max(self.ws.settings.jobs.lease_seconds / 4, 0.05)
-        return JobConsumer(self.huey, self._reap_logged, interval, workers=workers, embedded=embedded)
+        reaper = Chore("reaper", max(self.ws.settings.jobs.lease_seconds / 4, 0.05), self._reap_logged, at_start=True)
+        checks = [
+            Chore(name, every, functools.partial(self._check_logged, name))
+            for name in chores.CHECKS
+            if (every := chores.EVERY[name](self.ws.settings)) > 0
+        ]
+        return JobConsumer(self.huey, [reaper, *checks], workers=workers, embedded=embedded)
 
     def start_consumer(self, workers: int = 1) -> JobConsumer:
         """Threads in this process that run queued jobs (the embedded default; stop with ``.stop()``)."""
@@ -697,3 +734,12 @@ class JobManager:
             self.reap(orphans_after=0.0 if startup else None)
         except Exception:  # a database hiccup: the next pass tries again
             log.exception("job reaper failed")
+
+    def _check_logged(self, name: str, _startup: bool) -> None:
+        """A periodic check for a consumer; its failure is logged and the next pass tries again."""
+        from gigavision.jobs import chores
+
+        try:
+            chores.CHECKS.load(name)(self.ws)
+        except Exception:
+            log.exception("periodic check %s failed", name)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from huey import Huey, RedisHuey, SqliteHuey
@@ -39,9 +40,21 @@ def make_huey(settings: Settings, execute: Callable[[str], None]) -> tuple[Huey,
     return huey, huey.task(name=TASK_NAME)(execute)
 
 
+@dataclass(frozen=True)
+class Chore:
+    """Work a consumer does every ``every`` seconds besides running jobs, in a thread of its own:
+    ``run(startup)``; once more before the workers start (``startup=True``) when ``at_start``."""
+
+    name: str
+    every: float
+    run: Callable[[bool], None]
+    at_start: bool = False
+
+
 class JobConsumer(Consumer):  # type: ignore[misc]
-    """Huey's consumer (thread workers) plus the jobs' reaper: ``reap(startup)`` runs once before the workers
-    start (``startup=True``) and then every ``interval`` seconds in a thread of its own.
+    """Huey's consumer (thread workers) plus its chores: the jobs' reaper, which also runs once before the
+    workers start, and the periodic checks upper layers register (``gigavision.jobs.chores``), each every
+    ``Chore.every`` seconds in a thread of its own so a slow one never delays the reaper.
 
     ``embedded``: threads inside another program (the web server, a test), which keep its signal handling —
     Huey's own handlers can only be installed from the main thread and would replace the server's. Idle
@@ -51,8 +64,7 @@ class JobConsumer(Consumer):  # type: ignore[misc]
     def __init__(
         self,
         huey: Huey,
-        reap: Callable[[bool], None],
-        interval: float,
+        chores: Sequence[Chore],
         workers: int = 1,
         *,
         embedded: bool = True,
@@ -63,25 +75,36 @@ class JobConsumer(Consumer):  # type: ignore[misc]
             huey, workers=workers, worker_type="thread", periodic=False, check_worker_health=not embedded, **options
         )
         self.embedded = embedded
-        self._reap = reap
-        self._interval = interval
-        self._reaper_stop = threading.Event()
-        self._reaper = threading.Thread(target=self._reap_loop, name="gigavision-job-reaper", daemon=True)
+        self.chores = {c.name: c for c in chores}
+        self._chores_stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._chore_loop, args=(c,), name=f"gigavision-{c.name}", daemon=True)
+            for c in chores
+        ]
 
     def start(self) -> None:
-        self._reap(True)
+        for chore in self.chores.values():
+            if chore.at_start:
+                chore.run(True)
         super().start()
-        self._reaper.start()
+        for thread in self._threads:
+            thread.start()
 
-    def _reap_loop(self) -> None:
-        while not self._reaper_stop.wait(self._interval):
-            self._reap(False)
+    def tick(self, *names: str) -> None:
+        """Run the chores (all, or those named) once now, as their threads do when their time comes."""
+        for name in names or tuple(self.chores):
+            self.chores[name].run(False)
+
+    def _chore_loop(self, chore: Chore) -> None:
+        while not self._chores_stop.wait(chore.every):
+            chore.run(False)
 
     def stop(self, graceful: bool = False) -> None:
-        self._reaper_stop.set()
+        self._chores_stop.set()
         super().stop(graceful=graceful)
-        if self._reaper.is_alive():
-            self._reaper.join()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
 
     def _set_signal_handlers(self) -> None:
         if not self.embedded:

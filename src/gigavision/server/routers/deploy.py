@@ -4,6 +4,7 @@
 - ``PUT /api/v1/aliases/{name}`` (set) · ``POST …/promote`` · ``POST …/rollback`` · ``DELETE …`` (``deploy``)
 - ``POST /api/v1/loops`` (``deploy``) · ``GET /api/v1/loops`` · ``GET /api/v1/loops/{name}``
 - ``POST /api/v1/loops/{name}/run`` (``deploy``): a ``loop`` job (202; follow ``/api/v1/jobs/{id}``)
+- ``PATCH /api/v1/loops/{name}`` (``deploy``): ``{"enabled": false}`` stops its automatic rounds
 
 A move names the alias ``version`` it was decided on (optional): when the alias moved since, 409 with where it
 points now. The logic is ``gigavision.models.aliases`` and ``gigavision.active.loop``; these routes translate.
@@ -17,7 +18,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from gigavision.active import loop
-from gigavision.errors import GigavisionError, InvalidInput
+from gigavision.errors import GigavisionError
 from gigavision.extras import require
 from gigavision.models import aliases, store
 from gigavision.server.auth import Allow, LoginDep, acting_as
@@ -62,6 +63,10 @@ class CreateLoop(BaseModel):
     alias: str = Field("production", min_length=1, max_length=64)
     warm_start: bool = False
     actor: str | None = ActorField
+
+
+class UpdateLoop(BaseModel):
+    enabled: bool = Field(description="whether rounds start on their own when the loop is due")
 
 
 class RunLoop(BaseModel):
@@ -178,25 +183,36 @@ def create_loop(body: CreateLoop, ws: WorkspaceDep, login: LoginDep) -> dict[str
 @router.get("/loops", dependencies=[Allow("data.read")])
 def list_loops(ws: WorkspaceDep) -> dict[str, Any]:
     """Every loop with whether it is due (new labels since the served model's dataset version)."""
-    items = [{**x.as_dict(), "state": loop.due(ws, x.name)} for x in loop.list_loops(ws)]
+    items = [
+        {**x.as_dict(), "state": loop.due(ws, x.name), "auto": loop.schedule(ws, x.name)} for x in loop.list_loops(ws)
+    ]
     return {"items": items, "count": len(items)}
 
 
 @router.get("/loops/{name}", dependencies=[Allow("data.read")])
 def show_loop(name: str, ws: WorkspaceDep, limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict[str, Any]:
-    """A loop, whether it is due, and its rounds (newest first) with their comparison and decision."""
-    return {**loop.get_loop(ws, name).as_dict(), "state": loop.due(ws, name), "runs": loop.runs(ws, name, limit)}
+    """A loop, whether it is due, how its rounds start on their own (``auto``), and its rounds (newest first)
+    with who started them, their comparison and decision."""
+    return {
+        **loop.get_loop(ws, name).as_dict(),
+        "state": loop.due(ws, name),
+        "auto": loop.schedule(ws, name),
+        "runs": loop.runs(ws, name, limit),
+    }
 
 
-@router.post("/loops/{name}/run", dependencies=[Allow("deploy")], status_code=202, responses={400: {}, 404: {}})
+@router.patch("/loops/{name}", dependencies=[Allow("deploy")], responses={404: {}})
+def update_loop(name: str, body: UpdateLoop, ws: WorkspaceDep) -> dict[str, Any]:
+    """Turn a loop's automatic rounds off (``enabled: false``: never due; ``force`` still runs one) or on."""
+    changed = loop.set_enabled(ws, name, body.enabled)
+    return {**changed.as_dict(), "state": loop.due(ws, name), "auto": loop.schedule(ws, name)}
+
+
+@router.post(
+    "/loops/{name}/run", dependencies=[Allow("deploy")], status_code=202, responses={400: {}, 404: {}, 409: {}}
+)
 def run_loop(name: str, body: RunLoop, ws: WorkspaceDep, login: LoginDep) -> dict[str, Any]:
     """Queue one round (a ``loop`` job): next dataset version, training, comparison, promotion if better.
-    A loop that is not due is a 400 unless ``force``."""
+    A loop that is not due is a 400 unless ``force``; one with a round queued or running already, a 409."""
     require("train", feature=f"POST /api/v1/loops/{name}/run")
-    state = loop.due(ws, name)
-    if not state["due"] and not body.force:
-        raise InvalidInput(
-            f"loop {name} is not due ({state['new_labels']} new label(s) of {state['every']} since {state['since']});"
-            " send force: true to run it anyway"
-        )
-    return dict(ws.jobs.submit("loop", {"loop": name, "force": body.force}, acting_as(login, body.actor)))
+    return loop.queue_round(ws, name, force=body.force, actor=acting_as(login, body.actor))
