@@ -20,6 +20,12 @@ frame's time is the time between two animation-frame callbacks (OpenSeadragon's 
 overlay's, then paint). One warm-up pass fills the tile cache; then the pan with the overlay hidden, then
 shown, ``--repeats`` times each, alternating.
 
+Also the server's cost of one pan's viewport query (``viewport_query_ms``: the REST request the overlay sends
+after each pan, in process, p50/p95 over ``--query-repeats`` pans of 10 px each), as the viewer sent it before
+the exact legend counts (``sample=true``) and now (``sample=true&counts=true``), and with the filters the panel
+sends (model proposals hidden: ``source=!model:*``; a class hidden: ``exclude_label``). ``--queries-only``
+measures just these, on a small image with the same 20,000 polygons (no slide, no browser).
+
 Prints one JSON line. The machine is shared (2 cores with other work running): timings include that noise.
 """
 
@@ -135,6 +141,77 @@ def _workspace(root: Path, slide: Path, n: int, seed: int) -> str:
         ws.close()
 
 
+# name: extra query parameters of the overlay's viewport query (beyond bbox, limit, simplify, sample, total)
+QUERY_VARIANTS: dict[str, dict[str, str]] = {
+    "sample (before: no counts)": {},
+    "sample+counts": {"counts": "true"},
+    "sample+counts, model hidden": {"counts": "true", "source": "!model:*"},
+    "sample+counts, nucleus hidden": {"counts": "true", "exclude_label": "nucleus"},
+}
+
+
+def _query_costs(root: Path, image_id: str, repeats: int) -> dict[str, Any]:
+    """Milliseconds per viewport query of each view and ``QUERY_VARIANTS``, alternating the variants pan by pan,
+    with the answer's size (one pan's ``count``, ``total`` and ``label_counts``)."""
+    from fastapi.testclient import TestClient
+
+    import gigavision as gv
+    from gigavision.server.main import create_app
+
+    ws = gv.open_workspace(root)
+    out: dict[str, Any] = {}
+    try:
+        with TestClient(create_app(ws), base_url=f"http://{u.LOOPBACK}") as client:
+            url = f"/api/v1/images/{image_id}/annotations"
+            for view, (x, y, w, h) in VIEWS.items():
+                simplify = "2.6" if view == "2000_in_view" else "0"  # one screen px, as the viewer asks
+                times: dict[str, list[float]] = {name: [] for name in QUERY_VARIANTS}
+                answers: dict[str, Any] = {}
+                for i in range(repeats + 1):  # the first pan warms up
+                    bbox = f"{x + 10 * i},{y},{x + 10 * i + w},{y + h}"
+                    for name, extra in QUERY_VARIANTS.items():
+                        params = {"bbox": bbox, "limit": "2000", "simplify": simplify, "sample": "true"}
+                        t0 = time.perf_counter()
+                        response = client.get(url, params={**params, "total": "false", **extra})
+                        elapsed = (time.perf_counter() - t0) * 1000
+                        assert response.status_code == 200, response.text
+                        if i > 0:
+                            times[name].append(elapsed)
+                        page = response.json()
+                        answers[name] = {k: page[k] for k in ("count", "total", "label_counts")}
+                out[view] = {
+                    name: {"p50": u.rnd(u.percentile(t, 50), 1), "p95": u.rnd(u.percentile(t, 95), 1), **answers[name]}
+                    for name, t in times.items()
+                }
+    finally:
+        ws.close()
+    return out
+
+
+def _queries_only(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    load_before = os.getloadavg()[0]
+    u.BENCH.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="gv-overlay-q-", dir=u.BENCH) as tmp:
+        picture = Path(tmp) / "small.png"
+        Image.new("RGB", (64, 64), (200, 180, 190)).save(picture)  # the store does not check the canvas
+        root = Path(tmp) / "ws"
+        image_id = _workspace(root, picture, args.polygons, args.seed)
+        costs = _query_costs(root, image_id, args.query_repeats)
+    u.emit(
+        {
+            "benchmark": "overlay_queries",
+            "machine": u.machine(),
+            "what": "one pan's viewport query (REST in process, SQLite), limit 2000, ms",
+            "polygons_stored": args.polygons,
+            "load_average_1min": {"before": u.rnd(load_before, 1), "after": u.rnd(os.getloadavg()[0], 1)},
+            "viewport_query_ms": costs,
+        }
+    )
+    return 0
+
+
 def _pan(page: Any, overlay_shown: bool, steps: int, dx: float) -> dict[str, Any]:
     toggle = page.get_by_test_id("overlay-toggle")
     if (toggle.get_attribute("aria-pressed") == "true") != overlay_shown:
@@ -205,7 +282,11 @@ def main() -> int:
     parser.add_argument("--step-px", type=float, default=50.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--query-repeats", type=int, default=30, help="pans timed per viewport query variant")
+    parser.add_argument("--queries-only", action="store_true", help="only the viewport queries' server cost")
     args = parser.parse_args()
+    if args.queries_only:
+        return _queries_only(args)
     repeats = 1 if args.quick else args.repeats
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -227,6 +308,7 @@ def main() -> int:
         t0 = time.perf_counter()
         image_id = _workspace(root, slide, args.polygons, args.seed)
         u.log(f"workspace with {args.polygons} polygons in {time.perf_counter() - t0:.1f}s")
+        query_costs = _query_costs(root, image_id, 5 if args.quick else args.query_repeats)
         port = u.free_port()
         server = subprocess.Popen(
             [u.GIGAVISION, "-w", str(root), "serve", "--host", u.LOOPBACK, "--port", str(port)],
@@ -271,6 +353,7 @@ def main() -> int:
             "repeats": repeats,
             "load_average_1min": {"before": u.rnd(load_before, 1), "after": u.rnd(os.getloadavg()[0], 1)},
             "views": views,
+            "viewport_query_ms": query_costs,
             "target": {"fps_min": 15, "frame_ms_max": 250},
             "before_issue_14": "Annotorious WebGL per shape: 1.6 fps with 2,000 shapes, 0.3 fps with ~640 (issue text)",
             "ok": ok,
