@@ -305,6 +305,8 @@ def test_a_consumer_queues_a_round_of_each_due_loop_on_its_own(
     assert loop.schedule(ws, "auto")["in_flight"] == {"job": job["id"], "status": "queued", "by": "loop:auto"}
     with pytest.raises(Conflict, match=f"round of loop auto is queued already \\(job {job['id']}"):
         loop.queue_round(ws, "auto", force=True, actor="lee")  # nor a manual one beside it
+    assert main(["-w", str(ws.root), "loop", "run", "auto", "--force"]) == 2
+    assert f"queued already (job {job['id']}" in capsys.readouterr().err
     ws.jobs.execute(job["id"])  # what a worker thread does with it
     [run] = loop.runs(ws, "auto")
     assert (run["status"], run["started_by"], run["job_id"]) == ("promoted", "loop:auto", job["id"])
@@ -355,11 +357,11 @@ def test_a_consumer_queues_a_round_of_each_due_loop_on_its_own(
     assert len(_loop_jobs(ws)) == 4
     again.close()
 
-    with TestClient(create_app(ws)) as client:
-        shown = client.get("/api/v1/loops/auto").json()
-        assert shown["auto"]["last_automatic"] is not None and shown["runs"][0]["started_by"] == "loop:auto"
-        changed = client.patch("/api/v1/loops/auto", json={"enabled": False})
-        assert changed.status_code == 200 and not changed.json()["enabled"] and not changed.json()["auto"]["automatic"]
+    client = TestClient(create_app(ws))  # no lifespan: no job consumer of its own in this test
+    shown = client.get("/api/v1/loops/auto").json()
+    assert shown["auto"]["last_automatic"] is not None and shown["runs"][0]["started_by"] == "loop:auto"
+    changed = client.patch("/api/v1/loops/auto", json={"enabled": False})
+    assert changed.status_code == 200 and not changed.json()["enabled"] and not changed.json()["auto"]["automatic"]
     assert not loop.get_loop(ws, "auto").enabled
 
 

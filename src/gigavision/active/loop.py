@@ -397,8 +397,9 @@ def trigger(ws: Workspace) -> list[dict[str, Any]]:
     runs this each ``[loops] check_seconds`` (``gigavision.jobs.chores``); a loop that cannot be checked
     (its dataset was removed) is logged and skipped."""
     queued: list[dict[str, Any]] = []
-    recent = _loop_jobs(ws)
-    for item in list_loops(ws):
+    loops = list_loops(ws)
+    recent = _loop_jobs(ws) if loops else {}
+    for item in loops:
         jobs = recent.get(item.name, [])
         if not item.enabled or _paused_until(ws, jobs) is not None or any(j.status in IN_FLIGHT for j in jobs):
             continue  # the in-flight look here only saves computing ``due``; ``submit_unique`` looks again

@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, out_console, print_json, progress_bar
-from gigavision.errors import InvalidInput
+from gigavision.errors import Conflict, InvalidInput
 
 loop_app = typer.Typer(
     help="Retraining loops: new labels -> next dataset version -> train -> compare -> promote.", no_args_is_help=True
@@ -230,8 +230,11 @@ def check_cmd(
         rounds = []
         for st in states:
             if run and st["due"]:
-                with progress_bar(f"loop {st['loop']}", quiet=json_out) as update:
-                    rounds.append(loop.run_here(ws, st["loop"], actor=actor, progress=update))
+                try:
+                    with progress_bar(f"loop {st['loop']}", quiet=json_out) as update:
+                        rounds.append(loop.run_here(ws, st["loop"], actor=actor, progress=update))
+                except Conflict as exc:  # a worker runs its round already: the other loops still get theirs
+                    err_console.print(str(exc), highlight=False, soft_wrap=True)
     if json_out:
         print_json({"items": states, "runs": rounds})
         return
