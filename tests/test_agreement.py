@@ -18,6 +18,7 @@ from gigavision.active.agreement import (
     jaccard,
     match_annotations,
     matchable_pairs,
+    matched_with,
     max_matching,
     mean_pairwise,
     set_kappa,
@@ -204,6 +205,16 @@ def test_shape_agreement_table() -> None:
     c = Annotations.empty()
     table = shape_agreement([a, b, c])
     assert table == pytest.approx(np.array([[1, 2 / 3, 0], [2 / 3, 1, 0], [0, 0, 1]]))
+
+
+def test_matched_with_names_the_other_raters_per_shape_and_per_tag() -> None:
+    a = boxes([[0, 0, 10, 10], [20, 20, 30, 30]])
+    b = boxes([[0, 0, 10, 10], [1, 1, 10, 10]])  # only one of b's boxes can pair with a's first (one-to-one)
+    c = boxes([[21, 20, 30, 30]])
+    assert matched_with([a, b, c]) == [[[1], [2]], [[0], []], [[0]]]
+    assert matched_with([a, Annotations.empty()]) == [[[], []], []]
+    tags = [Annotations.from_tags(t) for t in (["cat", "dog"], ["dog"], [])]
+    assert matched_with(tags) == [[[], [1]], [[0]], []]
 
 
 # -- consensus -------------------------------------------------------------------------------------------------

@@ -52,7 +52,11 @@ def test_rest_flow_from_items_to_consensus(api: tuple[TestClient, str]) -> None:
     agreed = submit(items[0], "bo", [box(12, 10, 102, 100)]).json()
     assert agreed["status"] == "agreed" and agreed["consensus"][0]["bbox"] == [11, 10, 101, 100]
     submit(items[1], "ana", [box(800, 10, 900, 100), box(1000, 10, 1100, 100)])
-    assert submit(items[1], "bo", [box(800, 10, 900, 100)]).json()["agreement"] == pytest.approx(2 / 3)
+    disputed = submit(items[1], "bo", [box(800, 10, 900, 100)]).json()
+    assert disputed["agreement"] == pytest.approx(2 / 3)
+    # per label, who else drew the same object: ana's second box is the disagreement the adjudicator sees
+    matched = {s["annotator"]: [r["matched_with"] for r in s["labels"]] for s in disputed["submissions"]}
+    assert matched == {"ana": [["bo"], []], "bo": [["ana"]]}
     submit(items[2], "ana", [box(10, 800, 100, 900)])
     assert submit(items[2], "bo", []).json()["agreement"] == 0.0
 

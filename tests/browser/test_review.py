@@ -1,7 +1,8 @@
 """The expert screens in Debian's chromium under the server's real CSP: the review inbox answered with the keyboard
 (A accept, R reject, a 409 showing the other expert's answer, N skip, 1-9 + Enter relabel, P back), the next task
 shown from the prefetch (no request for it after the answer), the QC work queue handing an item in, the
-adjudication screen choosing a version, and the image list's search.
+adjudication screen (versions side by side in viewers that pan together, the one view, choosing with the keys),
+and the image list's search.
 
 Set ``GIGAVISION_SCREENSHOTS=DIR`` to also save a screenshot of each screen there (docs/img/ is made that way).
 """
@@ -39,6 +40,25 @@ TILES_LOADED = """() => {
   const item = hook && hook.viewer.world.getItemAt(0);
   return !item || item.getFullyLoaded();
 }"""
+
+# The adjudication screen's side-by-side panes: every one open; every one's tiles and overlay drawn.
+PANES_OPEN = """() => {
+  const hook = window.__gvAdjudicate;
+  return !!hook && hook.panes.length > 0 && hook.panes.every((v) => v.world.getItemCount() > 0);
+}"""
+PANES_LOADED = """() => window.__gvAdjudicate.panes.every((v) => v.world.getItemAt(0).getFullyLoaded())
+  && window.__gvAdjudicate.layers.every((l) => l.renders > 0)"""
+# Each pane's view, level-0 [x0, y0, x1, y1].
+PANE_BOUNDS = """() => window.__gvAdjudicate.panes.map((v) => {
+  const r = v.viewport.viewportToImageRectangle(v.viewport.getBounds(true));
+  return [r.x, r.y, r.x + r.width, r.y + r.height];
+})"""
+
+# Where the one view and the first pane go (their target): centre (level-0 x, y) and screen px per image px.
+VIEW_OF = """() => [window.__gvAdjudicate.viewer, window.__gvAdjudicate.panes[0]].map((v) => {
+  const r = v.viewport.viewportToImageRectangle(v.viewport.getBounds());
+  return [r.x + r.width / 2, r.y + r.height / 2, v.viewport.viewportToImageZoom(v.viewport.getZoom())];
+})"""
 
 
 @dataclass
@@ -92,13 +112,11 @@ def review_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         qc = QualityControl(ws)
         (item,) = qc.add_items(image_id, "box", actor="lead", regions=[[0, 0, 512, 512]], required=2)
         qc.assign([item["id"]], actor="lead", annotators=["ana", "ben"])
-        ben = Annotations.from_records([_box("face", [170, 40, 290, 190], "user:ben")], canvas=canvas)
-        qc.submit(item["id"], "ben", ben)
-        ws.annotations.add(
-            image_id,
-            Annotations.from_records([_box("rocket", [20, 20, 60, 60], "user:ana")], canvas=canvas),
-            "ana",
-        )
+        # Both drew the flag (a match); ben the face, ana a rocket: the two disagreements.
+        ben = [_box("face", [170, 40, 290, 190], "user:ben"), _box("flag", [440, 20, 512, 110], "user:ben")]
+        qc.submit(item["id"], "ben", Annotations.from_records(ben, canvas=canvas))
+        ana = [_box("rocket", [20, 20, 60, 60], "user:ana"), _box("flag", [442, 22, 510, 112], "user:ana")]
+        ws.annotations.add(image_id, Annotations.from_records(ana, canvas=canvas), "ana")
     with run_server(root / "ws", root / "serve.log") as base_url:
         yield Setup(base_url, root / "ws", image_id, tasks, item["id"])
 
@@ -116,10 +134,10 @@ def page(chromium_browser: Browser, review_server: Setup) -> Iterator[Page]:
     assert errors == []
 
 
-def _shot(page: Page, name: str) -> None:
+def _shot(page: Page, name: str, loaded: str = TILES_LOADED) -> None:
     folder = os.environ.get("GIGAVISION_SCREENSHOTS")
     if folder:
-        page.wait_for_function(TILES_LOADED)
+        page.wait_for_function(loaded)
         page.screenshot(path=str(Path(folder) / f"{name}.png"))
 
 
@@ -217,27 +235,63 @@ def test_qc_hand_in_and_adjudicate(page: Page, review_server: Setup) -> None:
     expect(row).to_contain_text("astronaut.png")
     _shot(page, "qc-queue")
     row.get_by_test_id("qc-submit").click()
-    expect(page.get_by_test_id("qc-message")).to_contain_text(f"Item #{item} handed in with 1 label")
-    expect(page.get_by_test_id("qc-message")).to_contain_text("adjudication")  # rocket vs face: no agreement
+    expect(page.get_by_test_id("qc-message")).to_contain_text(f"Item #{item} handed in with 2 labels")
+    expect(page.get_by_test_id("qc-message")).to_contain_text("adjudication")  # agreement 0.5 (flag only)
 
-    # someone who labelled nothing adjudicates: both versions drawn, ana's chosen
+    # someone who labelled nothing adjudicates: side by side, one pane per version, the flags matched
     actor.fill("cy")
     actor.press("Enter")
     page.locator(f"[data-testid=qc-queue] tr[data-item='{item}'] [data-testid=qc-adjudicate]").click()
     expect(page.get_by_test_id("adjudicate-state")).to_contain_text("adjudication")
+    panes = page.get_by_test_id("adjudicate-pane")
+    expect(panes).to_have_count(2)
+    expect(panes.nth(0)).to_contain_text("ana")
+    expect(panes.nth(1)).to_contain_text("ben")
+    for pane in (panes.nth(0), panes.nth(1)):
+        expect(pane.get_by_test_id("adjudicate-pane-count")).to_have_text("2 shapes · 1 without a match")
+    page.wait_for_function(PANES_OPEN)
+    batches = "() => window.__gvAdjudicate.layers.map((l) => l.batched.batches.map((b) => [b.label, b.count]))"
+    assert page.evaluate(batches) == [[["agrees", 1], ["differs", 1]]] * 2  # the differing box highlighted
+    page.keyboard.press("2")  # picks ben's version: its pane is marked
+    expect(panes.nth(1)).to_have_class("pane picked")
+    _shot(page, "adjudicate-side-by-side", PANES_LOADED)
+
+    # a drag in ana's pane moves ben's with it
+    start = page.evaluate(PANE_BOUNDS)
+    area = panes.nth(0).locator(".openseadragon-canvas").bounding_box()
+    assert area is not None
+    x, y = area["x"] + area["width"] / 2, area["y"] + area["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x - 120, y - 60, steps=4)
+    page.mouse.up()
+    page.wait_for_function(f"() => ({PANE_BOUNDS})()[0][0] > {start[0][0] + 1}")  # ana's pane: moved right
+    page.wait_for_function(f"() => {{ const [a, b] = ({PANE_BOUNDS})(); return a.every((v, i) => v === b[i]); }}")
+    ana, ben = page.evaluate(PANE_BOUNDS)
+    assert ana == ben and ana != pytest.approx(start[0], abs=1)
+
+    # the one view: both versions over one viewer, the picked one (2: ben's) alone, also after a redraw
+    page.keyboard.press("v")
+    expect(page.get_by_test_id("adjudicate-viewer")).to_be_visible()
+    expect(page.get_by_test_id("adjudicate-panes")).to_be_hidden()
+    one, pane = page.evaluate(VIEW_OF)
+    assert one == pytest.approx(pane, rel=1e-6)  # the same place at the same scale as the panes showed
     expect(page.locator("[data-testid^=version-]")).to_have_count(2)
     expect(page.get_by_test_id("adjudicate-versions")).to_contain_text("rocket ×1")
-    page.keyboard.press("2")  # ben's version alone, also after the viewer redraws its overlays
     page.evaluate("() => window.__gvAdjudicate.viewer.forceRedraw()")
     expect(page.get_by_test_id("version-1")).to_be_hidden()
     expect(page.get_by_test_id("version-2")).to_be_visible()
     _shot(page, "adjudicate")
-    page.locator("[data-testid=adjudicate-choose][data-annotator=ana]").click()
-    expect(page.get_by_test_id("adjudicate-message")).to_contain_text("ana's version chosen")
-    with gv.open_workspace(review_server.workspace) as ws:
-        decided = QualityControl(ws).item(item)
-    assert decided["status"] == "adjudicated"
-    assert [r["label"] for r in decided["consensus"]] == ["rocket"]
+
+    # back side by side, ben's pane still picked; Enter chooses it
+    page.keyboard.press("v")
+    expect(panes.nth(1)).to_be_visible()
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("adjudicate-message")).to_contain_text("ben's version chosen")
+    expect(panes.nth(0).get_by_test_id("adjudicate-pane-choose")).to_be_disabled()
+    decided = page.request.get(f"{review_server.base_url}/api/v1/qc/items/{item}").json()
+    assert decided["status"] == "adjudicated" and decided["decision"]["chosen"] == "ben"
+    assert sorted(r["label"] for r in decided["consensus"]) == ["face", "flag"]
 
 
 def test_image_list_search_and_nav(page: Page, review_server: Setup) -> None:

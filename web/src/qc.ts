@@ -1,28 +1,35 @@
 // Quality control for people (#/qc and #/adjudicate/{item}), on the QC REST (server/routers/quality.py):
 // - the work queue: my assigned items (open one in the viewer, label it there, hand it in) and, for reviewers,
 //   the items waiting for adjudication;
-// - the adjudication screen: the annotators' versions over the image, each shown or hidden (keys 1–9 show one
-//   alone, 0 all), and "choose" one of them or "use my own" labels drawn in the viewer.
+// - the adjudication screen: the annotators' versions side by side in synchronised viewers (adjudicate-view.ts),
+//   or over one viewer, each shown or hidden; the labels no other version matched highlighted; 1–9 pick a
+//   version (the one view shows it alone), Enter chooses it, V switches the view (adjudicate-keys.ts); or
+//   "use my own" labels drawn in the viewer.
 
 import OpenSeadragon from "openseadragon";
 
 import { ApiError, currentSession, getImage, type ImageInfo } from "./api";
+import { ADJUDICATE_KEYS_HINT, adjudicateActionOf } from "./adjudicate-keys";
+import { DIFFERS_COLOR, differs, MAX_PANES, summarise, summaryText, type VersionRecord } from "./adjudicate-panes";
+import { showSideBySide, type SideBySide, type Version } from "./adjudicate-view";
 import { el } from "./dom";
 import { typingInto } from "./keys";
+import type { OverlayLayer } from "./overlay-layer";
+import type { Hex } from "./palette";
 import { qcAdjudicate, qcItem, qcItems, qcQueue, qcSubmit, type QcItem, type QcItemDetail } from "./review-api";
 import { drawShapes, tileSourceOf } from "./review-draw";
 import { contextRect, imageHash } from "./review-geometry";
 import { toolbar, viewerOptions } from "./viewer";
 
 /** Distinct colours for up to 8 annotators' versions (then repeated). */
-export const VERSION_COLORS = ["#00c2ff", "#ffb000", "#ff4fd8", "#39e75f", "#ff5a36", "#b18cff", "#f5f5f5", "#00e0b0"];
+export const VERSION_COLORS: Hex[] = ["#00c2ff", "#ffb000", "#ff4fd8", "#39e75f", "#ff5a36", "#b18cff", "#f5f5f5", "#00e0b0"];
 
 const ACTOR_KEY = "gigavision.actor";
 
 declare global {
   interface Window {
     /** Test hook: the adjudication screen's viewer. */
-    __gvAdjudicate?: { viewer: OpenSeadragon.Viewer };
+    __gvAdjudicate?: { viewer: OpenSeadragon.Viewer; panes: OpenSeadragon.Viewer[]; layers: OverlayLayer[] };
   }
 }
 
@@ -216,34 +223,51 @@ export function showQc(root: HTMLElement): () => void {
 
 // -- adjudication ---------------------------------------------------------------------------------------
 
+type ViewMode = "side" | "one";
+
 export function showAdjudication(root: HTMLElement, itemId: number): () => void {
   const abort = new AbortController();
   const container = el("div", { class: "viewer", "data-testid": "adjudicate-viewer" });
+  const panesHost = el("div", { class: "panes off", "data-testid": "adjudicate-panes" });
   const versions = el("ul", { class: "versions", "data-testid": "adjudicate-versions" });
   const summary = el("p", { class: "panel-count", "data-testid": "adjudicate-state", "aria-live": "polite" }, "Loading…");
   const message = el("p", { class: "panel-message", role: "alert", "data-testid": "adjudicate-message", hidden: "" });
   const own = el("button", { type: "button", "data-testid": "adjudicate-own" }, "Use my own labels");
   const draw = el("a", { class: "button-link" }, "Draw my own in the viewer");
+  const sideButton = el("button", { type: "button", "data-testid": "adjudicate-view-side", "aria-pressed": "false" }, "Side by side");
+  const oneButton = el("button", { type: "button", "data-testid": "adjudicate-view-one", "aria-pressed": "false" }, "One view");
   const actor = actorField(() => undefined);
   const side = el(
     "aside",
     { class: "panel", "aria-label": "Versions" },
     el("section", { class: "panel-section" }, summary, message),
-    el("section", { class: "panel-section" }, el("h2", {}, "Versions (1–9 alone, 0 all)"), versions),
+    el(
+      "section",
+      { class: "panel-section" },
+      el("h2", {}, "View (V)"),
+      el("div", { class: "row", role: "group", "aria-label": "View" }, sideButton, oneButton),
+      el("p", { class: "muted" }, el("span", { class: "swatch", style: `background:${DIFFERS_COLOR}` }), "no match in another version"),
+    ),
+    el("section", { class: "panel-section" }, el("h2", {}, "Versions (1–9 pick, Enter choose)"), versions),
     el("section", { class: "panel-section" }, el("h2", {}, "Or my own"), el("div", { class: "row" }, draw), el("div", { class: "row" }, own), ...(actor ? [actor] : [])),
-    el("p", { class: "panel-hint" }, "Keys: 1–9 show one annotator's version alone · 0 show all"),
+    el("p", { class: "panel-hint" }, ADJUDICATE_KEYS_HINT),
   );
   root.replaceChildren(
     el("header", { class: "bar" }, el("a", { class: "back", href: "#/qc" }, "← QC"), el("h1", {}, `Adjudicate item #${itemId}`)),
-    el("div", { class: "stage" }, container, side),
+    el("div", { class: "stage" }, el("div", { class: "adjudicate-views" }, container, panesHost), side),
   );
   document.title = `Adjudicate #${itemId} — gigavision`;
 
   const viewer = OpenSeadragon({ ...viewerOptions(container), animationTime: 0.3 });
   container.append(toolbar(viewer));
-  window.__gvAdjudicate = { viewer };
+  const hook: NonNullable<Window["__gvAdjudicate"]> = { viewer, panes: [], layers: [] };
+  window.__gvAdjudicate = hook;
   const overlays = new Map<string, SVGSVGElement>();
-  const toggles: { name: string; box: HTMLInputElement }[] = [];
+  const toggles: { name: string; box: HTMLInputElement; row: HTMLElement }[] = [];
+  let panes: SideBySide | null = null;
+  let mode: ViewMode = "one";
+  let picked: number | null = null;
+  let decided = true;
 
   function showMessage(text: string, ok = false): void {
     message.textContent = text;
@@ -258,10 +282,52 @@ export function showAdjudication(root: HTMLElement, itemId: number): () => void 
     }
   }
 
+  /** Picks version `index` (null: none): the one view shows it alone (none: all), side by side marks its pane. */
+  function pick(index: number | null): void {
+    picked = index;
+    for (const [i, t] of toggles.entries()) {
+      t.box.checked = index === null || i === index;
+      t.row.classList.toggle("picked", i === index);
+    }
+    applyToggles();
+    panes?.pick(index);
+  }
+
+  /** Switches the view; the viewer shown takes the centre and scale (image pixels per screen pixel) of the one
+   * hidden. Both views stay laid out, the hidden one invisible and inert: a viewer in a `display: none`
+   * container would shrink to 1 × 1 and lose its view, and its overlay layer would render nothing. */
+  function setMode(next: ViewMode): void {
+    if (next === "side" && !panes) return;
+    const [from, to] = next === "side" ? [viewer, panes?.viewers[0]] : [panes?.viewers[0], viewer];
+    if (from && to && next !== mode && from.world.getItemCount() > 0 && to.world.getItemCount() > 0) {
+      // where `from` is going (the end of a pan still animating), not where it is this frame
+      const scale = from.viewport.viewportToImageZoom(from.viewport.getZoom());
+      to.viewport.zoomTo(to.viewport.imageToViewportZoom(scale), undefined, true);
+      to.viewport.panTo(from.viewport.getCenter(), true);
+    }
+    mode = next;
+    for (const [node, off] of [
+      [container, next === "side"],
+      [panesHost, next !== "side"],
+    ] as const) {
+      node.classList.toggle("off", off);
+      node.inert = off;
+    }
+    sideButton.setAttribute("aria-pressed", String(next === "side"));
+    oneButton.setAttribute("aria-pressed", String(next === "one"));
+  }
+
+  function setBusy(busy: boolean): void {
+    own.disabled = busy;
+    for (const button of versions.querySelectorAll("button")) button.disabled = busy;
+    panes?.setBusy(busy);
+  }
+
   function decide(body: { choose: string } | { own: true }): void {
+    if (decided) return;
+    decided = true;
     const me = actingName();
-    own.disabled = true;
-    for (const button of versions.querySelectorAll("button")) button.disabled = true;
+    setBusy(true);
     qcAdjudicate(itemId, me, body).then(
       (after) => {
         const how = "choose" in body ? `${body.choose}'s version chosen` : "your own labels used";
@@ -269,75 +335,100 @@ export function showAdjudication(root: HTMLElement, itemId: number): () => void 
         summary.textContent = `Item #${itemId}: ${after.status}`;
       },
       (err: unknown) => {
-        own.disabled = false;
-        for (const button of versions.querySelectorAll("button")) button.disabled = false;
+        decided = false;
+        setBusy(false);
         showMessage(`Not decided: ${messageOf(err)}`);
       },
     );
   }
 
-  function render(item: QcItemDetail, image: ImageInfo): void {
+  function render(item: QcItemDetail, image: ImageInfo, source: ReturnType<typeof tileSourceOf>): void {
     summary.textContent =
       `${image.name} · ${item.kind} · ${item.status}` + (item.agreement === null ? "" : ` · agreement ${item.agreement.toFixed(2)} (threshold ${item.threshold})`);
     draw.setAttribute("href", imageHash(item.image_id, item.region));
-    const decided = item.status !== "adjudication";
+    decided = item.status !== "adjudication";
     own.disabled = decided;
     versions.replaceChildren();
+    const shown: Version[] = [];
     item.submissions.forEach((submission, i) => {
       const color = VERSION_COLORS[i % VERSION_COLORS.length] ?? "#ffffff";
-      const labels = submission.labels ?? [];
+      const labels: VersionRecord[] = submission.labels ?? [];
+      if (submission.labels !== null) shown.push({ annotator: submission.annotator, color, records: labels });
       const svg = drawShapes(
         viewer,
-        labels.map((record) => ({ record, className: "version-shape", color })),
+        labels.map((record) => ({ record, className: differs(record) ? "version-shape version-differs" : "version-shape", color })),
         `version-${i + 1}`,
       );
       if (svg) overlays.set(submission.annotator, svg);
       const box = el("input", { type: "checkbox", "data-testid": "adjudicate-toggle", "aria-label": `Show ${submission.annotator}` });
       box.checked = true;
       box.addEventListener("change", applyToggles);
-      toggles.push({ name: submission.annotator, box });
-      const byLabel = new Map<string, number>();
-      for (const r of labels) byLabel.set(r.label, (byLabel.get(r.label) ?? 0) + 1);
       const choose = el("button", { type: "button", "data-testid": "adjudicate-choose", "data-annotator": submission.annotator }, "Choose");
       choose.disabled = decided;
       choose.addEventListener("click", () => decide({ choose: submission.annotator }));
-      versions.append(
+      const counts = summarise(labels);
+      const row = el(
+        "li",
+        { "data-annotator": submission.annotator },
+        el("label", { class: "row" }, box, el("span", { class: "swatch", style: `background:${color}` }), el("kbd", {}, String(i + 1)), ` ${submission.annotator}`),
         el(
-          "li",
-          { "data-annotator": submission.annotator },
-          el("label", { class: "row" }, box, el("span", { class: "swatch", style: `background:${color}` }), el("kbd", {}, String(i + 1)), ` ${submission.annotator}`),
-          el(
-            "p",
-            { class: "muted" },
-            submission.labels === null
-              ? "labels hidden while the item is open"
-              : `${labels.length} label${labels.length === 1 ? "" : "s"}: ${[...byLabel].map(([k, v]) => `${k} ×${v}`).join(", ") || "none"}`,
-          ),
-          choose,
+          "p",
+          { class: "muted" },
+          submission.labels === null
+            ? "labels hidden while the item is open"
+            : `${summaryText(counts, item.kind)}: ${counts.byLabel.map(([k, v]) => `${k} ×${v}`).join(", ") || "none"}`,
         ),
+        choose,
       );
+      toggles.push({ name: submission.annotator, box, row });
+      versions.append(row);
     });
     const [x0, y0, x1, y1] = contextRect(item.region, image.width, image.height, 1.3);
-    viewer.viewport.fitBounds(viewer.viewport.imageToViewportRectangle(x0, y0, x1 - x0, y1 - y0), true);
+    const fit = (v: OpenSeadragon.Viewer): void => {
+      v.viewport.fitBounds(v.viewport.imageToViewportRectangle(x0, y0, x1 - x0, y1 - y0), true);
+    };
+    fit(viewer);
+    const sideBySide = shown.length >= 2 && shown.length <= MAX_PANES && shown.length === item.submissions.length;
+    sideButton.disabled = !sideBySide;
+    if (!sideBySide) {
+      sideButton.title = `Side by side shows 2 to ${MAX_PANES} versions, all handed in`;
+      setMode("one");
+      return;
+    }
+    mode = "side"; // nothing to carry over: the panes fit themselves to the item as they open
+    panes = showSideBySide(panesHost, shown, item.kind, source, fit, (name) => decide({ choose: name }));
+    panes.setBusy(decided);
+    hook.panes = panes.viewers;
+    hook.layers = panes.layers;
+    setMode("side");
   }
 
   const onKey = (event: KeyboardEvent): void => {
-    if (typingInto(event.target) || event.ctrlKey || event.metaKey || event.altKey) return;
-    if (!/^[0-9]$/.test(event.key)) return;
-    const index = Number(event.key) - 1;
-    if (index >= toggles.length) return;
-    for (const [i, t] of toggles.entries()) t.box.checked = index < 0 || i === index;
-    applyToggles();
+    if (typingInto(event.target)) return;
+    const action = adjudicateActionOf(event, toggles.length);
+    if (!action) return;
+    if (action.type === "choose") {
+      // Enter on a focused button or link is that button's (or link's) click.
+      if (event.target instanceof HTMLButtonElement || event.target instanceof HTMLAnchorElement) return;
+      const name = picked === null ? undefined : toggles[picked]?.name;
+      if (name === undefined) showMessage(`Pick a version first (1–${toggles.length}), then Enter.`);
+      else decide({ choose: name });
+    } else if (action.type === "view") setMode(mode === "side" ? "one" : "side");
+    else pick(action.type === "pick" ? action.index : null);
+    event.preventDefault();
   };
   document.addEventListener("keydown", onKey);
+  sideButton.addEventListener("click", () => setMode("side"));
+  oneButton.addEventListener("click", () => setMode("one"));
 
   own.addEventListener("click", () => decide({ own: true }));
   qcItem(itemId, actingName() || null, abort.signal)
     .then(async (item) => {
       const image = await getImage(item.image_id, abort.signal);
       if (abort.signal.aborted) return;
-      viewer.addOnceHandler("open", () => render(item, image));
-      viewer.open(tileSourceOf(image));
+      const source = tileSourceOf(image); // one tile source for every viewer of the screen
+      viewer.addOnceHandler("open", () => render(item, image, source));
+      viewer.open(source);
     })
     .catch((err: unknown) => {
       if (!abort.signal.aborted) {
@@ -349,6 +440,7 @@ export function showAdjudication(root: HTMLElement, itemId: number): () => void 
   return () => {
     abort.abort();
     document.removeEventListener("keydown", onKey);
+    panes?.destroy();
     viewer.destroy();
     delete window.__gvAdjudicate;
   };

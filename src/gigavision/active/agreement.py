@@ -366,6 +366,29 @@ def shape_agreement(sets: Sequence[Annotations], options: MatchOptions | None = 
     return pairwise(len(sets), lambda i, j: f1_score(sets[i], sets[j], options))
 
 
+def _matched(a: Annotations, b: Annotations, options: MatchOptions | None) -> tuple[np.ndarray, np.ndarray]:
+    """Which of ``a`` and which of ``b`` have a partner in the other: tags by label, shapes one-to-one."""
+    if (len(a) and (a.kind == "tag").all()) or (len(b) and (b.kind == "tag").all()):
+        return np.isin(a.label, b.label), np.isin(b.label, a.label)
+    m = match_annotations(a, b, options)
+    return m.matched_a, m.matched_b
+
+
+def matched_with(sets: Sequence[Annotations], options: MatchOptions | None = None) -> list[list[list[int]]]:
+    """For each rater's annotations in order, the other raters (indices into ``sets``) with a matching one: the
+    pairs that F1 counts for shapes, the same label for tags. What no other rater matched is a disagreement
+    (the adjudication screen highlights it)."""
+    out: list[list[list[int]]] = [[[] for _ in range(len(a))] for a in sets]
+    for i in range(len(sets)):
+        for j in range(i + 1, len(sets)):
+            in_a, in_b = _matched(sets[i], sets[j], options)
+            for x in np.flatnonzero(in_a).tolist():
+                out[i][x].append(j)
+            for y in np.flatnonzero(in_b).tolist():
+                out[j][y].append(i)
+    return out
+
+
 def mean_pairwise(table: np.ndarray) -> float:
     """Mean of the off-diagonal entries (each pair once); 1.0 for fewer than two raters."""
     n = len(table)

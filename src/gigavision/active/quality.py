@@ -33,6 +33,7 @@ from gigavision.active.agreement import (
     MatchOptions,
     jaccard,
     match_annotations,
+    matched_with,
     mean_pairwise,
     shape_agreement,
     tag_agreement,
@@ -89,6 +90,16 @@ if TYPE_CHECKING:
     from gigavision.workspace import Workspace
 
 MARK_CHUNK = 500  # annotations re-statused per transaction after a decision
+
+
+def mark_matches(item: QcItemRow, submissions: Sequence[Submission]) -> None:
+    """Each handed-in label's ``matched_with``: the other annotators who labelled the same object (the item's
+    match options). A label nobody else matched is a disagreement, what an adjudicator looks at first."""
+    handed = [sub for sub in submissions if sub["status"] == "submitted" and sub["labels"] is not None]
+    sets = [Annotations.from_records(sub["labels"] or []) for sub in handed]
+    for sub, found in zip(handed, matched_with(sets, item_options(item)), strict=True):
+        for rec, others in zip(sub["labels"] or [], found, strict=True):
+            rec["matched_with"] = [handed[j]["annotator"] for j in others]
 
 
 class QualityControl:
@@ -255,6 +266,8 @@ class QualityControl:
                     "labels": labels,
                 }
             )
+        if revealed:
+            mark_matches(item, submissions)
         consensus_ids = [k.annotation_id for k in links if k.role == "consensus"]
         return {
             **item_summary(item, people),

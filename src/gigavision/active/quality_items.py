@@ -91,7 +91,7 @@ class Submission(TypedDict):
     status: str
     submitted_at: str | None
     count: int | None  # None while hidden
-    labels: list[dict[str, Any]] | None  # annotation records, with their verdict; None while hidden
+    labels: list[dict[str, Any]] | None  # records, with verdict and matched_with (other annotators); None if hidden
 
 
 class QcItemDetail(QcItem, Evaluation):
