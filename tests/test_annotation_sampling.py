@@ -94,11 +94,14 @@ def test_sampled_viewport_keeps_every_class_and_spreads(crowded: tuple[TestClien
     refused = client.get(url, params={**params, "sample": "true", "cursor": "5"})
     assert refused.status_code == 400 and "cursor" in refused.json()["error"]["message"]
 
+    # One fixture for these too (each costs a crowded workspace on both databases).
+    _counts_are_exact_when_the_sample_is_truncated(client, url)
+    _source_filter_draws_the_sample_from_one_kind(client, url)
+    _source_patterns_read_the_same_in_sql_and_python(client, url)
 
-def test_counts_are_exact_when_the_sample_is_truncated(crowded: tuple[TestClient, str]) -> None:
+
+def _counts_are_exact_when_the_sample_is_truncated(client: TestClient, url: str) -> None:
     """The legend's counts: every match per label in the view, not the sample's (issue 14, item 5)."""
-    client, image_id = crowded
-    url = f"/api/v1/images/{image_id}/annotations"
     view = {"bbox": "0,0,480,700", "limit": "300", "sample": "true", "counts": "true", "total": "false"}
     page = client.get(url, params=view).json()
     everything = client.get(url, params={"bbox": view["bbox"], "limit": "100000"}).json()["items"]
@@ -120,11 +123,9 @@ def test_counts_are_exact_when_the_sample_is_truncated(crowded: tuple[TestClient
     assert client.get(url, params={**view, "counts": "false"}).json()["label_counts"] is None
 
 
-def test_source_filter_draws_the_sample_from_one_kind(crowded: tuple[TestClient, str]) -> None:
+def _source_filter_draws_the_sample_from_one_kind(client: TestClient, url: str) -> None:
     """Model proposals crowd the view: ``source=!model:*`` samples the human labels only, all of them, and
     ``source=model:*`` only the model's; the viewer's model vs human switch sends these."""
-    client, image_id = crowded
-    url = f"/api/v1/images/{image_id}/annotations"
     proposals = [
         {"kind": "box", "label": "nucleus", "bbox": [x, y, x + 5, y + 5], "source": "model:det-1"}
         for x in range(2, 500, 8)
@@ -149,16 +150,14 @@ def test_source_filter_draws_the_sample_from_one_kind(crowded: tuple[TestClient,
     assert bare.status_code == 400 and "!PATTERN" in bare.json()["error"]["message"]
 
 
-def test_source_patterns_read_the_same_in_sql_and_python(workspace: gv.Workspace, samples: dict[str, Path]) -> None:
+def _source_patterns_read_the_same_in_sql_and_python(client: TestClient, url: str) -> None:
     """``*`` and ``?`` are the only wildcards; ``[``, ``%`` and ``_`` stand for themselves (SQLite GLOB and
     PostgreSQL LIKE read them otherwise) and case matters."""
     from gigavision.store.source_patterns import SourceFilter
 
-    (r,) = workspace.ingest([samples["immunohistochemistry.png"]])
-    assert r.id is not None
     sources = ["model:a", "Model:b", "user:a_b", "user:axb", "x[1]", "x1", "100%", "1000"]
-    boxes = np.array([[i, i, i + 5, i + 5] for i in range(len(sources))], dtype=float)
-    workspace.annotations.add(r.id, Annotations.from_boxes(boxes, "c", source=np.array(sources, dtype=object)), "t")
+    odd = [{"kind": "box", "label": "odd", "bbox": [i, 0, i + 5, 5], "source": v} for i, v in enumerate(sources)]
+    assert client.post(url, json={"annotations": odd}).status_code == 201
     cases = {
         ("model:*",): ["model:a"],
         ("!model:*",): ["Model:b", "user:a_b", "user:axb", "x[1]", "x1", "100%", "1000"],
@@ -169,6 +168,7 @@ def test_source_patterns_read_the_same_in_sql_and_python(workspace: gv.Workspace
         ("*", "!user:*", "!x*", "!1*"): ["model:a", "Model:b"],
     }
     for patterns, expected in cases.items():
-        stored = [i["source"] for i in workspace.annotations.query_records(r.id, sources=patterns)]
-        in_memory = [s for s in sources if SourceFilter.parse(patterns).matches(s)]
+        page = client.get(url, params={"label": "odd", "source": list(patterns)}).json()
+        stored = [i["source"] for i in page["items"]]
+        in_memory = [v for v in sources if SourceFilter.parse(patterns).matches(v)]
         assert sorted(stored) == sorted(expected) == sorted(in_memory), patterns
