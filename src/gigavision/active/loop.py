@@ -458,7 +458,7 @@ def run_here(
         if progress is not None:
             progress(fraction, 1.0, message)
 
-    return ws.jobs.run("loop", {"loop": name, "force": force}, actor, report)
+    return ws.jobs.run("loop", {"loop": name, "force": force}, actor, report, unique="loop")
 
 
 def _busy(ws: Workspace, name: str) -> None:

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
+IN_FLIGHT = ("queued", "running")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 ProgressCallback = Callable[[float, str], None]
 INLINE = " (inline)"  # ends the worker name of a job run by a command (``run``): never requeued, see ``reap``
@@ -247,11 +248,28 @@ class JobManager:
             row.started_at, row.worker, row.lease_until = now, worker_name() + INLINE, self._lease_until(now)
         return row
 
-    def _create(self, kind: str, params: dict[str, Any], actor: str, *, claimed: bool = False) -> JobRow:
-        """The job's row and folder; ``claimed``: already running here (``run``), so no consumer takes it."""
+    def _create(
+        self, kind: str, params: dict[str, Any], actor: str, *, claimed: bool = False, unique: str | None = None
+    ) -> JobRow | None:
+        """The job's row and folder; ``claimed``: already running here (``run``), so no consumer takes it.
+
+        ``unique`` (a key of ``params``): None instead when a job of ``kind`` with the same ``params[unique]``
+        is queued or running. The look and the insert are one transaction that first takes a lock on (kind,
+        value): PostgreSQL's transaction-scoped advisory lock, SQLite's database write lock (a write that
+        changes nothing, before the look). Consumers checking at the same moment create one job, not two."""
         row = self._new_row(kind, params, actor, claimed=claimed)
-        self.folder(row.id).mkdir(parents=True)
         with self.ws.session.begin() as s:
+            if unique is not None:
+                value = params[unique]
+                if s.get_bind().dialect.name == "postgresql":
+                    digest = hashlib.sha256(f"gigavision-job:{kind}:{value}".encode()).digest()
+                    s.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest[:8], "big", signed=True))))
+                else:
+                    s.execute(update(JobRow).where(JobRow.id == "").values(kind=JobRow.kind))
+                flying = s.scalars(select(JobRow.params).where(JobRow.kind == kind, JobRow.status.in_(IN_FLIGHT)))
+                if any(isinstance(p, dict) and p.get(unique) == value for p in flying):
+                    return None
+            self.folder(row.id).mkdir(parents=True)
             s.add(row)
         return row
 
@@ -261,6 +279,7 @@ class JobManager:
         Should this process die between the row's commit and the enqueue, the next consumer's start-up
         re-enqueues the job (``reap``)."""
         row = self._create(kind, params, actor)
+        assert row is not None
         if inputs:
             target = self.folder(row.id) / "input"
             target.mkdir()
@@ -270,25 +289,11 @@ class JobManager:
         return job_record(row)
 
     def submit_unique(self, kind: str, params: dict[str, Any], actor: str, *, key: str) -> JobRecord | None:
-        """``submit``, unless a job of ``kind`` with the same ``params[key]`` is queued or running: then None.
-
-        The look and the insert are one transaction that first takes a lock on (kind, value): PostgreSQL's
-        transaction-scoped advisory lock, SQLite's database write lock (a write that changes nothing, taken
-        before the look). Consumers of one database checking at the same moment queue one job, not two."""
-        value = params[key]
-        row = self._new_row(kind, params, actor)
-        with self.ws.session.begin() as s:
-            bind = s.get_bind()
-            if bind.dialect.name == "postgresql":
-                digest = hashlib.sha256(f"gigavision-job:{kind}:{value}".encode()).digest()
-                s.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest[:8], "big", signed=True))))
-            else:
-                s.execute(update(JobRow).where(JobRow.id == "").values(kind=JobRow.kind))
-            busy = s.scalars(select(JobRow.params).where(JobRow.kind == kind, JobRow.status.in_(("queued", "running"))))
-            if any(isinstance(p, dict) and p.get(key) == value for p in busy):
-                return None
-            self.folder(row.id).mkdir(parents=True)
-            s.add(row)
+        """``submit``, unless a job of ``kind`` with the same ``params[key]`` is queued or running: then None
+        (atomic, see ``_create``): e.g. one retraining round per loop whatever the number of consumers."""
+        row = self._create(kind, params, actor, unique=key)
+        if row is None:
+            return None
         self._enqueue(row.id)
         return job_record(row)
 
@@ -297,16 +302,25 @@ class JobManager:
         self._queued()[1](job_id)
 
     def run(
-        self, kind: str, params: dict[str, Any], actor: str, on_progress: ProgressCallback | None = None
+        self,
+        kind: str,
+        params: dict[str, Any],
+        actor: str,
+        on_progress: ProgressCallback | None = None,
+        *,
+        unique: str | None = None,
     ) -> dict[str, Any]:
         """Run a job here and now (the CLI's way), recorded like a queued one; returns its result.
 
         It runs in this thread whatever its kind (a command's crash is the command's own). Failures raise the
         job's error after it is recorded, so callers see the same message as the table; Ctrl+C records the
         job as cancelled. Should the command be killed, the reaper fails the job (it is not requeued: the
-        user who ran the command would not expect it to run later in a worker).
+        user who ran the command would not expect it to run later in a worker). ``unique``: a ``Conflict``
+        when a job of ``kind`` with the same ``params[unique]`` is queued or running (see ``_create``).
         """
-        row = self._create(kind, params, actor, claimed=True)
+        row = self._create(kind, params, actor, claimed=True, unique=unique)
+        if row is None:
+            raise Conflict(f"a {kind} job with {unique} {params.get(unique or '')!r} is queued or running already")
         claim = _Claim(row.id, kind, dict(params), actor, attempt=1)
         error = self._execute(claim, on_progress, in_child=False)
         if error is not None:
