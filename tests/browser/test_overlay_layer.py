@@ -176,5 +176,10 @@ def test_layer_draws_selects_and_filters(page: Page, seeded: Seeded) -> None:
     # Model proposals vs human labels: hiding human labels leaves the model's points.
     page.locator('[data-testid="filter-origin"][data-value="human"]').uncheck()
     page.wait_for_function(f"() => Object.keys(window.__gv.overlay.drawn()).length === {len(seeded.mitoses)}")
+    # ... and the view is asked for again with the model's proposals only (source=model:*)
+    page.wait_for_function(
+        "() => { const q = window.__gv.overlay.lastQuery(); return window.__gv.overlay.settled() && !!q.only"
+        " && q.only.origins.join() === 'model' && q.count === 5; }"
+    )
     assert {int(i) for i in page.evaluate(DRAWN)} == set(seeded.mitoses)
     expect(legend.locator('[data-label="cell"]')).to_have_attribute("data-count", "0")

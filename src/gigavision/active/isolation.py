@@ -10,7 +10,7 @@ out (by link, by source ``user:NAME`` / ``NAME``, or by who created them) until 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import or_, select
 
@@ -29,9 +29,6 @@ class Hidden:
 
     def __bool__(self) -> bool:
         return bool(self.ids)
-
-    def keep(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [r for r in records if int(r["id"]) not in self.ids] if self.ids else records
 
 
 NOTHING = Hidden()
