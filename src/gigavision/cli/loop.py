@@ -56,7 +56,8 @@ def _automatic(enabled: bool, auto: dict[str, Any]) -> str:
     elif not auto["check_seconds"]:
         text = "automatic rounds: off ([loops] check_seconds = 0)"
     else:
-        text = f"automatic rounds: checked every {auto['check_seconds']:g} s by each running serve/worker"
+        every = f"{auto['check_seconds']:g} s ([loops] check_seconds)"
+        text = f"automatic rounds: on, checked every {every} by each running serve/worker"
     if auto["in_flight"]:
         flying = auto["in_flight"]
         text += f"; round {flying['status']}: job {flying['job'][:12]} by {flying['by']}"
