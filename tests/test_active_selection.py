@@ -85,6 +85,13 @@ def test_hybrid_spreads_an_uncertain_batch_where_margin_piles_up() -> None:
     assert set(cluster[margin.indices]) == {0}
     hybrid = select("hybrid", probs, emb, None, 4, dedup=None)
     assert set(cluster[hybrid.indices]) == {0, 1}
+    # scores: each pick's cluster's share of the candidates' uncertainty, largest first
+    assert np.all(np.diff(hybrid.scores) <= 0) and 0 < hybrid.scores.sum() <= 1 + 1e-9
+    # candidates are the 10 × budget most uncertain: a budget of 1 never leaves the 10 most uncertain rows
+    u = uncertainty_scores(probs, "margin")
+    for seed in range(3):
+        (one,) = select("hybrid", probs, emb, None, 1, seed=seed, dedup=None).indices
+        assert one in np.argsort(-u)[:10]
 
 
 def test_badge_prefers_long_gradients_then_spreads() -> None:
@@ -274,12 +281,20 @@ def test_rest_selects_with_a_classifier(
 
 
 def test_rest_selects_from_a_detectors_stored_predictions(
-    digits_ws: tuple[gv.Workspace, dict[str, str]], fake_model: dict[str, FakeModel]
+    digits_ws: tuple[gv.Workspace, dict[str, str]], fake_model: dict[str, FakeModel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws, ids = digits_ws
+    asked: list[list[str]] = []
+
+    def predict_uncertainty(ws: gv.Workspace, predictor: Any, ids: list[str], progress: Any = None) -> Any:
+        asked.append(list(ids))
+        return {}, list(ids)  # every image too big to predict whole (tests/test_pool_selection_detect.py runs one)
+
+    monkeypatch.setattr(pool_selection, "predict_uncertainty", predict_uncertainty)
     client = TestClient(create_app(ws))
     r = client.post(URL, json={"model": "det", "budget": 2, "strategy": "margin"})
-    assert r.status_code == 400 and "predict --model det --store" in r.json()["error"]["message"]
+    message = r.json()["error"]["message"]
+    assert r.status_code == 400 and "predict --model det --store" in message and "active regions" in message
     for name, score in (("d06", 0.95), ("d07", 0.5), ("d08", 0.7)):
         box = gv.Annotations.from_records(
             [{"kind": "box", "label": "blob", "bbox": [1, 1, 8, 8], "score": score, "source": "model:det"}]
@@ -290,6 +305,8 @@ def test_rest_selects_from_a_detectors_stored_predictions(
     body = r.json()
     assert [p["image_id"] for p in body["selected"]] == [ids["d07"], ids["d08"]]  # score 0.5 is the most unsure
     assert body["pool"]["unscored"] == 7 and body["selected"][0]["uncertainty"] == pytest.approx(1.0)
+    assert "active regions --model det" in body["notes"][0]
+    assert len(asked[-1]) == 7 and not {ids["d06"], ids["d07"], ids["d08"]} & set(asked[-1])  # stored: not rerun
 
 
 def test_rest_bad_input_is_a_clear_400(

@@ -13,10 +13,24 @@
      preprocessing; torch when installed, so the head's input — the penultimate features — is captured with a
      forward hook; on an ONNX-only install the probabilities stand in for the features);
    - multi-label classifiers: per image the mean binary entropy of the class scores (no ``badge``);
-   - ``detect`` / ``segment``: the **stored** predictions of the model (``predict --store``) carry
-     ``attributes.uncertainty``; an image's uncertainty is the highest of its predictions'. Images without
-     stored predictions of the model are left out (counted in ``pool.unscored``); none at all is an error
-     naming the command to run. Embeddings for the diversity strategies are the thumbnail embedding below;
+   - ``detect`` / ``segment``: an image's uncertainty is the highest ``attributes.uncertainty`` of the
+     model's predictions of it. Images with **stored** predictions of the model (``predict --store``) use
+     them as they are (not recomputed); the others are predicted here, whole, the way ``gigavision predict``
+     predicts a small image (``models.predict.read_for`` and ``Predictor.predict``: the same level, letterbox
+     and decode), each prediction scored by the definition stored ones got (``infer.uncertainty``'s
+     ``prediction_uncertainty``, named by path: ``infer`` is a sibling layer), the classes outside the label
+     schema left out as ``--store`` leaves them out, so stored and fresh scores compare. An image where the
+     model finds nothing scores 0, as an empty window does in region selection (``infer.uncertainty.aggregate``):
+     whole-image decoding keeps detections down to the recipe's ``score_threshold`` (0.05 by default, binary
+     entropy 0.29), so the weak detections a missed object tends to leave already count, and "nothing at all"
+     is the model being surer than at any kept detection; ``coreset`` (and ``hybrid``, within its shortlist)
+     still reaches such images. Whether an image is small enough to predict whole is ``read_for``'s decision,
+     the one ``gigavision predict``'s plan makes (its whole-image level within ``MAX_PREDICT_PIXELS``; a model
+     trained on patches always tiles): images that would need tiled inference are left out, counted in
+     ``pool.unscored``, with a note pointing to ``gigavision active regions`` (windows of big images) and
+     ``predict --store``; a pool of only those is an error saying the same. Predictions made here are not
+     stored. Embeddings for the diversity strategies are the thumbnail embedding below: stored-prediction
+     images are not run through the network, so its features would exist for part of the pool only;
    - ``embed``: its embeddings; only ``coreset`` and ``random`` (an embedding says nothing about uncertainty);
    - **no model** (cold start): ``coreset`` or ``random`` over a model-free embedding of the stored thumbnail
      (RGB at 12×12). This machine's tests and installs have no pretrained
@@ -48,7 +62,7 @@ from sqlalchemy import select
 from gigavision.active.selection import STRATEGIES, Selection, phash_duplicates
 from gigavision.active.selection import select as select_batch
 from gigavision.datasets.spec import DEFAULT_DUP_DISTANCE, MAX_DUP_DISTANCE
-from gigavision.errors import InvalidInput
+from gigavision.errors import InvalidInput, LimitExceeded
 from gigavision.progress import Progress
 from gigavision.store.schema import AnnotationImageRow, AnnotationRow, ReviewTaskRow
 
@@ -64,6 +78,8 @@ OBJECT_TASKS = ("detect", "segment")
 MAX_REFERENCE = 2_000  # labelled images embedded / hashed as references (a seeded sample beyond)
 THUMB_SIDE = 12
 QUERY_CHUNK = 500
+# how stored predictions got ``attributes.uncertainty``; infer is a sibling layer: named by path, not imported
+PREDICTION_UNCERTAINTY = "gigavision.infer.uncertainty:prediction_uncertainty"
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,7 @@ class Scored:
     embedding: str = "thumbnail"
     classes: list[str] = field(default_factory=list)
     unscored: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 # -- the pool ----------------------------------------------------------------------------------------------
@@ -265,6 +282,76 @@ def stored_uncertainty(ws: Workspace, model_id: str, ids: Sequence[str]) -> dict
     return out
 
 
+def predict_uncertainty(
+    ws: Workspace, predictor: Predictor, ids: Sequence[str], progress: Progress | None = None
+) -> tuple[dict[str, float], list[str]]:
+    """For a whole-image model: per image small enough to predict whole, the highest uncertainty of the
+    model's predictions of it (0 when it finds nothing); and the images that would need tiled inference."""
+    from gigavision.models.predict import read_for
+    from gigavision.registry import import_path
+
+    uncertainty = import_path(PREDICTION_UNCERTAINTY)
+    schema = {c.name for c in ws.labels.classes()}
+    scores: dict[str, float] = {}
+    tiled: list[str] = []
+    for start in range(0, len(ids), predictor.batch):
+        chunk = list(ids[start : start + predictor.batch])
+        whole, pixels, sizes, metas = [], [], [], []
+        for image_id in chunk:
+            source = ws.open_source(image_id)
+            try:  # whole or tiled: read_for's limit, the rule gigavision predict's plan applies
+                pixels.append(read_for(predictor, source, image_id))
+            except LimitExceeded:
+                tiled.append(image_id)
+                continue
+            whole.append(image_id)
+            sizes.append((source.height, source.width))
+            metas.append(ws.get_image(image_id).meta or {})
+        if whole:
+            for image_id, ann in zip(whole, predictor.predict(pixels, sizes, names=whole, side=metas), strict=True):
+                if schema:  # as --store keeps them (models.predict.store_predictions)
+                    ann = ann[np.isin(ann.label.astype(str), list(schema))]
+                scores[image_id] = float(np.max(uncertainty(ann), initial=0.0))
+        if progress is not None:
+            progress(min(start + len(chunk), len(ids)), len(ids), f"model {predictor.info.id}")
+    return scores, tiled
+
+
+def score_objects(ws: Workspace, info: ModelInfo, ids: list[str], progress: Progress | None = None) -> Scored:
+    """A detector's or segmenter's uncertainty per image: its stored predictions where there are some, else
+    a whole-image prediction now; images too big to predict whole are left out (see the module docstring)."""
+    stored = stored_uncertainty(ws, info.id, ids)
+    missing = [i for i in ids if i not in stored]
+    fresh: dict[str, float] = {}
+    tiled: list[str] = missing if info.input.patch is not None else []  # gigavision predict tiles them all
+    if missing and not tiled:
+        fresh, tiled = predict_uncertainty(ws, _predictor(info), missing, progress)
+    found = {**stored, **fresh}
+    kept = [i for i in ids if i in found]
+    notes = []
+    if tiled:
+        why = (
+            f"model {info.id} was trained on patches, so they are predicted tiled"
+            if info.input.patch is not None
+            else "they are too big to predict whole (gigavision predict tiles them)"
+        )
+        advice = (
+            f"{len(tiled)} pool images have no stored predictions of model {info.id} and {why}: choose windows"
+            f" of big images with 'gigavision active regions --model {info.id} IMAGE...', or run 'gigavision"
+            f" predict --model {info.id} --store' over them first"
+        )
+        if not kept:
+            raise InvalidInput(f"no pool image could be scored: {advice}")
+        notes.append(f"{advice} (left out, counted in pool.unscored)")
+    return Scored(
+        kept,
+        uncertainty=np.asarray([found[i] for i in kept], dtype=np.float64),
+        embeddings=thumbnail_embeddings(ws, kept, progress),  # diversity and near-duplicates
+        unscored=len(tiled),
+        notes=notes,
+    )
+
+
 def score_pool(
     ws: Workspace, info: ModelInfo | None, strategy: str, ids: list[str], progress: Progress | None = None
 ) -> Scored:
@@ -284,20 +371,7 @@ def score_pool(
     if task in OBJECT_TASKS:
         if strategy == "badge":
             raise InvalidInput(f"strategy badge needs a classifier (classify or probe); model {info.id} is {task}")
-        stored = stored_uncertainty(ws, info.id, ids)
-        if not stored:
-            raise InvalidInput(
-                f"model {info.id} is a {task} model: selection reads the uncertainty of its stored predictions and"
-                f" none of the {len(ids)} pool images has any; run 'gigavision predict --model {info.id} --store'"
-                " over them first"
-            )
-        kept = [i for i in ids if i in stored]
-        return Scored(
-            kept,
-            uncertainty=np.asarray([stored[i] for i in kept]),
-            embeddings=thumbnail_embeddings(ws, kept, progress),  # diversity and near-duplicates
-            unscored=len(ids) - len(kept),
-        )
+        return score_objects(ws, info, ids, progress)
     if task not in CLASSIFIERS:
         raise InvalidInput(
             f"model {info.id} has task {task!r}; selection takes classify, probe, detect, segment or embed"
@@ -374,7 +448,7 @@ def select_images(
 
         hashes = perceptual_hashes(ws, [*scored.ids, *labelled], progress)
         near = phash_duplicates(hashes[: len(scored.ids)], hashes[len(scored.ids) :], request.dup_distance)
-    notes = []
+    notes = list(scored.notes)
     pool_n = len(scored.ids)
     budget = request.budget
     if budget > pool_n:
