@@ -46,6 +46,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gigavision.errors import Conflict, GigavisionError, InvalidInput, NotFound
+from gigavision.jobs.manager import IN_FLIGHT
 from gigavision.models import aliases
 from gigavision.store.schema import AnnotationRow, JobRow, LoopRow, LoopRunRow, utcnow
 
@@ -70,12 +71,11 @@ SLOW_RESAMPLES = 300  # detection and multi-label: the task's evaluation once pe
 SEED = 0
 LOOP_JOB_KEYS = ("loop", "force", "auto")
 AUTO_ACTOR = "loop:auto"  # who queues the rounds a consumer starts on its own (``trigger``)
-IN_FLIGHT = ("queued", "running")
 RECENT_JOBS = 500  # loop jobs looked at for a loop's last one (a loop job per round: rounds are rare)
-
-log = logging.getLogger(__name__)
 NO_LABEL = "(none)"
 LOOP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
