@@ -25,7 +25,7 @@ from gigavision.active import pool_selection
 from gigavision.active.selection import select, uncertainty_scores
 from gigavision.cli.main import main
 from gigavision.errors import InvalidInput
-from gigavision.infer.uncertainty import class_uncertainty
+from gigavision.metrics.uncertainty import class_uncertainty
 from gigavision.server.main import create_app
 from gigavision.store.schema import ReviewTaskRow
 from tests.realdata import digit_images
@@ -48,7 +48,7 @@ def test_uncertainty_strategies_pick_what_they_claim() -> None:
     assert select("least-confidence", probs, None, None, 2).indices.tolist() == [1, 3]
     ranked = select("entropy", probs, None, None, 4)
     assert ranked.indices.tolist()[-1] == 0 and np.all(np.diff(ranked.scores) <= 0)
-    # the scores are the routing queue's uncertainty (infer.uncertainty), not a second definition
+    # the scores are the routing queue's uncertainty (metrics.uncertainty), not a second definition
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.ones(6), size=40)
     for ours, theirs in (("entropy", "entropy"), ("margin", "margin"), ("least-confidence", "least_confidence")):

@@ -285,7 +285,7 @@ def test_whole_image_predictions_carry_uncertainty_and_model_and_keep_them_store
 ) -> None:
     """Issue 11: whole-image predict had no uncertainty or model id, and --store dropped both (the scenes
     schema declares no attributes)."""
-    from gigavision.infer.uncertainty import binary_uncertainty
+    from gigavision.metrics.uncertainty import binary_uncertainty
 
     ws, info = scenes_detector.ws, scenes_detector.info
     assert ws.labels.classes()  # a schema: store_predictions filters attributes against it

@@ -107,7 +107,7 @@ def test_predict_torch_and_onnx_agree_and_store(
     model_rows = [i for i in range(len(stored)) if stored.source[i] == "model:digits-classify-1"]
     assert len(model_rows) == 1 and stored.status[model_rows[0]] == "proposed"
     # issue 11: whole-image predictions carry the engine's class uncertainty and the model id, kept when stored
-    from gigavision.infer.uncertainty import class_uncertainty
+    from gigavision.metrics.uncertainty import class_uncertainty
 
     (predicted,) = json.loads(out_file.read_text())["items"][0]["annotations"]
     probs = np.asarray([list(predicted["attributes"]["scores"].values())])

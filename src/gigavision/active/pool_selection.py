@@ -17,10 +17,10 @@
      model's predictions of it. Images with **stored** predictions of the model (``predict --store``) use
      them as they are (not recomputed); the others are predicted here, whole, the way ``gigavision predict``
      predicts a small image (``models.predict.read_for`` and ``Predictor.predict``: the same level, letterbox
-     and decode), each prediction scored by the definition stored ones got (``infer.uncertainty``'s
-     ``prediction_uncertainty``, named by path: ``infer`` is a sibling layer), the classes outside the label
+     and decode), each prediction scored by the definition stored ones got (``metrics.uncertainty``'s
+     ``prediction_uncertainty``), the classes outside the label
      schema left out as ``--store`` leaves them out, so stored and fresh scores compare. An image where the
-     model finds nothing scores 0, as an empty window does in region selection (``infer.uncertainty.aggregate``):
+     model finds nothing scores 0, as an empty window does in region selection (``metrics.uncertainty.aggregate``):
      whole-image decoding keeps detections down to the recipe's ``score_threshold`` (0.05 by default, binary
      entropy 0.29), so the weak detections a missed object tends to leave already count, and "nothing at all"
      is the model being surer than at any kept detection; ``coreset`` (and ``hybrid``, within its shortlist)
@@ -78,8 +78,6 @@ OBJECT_TASKS = ("detect", "segment")
 MAX_REFERENCE = 2_000  # labelled images embedded / hashed as references (a seeded sample beyond)
 THUMB_SIDE = 12
 QUERY_CHUNK = 500
-# how stored predictions got ``attributes.uncertainty``; infer is a sibling layer: named by path, not imported
-PREDICTION_UNCERTAINTY = "gigavision.infer.uncertainty:prediction_uncertainty"
 
 
 @dataclass(frozen=True)
@@ -287,10 +285,9 @@ def predict_uncertainty(
 ) -> tuple[dict[str, float], list[str]]:
     """For a whole-image model: per image small enough to predict whole, the highest uncertainty of the
     model's predictions of it (0 when it finds nothing); and the images that would need tiled inference."""
+    from gigavision.metrics.uncertainty import prediction_uncertainty as uncertainty
     from gigavision.models.predict import read_for
-    from gigavision.registry import import_path
 
-    uncertainty = import_path(PREDICTION_UNCERTAINTY)
     schema = {c.name for c in ws.labels.classes()}
     scores: dict[str, float] = {}
     tiled: list[str] = []

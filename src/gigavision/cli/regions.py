@@ -3,7 +3,7 @@
 ``engine_predict`` joins the two stages the layering keeps apart (``infer`` and ``active`` may not import
 each other): it runs ``infer.request``'s tiled prediction for ``active.regions.select_regions`` and hands back
 each image's resolution, window side, foreground mask and predictions (with ``attributes.uncertainty``; the
-per-window uncertainty of window classifiers from ``infer.uncertainty``).
+per-window uncertainty of window classifiers from ``metrics.uncertainty``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def engine_predict(
     from gigavision.infer.engine import model_resolution, tile_size
     from gigavision.infer.request import PredictRequest
     from gigavision.infer.run import foreground
-    from gigavision.infer.uncertainty import class_uncertainty
+    from gigavision.metrics.uncertainty import class_uncertainty
 
     def predict(
         model_ref: str, image_ids: Sequence[str], *, level: int | None, run: bool

@@ -299,7 +299,7 @@ def _combine_regions(parts: list[InferResult], plan: WindowPlan, options: InferO
     """One image's result from its regions' unmerged detections: merged once, as ``infer_image`` would,
     with the uncertainty attributes recomputed from the merged scores (soft-NMS and WBF change scores)."""
     from gigavision.annotations import Annotations
-    from gigavision.infer.uncertainty import aggregate, binary_uncertainty, with_uncertainty
+    from gigavision.metrics.uncertainty import aggregate, binary_uncertainty, with_uncertainty
 
     started = time.monotonic()
     found = merge_detections(Annotations.merge([p.annotations for p in parts]), options)

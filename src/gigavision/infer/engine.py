@@ -15,7 +15,7 @@ caller's thread, as do progress callbacks:
 - ``classify``: one prediction per window, stitched into a heatmap pyramid, pooled into the image-level
   classes (``max``: an image is positive when any window is; ``mean``).
 
-Every prediction carries an uncertainty (``infer.uncertainty``) in its attributes, and the result an
+Every prediction carries an uncertainty (``metrics.uncertainty``) in its attributes, and the result an
 aggregate, for the review queue. Never is a full-resolution array of the image in memory: at most
 ``PREFETCH + 1`` batches of read windows, ``STAGE_DEPTH`` prepared batches and ``STAGE_DEPTH`` batches of
 network outputs, plus one row band of the stitched mask.
@@ -33,7 +33,7 @@ import numpy as np
 from gigavision.annotations import Annotations
 from gigavision.errors import InvalidImage, InvalidInput
 from gigavision.infer.reading import Resolution, Window, ahead, resolve_resolution, stream_windows
-from gigavision.infer.uncertainty import aggregate, binary_uncertainty, class_uncertainty, with_uncertainty
+from gigavision.metrics.uncertainty import aggregate, binary_uncertainty, class_uncertainty, with_uncertainty
 from gigavision.progress import Progress
 from gigavision.registry import Registry
 from gigavision.tiling.grid import MaskIndex, window_grid

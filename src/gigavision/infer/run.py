@@ -72,7 +72,7 @@ def predict_whole(
     """Predict small images whole (``models.predict.predict_files``), each prediction with its
     ``attributes.uncertainty`` by the tiled engine's definitions and the model id; ``store`` adds them to the
     workspace as proposals. Returns the items and what was stored (None without ``store``)."""
-    from gigavision.infer.uncertainty import prediction_uncertainty, with_uncertainty
+    from gigavision.metrics.uncertainty import prediction_uncertainty, with_uncertainty
     from gigavision.models.predict import predict_files, store_predictions
 
     if store and ws is None:
