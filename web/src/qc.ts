@@ -246,7 +246,7 @@ export function showAdjudication(root: HTMLElement, itemId: number): () => void 
       { class: "panel-section" },
       el("h2", {}, "View (V)"),
       el("div", { class: "row", role: "group", "aria-label": "View" }, sideButton, oneButton),
-      el("p", { class: "muted" }, el("span", { class: "swatch", style: `background:${DIFFERS_COLOR}` }), "no match in another version"),
+      el("p", { class: "muted" }, el("span", { class: "swatch", style: `background:${DIFFERS_COLOR}` }), "no match in another version (one view: dashed)"),
     ),
     el("section", { class: "panel-section" }, el("h2", {}, "Versions (1–9 pick, Enter choose)"), versions),
     el("section", { class: "panel-section" }, el("h2", {}, "Or my own"), el("div", { class: "row" }, draw), el("div", { class: "row" }, own), ...(actor ? [actor] : [])),
@@ -342,7 +342,7 @@ export function showAdjudication(root: HTMLElement, itemId: number): () => void 
     );
   }
 
-  function render(item: QcItemDetail, image: ImageInfo, source: ReturnType<typeof tileSourceOf>): void {
+  function render(item: QcItemDetail, image: ImageInfo): void {
     summary.textContent =
       `${image.name} · ${item.kind} · ${item.status}` + (item.agreement === null ? "" : ` · agreement ${item.agreement.toFixed(2)} (threshold ${item.threshold})`);
     draw.setAttribute("href", imageHash(item.image_id, item.region));
@@ -396,7 +396,7 @@ export function showAdjudication(root: HTMLElement, itemId: number): () => void 
       return;
     }
     mode = "side"; // nothing to carry over: the panes fit themselves to the item as they open
-    panes = showSideBySide(panesHost, shown, item.kind, source, fit, (name) => decide({ choose: name }));
+    panes = showSideBySide(panesHost, shown, item.kind, () => tileSourceOf(image), fit, (name) => decide({ choose: name }));
     panes.setBusy(decided);
     hook.panes = panes.viewers;
     hook.layers = panes.layers;
@@ -426,9 +426,8 @@ export function showAdjudication(root: HTMLElement, itemId: number): () => void 
     .then(async (item) => {
       const image = await getImage(item.image_id, abort.signal);
       if (abort.signal.aborted) return;
-      const source = tileSourceOf(image); // one tile source for every viewer of the screen
-      viewer.addOnceHandler("open", () => render(item, image, source));
-      viewer.open(source);
+      viewer.addOnceHandler("open", () => render(item, image));
+      viewer.open(tileSourceOf(image));
     })
     .catch((err: unknown) => {
       if (!abort.signal.aborted) {
