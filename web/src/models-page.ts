@@ -47,6 +47,28 @@ export interface LoopRecord {
   every: number;
   enabled: boolean;
   state: { due: boolean; new_labels: number; every: number; since: string | null; baseline: string | null };
+  auto?: LoopSchedule;
+}
+
+/** How a loop's rounds start on their own (active/loop.py ``schedule``). */
+export interface LoopSchedule {
+  automatic: boolean;
+  check_seconds: number;
+  in_flight: { job: string; status: string; by: string } | null;
+  last_automatic: string | null;
+  paused_until: string | null;
+}
+
+/** A loop's state in words: a round in flight first, then disabled / paused / due / waiting, and whether
+ * rounds start on their own (workers check every ``check_seconds``) or only when someone runs them. */
+export function loopState(loop: Pick<LoopRecord, "enabled" | "state" | "auto">): { text: string; busy: boolean } {
+  const auto = loop.auto;
+  const flight = auto?.in_flight;
+  if (flight) return { text: `round ${flight.status} (job ${flight.job.slice(0, 12)}, by ${flight.by})`, busy: true };
+  if (!loop.enabled) return { text: "disabled", busy: false };
+  if (auto?.paused_until) return { text: `paused after a failed round until ${auto.paused_until.slice(0, 16).replace("T", " ")}`, busy: false };
+  const start = auto === undefined ? "" : auto.automatic ? ` · starts on its own (checked every ${auto.check_seconds} s)` : " · run by hand";
+  return { text: (loop.state.due ? "due" : "waiting") + start, busy: false };
 }
 
 const REPORT = "report.html"; // models/store.py REPORT_HTML: written when the model had a split to evaluate on
@@ -219,7 +241,8 @@ function aliasesSection(
 function loopsSection(items: LoopRecord[], changed: (text: string, ok: boolean) => void): HTMLElement {
   const rows = items.map((loop) => {
     const run = el("td", {});
-    if (canDeploy()) {
+    const state = loopState(loop);
+    if (canDeploy() && !state.busy) {
       const button = el("button", { type: "button", "data-testid": "loop-run" }, "Run now");
       button.addEventListener("click", () => {
         button.disabled = true;
@@ -240,7 +263,7 @@ function loopsSection(items: LoopRecord[], changed: (text: string, ok: boolean) 
       el("td", {}, `${loop.dataset} → ${loop.alias}`),
       el("td", {}, `${loop.metric}, margin ${loop.margin}`),
       el("td", {}, `${loop.state.new_labels} / ${loop.every} new labels since ${loop.state.since ?? "—"}`),
-      el("td", {}, !loop.enabled ? "disabled" : loop.state.due ? "due" : "waiting"),
+      el("td", { "data-testid": "loop-state" }, state.text),
       run,
     );
   });
