@@ -17,12 +17,15 @@ Strategies:
   picked by k-means++ seeding, so the batch is both uncertain (long gradients) and diverse. Distances are
   computed from ``p`` and ``h`` without forming the ``C·D``-wide vectors. Score: the squared distance at
   pick time (the first pick: its squared gradient norm).
-- ``hybrid``: uncertainty, then diversity. Candidates are the ``HYBRID_POOL × budget`` items with the highest
-  margin uncertainty (or the given ``uncertainty``); each pick is the candidate maximising
-  ``uncertainty × distance to the nearest labelled or already-picked item`` (distance divided by the largest
-  such distance among the candidates when the batch starts), so an uncertain item next to one just chosen
-  loses to a slightly less uncertain one elsewhere. Score: that product. Should near-duplicates use up the
-  candidates, the rest of the pool follows the same way.
+- ``hybrid``: diverse mini-batch selection (Zhdanov 2019, "Diverse mini-batch Active Learning"): uncertainty
+  first, then diversity. Candidates are the ``HYBRID_POOL × budget`` items with the highest margin uncertainty
+  (or the given ``uncertainty``) that are no near-duplicate of a labelled item; k-means with k = budget
+  clusters them, each candidate weighted by its uncertainty (weighted k-means++ seeding from ``seed``, then
+  Lloyd rounds), and the candidate nearest each centre is picked. The batch thus holds one representative of
+  each dense region of uncertain items instead of the outliers that pure uncertainty (or a farthest-point
+  rule) favours. Picks come in the order of the uncertainty their cluster holds; score: that share of the
+  candidates' total uncertainty. Should near-duplicates use up the candidates, the most uncertain of the rest
+  of the pool follow (score 0). Cost: ``HYBRID_ITERS`` rounds over ``HYBRID_POOL·budget × budget`` distances.
 - ``random``: a uniform sample (the baseline). Score: 0.
 
 Every batch avoids near-duplicates: an item whose embedding has cosine similarity ≥ ``dedup`` (after
@@ -49,7 +52,8 @@ UNCERTAINTY_STRATEGIES = ("entropy", "margin", "least-confidence")
 DIVERSITY_STRATEGIES = ("coreset", "badge", "hybrid")
 STRATEGIES = (*UNCERTAINTY_STRATEGIES, *DIVERSITY_STRATEGIES, "random")
 DEFAULT_DEDUP = 0.98  # cosine of centred embeddings at or above which two items count as near-duplicates
-HYBRID_POOL = 10  # hybrid's candidates: this many times the budget, the most uncertain first
+HYBRID_POOL = 10  # hybrid's candidates: this many times the budget, the most uncertain first (Zhdanov's β)
+HYBRID_ITERS = 20  # hybrid's k-means: at most this many Lloyd rounds
 _EPS = 1e-12
 _CHUNK = 4096  # rows per matrix product when comparing the pool with the labelled items
 
@@ -201,7 +205,7 @@ def select(
         picks, scores = _k_center(emb, lab, budget, dup, rng)
     elif strategy == "hybrid":
         assert emb is not None and u is not None
-        picks, scores = _hybrid(emb, lab, u, budget, dup)
+        picks, scores = _hybrid(emb, u, budget, dup, rng)
     else:
         assert p is not None and emb is not None
         picks, scores = _badge(p, emb, budget, dup, rng)
@@ -374,40 +378,88 @@ def _k_center(
 
 
 def _hybrid(
-    emb: np.ndarray, lab: np.ndarray, u: np.ndarray, budget: int, dup: _Dedup | None
+    emb: np.ndarray, u: np.ndarray, budget: int, dup: _Dedup | None, rng: np.random.Generator
 ) -> tuple[list[int], list[float]]:
+    """Diverse mini-batch selection (Zhdanov 2019): the ``HYBRID_POOL × budget`` most uncertain items that are
+    no near-duplicate of a labelled one, k-means (k = budget) weighted by uncertainty, the candidate nearest
+    each centre; centres in order of the uncertainty their cluster holds."""
     n = len(emb)
-    keep = min(n, HYBRID_POOL * budget)
-    candidates = np.lexsort((np.arange(n), -u))[:keep]
-    allowed = np.zeros(n, dtype=bool)
-    allowed[candidates] = True
-    dist = np.sqrt(_sq_dist_to(emb, lab))
-    scale = [_spread(dist[candidates])]  # None until there is a labelled or picked item to measure from
-
-    def value(_: np.ndarray) -> np.ndarray:
-        if scale[0] is None:
-            return u.copy()
-        # + 1e-9·u: where distances tie (at 0: features that cannot tell items apart) uncertainty decides
-        return np.asarray(u * np.minimum(dist / scale[0], 1.0) + 1e-9 * u)
-
-    def update(i: int) -> None:
-        np.minimum(dist, np.linalg.norm(emb - emb[i], axis=1), out=dist)
-        if scale[0] is None:
-            scale[0] = _spread(dist[candidates])
-
-    picks, scores = _greedy(n, budget, dup, value, update, allowed)
-    if len(picks) < budget and keep < n:  # the candidates ran out (near-duplicates): go on with the rest
-        more, more_scores = _greedy(n, budget - len(picks), dup, value, update, ~allowed)
-        picks, scores = picks + more, scores + more_scores
+    done = np.zeros(n, dtype=bool)  # picked, or passed over as a near-duplicate
+    blocked = dup.blocked() if dup is not None else done.copy()
+    order = np.lexsort((np.arange(n), -u))  # walk down by uncertainty until enough candidates are found
+    walked = order[: int(np.searchsorted(np.cumsum(~blocked[order]), HYBRID_POOL * budget)) + 1]
+    passed = walked[blocked[walked]]
+    done[passed] = True
+    if dup is not None:
+        dup.skipped += len(passed)
+    candidates = walked[~blocked[walked]]
+    if not len(candidates):
+        return [], []
+    x = emb[candidates]
+    w = u[candidates] + 1e-6  # all-zero uncertainty: plain k-means
+    centres, assigned = _weighted_k_means(x, w, min(budget, len(candidates)), rng)
+    mass = np.bincount(assigned, weights=w, minlength=len(centres)) / w.sum()
+    picks: list[int] = []
+    scores: list[float] = []
+    for j in np.lexsort((np.arange(len(centres)), -mass)):
+        if dup is not None:  # near-duplicates of an earlier pick are passed over
+            newly = candidates[dup.blocked()[candidates] & ~done[candidates]]
+            dup.skipped += len(newly)
+            done[newly] = True
+        free = ~done[candidates]
+        if not free.any():
+            break
+        d2 = np.where(free, ((x - centres[j]) ** 2).sum(axis=1), np.inf)
+        i = int(candidates[int(np.argmin(d2))])
+        picks.append(i)
+        scores.append(float(mass[j]))
+        done[i] = True
+        if dup is not None:
+            dup.add(i)
+    if len(picks) < budget:  # near-duplicates used up candidates: the most uncertain of the rest follow
+        more, _ = _greedy(n, budget - len(picks), dup, lambda _: u, lambda _: None, ~done)
+        picks, scores = picks + more, scores + [0.0] * len(more)
     return picks, scores
 
 
-def _spread(dist: np.ndarray) -> float | None:
-    """The largest finite distance (hybrid's unit), None when there is none yet."""
-    finite = dist[np.isfinite(dist)]
-    if not len(finite):
-        return None
-    return float(finite.max()) if finite.max() > 0 else 1.0
+def _weighted_k_means(x: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd's k-means with sample weights ``w`` from a weighted k-means++ seeding (≤ ``HYBRID_ITERS`` rounds,
+    stops when no item changes cluster): the centres ``(k, D)`` and each row's cluster."""
+    first = int(rng.choice(len(x), p=w / w.sum()))
+    seeds = [first]
+    d2 = ((x - x[first]) ** 2).sum(axis=1)
+    for _ in range(1, k):
+        p = w * d2
+        if p.sum() > _EPS:
+            i = int(rng.choice(len(x), p=p / p.sum()))
+        else:  # every row sits on a seed (identical rows): the first unused one
+            i = int(np.flatnonzero(~np.isin(np.arange(len(x)), seeds))[0])
+        seeds.append(i)
+        np.minimum(d2, ((x - x[i]) ** 2).sum(axis=1), out=d2)
+    centres = x[seeds].copy()
+    assigned = _nearest_centre(x, centres)
+    for _ in range(HYBRID_ITERS):
+        mass = np.bincount(assigned, weights=w, minlength=k)
+        sums = np.zeros_like(centres)
+        np.add.at(sums, assigned, w[:, None] * x)
+        filled = mass > 0  # an emptied cluster keeps its centre
+        centres[filled] = sums[filled] / mass[filled, None]
+        new = _nearest_centre(x, centres)
+        if np.array_equal(new, assigned):
+            break
+        assigned = new
+    return centres, assigned
+
+
+def _nearest_centre(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Each row's nearest centre (ties: the lower index), ``_CHUNK``-bounded blocks of the distance matrix."""
+    out = np.empty(len(x), dtype=np.int64)
+    sq_c = (centres**2).sum(axis=1)
+    rows = max(1, _CHUNK * _CHUNK // max(1, len(centres)))
+    for start in range(0, len(x), rows):
+        block = x[start : start + rows]
+        out[start : start + rows] = np.argmin(sq_c[None, :] - 2.0 * block @ centres.T, axis=1)
+    return out
 
 
 def _badge(
