@@ -143,7 +143,8 @@ def get_item(
         str | None, Query(description="who is looking (without users): sees their own labels while open")
     ] = None,
 ) -> dict[str, Any]:
-    """Assignments, submissions (others' labels hidden while open), pairwise agreement, consensus."""
+    """Assignments, submissions (others' labels hidden while open; once revealed, each label's ``matched_with``:
+    the other annotators with a matching label), pairwise agreement, consensus."""
     viewer = actor if login.via == "local" else acting_as(login, actor)
     return dict(QualityControl(ws).item(item_id, viewer=viewer))
 
