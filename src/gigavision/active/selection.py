@@ -396,6 +396,7 @@ def _hybrid(
     if not len(candidates):
         return [], []
     x = emb[candidates]
+    sq = (x**2).sum(axis=1)
     w = u[candidates] + 1e-6  # all-zero uncertainty: plain k-means
     centres, assigned = _weighted_k_means(x, w, min(budget, len(candidates)), rng)
     mass = np.bincount(assigned, weights=w, minlength=len(centres)) / w.sum()
@@ -409,7 +410,7 @@ def _hybrid(
         free = ~done[candidates]
         if not free.any():
             break
-        d2 = np.where(free, ((x - centres[j]) ** 2).sum(axis=1), np.inf)
+        d2 = np.where(free, sq - 2.0 * (x @ centres[j]), np.inf)  # + |centre|²: the same for every row
         i = int(candidates[int(np.argmin(d2))])
         picks.append(i)
         scores.append(float(mass[j]))
@@ -425,9 +426,10 @@ def _hybrid(
 def _weighted_k_means(x: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Lloyd's k-means with sample weights ``w`` from a weighted k-means++ seeding (≤ ``HYBRID_ITERS`` rounds,
     stops when no item changes cluster): the centres ``(k, D)`` and each row's cluster."""
+    sq = (x**2).sum(axis=1)
     first = int(rng.choice(len(x), p=w / w.sum()))
     seeds = [first]
-    d2 = ((x - x[first]) ** 2).sum(axis=1)
+    d2 = np.maximum(sq + sq[first] - 2.0 * (x @ x[first]), 0.0)
     for _ in range(1, k):
         p = w * d2
         if p.sum() > _EPS:
@@ -435,13 +437,15 @@ def _weighted_k_means(x: np.ndarray, w: np.ndarray, k: int, rng: np.random.Gener
         else:  # every row sits on a seed (identical rows): the first unused one
             i = int(np.flatnonzero(~np.isin(np.arange(len(x)), seeds))[0])
         seeds.append(i)
-        np.minimum(d2, ((x - x[i]) ** 2).sum(axis=1), out=d2)
+        np.minimum(d2, np.maximum(sq + sq[i] - 2.0 * (x @ x[i]), 0.0), out=d2)
     centres = x[seeds].copy()
     assigned = _nearest_centre(x, centres)
     for _ in range(HYBRID_ITERS):
         mass = np.bincount(assigned, weights=w, minlength=k)
+        order = np.argsort(assigned, kind="stable")
+        present, starts = np.unique(assigned[order], return_index=True)
         sums = np.zeros_like(centres)
-        np.add.at(sums, assigned, w[:, None] * x)
+        sums[present] = np.add.reduceat((w[:, None] * x)[order], starts, axis=0)
         filled = mass > 0  # an emptied cluster keeps its centre
         centres[filled] = sums[filled] / mass[filled, None]
         new = _nearest_centre(x, centres)
