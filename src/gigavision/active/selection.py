@@ -7,8 +7,8 @@ pool, best first, and each pick's score). Items are images or regions: the calle
 Strategies:
 
 - ``entropy``, ``margin``, ``least-confidence``: the most uncertain items by their class probabilities, scored
-  as ``infer.uncertainty.class_uncertainty`` scores them (normalised to [0, 1], 1 = most unsure; re-stated
-  here because ``active`` and ``infer`` are sibling layers, and tests keep the two equal). Without class
+  as ``metrics.uncertainty.class_uncertainty`` scores them for the routing queue (normalised to [0, 1],
+  1 = most unsure). Without class
   probabilities (detection, segmentation) a per-item ``uncertainty`` is given instead and all three rank by it.
 - ``coreset``: k-center greedy (Sener & Savarese 2018) on the embeddings: each pick is the item farthest from
   its nearest labelled or already-picked item, so the batch covers the pool's clusters. Score: that distance.
@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gigavision.errors import InvalidInput
+from gigavision.metrics.uncertainty import class_uncertainty
 
 UNCERTAINTY_STRATEGIES = ("entropy", "margin", "least-confidence")
 DIVERSITY_STRATEGIES = ("coreset", "badge", "hybrid")
@@ -107,26 +108,11 @@ def phash_duplicates(pool: np.ndarray, labelled: np.ndarray | None, max_distance
 # -- uncertainty -------------------------------------------------------------------------------------------
 def uncertainty_scores(probs: np.ndarray, method: str = "entropy") -> np.ndarray:
     """``(N,)`` uncertainty in [0, 1] of ``(N, C)`` class probabilities: ``entropy`` (normalised by log C),
-    ``margin`` (1 − (top1 − top2)) or ``least-confidence`` (1 − top1, rescaled so a uniform row is 1);
-    the definitions of ``infer.uncertainty.class_uncertainty``."""
-    p = _probs(probs)
-    n, c = p.shape
-    if n == 0:
-        return np.zeros(0)
-    if c == 1:  # one sigmoid score: binary entropy in bits
-        s = np.clip(p[:, 0], _EPS, 1 - _EPS)
-        return np.asarray(np.clip(-(s * np.log2(s) + (1 - s) * np.log2(1 - s)), 0.0, 1.0))
-    if method == "entropy":
-        q = np.clip(p / np.maximum(p.sum(axis=1, keepdims=True), _EPS), _EPS, 1.0)
-        out = -(q * np.log(q)).sum(axis=1) / np.log(c)
-    elif method == "margin":
-        top = np.sort(p, axis=1)[:, ::-1]
-        out = 1.0 - (top[:, 0] - top[:, 1])
-    elif method == "least-confidence":
-        out = (1.0 - p.max(axis=1)) * c / (c - 1)
-    else:
+    ``margin`` (1 − (top1 − top2)) or ``least-confidence`` (1 − top1, rescaled so a uniform row is 1): the
+    routing queue's scores (``metrics.uncertainty.class_uncertainty``), under the strategies' names."""
+    if method not in UNCERTAINTY_STRATEGIES:
         raise InvalidInput(f"uncertainty method must be one of {', '.join(UNCERTAINTY_STRATEGIES)}, got {method!r}")
-    return np.asarray(np.clip(out, 0.0, 1.0))
+    return class_uncertainty(_probs(probs), method.replace("-", "_"))
 
 
 # -- the one entry point -----------------------------------------------------------------------------------
