@@ -20,6 +20,9 @@ from gigavision.train.trainer import train
 from tests.realdata import digits_version
 from tests.seeding import TRAIN_SEED, measured, trained
 
+# one worker under `-n 2`: the digits workspace (~30 s of ingest) is built once, not once per worker
+pytestmark = pytest.mark.xdist_group("trained-digits")
+
 # digits are not mirror-symmetric: no flips
 COMMON: dict[str, Any] = {
     "dataset": "digits",

@@ -38,7 +38,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
-pytestmark = pytest.mark.slow
+# one worker under `-n 2`: the core venv (a wheel build and a venv, ~1 min) is made once for the module
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("core-venv")]
 
 ROOT = Path(__file__).resolve().parents[1]
 # Modules of extras that must be absent from the core install (gigavision.extras.EXTRAS lists them all).
