@@ -60,33 +60,6 @@ def pytest_itemcollected(item: pytest.Item) -> None:
         item.add_marker(pytest.mark.xdist_group(SCENE_GROUP))
 
 
-# Under `-n 2 --dist loadgroup` xdist hands out units (a group, else one test), the groups by size first and
-# then the single tests in collection order, one unit at a time as a worker frees up. The tests of these
-# modules take 20 s to 90 s each (the durations `make test` lists); collected last, as alphabetical order had
-# them, they left one worker running one of them alone for the final minutes. Collected first, the short
-# tests fill in around them (longest-first packing).
-HEAVY_FIRST = (
-    "test_docs",
-    "test_cycle",
-    "test_train_gigapixel",
-    "test_train_classify",
-    "test_models_api",
-    "test_loop",
-    "test_wheel",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """``HEAVY_FIRST``'s modules first, in that order; the rest as collected (a stable sort)."""
-    rank = {name: k for k, name in enumerate(HEAVY_FIRST)}
-
-    def key(item: pytest.Item) -> int:
-        module = getattr(getattr(item, "module", None), "__name__", "")
-        return rank.get(module.rpartition(".")[2], len(rank))
-
-    items.sort(key=key)
-
-
 def pytest_sessionfinish(session: pytest.Session) -> None:
     output = getattr(session.config, "workeroutput", None)  # an xdist worker: hand the list to the controller
     if output is not None:
