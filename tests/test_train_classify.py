@@ -169,7 +169,7 @@ def test_multi_label_mosaics_micro_f1(tmp_path: Path) -> None:
             "multi_label": True,
             "arch": "resnet10t",
             "image_size": 32,
-            "epochs": 10,
+            "epochs": 5,  # 10 gave 0.981-0.986 over seeds 0-4, in twice the time
             "batch_size": 64,
             "lr": 3e-3,
             "augment.hflip": False,
@@ -177,7 +177,7 @@ def test_multi_label_mosaics_micro_f1(tmp_path: Path) -> None:
         }
     )
     info = trained("mosaics", train(ws, recipe))
-    assert measured("mosaics.micro_f1", info.metrics["micro_f1"]) >= 0.9, info.metrics  # seeds 0-4: 0.981-0.986
+    assert measured("mosaics.micro_f1", info.metrics["micro_f1"]) >= 0.9, info.metrics  # seeds 0-4: 0.972-0.979
     thresholds = info.card.task_state["thresholds"]
     assert len(thresholds) == 10 and all(0.0 < t < 1.0 for t in thresholds)  # tuned on val, not all 0.5
 

@@ -1,7 +1,9 @@
 """Acceptance on real data (scikit-learn's handwritten digits): classify from scratch, a linear probe on that
 model's backbone, and metric learning (embed), each published with an ONNX file that matches torch.
 
-The digits workspace is built once for the module; the models train on the CPU in about a minute together.
+The digits workspace is built once for the module; the models train on the CPU in about a minute each.
+resnet10t for 4 epochs: resnet18 for 8 (classify) and 4 (embed) epochs reached the same bars (classify
+0.981-1.0, embed recall@1 0.981-0.993 over seeds 0-4) in about three times the CPU.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def _train(ws: gv.Workspace, **fields: Any) -> ModelInfo:
 
 @pytest.fixture(scope="module")
 def classifier(digits: gv.Workspace) -> ModelInfo:
-    return _train(digits, task="classify", arch="resnet18", epochs=8, lr=2e-3)
+    return _train(digits, task="classify", arch="resnet10t", epochs=4, lr=2e-3)
 
 
 def _onnx_matches_reloaded(ws: gv.Workspace, info: ModelInfo) -> torch.nn.Module:
@@ -60,16 +62,16 @@ def _onnx_matches_reloaded(ws: gv.Workspace, info: ModelInfo) -> torch.nn.Module
 
 
 def test_classify_from_scratch_reaches_97_percent(classifier: ModelInfo) -> None:
-    # over seeds 0-4: 0.981-1.0
+    # over seeds 0-4: 0.993-0.996
     assert measured("digits.accuracy", classifier.metrics["accuracy"]) >= 0.96, classifier.metrics
     assert classifier.card.onnx_max_abs_diff <= 1e-4
 
 
 def test_probe_on_the_classifier_backbone(digits: gv.Workspace, classifier: ModelInfo) -> None:
     info = _train(digits, task="probe", backbone_model=classifier.id)
-    assert info.task == "probe" and info.arch == "resnet18"
-    assert info.card.task_state["backbone_arch"] == "resnet18"
-    assert measured("probe.accuracy", info.metrics["accuracy"]) >= 0.95, info.metrics  # seeds 0-4: 1.0
+    assert info.task == "probe" and info.arch == "resnet10t"
+    assert info.card.task_state["backbone_arch"] == "resnet10t"
+    assert measured("probe.accuracy", info.metrics["accuracy"]) >= 0.95, info.metrics  # seeds 0-4: 0.989-1.0
     assert info.card.onnx_max_abs_diff <= 1e-4
     net = _onnx_matches_reloaded(digits, info)
     # the backbone is the classifier's, frozen: same features
@@ -82,9 +84,9 @@ def test_probe_on_the_classifier_backbone(digits: gv.Workspace, classifier: Mode
 
 
 def test_embed_retrieval_on_digits(digits: gv.Workspace) -> None:
-    info = _train(digits, task="embed", arch="resnet18", epochs=4, lr=3e-3, embedding_dim=64)
+    info = _train(digits, task="embed", arch="resnet10t", epochs=4, lr=3e-3, embedding_dim=64)
     assert info.headline == "recall_at_1"
-    # over seeds 0-4: recall@1 0.981-0.993, verification AUC 0.971-0.998
+    # over seeds 0-4: recall@1 0.985-1.0, verification AUC 0.9989-0.99996
     assert measured("embed.recall_at_1", info.metrics["recall_at_1"]) >= 0.9, info.metrics
     assert info.metrics["recall_at_5"] >= info.metrics["recall_at_1"]
     assert measured("embed.verification_auc", info.metrics["verification_auc"]) >= 0.9, info.metrics

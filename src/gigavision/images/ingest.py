@@ -208,7 +208,7 @@ def prepare(path: Path, settings: Settings, folder: Path, *, progress: Progress 
 
 # The derived files are written plainly into the private scratch folder: whoever uses ``prepare`` publishes
 # them with ``files.publish``, which fsyncs each file before its rename, and drops the folder on failure.
-# (Temp names and fsyncs here too were 6 of the 14 fsyncs per image, ~30 % of ingesting a small image.)
+# (Temp names and fsyncs here too were 6 of the 14 fsyncs per image: a 16×16 PNG took ~16 ms, now ~12.)
 def _save_jpeg(arr: np.ndarray, out: Path) -> None:
     from PIL import Image
 
