@@ -26,21 +26,28 @@ if TYPE_CHECKING:
     from gigavision.jobs.registry import JobFunction
 
 # What a fork server imports once, so that each child starts in milliseconds instead of a fresh
-# interpreter's imports: SQLAlchemy, the schema, the catalogue (1-2 s), and where the `train` extra is
-# installed the training stack that most isolated kinds (train, evaluate, predict, loop, label-errors) load:
-# torch, Lightning and timm, 5-10 s of CPU per child otherwise. A missing module is skipped (multiprocessing
-# ignores an ImportError in the preload). None of it opens a database, starts a thread or initialises CUDA
-# (Lightning counts GPUs through NVML so that forking stays safe), so forking after it is safe.
-PRELOAD = ["gigavision.jobs.child", "gigavision.workspace", "torch", "lightning", "timm"]
+# interpreter's 1-2 s of imports (SQLAlchemy, the schema, the catalogue); nothing in it opens a database.
+PRELOAD = ["gigavision.jobs.child", "gigavision.workspace"]
+# Added when the job that starts the fork server loads the training stack (``registry.TRAINING_STACK``):
+# every later training, evaluation or loop child then starts in ~0.4 s instead of importing these itself.
+# A server whose first jobs are imports or ingests keeps a light fork server (the preload would cost them
+# ~9 s). A missing module is skipped (multiprocessing ignores an ImportError in the preload). Importing them
+# opens no database and initialises no CUDA (Lightning counts GPUs through NVML to stay fork-safe); the
+# intra-op thread pool torch starts is rebuilt in each forked child.
+TRAINING_PRELOAD = ["torch", "lightning", "timm"]
 ORPHANED = 70  # exit status of a child whose worker died: its job is the reaper's now, not this process's
 
 
-def context() -> ForkServerContext | SpawnContext:
-    """How children start: from a fork server (forked from a single-threaded process that has only imported
-    ``PRELOAD``, never from the threaded server itself) where the platform has one, else spawned."""
+def context(kind: str) -> ForkServerContext | SpawnContext:
+    """How a child of ``kind`` starts: from a fork server (forked from a process that has only imported
+    ``PRELOAD``, and ``TRAINING_PRELOAD`` when ``kind`` started it and needs it; never from the threaded
+    server itself) where the platform has one, else spawned. The preload only counts before the fork
+    server starts, i.e. for the first isolated job of this process."""
+    from gigavision.jobs.registry import TRAINING_STACK
+
     if "forkserver" in multiprocessing.get_all_start_methods():
         forkserver = multiprocessing.get_context("forkserver")
-        forkserver.set_forkserver_preload(PRELOAD)
+        forkserver.set_forkserver_preload(PRELOAD + (TRAINING_PRELOAD if kind in TRAINING_STACK else []))
         return forkserver
     return multiprocessing.get_context("spawn")
 

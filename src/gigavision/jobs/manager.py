@@ -447,7 +447,7 @@ class JobManager:
         that dies is retried instead: see ``reap``). None: the lease was lost."""
         from gigavision.jobs import child
 
-        context = child.context()
+        context = child.context(claim.kind)
         conn, child_end = context.Pipe()
         args = (self.ws.settings, claim.job_id, claim.kind, claim.actor, registry.target(claim.kind), claim.params)
         process = context.Process(target=child.main, args=(*args, child_end), name=f"gigavision-job-{claim.job_id[:8]}")

@@ -61,6 +61,12 @@ def resolve(kind: str) -> JobFunction:
     return function
 
 
+# Kinds whose child loads the training stack (torch, Lightning, timm: 5-10 s of CPU per child otherwise):
+# when one of them is the first isolated job of a process, its fork server preloads that stack for every
+# later child (``child.context``). Not ``predict``: an ONNX prediction never imports torch.
+TRAINING_STACK = frozenset({"train", "evaluate", "loop", "label-errors", "active-select"})
+
+
 def isolated(kind: str) -> bool:
     """Whether jobs of ``kind`` run in a child process."""
     return kind in ISOLATED
