@@ -26,7 +26,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.browser.conftest import run_server
 
-pytestmark = pytest.mark.browser
+# one worker: the module's seeded workspace (the slide, 2,400 boxes, a server) was built on both (~25 s)
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("overlay")]
 
 HTML_LABEL = '<img src=x onerror="window.__xss=1">'
 LIMIT = 2000  # web/src/viewport-cache.ts VIEWPORT_LIMIT
