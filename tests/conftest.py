@@ -60,24 +60,6 @@ def pytest_itemcollected(item: pytest.Item) -> None:
         item.add_marker(pytest.mark.xdist_group(SCENE_GROUP))
 
 
-# Under `-n 2 --dist loadgroup` xdist hands out units one at a time as a worker frees up: the groups first (by
-# size), then single tests in collection order. Alphabetical order collected these modules, whose tests take
-# 40-130 s each, last: in a run on 2026-12-07 the gigapixel training test ran alone for its last 2 minutes
-# while the other worker idled. Collected first, the short tests fill in around them (longest first).
-LONG_FIRST = ("test_train_gigapixel", "test_docs", "test_cycle", "test_train_classify")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """``LONG_FIRST``'s modules first, in that order; the rest as collected (a stable sort)."""
-    rank = {name: k for k, name in enumerate(LONG_FIRST)}
-
-    def key(item: pytest.Item) -> int:
-        module = getattr(getattr(item, "module", None), "__name__", "")
-        return rank.get(module.rpartition(".")[2], len(rank))
-
-    items.sort(key=key)
-
-
 def pytest_sessionfinish(session: pytest.Session) -> None:
     output = getattr(session.config, "workeroutput", None)  # an xdist worker: hand the list to the controller
     if output is not None:
