@@ -3,7 +3,7 @@ model's backbone, and metric learning (embed), each published with an ONNX file 
 
 The digits workspace is built once for the module; the models train on the CPU in about a minute each.
 resnet10t for 4 epochs: resnet18 for 8 (classify) and 4 (embed) epochs reached the same bars (classify
-0.981-1.0, embed recall@1 0.981-0.993 over seeds 0-4) in about three times the CPU.
+0.981-1.0, embed recall@1 0.981-0.993 over seeds 0-4) in about twice the time.
 """
 
 from __future__ import annotations
