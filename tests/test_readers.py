@@ -111,6 +111,31 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
         assert _mean_abs(arr, np.rot90(photo, -1)) < 4
 
 
+def test_png_header_probe_decodes_no_pixel_and_keeps_its_exif_orientation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import PngImagePlugin
+
+    photo = data.astronaut()[:, :400]
+    plain, turned = tmp_path / "plain.png", tmp_path / "turned.png"
+    Image.fromarray(photo).save(plain)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Pillow writes the eXIf chunk before the image data, as the PNG 1.5 extension asks
+    Image.fromarray(photo).save(turned, exif=exif)
+
+    def no_decode(self: object) -> None:
+        raise AssertionError("a header probe decoded the pixels")
+
+    with monkeypatch.context() as m:  # Pillow's getexif() on a PNG without an early eXIf decodes the image
+        m.setattr(PngImagePlugin.PngImageFile, "load", no_decode)
+        with gv.open_image(plain) as src:
+            assert (src.width, src.height) == (400, 512)
+        with gv.open_image(turned) as src:
+            assert (src.width, src.height) == (512, 400)
+    with gv.open_image(turned) as src:
+        assert _mean_abs(src.read_region(gv.Region(0, 0, 512, 400)), np.rot90(photo, -1)) < 1
+
+
 def test_16bit_tiff_keeps_dtype(samples: dict[str, Path]) -> None:
     with gv.open_image(samples["moon_16bit.tif"]) as src:
         assert src.info.dtype == "uint16" and src.info.bands == 1

@@ -26,12 +26,20 @@ def _header(path: Path) -> tuple[str, int, int, str, int]:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                orientation = int(im.getexif().get(0x0112, 1)) if hasattr(im, "getexif") else 1
-                return str(im.format), int(im.width), int(im.height), str(im.mode), orientation
+                return str(im.format), int(im.width), int(im.height), str(im.mode), _orientation(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return "bomb", 0, 0, "", 1
     except Exception as exc:
         raise InvalidImage(f"{path.name}: not a readable image: {exc}") from exc
+
+
+def _orientation(im: Any) -> int:
+    """The EXIF orientation tag (1 when absent). A PNG keeps EXIF in an ``eXIf`` chunk; Pillow's ``getexif()``
+    decodes every pixel looking for one after the image data, so only a chunk before it (where writers,
+    Pillow included, put it) counts: header and decode then agree on the orientation either way."""
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1
+    return int(im.getexif().get(0x0112, 1)) if hasattr(im, "getexif") else 1
 
 
 def _is_small_raster(path: Path, head: bytes) -> bool:
