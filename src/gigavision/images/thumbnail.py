@@ -59,28 +59,42 @@ def foreground_mask(rgb: np.ndarray) -> np.ndarray:
     pixels and split the distance to it with Otsu, so pale counterstained tissue counts as tissue (plain
     Otsu on grey separates dark stain from pale tissue instead). Scenes without such a background
     (photos, satellite) are all foreground except exact-zero no-data.
+
+    Per-pixel maxima over the channels are taken channel by channel, and the opening and closing run in
+    OpenCV (same disk, same zero border as ``scipy.ndimage``): the same mask, ~4× faster at ``MASK_SIDE``.
     """
+    import cv2
     from scipy import ndimage
     from skimage.filters import threshold_otsu
     from skimage.morphology import disk, remove_small_objects
 
     img = rgb.astype(np.float32)
-    nodata: np.ndarray = (img == 0).all(axis=2)
-    valid = img[~nodata]
-    if valid.shape[0] < 16:
-        return ~nodata
-    grey = valid.mean(axis=1)
-    brightest = valid[grey >= np.percentile(grey, 95)]
+    channels = [img[:, :, c] for c in range(img.shape[2])]
+    nodata: np.ndarray = _channel_max(channels) == 0  # uint8 input: all channels exactly 0
+    valid = ~nodata
+    grey = (sum(channels[1:], channels[0]) / len(channels))[valid]
+    if grey.shape[0] < 16:
+        return valid
+    brightest = np.stack([c[valid] for c in channels], axis=1)[grey >= np.percentile(grey, 95)]
     background = np.median(brightest, axis=0)
     bg_saturation = float(background.max() - background.min())
-    distance = np.abs(img - background).max(axis=2)
-    near = float((distance[~nodata] < 12).mean())
+    distance = _channel_max([np.abs(c - b) for c, b in zip(channels, background, strict=True)])
+    spread = distance[valid]
+    near = float((spread < 12).mean())
     if float(background.mean()) < 200 or bg_saturation > 25 or near < 0.05:
-        return ~nodata  # no slide-like background to remove
-    spread = distance[~nodata]
+        return valid  # no slide-like background to remove
     threshold = max(12.0, float(threshold_otsu(spread))) if float(spread.max()) > 12 else 12.0
-    mask = (distance > min(threshold, 40.0)) & ~nodata
-    radius = max(1, round(min(mask.shape) / 256))
-    mask = ndimage.binary_closing(ndimage.binary_opening(mask, disk(radius)), disk(radius))
-    mask = ndimage.binary_fill_holes(mask)
-    return np.asarray(remove_small_objects(mask, max_size=max(4, mask.size // 20000)), dtype=bool)
+    mask = ((distance > min(threshold, 40.0)) & valid).astype(np.uint8)
+    footprint = disk(max(1, round(min(mask.shape) / 256))).astype(np.uint8)
+    for op in (cv2.MORPH_OPEN, cv2.MORPH_CLOSE):  # a zero border, as scipy's border_value=0: edges erode
+        mask = np.asarray(cv2.morphologyEx(mask, op, footprint, borderType=cv2.BORDER_CONSTANT, borderValue=0))
+    filled = ndimage.binary_fill_holes(mask.astype(bool))
+    return np.asarray(remove_small_objects(filled, max_size=max(4, filled.size // 20000)), dtype=bool)
+
+
+def _channel_max(channels: list[np.ndarray]) -> np.ndarray:
+    """Element-wise maximum of same-shaped planes (a reduction over a short last axis is several times slower)."""
+    out = channels[0].copy()
+    for c in channels[1:]:
+        np.maximum(out, c, out=out)
+    return out
