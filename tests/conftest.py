@@ -39,6 +39,9 @@ TEST_THREADS = 1
 def pytest_configure(config: pytest.Config) -> None:
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(TEST_THREADS)
+    # Throwaway workspaces: no fsync (files still appear whole, so the kill tests hold; gigavision/files.py).
+    # GIGAVISION_FSYNC=1 make test runs the suite with every sync on.
+    os.environ.setdefault("GIGAVISION_FSYNC", "0")
     # Starlette's TestClient sends `Host: testserver`, which the app's Host check (server/boundary.py) refuses
     # like any name it was not configured for; tests/test_boundary.py passes its own [server] settings.
     os.environ.setdefault("GIGAVISION_SERVER__ALLOWED_HOSTS", '["testserver"]')

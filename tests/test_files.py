@@ -53,8 +53,27 @@ def test_publishing_a_folder_syncs_every_file_and_folder_in_it(tmp_path: Path, m
         real(fd)
 
     monkeypatch.setattr(os, "fsync", spy)
+    monkeypatch.setenv(files.FSYNC_ENV, "1")  # the suite runs with syncs off (tests/conftest.py)
     files.publish(staging, tmp_path / "model")
     for name in ("checkpoint.pt", "sub/report.html", "sub", ""):
         assert str((staging / name).resolve()) in synced, name
     assert str(tmp_path.resolve()) == synced[-1]  # the rename itself, last
     assert (tmp_path / "model" / "checkpoint.pt").read_bytes() == b"w" * 100
+
+
+def test_syncs_can_be_turned_off_for_throwaway_workspaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``GIGAVISION_FSYNC=0``: no fsync and SQLite's ``synchronous=OFF``; files are still published whole."""
+    import gigavision as gv
+
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    for value, sqlite_level in (("0", 0), ("1", 2)):  # PRAGMA synchronous: 0 OFF, 2 FULL
+        monkeypatch.setenv(files.FSYNC_ENV, value)
+        synced.clear()
+        files.write_text(tmp_path / value / "a.txt", "whole")
+        assert (tmp_path / value / "a.txt").read_text() == "whole"
+        assert bool(synced) == (value == "1")
+        ws = gv.init_workspace(tmp_path / f"ws{value}")
+        with ws.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == sqlite_level
+        ws.close()

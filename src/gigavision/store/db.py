@@ -12,6 +12,7 @@ from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gigavision.errors import ConfigError, InvalidInput
+from gigavision.files import syncing
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -19,7 +20,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
+    # FULL: a commit survives a power cut; OFF with GIGAVISION_FSYNC=0 (throwaway workspaces, files.py)
+    cur.execute("PRAGMA synchronous=FULL" if syncing() else "PRAGMA synchronous=OFF")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
