@@ -85,7 +85,8 @@ def test_migrations_are_idempotent_on_both_databases(workspace: gv.Workspace) ->
     assert {"annotations", "annotation_events", "label_classes"} <= set(insp.get_table_names())
 
 
-def test_sqlite_is_wal_with_full_sync(tmp_path: Path) -> None:
+def test_sqlite_is_wal_with_full_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIGAVISION_FSYNC", "1")  # the suite runs with syncs off (tests/conftest.py)
     engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
