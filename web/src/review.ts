@@ -287,9 +287,22 @@ export function showReview(root: HTMLElement, query: string): () => void {
 
   // -- answers -----------------------------------------------------------------------------------------
   async function move(step: () => Promise<ReviewTask | null>, started: number): Promise<void> {
-    const task = await step();
-    await show(task);
+    let task: ReviewTask | null;
+    try {
+      task = await step();
+      await show(task);
+    } catch (err) {
+      failed(err);
+      return;
+    }
     if (task) record(started, task.id);
+  }
+
+  /** A fetch for the next task or its image failed: say so, unless the page was left (every fetch aborted). */
+  function failed(err: unknown): void {
+    if (abort.signal.aborted) return;
+    state.textContent = `Could not load review tasks: ${err instanceof ApiError ? err.message : String(err)}`;
+    state.classList.add("error");
   }
 
   /** Time from the key press to the next task's region in view, and (later) to its tiles being loaded. */
@@ -498,14 +511,10 @@ export function showReview(root: HTMLElement, query: string): () => void {
   );
   void refreshCounts();
   state.textContent = "Loading…";
-  queue.start().then(
-    (task) => show(task),
-    (err: unknown) => {
-      if (abort.signal.aborted) return;
-      state.textContent = `Could not load review tasks: ${err instanceof ApiError ? err.message : String(err)}`;
-      state.classList.add("error");
-    },
-  );
+  queue
+    .start()
+    .then((task) => show(task))
+    .catch(failed);
 
   return () => {
     abort.abort();
