@@ -32,6 +32,7 @@ from gigavision.formats.rle import counts_to_string
 from gigavision.server.main import create_app
 from gigavision.store.annotations import AnnotationStore
 from gigavision.store.schema import AnnotationEventRow
+from tests.conftest import empty_postgres_schema
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +58,12 @@ def pg_ws(
     tmp_path_factory: pytest.TempPathFactory, postgres_url: str, samples: dict[str, Path]
 ) -> Iterator[tuple[gv.Workspace, str]]:
     """The same on PostgreSQL (fails instead of skipping under CI=true: see conftest's postgres_url)."""
-    import psycopg
-
     ws = gv.init_workspace(tmp_path_factory.mktemp("integrity-pg") / "ws", db_url=postgres_url)
     (r,) = ws.ingest([samples["coins.png"]])
     assert r.id is not None
     yield ws, r.id
     ws.close()
-    with psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as c:
-        c.execute("DROP SCHEMA public CASCADE")
-        c.execute("CREATE SCHEMA public")
+    empty_postgres_schema(postgres_url)
 
 
 def _box(ws: gv.Workspace, image_id: str) -> int:

@@ -313,7 +313,10 @@ def _old_layout_database(url: str) -> tuple[object, dict[str, str]]:
     from alembic.config import Config
 
     from gigavision.store.db import MIGRATIONS, make_engine
+    from tests.conftest import empty_postgres_schema
 
+    if url.startswith("postgresql"):
+        empty_postgres_schema(url)
     engine = make_engine(url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
