@@ -36,6 +36,8 @@ PRELOAD = (
     "gigavision.infer.engine",
     "gigavision.infer.run",
     "optuna",
+    "onnx",
+    "sklearn.metrics",
 )
 STATUS = struct.Struct("!q")  # the child's pid, then its wait status
 
