@@ -43,26 +43,30 @@ def _weights(info: store.ModelInfo) -> dict[str, torch.Tensor]:
     return state
 
 
-def test_resume_after_kill_equals_an_uninterrupted_run(digits_ws: gv.Workspace) -> None:
-    recipe = _recipe(epochs=2)
-    whole = train(digits_ws, recipe, model_id="whole")
+@pytest.mark.parametrize("val_split", ["val", "unvalidated"])  # a split the version lacks: no validation
+def test_resume_after_kill_equals_an_uninterrupted_run(digits_ws: gv.Workspace, val_split: str) -> None:
+    """last.ckpt is written every epoch, validated or not (it once followed best.ckpt, so a run without a
+    validation split never wrote one and could not be resumed)."""
+    recipe = _recipe(epochs=2, val_split=val_split)
+    killed = f"killed-{val_split}"
+    whole = train(digits_ws, recipe, model_id=f"whole-{val_split}")
     script = (
         "import gigavision as gv, json, sys\n"
         "from gigavision.train.recipe import load_recipe\n"
         "from gigavision.train.trainer import train\n"
         f"ws = gv.open_workspace({str(digits_ws.root)!r})\n"
-        f"train(ws, load_recipe(base=json.loads({json.dumps(json.dumps(recipe.resolved()))})), model_id='killed')\n"
+        f"train(ws, load_recipe(base=json.loads({json.dumps(json.dumps(recipe.resolved()))})), model_id={killed!r})\n"
     )
     env = {**os.environ, KILL_AFTER_EPOCH_ENV: "1"}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == -9, proc.stderr[-2000:]  # SIGKILLed after epoch 1's checkpoint
-    run = store.runs_dir(digits_ws) / "killed"
+    run = store.runs_dir(digits_ws) / killed
     assert (run / "last.ckpt").is_file()
-    assert not (store.models_dir(digits_ws) / "killed").exists()  # nothing half-written in models/
-    with pytest.raises(InvalidInput, match="--resume killed"):
-        train(digits_ws, recipe, model_id="killed")  # a new run may not overwrite the interrupted one
+    assert not (store.models_dir(digits_ws) / killed).exists()  # nothing half-written in models/
+    with pytest.raises(InvalidInput, match=f"--resume {killed}"):
+        train(digits_ws, recipe, model_id=killed)  # a new run may not overwrite the interrupted one
 
-    resumed = train(digits_ws, _recipe(epochs=99), resume="killed")  # the run's own recipe wins over new options
+    resumed = train(digits_ws, _recipe(epochs=99), resume=killed)  # the run's own recipe wins over new options
     assert not run.exists()
     a, b = _weights(whole), _weights(resumed)
     assert a.keys() == b.keys()

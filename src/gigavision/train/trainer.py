@@ -84,10 +84,18 @@ def _callbacks(run: Path, recipe: Recipe, progress: Progress | None, show_bar: b
 
     monitor = "val_score" if has_val else None
     callbacks: list[Any] = [
-        # last.ckpt every epoch (resume); best.ckpt by the validation score (the published weights)
+        # best.ckpt by the validation score: the published weights, nothing else (no optimizer state, a third of
+        # the bytes with Adam); last.ckpt every epoch: the whole training state, for --resume
         ModelCheckpoint(
-            dirpath=run, filename="best", save_last=True, save_top_k=1 if has_val else 0, monitor=monitor, mode="max"
+            dirpath=run,
+            filename="best",
+            save_top_k=1 if has_val else 0,
+            monitor=monitor,
+            mode="max",
+            save_weights_only=True,
         ),
+        # (save_top_k=1 with no monitor keeps the newest; Lightning's save_last only follows another save)
+        ModelCheckpoint(dirpath=run, filename="last", save_top_k=1, enable_version_counter=False),
         JobProgress(),
     ]
     if recipe.patience and has_val:
