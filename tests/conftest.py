@@ -182,7 +182,7 @@ def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 def _clean_schema(conn: Any) -> None:
     """Empty every table of a schema the test left at the migrations' heads (the next test's workspace then
-    skips the ~0.4 s of migrations); drop the schema when the test changed it in any other way."""
+    skips the migrations: 0.07 s per test instead of 0.2 s); drop the schema when the test changed it otherwise."""
     from gigavision.store.db import _script_heads
 
     tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
