@@ -64,21 +64,25 @@ def publish(tmp: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
     A folder's files and subfolders are synced first (a model folder's checkpoint is written by
     ``torch.save``, which does not fsync), so no published folder can hold a short file after a power cut."""
     tmp_path, dest_path = Path(tmp), Path(dest)
-    if not syncing():
-        pass
-    elif tmp_path.is_file():
-        _fsync_file(tmp_path)
-    elif tmp_path.is_dir():
-        for path in sorted(tmp_path.rglob("*"), reverse=True):  # children before their folders
-            if path.is_symlink():
-                continue
-            if path.is_file():
-                _fsync_file(path)
-            elif path.is_dir():
-                fsync_dir(path)
-        fsync_dir(tmp_path)
+    if syncing():
+        _sync_tree(tmp_path)
     os.replace(tmp_path, dest_path)
     fsync_dir(dest_path.parent)
+
+
+def _sync_tree(path: Path) -> None:
+    """fsync a file, or a folder with everything in it (children before their folders; links skipped)."""
+    if path.is_file():
+        _fsync_file(path)
+    elif path.is_dir():
+        for child in sorted(path.rglob("*"), reverse=True):
+            if child.is_symlink():
+                continue
+            if child.is_file():
+                _fsync_file(child)
+            elif child.is_dir():
+                fsync_dir(child)
+        fsync_dir(path)
 
 
 def _fsync_file(path: Path) -> None:
