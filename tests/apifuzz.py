@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI
 
 ADMIN = "fuzz-admin"
@@ -45,10 +46,13 @@ class Seeded:
     job_ids: list[str]
     job_files: list[str]
     review_tasks: list[str] = field(default_factory=list)
+    indexes: list[str] = field(default_factory=list)
 
     def path_values(self, path: str) -> dict[str, list[str]]:
         """Real values for each path parameter of the operation at ``path``."""
         names = self.datasets if path.startswith("/api/v1/datasets") else self.labels
+        if path.startswith("/api/v1/indexes"):
+            names = self.indexes
         return {
             "image_id": self.image_refs,
             "annotation_id": self.annotation_ids,
@@ -147,6 +151,21 @@ def finish_export(ws: Any, seeded: Seeded) -> None:
     records, _ = ws.jobs.list_jobs(kind="export", status="done")
     seeded.job_ids += [records[0]["id"], records[0]["id"][:8]]
     seeded.job_files.append(str(result["out"]))
+    seeded.indexes += [empty_index(ws, "fuzzed"), empty_index(ws, "fuzzed-2")]  # DELETE may drop one
+
+
+def empty_index(ws: Any, name: str) -> str:
+    """An embedding index with no entries whose model is gone (no model is trained here): its card answers,
+    a search finds no model (404)."""
+    from gigavision.search import store, vectors
+
+    index, params = vectors.build(np.zeros((0, 8), np.float32), 8)
+    card = store.IndexCard(
+        name, "no-such-model", "embed", 8, "image", None, [], None, False, params, 0, 0, 0, store.now(), "", ADMIN
+    )
+    with store.locked(ws, name) as folder:
+        store.save(folder, card, index, store.Entries.empty())
+    return name
 
 
 # -- the server's own account of a 5xx -----------------------------------------------------------------------
@@ -305,6 +324,12 @@ def _fuzz_operation(
                 case.body = {**case.body, "actor": ADMIN}
             if isinstance(case.query, dict) and "actor" in case.query:
                 case.query = {**case.query, "actor": ADMIN}
+            # references by name in the query or the body (a search's index and image): real ones
+            for field_name, known in (("index", seeded.indexes), ("image_id", seeded.image_ids)):
+                if known and isinstance(case.query, dict) and field_name in case.query:
+                    case.query = {**case.query, field_name: known[0]}
+                if known and isinstance(case.body, dict) and field_name in case.body:
+                    case.body = {**case.body, field_name: known[0]}
         del catcher.records[:]
         try:
             response = case.call(base_url=base_url, headers=headers)

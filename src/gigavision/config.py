@@ -75,6 +75,17 @@ class JobSettings(BaseModel):
     max_retries: int = Field(2, ge=0, description="Times a job whose worker died is requeued before it fails.")
 
 
+class SearchSettings(BaseModel):
+    """Embedding indexes that follow new images (``gigavision index build --follow``)."""
+
+    follow_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="Every job consumer checks the indexes built with --follow this often and queues an index add"
+        " job for each one with new images; 0: never (add them with gigavision index add).",
+    )
+
+
 class LoopSettings(BaseModel):
     """When retraining loops start rounds on their own (``gigavision.active.loop.trigger``)."""
 
@@ -107,6 +118,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     jobs: JobSettings = JobSettings()
     loops: LoopSettings = LoopSettings()
+    search: SearchSettings = SearchSettings()
     tile_cache_mb: int = Field(256, ge=0)
 
     def resolved_db_url(self) -> str:

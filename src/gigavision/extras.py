@@ -33,6 +33,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "postgres": ("psycopg",),
     "redis": ("redis",),
     "geo": ("rasterio",),
+    "search": ("faiss",),
 }
 
 

@@ -1,7 +1,8 @@
-"""``gigavision dataset create|list|show|diff|images``: immutable, content-hashed dataset versions."""
+"""``gigavision dataset create|list|show|diff|images|check``: immutable, content-hashed dataset versions."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -44,6 +45,13 @@ def create(
     dup_distance: Annotated[
         int, typer.Option(help="Near-duplicate perceptual-hash distance in bits (0: identical hash, -1: off).")
     ] = 4,
+    dedupe: Annotated[
+        str | None,
+        typer.Option(
+            help="Also group embedding near-duplicates: embed:INDEX or embed:INDEX@COSINE (an image index;"
+            " default cosine 0.95), so they never straddle splits."
+        ),
+    ] = None,
     reshuffle: Annotated[
         bool, typer.Option("--reshuffle", help="Do not keep the splits of the latest version of NAME.")
     ] = False,
@@ -72,6 +80,7 @@ def create(
             seed=seed,
             statuses=status,
             dup_distance=dup_distance,
+            dedupe=dedupe,
             reshuffle=reshuffle,
             allow_duplicate=allow_duplicate,
             qc_submissions=qc_submissions,
@@ -228,3 +237,58 @@ def _print_summary(summary: dict[str, Any]) -> None:
         highlight=False,
     )
     out_console.print(f"content hash: {summary['content_hash']}", highlight=False)
+
+
+@dataset_app.command("check")
+def check_cmd(
+    ref: Annotated[str, typer.Argument(help="Dataset version NAME@N (or NAME: the latest).")],
+    index: Annotated[
+        str | None, typer.Option(help="An image index whose vectors find embedding near-duplicates.")
+    ] = None,
+    threshold: Annotated[float, typer.Option(help="Cosine similarity at which two images are near-duplicates.")] = 0.95,
+    hash_distance: Annotated[
+        int, typer.Option(help="Perceptual-hash distance in bits at which two images are near-duplicates (-1: off).")
+    ] = 4,
+    html: Annotated[Path | None, typer.Option(help="Write an HTML page of the pairs side by side here.")] = None,
+    fail_on_leak: Annotated[
+        bool, typer.Option("--fail-on-leak", help="Exit with code 1 when a pair straddles splits (for CI).")
+    ] = False,
+    workspace_opt: WorkspaceOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Near-duplicate images of a dataset version, within and across splits (across: leakage), by perceptual
+    hash and, with --index, by embedding cosine."""
+    from gigavision.search.duplicates import check_version
+
+    with open_ws(workspace_opt) as ws, progress_bar(f"checking {ref}", quiet=json_out) as progress:
+        report = check_version(
+            ws,
+            ref,
+            index=index,
+            threshold=threshold,
+            hash_distance=None if hash_distance < 0 else hash_distance,
+            html=html,
+            progress=progress,
+        )
+    doc = report.as_dict()
+    if json_out:
+        print_json(doc)
+    else:
+        err_console.print(
+            f"{doc['dataset']}: {doc['pairs']} near-duplicate pair(s) among {doc['images']} images,"
+            f" {doc['within_split']} within a split, {doc['across_splits']} across splits"
+            + (f" {doc['across_by_splits']}" if doc["across_by_splits"] else ""),
+            highlight=False,
+        )
+        for p in doc["duplicates"][:50]:
+            why = (f"cosine {p['cosine']:.3f}, " if p["cosine"] is not None else "") + f"hash {p['hash_distance']}"
+            out_console.print(
+                f"{'LEAK ' if p['leak'] else '     '}{p['a']['name']} ({p['a']['split']})"
+                f"  {p['b']['name']} ({p['b']['split']})  {why}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        if doc["html"]:
+            err_console.print(f"wrote {doc['html']}")
+    if fail_on_leak and doc["across_splits"]:
+        raise typer.Exit(1)

@@ -17,6 +17,7 @@ from gigavision.cli import loop as loop_commands
 from gigavision.cli import models as model_commands
 from gigavision.cli import quality as quality_commands
 from gigavision.cli import review as review_commands
+from gigavision.cli import search as search_commands
 from gigavision.cli import users as user_commands
 from gigavision.cli.common import State, WorkspaceOpt, err_console
 from gigavision.errors import GigavisionError
@@ -81,6 +82,8 @@ app.add_typer(review_commands.review_app, name="review")
 app.add_typer(review_commands.routing_app, name="routing")
 app.add_typer(active_commands.active_app, name="active")
 app.add_typer(loop_commands.loop_app, name="loop")
+app.add_typer(search_commands.index_app, name="index")
+app.command("search")(search_commands.search_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ PARAMS = (
     "seed",
     "statuses",
     "dup_distance",
+    "dedupe",
     "reshuffle",
     "allow_duplicate",
     "qc_submissions",

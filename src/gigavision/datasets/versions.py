@@ -40,6 +40,7 @@ from gigavision.datasets.splits import UnionFind, assign_splits, group_order_key
 from gigavision.errors import Conflict, InvalidInput, NotFound
 from gigavision.formats.source import ImageEntry
 from gigavision.progress import Progress
+from gigavision.registry import import_path
 from gigavision.store.schema import DatasetImageRow, DatasetVersionRow, utcnow
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ HASH_FORMAT = "gigavision.dataset/1"
 NO_LABEL = "(none)"  # the stratum of images without annotations
 PAGE = 1000
 INSERT_CHUNK = 5000
+DEDUPE_PAIRS = "gigavision.search.duplicates:embedding_pairs"  # (ws, spec, image ids, progress) -> (k, 2) pairs
 
 
 class DatasetVersion:
@@ -234,6 +236,7 @@ def create_version(
     seed: int = 0,
     statuses: Sequence[str] | None = None,
     dup_distance: int | None = DEFAULT_DUP_DISTANCE,
+    dedupe: str | None = None,
     reshuffle: bool = False,
     allow_duplicate: bool = False,
     qc_submissions: bool = False,
@@ -247,8 +250,9 @@ def create_version(
     annotators' submissions to multi-annotator QC are left out (their consensus is frozen) unless
     ``qc_submissions``.
     ``split``: ``train=0.8,val=0.1,test=0.1``. ``group_by``: ``image`` or ``meta:KEY``; near-duplicate
-    images (perceptual hashes within ``dup_distance`` bits; None: off) join one group; a group never spans
-    splits. Unless ``reshuffle``, images of the dataset's latest version keep their split there.
+    images (perceptual hashes within ``dup_distance`` bits; None: off) join one group, and so do the pairs
+    ``dedupe`` finds (``embed:INDEX[@COSINE]``: embedding near-duplicates by an image index, issue 15); a
+    group never spans splits. Unless ``reshuffle``, images of the dataset's latest version keep their split there.
     ``stratify``: every split gets its share of each class (an image's class: its majority label).
     Raises ``Conflict`` naming the version of ``name`` that already holds identical content (same hash),
     unless ``allow_duplicate``. ``progress(done, total, message)`` is called as work advances.
@@ -298,6 +302,12 @@ def create_version(
             dup_pairs += 1
             dup_images.update((i, j))
             uf.union(i, j)
+    if dedupe:
+        # the search stage is a layer up: named, not imported (it reads the index's vectors)
+        for i, j in import_path(DEDUPE_PAIRS)(ws, dedupe, [f.id for f in frozen], progress).tolist():
+            dup_pairs += 1
+            dup_images.update((i, j))
+            uf.union(i, j)
     groups = uf.groups()
     group_of = [0] * len(frozen)
     for g, members in enumerate(groups):
@@ -333,6 +343,7 @@ def create_version(
         "group_by": grouping,
         "seed": seed,
         "dup_distance": distance,
+        "dedupe": dedupe,
         "base": base.ref if base is not None else None,
     }
     counts = _counts(frozen, image_split, ratios, len(groups), dup_pairs, len(dup_images), ungrouped)

@@ -40,5 +40,11 @@ def _loop_seconds(settings: Settings) -> float:
     return settings.loops.check_seconds
 
 
+def _follow_seconds(settings: Settings) -> float:
+    return settings.search.follow_seconds
+
+
 # a retraining round of every due loop (``[loops] check_seconds``)
 register("loops", "gigavision.active.loop:trigger", _loop_seconds)
+# an ``index add`` job for every following index with new images (``[search] follow_seconds``)
+register("indexes", "gigavision.search.jobs:follow", _follow_seconds)

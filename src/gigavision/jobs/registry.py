@@ -37,6 +37,7 @@ for _kind, _path, _isolated in (
     ("loop", "gigavision.active.loop:run_job", True),  # a retraining round: freeze, train, compare, promote
     ("active-select", "gigavision.active.pool_selection:run_select", True),  # active learning over a pool
     ("label-errors", "gigavision.active.label_errors:run_job", True),  # k-fold training: a child process
+    ("index", "gigavision.search.jobs:run_index", True),  # embedding index build / add: loads a model
 ):
     KINDS.add(_kind, _path)
     if _isolated:

@@ -242,6 +242,16 @@ def _examples(examples: Sequence[Example]) -> str:
     return f"<h2>Worst examples</h2><div>{figures}</div>"
 
 
+def _document(title: str, body: str) -> str:
+    """The HTML document around ``body``: inline styles, and a CSP that allows nothing but data: images."""
+    csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+    return (
+        "<!DOCTYPE html>\n"
+        f'<html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{csp}">'
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>{body}</body></html>\n"
+    )
+
+
 # -- entry points ---------------------------------------------------------------------------------------
 def render_report(result: Any, title: str = "Evaluation report", worst_examples: Sequence[Example] = ()) -> str:
     """The report as one HTML document (text)."""
@@ -263,12 +273,7 @@ def render_report(result: Any, title: str = "Evaluation report", worst_examples:
             _examples(worst_examples),
         ]
     )
-    csp = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-    return (
-        "<!DOCTYPE html>\n"
-        f'<html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{csp}">'
-        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>{body}</body></html>\n"
-    )
+    return _document(title, body)
 
 
 def write_report(
@@ -283,3 +288,35 @@ def write_report(
     """
     html = render_report(result, title, worst_examples)
     return write_text(path, html)
+
+
+PairRow = tuple[bytes, str, bytes, str, str]  # thumbnail a, caption a, thumbnail b, caption b, note
+
+
+def render_pairs_page(title: str, summary: Mapping[str, Any], rows: Sequence[PairRow], omitted: int = 0) -> str:
+    """Pairs of images side by side (near-duplicates, leaks), as one self-contained HTML document like the
+    reports: a summary table, then a row per pair with both thumbnails inline and a note."""
+    table = "".join(f'<tr><th class="l">{escape(str(k))}</th><td>{_fmt(v)}</td></tr>' for k, v in summary.items())
+    pairs = "".join(
+        "<tr>"
+        f'<td class="l"><img src="{_image_uri(a)}" alt="{escape(ca)}" style="max-width:200px;max-height:200px">'
+        f"<br>{escape(ca)}</td>"
+        f'<td class="l"><img src="{_image_uri(b)}" alt="{escape(cb)}" style="max-width:200px;max-height:200px">'
+        f"<br>{escape(cb)}</td>"
+        f'<td class="l">{escape(note)}</td></tr>'
+        for a, ca, b, cb, note in rows
+    )
+    more = f"<p>{omitted} more pair(s) are listed in the JSON report only.</p>" if omitted else ""
+    body = (
+        f"<h1>{escape(title)}</h1><table>{table}</table><h2>Pairs</h2>"
+        + (f"<table><tr><th>image</th><th>image</th><th>why</th></tr>{pairs}</table>" if rows else "<p>No pair.</p>")
+        + more
+    )
+    return _document(title, body)
+
+
+def write_pairs_page(
+    path: str | os.PathLike[str], title: str, summary: Mapping[str, Any], rows: Sequence[PairRow], omitted: int = 0
+) -> Path:
+    """Write ``render_pairs_page`` to ``path`` atomically; returns the path."""
+    return write_text(path, render_pairs_page(title, summary, rows, omitted))

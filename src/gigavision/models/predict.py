@@ -94,6 +94,15 @@ class Predictor:
             self._session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
             self._input_names = [i.name for i in self._session.get_inputs()]
 
+    @property
+    def network(self) -> Any:
+        """The torch network (eval mode) of the torch runtime; None on onnxruntime."""
+        return self._net
+
+    @property
+    def device(self) -> str:
+        return self._device if self._net is not None else "cpu"
+
     def stamp(self, ann: Annotations) -> Annotations:
         """``ann`` as this model's predictions: source ``model:<id>`` and ``attributes.model`` = the id."""
         attrs = np.empty(len(ann), dtype=object)

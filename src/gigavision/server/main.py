@@ -29,6 +29,7 @@ from gigavision.server.routers import models as model_routes
 from gigavision.server.routers import predict as predict_routes
 from gigavision.server.routers import quality as quality_routes
 from gigavision.server.routers import reviews as review_routes
+from gigavision.server.routers import search as search_routes
 from gigavision.server.routers import transfer as transfer_routes
 from gigavision.workspace import Workspace
 
@@ -122,6 +123,7 @@ def create_app(workspace: Workspace) -> FastAPI:
     app.include_router(active_routes.router)
     app.include_router(label_error_routes.router)
     app.include_router(deploy_routes.router)
+    app.include_router(search_routes.router)
 
     install_api_docs(app, CSP)
     if (STATIC / "assets").is_dir():
