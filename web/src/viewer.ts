@@ -9,6 +9,7 @@ import { attachLayers, type LayersHandle } from "./layers";
 import type { ToolsHandle } from "./annotate";
 import type { OverlayHandle } from "./overlay";
 import { attachScaleBar } from "./scalebar";
+import { attachSimilar, type SimilarHandle } from "./similar";
 
 declare global {
   interface Window {
@@ -89,6 +90,7 @@ export function showViewer(root: HTMLElement, id: string, region: BBox | null = 
   let overlay: OverlayHandle | null = null;
   let layers: LayersHandle | null = null;
   let tools: ToolsHandle | null = null;
+  let similar: SimilarHandle | null = null;
 
   root.replaceChildren(header(null, "Loading…"), el("div", { class: "status" }, "Loading…"));
 
@@ -119,10 +121,18 @@ export function showViewer(root: HTMLElement, id: string, region: BBox | null = 
         "data-testid": "annotate-tools",
         hidden: "",
       });
+      // "Find similar" (similar.ts): hidden until the workspace has an embedding index.
+      const similarSection = el("section", {
+        class: "panel-section",
+        "aria-label": "Find similar",
+        "data-testid": "similar-panel",
+        hidden: "",
+      });
       const side = el(
         "aside",
         { class: "panel", "aria-label": "Layers and annotations" },
         layersSection,
+        similarSection,
         panel,
         toolsSection,
       );
@@ -146,6 +156,7 @@ export function showViewer(root: HTMLElement, id: string, region: BBox | null = 
         detachScaleBar = attachScaleBar(opened, image.mpp_x);
       }
       layers = attachLayers(opened, image, layersSection);
+      similar = attachSimilar(opened, image, similarSection);
       const hook: NonNullable<Window["__gv"]> = { viewer: opened, image, layers };
       window.__gv = hook;
 
@@ -187,6 +198,8 @@ export function showViewer(root: HTMLElement, id: string, region: BBox | null = 
     abort.abort();
     tools?.destroy();
     tools = null;
+    similar?.destroy();
+    similar = null;
     overlay?.destroy();
     overlay = null;
     layers?.destroy();

@@ -62,7 +62,7 @@ def build_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Embed images (or their foreground regions) with a model into a new FAISS index: exact search up to
-    100,000 vectors, IVF beyond with its probes tuned on the data."""
+    20,000 vectors, IVF beyond with its probes tuned on the data."""
     from gigavision.search.build import RegionSpec, build_index
 
     spec = RegionSpec.parse(regions) if regions is not None else None
