@@ -214,6 +214,20 @@ def test_region_index_finds_the_planted_photograph_on_the_other_slide(
     assert {h.box for h in upload.hits} == {(bx, by, bx + 128, by + 128), (ax, ay, ax + 128, ay + 128)}
 
 
+def test_dask_workers_compute_the_same_region_vectors(searchable: Searchable, slides_index: dict[str, Any]) -> None:
+    from gigavision.search import store, vectors
+    from gigavision.search.build import RegionSpec, build_index
+
+    ws = searchable.ws
+    spec = RegionSpec(tile=64, level=1)
+    card = build_index(ws, "slides-dask", searchable.model.id, images=["image=?.png"], regions=spec, dask="local:1")
+    assert card["count"] == slides_index["count"]
+    here, there = store.load(ws, "slides"), store.load(ws, "slides-dask")
+    assert here.entries.image_ids == there.entries.image_ids
+    np.testing.assert_array_equal(here.entries.boxes, there.entries.boxes)
+    np.testing.assert_allclose(vectors.vectors_of(here.index), vectors.vectors_of(there.index), atol=1e-5)
+
+
 def _regions_of(ws: gv.Workspace, image_id: str) -> int:
     from gigavision.search import store
 

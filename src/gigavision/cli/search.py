@@ -12,6 +12,14 @@ index_app = typer.Typer(
     help="Embedding indexes of images or of their foreground regions, for visual search.", no_args_is_help=True
 )
 
+DaskOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        help="Compute the vectors on Dask workers: tcp://scheduler:8786, or local[:N] worker processes here"
+        " [default: the workspace's dask, else this process].",
+    ),
+]
 RuntimeOpt = Annotated[
     str, typer.Option(help="auto, torch or onnx (classify/probe backbones need torch; embed runs on either).")
 ]
@@ -57,6 +65,7 @@ def build_cmd(
     ] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Add newly ingested images by itself (a job).")] = False,
     runtime: RuntimeOpt = "auto",
+    dask: DaskOpt = None,
     actor: Annotated[str, typer.Option("--as", help="Who builds it (recorded).")] = "cli",
     workspace_opt: WorkspaceOpt = None,
     json_out: JsonOpt = False,
@@ -76,6 +85,7 @@ def build_cmd(
             regions=spec,
             follow=follow,
             runtime=runtime,
+            dask=dask,
             actor=actor,
             progress=advance,
         )
@@ -90,6 +100,7 @@ def add_cmd(
         typer.Argument(help="Workspace images (id, prefix or name); default: every new image the index selects."),
     ] = None,
     runtime: RuntimeOpt = "auto",
+    dask: DaskOpt = None,
     workspace_opt: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -98,7 +109,7 @@ def add_cmd(
 
     with open_ws(workspace_opt) as ws, progress_bar("indexing", quiet=json_out) as advance:
         ids = list(ws.find_images(images).values()) if images else None
-        doc = add_images(ws, name, ids, runtime=runtime, progress=advance)
+        doc = add_images(ws, name, ids, runtime=runtime, dask=dask, progress=advance)
     _report(doc, json_out)
 
 

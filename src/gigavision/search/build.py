@@ -198,18 +198,14 @@ def _grow(
     entries: store.Entries,
     image_ids: Sequence[str],
     progress: Progress,
+    dask: str | None = None,
 ) -> tuple[Any, store.Entries, list[dict[str, str]]]:
     """``index`` and ``entries`` with ``image_ids`` embedded and appended; images that fail are skipped and
-    named (one unreadable file does not sink an index of thousands)."""
+    named (one unreadable file does not sink an index of thousands). ``dask``: embed on that cluster
+    (``search.distributed``; there an image that fails fails the build)."""
     failed: list[dict[str, str]] = []
     pending: list[np.ndarray] = []
-    for done, image_id in enumerate(image_ids):
-        progress(done, len(image_ids), f"embedding {image_id[:12]}")
-        try:
-            boxes, vecs = embed_image(ws, extractor, card, image_id)
-        except (InvalidInput, OSError, ValueError) as exc:
-            failed.append({"image": image_id, "error": str(exc)})
-            continue
+    for image_id, boxes, vecs in _embedded(ws, extractor, card, image_ids, progress, dask, failed):
         if card.dim == 0 and len(vecs):
             card.dim = int(vecs.shape[1])
         entries = entries.extend(image_id, boxes)  # kept with no region too: add does not embed it again
@@ -226,6 +222,31 @@ def _grow(
     return index, entries, failed
 
 
+def _embedded(
+    ws: Workspace,
+    extractor: FeatureExtractor,
+    card: store.IndexCard,
+    image_ids: Sequence[str],
+    progress: Progress,
+    dask: str | None,
+    failed: list[dict[str, str]],
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(image id, boxes, vectors) of each image that could be embedded, here or on a Dask cluster."""
+    if dask:
+        from gigavision.search.distributed import embed_on_cluster
+
+        yield from embed_on_cluster(ws, extractor, card, image_ids, dask, progress)
+        return
+    for done, image_id in enumerate(image_ids):
+        progress(done, len(image_ids), f"embedding {image_id[:12]}")
+        try:
+            boxes, vecs = embed_image(ws, extractor, card, image_id)
+        except (InvalidInput, OSError, ValueError) as exc:
+            failed.append({"image": image_id, "error": str(exc)})
+            continue
+        yield image_id, boxes, vecs
+
+
 def build_index(
     ws: Workspace,
     name: str,
@@ -236,10 +257,13 @@ def build_index(
     regions: RegionSpec | None = None,
     follow: bool = False,
     runtime: str = "auto",
+    dask: str | None = None,
     actor: str = "anonymous",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Embed the selected images (or their foreground regions) with ``model`` into a new index ``name``."""
+    """Embed the selected images (or their foreground regions) with ``model`` into a new index ``name``.
+    ``dask``: a Dask cluster (``tcp://host:port``, ``local[:N]``) computes the vectors; default: the
+    workspace's ``dask`` setting, else this process."""
     store.check_index_name(name)
     store.create_folder(ws, name)
     extractor = extractor_for(ws, model, runtime)
@@ -266,9 +290,9 @@ def build_index(
     with store.locked(ws, name) as folder:
         store.create_folder(ws, name)  # again under the lock: two builds of one name, one wins
         try:
-            index, entries, failed = _grow(
-                ws, extractor, card, None, store.Entries.empty(), ids, progress or no_progress
-            )
+            cluster = dask if dask is not None else ws.settings.dask
+            report = progress or no_progress
+            index, entries, failed = _grow(ws, extractor, card, None, store.Entries.empty(), ids, report, cluster)
             if card.dim == 0:  # nothing embedded: the model's dimension from one blank input
                 card.dim = int(extractor.windows(np.zeros((1, extractor.size, extractor.size, 3), np.uint8)).shape[1])
                 index, card.params = vectors.build(np.zeros((0, card.dim), np.float32), card.dim)
@@ -289,6 +313,7 @@ def add_images(
     *,
     model: str | None = None,
     runtime: str = "auto",
+    dask: str | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Embed images not yet in index ``name`` (default: every image its filters or dataset now select) and
@@ -307,7 +332,9 @@ def add_images(
         extractor = extractor_for(ws, card.model, runtime)
         # a private copy to grow: the cached one serves searches until the new generation is in force
         index = vectors.read(folder / f"vectors-{card.generation}.faiss")
-        index, entries, failed = _grow(ws, extractor, card, index, loaded.entries, new, progress or no_progress)
+        cluster = dask if dask is not None else ws.settings.dask
+        report = progress or no_progress
+        index, entries, failed = _grow(ws, extractor, card, index, loaded.entries, new, report, cluster)
         card = store.save(folder, card, index, entries)
     return {**card.as_dict(), "added_images": len(new) - len(failed), "failed": failed}
 

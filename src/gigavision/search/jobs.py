@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from gigavision.jobs.context import JobContext
     from gigavision.workspace import Workspace
 
-BUILD_KEYS = ("action", "name", "model", "images", "dataset", "regions", "follow", "runtime")
-ADD_KEYS = ("action", "name", "images", "runtime")
+BUILD_KEYS = ("action", "name", "model", "images", "dataset", "regions", "follow", "runtime", "dask")
+ADD_KEYS = ("action", "name", "images", "runtime", "dask")
 
 
 def run_index(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -32,9 +32,10 @@ def run_index(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     if not params.get("name"):
         raise InvalidInput("an index job needs the index name")
     runtime = str(params.get("runtime") or "auto")
+    dask = params.get("dask")  # None: the workspace's dask setting
     if action == "add":
         images = params.get("images")
-        return add_images(ctx.workspace, str(params["name"]), images, runtime=runtime, progress=ctx.progress)
+        return add_images(ctx.workspace, str(params["name"]), images, runtime=runtime, dask=dask, progress=ctx.progress)
     regions = params.get("regions")
     return build_index(
         ctx.workspace,
@@ -45,6 +46,7 @@ def run_index(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         regions=RegionSpec.parse(regions) if isinstance(regions, str) else None,
         follow=bool(params.get("follow", False)),
         runtime=runtime,
+        dask=dask,
         actor=ctx.actor,
         progress=ctx.progress,
     )
