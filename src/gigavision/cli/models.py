@@ -16,6 +16,7 @@ import typer
 from rich.table import Column, Table
 
 from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, out_console, print_json, progress_bar
+from gigavision.cli.pipelines import pipeline_app
 from gigavision.errors import GigavisionError, InvalidInput
 from gigavision.extras import require
 
@@ -246,12 +247,20 @@ def evaluate_cmd(
     out: Annotated[
         Path | None, typer.Option(help="Folder for metrics.json + report.html (default <ws>/evaluations/…).")
     ] = None,
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="Score this ONNX variant (int8, from export-model --quantize int8) against model.onnx on"
+            " onnxruntime: metric delta, file size and CPU images/s of both."
+        ),
+    ] = None,
     workspace_opt: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Score a model on a dataset version's split; writes metrics.json and report.html (never into the model)."""
+    """Score a model on a dataset version's split; writes metrics.json and report.html (never into the model).
+    A pipeline is scored per stage and end to end (a hit needs the right box and the right stage answers)."""
     require("train", feature="gigavision evaluate")
-    from gigavision.models.store import get_model
+    from gigavision.models.store import PIPELINE, get_model
     from gigavision.train.assess import default_out, evaluate_model
 
     with open_ws(workspace_opt) as ws, progress_bar(f"evaluate {model_id}", quiet=json_out) as update:
@@ -260,7 +269,18 @@ def evaluate_cmd(
 
         ref = open_version(ws, dataset).ref
         folder = out if out is not None else default_out(ws, info.id, ref, split)
-        result = evaluate_model(ws, info, ref, split, out=folder, progress=update)
+        if info.task == PIPELINE and variant is not None:
+            raise InvalidInput(f"model {info.id} is a pipeline: --variant applies to its stage models")
+        if info.task == PIPELINE:
+            from gigavision.infer.pipeline_eval import evaluate_pipeline
+
+            result = evaluate_pipeline(ws, info, ref, split, out=folder, progress=update)
+        elif variant is not None:
+            from gigavision.train.assess import compare_variant
+
+            result = compare_variant(ws, info, ref, split, variant, out=folder, progress=update).as_dict()
+        else:
+            result = evaluate_model(ws, info, ref, split, out=folder, progress=update)
     if json_out:
         print_json(result)
         return
@@ -272,7 +292,28 @@ def evaluate_cmd(
     for key, val in sorted(metrics.items()):
         if key not in ("headline", "split", headline) and not isinstance(val, list | dict):
             out_console.print(f"  {key}: {_fmt(val)}", highlight=False)
-    out_console.print(f"report: {Path(result['out']) / 'report.html'}", highlight=False, soft_wrap=True)
+    if variant is not None:
+        _print_variant(result)
+    report = Path(result["out"]) / "report.html"
+    shown = report if report.is_file() else Path(result["out"]) / "metrics.json"
+    out_console.print(f"{shown.stem}: {shown}", highlight=False, soft_wrap=True)
+
+
+def _print_variant(doc: dict[str, Any]) -> None:
+    """The lines of a ``VariantComparison`` (evaluate --variant, models compare --variant)."""
+    name, headline, file = doc["variant"], doc["headline"], doc["file"]
+    points = doc["headline_delta_points"]
+    delta = "" if points is None else f" ({points:+.2f} points)"
+    mb = 1024 * 1024
+    out_console.print(
+        f"{name} vs fp32: {headline} {_fmt(doc['metrics'].get(headline))} vs {_fmt(doc['fp32_metrics'].get(headline))}"
+        f"{delta}; {file['bytes'] / mb:.2f} MB vs {file['fp32_bytes'] / mb:.2f} MB ({file['size_ratio']:.2f}×);"
+        f" {doc['images_per_s']:.0f} vs {doc['fp32_images_per_s']:.0f} images/s on CPU ({doc['speedup']:.2f}×)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if file.get("method"):
+        out_console.print(f"{name}: {file['method']} — {file.get('reason', '')}", highlight=False, soft_wrap=True)
 
 
 def predict_cmd(
@@ -342,6 +383,10 @@ def predict_cmd(
     task: Annotated[
         str | None, typer.Option(help="The task the model must have (detect, segment, classify, ...): a check.")
     ] = None,
+    variant: Annotated[
+        str,
+        typer.Option(help="fp32 (model.onnx) or int8 (model.int8.onnx from export-model --quantize int8), on onnx."),
+    ] = "fp32",
     workspace_opt: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -373,6 +418,7 @@ def predict_cmd(
         workspace_dask=True,
         store=store_,
         out_dir=out_dir,
+        variant=variant,
     )
     request.require_extras()  # before the workspace is opened: nothing written when an extra is missing
     with open_ws(workspace_opt) as ws:
@@ -436,16 +482,43 @@ def export_model_cmd(
     model_id: Annotated[str, typer.Argument(help="Model id.")],
     format_: Annotated[str, typer.Option("--format", help="Export format (onnx).")] = "onnx",
     out: Annotated[Path | None, typer.Option(help="Copy the exported file here.")] = None,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            help="int8: also write model.int8.onnx (static, calibrated on the model's training split;"
+            " dynamic where static fails or loses too much) and record it in model.json."
+        ),
+    ] = None,
+    dynamic: Annotated[
+        bool,
+        typer.Option("--dynamic", help="With --quantize: dynamic quantisation (no calibration data needed)."),
+    ] = False,
+    calibration_samples: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --quantize: training-split inputs to calibrate activation ranges on [128]."),
+    ] = None,
     workspace_opt: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Export a model for deployment (ONNX for onnxruntime; rebuilt from the checkpoint if missing)."""
+    """Export a model for deployment (ONNX for onnxruntime; rebuilt from the checkpoint if missing); with
+    --quantize int8, an int8 copy beside it (predict/evaluate --variant int8)."""
     from gigavision.models import store
 
     if format_ != "onnx":
         raise InvalidInput(f"--format {format_!r} is not supported; supported: onnx")
+    if quantize is not None and quantize != "int8":
+        raise InvalidInput(f"--quantize {quantize!r} is not supported; supported: int8")
+    if dynamic and quantize is None:
+        raise InvalidInput("--dynamic chooses how --quantize int8 quantises: give --quantize int8 too")
+    if quantize is not None:
+        require("train", "torch", "onnx", "onnxruntime", feature="gigavision export-model --quantize")
     with open_ws(workspace_opt) as ws:
         info = store.get_model(ws, model_id)
+        if info.task == store.PIPELINE:
+            raise InvalidInput(
+                f"model {info.id} is a pipeline: its folder is deployable as it is (each stage's {store.ONNX_FILE}"
+                f" is in {info.path / store.STAGES_DIR}/<stage>/); export its stage models instead"
+            )
         path = info.path / store.ONNX_FILE
         exported = not path.is_file()
         diff = None
@@ -455,13 +528,37 @@ def export_model_cmd(
 
             task, net = info.load_network()
             diff = export_onnx(task, net, path, info.input.size)
+        record = None
+        if quantize is not None:
+            from gigavision.train.quantize import quantize_model
+
+            samples = {} if calibration_samples is None else {"samples": calibration_samples}
+            info = quantize_model(ws, info, dynamic=dynamic, **samples)
+            record = info.card.variants[quantize]
+            path = info.path / record.file
         target = path if out is None else store.copy_file(path, out)
-    result = {"model": info.id, "format": "onnx", "path": str(target), "re_exported": exported, "max_abs_diff": diff}
+    result: dict[str, Any] = {
+        "model": info.id,
+        "format": "onnx",
+        "path": str(target),
+        "re_exported": exported,
+        "max_abs_diff": diff,
+    }
+    if record is not None:
+        result.update(variant=quantize, **record.model_dump(mode="json"), size_ratio=record.bytes / record.fp32_bytes)
     if json_out:
         print_json(result)
         return
     note = f" (re-exported, max |onnx − torch| {diff:.2g})" if exported and diff is not None else ""
     out_console.print(f"{target}{note}", highlight=False, soft_wrap=True)
+    if record is not None:
+        mb = 1024 * 1024
+        out_console.print(
+            f"{quantize}: {record.method}, {record.bytes / mb:.2f} MB ({record.bytes / record.fp32_bytes:.2f}× fp32)"
+            f" — {record.reason}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 # -- models list / show / compare / remove -------------------------------------------------------------------
@@ -528,25 +625,45 @@ def _scores(ws: Workspace, info: ModelInfo, dataset: str | None, split: str) -> 
     if dataset is None or (dataset == stored_ref and split == stored_split):
         return dict(info.metrics), stored_ref, str(stored_split)
     require("train", feature="gigavision models compare --dataset")
-    result = evaluate_model(ws, info, dataset, split)
+    from gigavision.models.store import PIPELINE
+
+    if info.task == PIPELINE:
+        from gigavision.infer.pipeline_eval import evaluate_pipeline
+
+        result = evaluate_pipeline(ws, info, dataset, split)
+    else:
+        result = evaluate_model(ws, info, dataset, split)
     return dict(result["metrics"]), result["dataset"], split
 
 
 @models_app.command("compare")
 def compare_cmd(
     a: Annotated[str, typer.Argument(help="First model id.")],
-    b: Annotated[str, typer.Argument(help="Second model id.")],
+    b: Annotated[str | None, typer.Argument(help="Second model id (none with --variant).")] = None,
     dataset: Annotated[
         str | None, typer.Option("--dataset", "-d", help="Score both on this version NAME@N (when not already).")
     ] = None,
     split: Annotated[str, typer.Option(help="Split to score with --dataset.")] = "test",
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="Compare model A's ONNX variant (int8) with its model.onnx: metrics and their delta, file size,"
+            " CPU images/s (on --dataset, default the version it was trained on)."
+        ),
+    ] = None,
     workspace_opt: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Side by side: headline and metrics of two models, and whether the numbers are comparable."""
+    """Side by side: headline and metrics of two models, and whether the numbers are comparable; or, with
+    --variant int8, one model's int8 file against its fp32 one."""
     from gigavision.datasets.versions import open_version
     from gigavision.models.store import get_model
 
+    if variant is not None:
+        _compare_variant(a, b, dataset, split, variant, workspace_opt, json_out)
+        return
+    if b is None:
+        raise InvalidInput("name two models to compare (or one model and --variant int8)")
     with open_ws(workspace_opt) as ws:
         infos = [get_model(ws, a), get_model(ws, b)]
         ref = open_version(ws, dataset).ref if dataset is not None else None
@@ -590,6 +707,35 @@ def compare_cmd(
         table.add_row(f"{metric} (headline)" if metric == headline else metric, _fmt(values[0]), _fmt(values[1]))
     out_console.print(table)
     out_console.print(note + (f"; better {headline}: {better}" if better else ""), highlight=False)
+
+
+def _compare_variant(
+    a: str, b: str | None, dataset: str | None, split: str, variant: str, workspace: Path | None, json_out: bool
+) -> None:
+    """``models compare ID --variant int8``: the variant against fp32 on one split (``train.assess``)."""
+    require("train", feature="gigavision models compare --variant")
+    from gigavision.datasets.versions import open_version
+    from gigavision.models.store import get_model
+    from gigavision.train.assess import compare_variant
+
+    if b is not None and b != a:
+        raise InvalidInput(f"--variant compares one model's files: name one model, not {a} and {b}")
+    with open_ws(workspace) as ws, progress_bar(f"compare {a} {variant} vs fp32", quiet=json_out) as update:
+        info = get_model(ws, a)
+        ref = open_version(ws, dataset if dataset is not None else info.dataset).ref
+        doc = compare_variant(ws, info, ref, split, variant, progress=update).as_dict()
+    if json_out:
+        print_json(doc)
+        return
+    table = Table("", "fp32", variant, "delta")
+    for key, value in doc["metrics"].items():
+        ref_value = doc["fp32_metrics"].get(key)
+        if key in ("headline", "split") or isinstance(value, list | dict):
+            continue
+        shown = f"{key} (headline)" if key == doc["headline"] else key
+        table.add_row(shown, _fmt(ref_value), _fmt(value), _fmt(doc["delta"].get(key)))
+    out_console.print(table)
+    _print_variant(doc)
 
 
 @models_app.command("remove")
@@ -648,6 +794,7 @@ alias_app = typer.Typer(
     help="Model aliases (production, staging, any name): what predict --model NAME serves.", no_args_is_help=True
 )
 models_app.add_typer(alias_app, name="alias")
+models_app.add_typer(pipeline_app, name="pipeline")  # models pipeline create (cli/pipelines.py)
 AliasAsOpt = Annotated[str, typer.Option("--as", help="Who is acting (recorded in the alias history).")]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded in the alias history).")]
 ExpectOpt = Annotated[

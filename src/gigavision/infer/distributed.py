@@ -184,17 +184,20 @@ class ImageJob:
     out_dir: Path
     side: dict[str, Any]
     settings: Settings | None
+    variant: str = "fp32"  # the ONNX file the worker runs (models.quantize)
 
 
 _KEEP_WORKSPACES = 4
 _WORKSPACES: LRUCache[str, Workspace] = LRUCache(_KEEP_WORKSPACES)  # evicted ones are closed
 
 
-def worker_predictor(info: ModelInfo, runtime: str, device: str, batch: int = BATCH) -> Predictor:
+def worker_predictor(
+    info: ModelInfo, runtime: str, device: str, batch: int = BATCH, variant: str = "fp32"
+) -> Predictor:
     """This process's ``Predictor`` for a model, from the process's predictor cache
     (``infer.predictors``, the one ``POST /api/v1/predict`` uses too): loading a network takes seconds and a
     worker runs many tasks of the same model. A model removed and retrained under the same id is reloaded."""
-    return loaded_predictor(info, runtime, device=device, batch=batch)
+    return loaded_predictor(info, runtime, device=device, batch=batch, variant=variant)
 
 
 def worker_workspace(settings: Settings) -> Workspace:
@@ -218,7 +221,7 @@ def _open_on_worker(job: ImageJob) -> tuple[ImageSource, bool]:
 
 def run_job(job: ImageJob, plan: WindowPlan, merge: bool) -> InferResult:
     """One task: ``infer_image`` over ``plan``'s kept windows of ``job``'s image, on a worker."""
-    predictor = worker_predictor(job.info, job.runtime, job.device, job.options.batch)
+    predictor = worker_predictor(job.info, job.runtime, job.device, job.options.batch, job.variant)
     source, owned = _open_on_worker(job)
     try:
         return infer_image(
@@ -266,8 +269,10 @@ def _plan_inputs(
     step: int,
 ) -> list[_Planned]:
     from gigavision.models.predict import open_input
+    from gigavision.models.store import PIPELINE
 
-    detect = predictor.task.name == "detect"
+    # detect images run as regions merged here; a pipeline's stages need an image's merged boxes: one task each
+    detect = predictor.task.name == "detect" and predictor.info.task != PIPELINE
     planned = []
     for item in items:
         source, image_id, owned = open_input(ws, item)
@@ -288,6 +293,7 @@ def _plan_inputs(
             out_dir=output_dir(out_root, predictor.info.id, item, image_id),
             side={**meta, **(side or {})},
             settings=ws.settings if ws is not None else None,
+            variant=predictor.variant,
         )
         kept = np.flatnonzero(plan.keep)
         regions = [kept[i : i + step] for i in range(0, len(kept), step)] if detect else []

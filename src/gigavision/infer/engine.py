@@ -604,6 +604,8 @@ def infer_image(
     finally:
         ran.close()  # stops the stage threads (each after its current batch) and joins them
     ann = predictor.stamp(ann)
+    if merge:  # a pipeline's later stages, on the merged boxes (unmerged parts are merged by the caller first)
+        ann = predictor.finish_image(ann, source, res)
     boxes = probs = None
     if isinstance(output, _Classes) and output.rows:
         boxes, probs = np.asarray(output.boxes, dtype=np.int64), np.stack(output.rows)

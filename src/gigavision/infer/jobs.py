@@ -10,9 +10,9 @@ refuses a bad request with the message the CLI and the endpoint give.
     predict {"model": ID, "runtime": "onnx" | "torch", "image_id": ID | null, "file": NAME | null,
              "options": {InferOptions fields: tile, overlap, batch, level, mpp, skip_background, merge,
                          merge_threshold, min_score, on_error}, "store": false, "overlay": false,
-             "side": {KEY: NUMBER}}
-            → {"model", "runtime", "items": [InferResult.as_dict()]}; annotations inline up to
-              ``MAX_INLINE_ANNOTATIONS``, else in ``annotations.json`` among the job's files
+             "side": {KEY: NUMBER}, "variant": "fp32" | "int8"}
+            → {"model", "runtime", "items": [InferResult.as_dict()]} (+ "variant" when not fp32); annotations
+              inline up to ``MAX_INLINE_ANNOTATIONS``, else in ``annotations.json`` among the job's files
 
 ``render_overlay`` draws predictions on an overview of the image (≤ ``OVERLAY_SIDE`` px): "send an image,
 get back the tagged image", for the synchronous answer and for the job's ``overlay.png`` alike.
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from gigavision.jobs.context import JobContext
     from gigavision.workspace import Workspace
 
-PREDICT_KEYS = ("model", "runtime", "image_id", "file", "options", "store", "overlay", "side", "zoom")
+PREDICT_KEYS = ("model", "runtime", "image_id", "file", "options", "store", "overlay", "side", "zoom", "variant")
 OPTION_KEYS = (
     "tile",
     "overlap",
@@ -72,6 +72,7 @@ class PredictParams:
     overlay: bool
     side: dict[str, float]
     zoom: str | None = None  # --zoom-in text (threshold=…,topk=…,model=…)
+    variant: str = "fp32"  # the ONNX file run: fp32 (model.onnx) or int8 (model.int8.onnx)
 
     def request(self, item: str, out_dir: Path | None = None) -> PredictRequest:
         """The job as the one prediction request: ``item`` tiled, results under ``out_dir``."""
@@ -97,6 +98,7 @@ class PredictParams:
             out_dir=out_dir,
             tiled=True,
             via="a predict job",
+            variant=self.variant,
         )
 
     def as_params(self) -> dict[str, Any]:
@@ -111,6 +113,7 @@ class PredictParams:
             "overlay": self.overlay,
             "side": dict(self.side),
             "zoom": self.zoom,
+            "variant": self.variant,
         }
 
 
@@ -165,7 +168,10 @@ def predict_params(params: Mapping[str, Any]) -> PredictParams:
     if zoom is not None and not isinstance(zoom, str):
         raise InvalidInput(f"zoom must be text such as 'threshold=0.5' or 'topk=4', got {zoom!r}")
     overlay = _flag(params, "overlay")
-    checked = PredictParams(str(model), str(runtime), image_id, file, options, store, overlay, side, zoom)
+    variant = params.get("variant") or "fp32"
+    if not isinstance(variant, str):
+        raise InvalidInput(f"variant must be text such as 'int8', got {variant!r}")
+    checked = PredictParams(str(model), str(runtime), image_id, file, options, store, overlay, side, zoom, variant)
     checked.request(file or str(image_id))  # what the options ask is checked now: a 400, not a failed job
     return checked
 
@@ -219,7 +225,10 @@ def run_predict(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     if not inline:
         write_json(out / ANNOTATIONS_FILE, result.annotations.to_records())
         record["annotations_file"] = ANNOTATIONS_FILE
-    return {"model": info.id, "runtime": prediction.runtime, "items": [record]}
+    doc: dict[str, Any] = {"model": info.id, "runtime": prediction.runtime, "items": [record]}
+    if p.variant != "fp32":
+        doc["variant"] = p.variant
+    return doc
 
 
 def _relative(value: str, root: Path) -> str:

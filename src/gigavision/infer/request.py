@@ -10,7 +10,8 @@ everywhere (CLI: one line and a non-zero exit; REST: 400; job: failed, the messa
 2. ``request.resolve(ws)`` → ``Prediction``: loads the model record (``model`` may be an alias such as
    ``production``: ``models.aliases.resolve`` names the model it points at now) and checks the request
    against it: the expected task, the runtime (``auto``: ONNX when the model has ``model.onnx`` and
-   onnxruntime is installed, else torch; ``onnx`` on a model without the file is refused), the window side
+   onnxruntime is installed, else torch; ``onnx`` on a model without the file is refused; ``variant`` int8
+   runs ``model.int8.onnx``, and a model without one is a NotFound naming the export command), the window side
    of a patch model, the default overlap (64 px, at most a quarter of the window) and the workspace's Dask cluster.
 3. ``prediction.plan(source)`` → whole or tiled, and why: tiled when any tiling option is given, the model was
    trained on patches, or the level the whole-image path reads (``images.resolution.whole_level``, as
@@ -61,12 +62,26 @@ def missing_onnx_message(model_id: str) -> str:
     )
 
 
-def resolve_runtime(info: ModelInfo, asked: str) -> str:
-    """``torch`` or ``onnx`` for ``asked`` (``auto``: ONNX when the model has its ONNX file and onnxruntime is
-    installed, else torch); ``onnx`` on a model without the file is an ``InvalidInput``."""
-    from gigavision.models.store import ONNX_FILE
+def engine_task(info: ModelInfo) -> str:
+    """The task the engines run for ``info``: its own; a pipeline runs as its detector, then its stages."""
+    from gigavision.models.store import PIPELINE
 
-    has_onnx = (info.path / ONNX_FILE).is_file()
+    return "detect" if info.task == PIPELINE else info.task
+
+
+def resolve_runtime(info: ModelInfo, asked: str, variant: str = "fp32") -> str:
+    """``torch`` or ``onnx`` for ``asked`` (``auto``: ONNX when the model has its ONNX file and onnxruntime is
+    installed, else torch); ``onnx`` on a model without the file is an ``InvalidInput``. A compressed
+    ``variant`` (int8) is an ONNX file: ``auto`` is onnx, ``torch`` is refused, and a model without the
+    file is a ``NotFound`` naming the export command (``models.quantize.variant_path``)."""
+    if variant != "fp32":
+        from gigavision.models.quantize import check_available
+
+        if asked == "torch":
+            raise InvalidInput(f"variant {variant} runs on onnxruntime: use runtime onnx or auto, not torch")
+        check_available(info, variant)  # a pipeline: each stage's file
+        return "onnx"
+    has_onnx = info.has_onnx  # a pipeline: every stage's
     if asked == "auto":
         return "onnx" if has_onnx and importlib.util.find_spec("onnxruntime") is not None else "torch"
     if asked == "onnx" and not has_onnx:
@@ -82,7 +97,8 @@ class PredictRequest:
     have (a check). ``tile``/``overlap``/``level``/``mpp``/``skip_background``/``zoom``/``dask``: tiling
     options — any of them makes every image tiled; ``tiled``: tile even a small image (a ``predict`` job).
     ``workspace_dask``: run tiled images on the workspace's ``dask`` cluster when none is named (the CLI).
-    ``via``: the front end, for messages that name a missing extra.
+    ``via``: the front end, for messages that name a missing extra. ``variant``: the ONNX file to run,
+    ``fp32`` (model.onnx) or ``int8`` (model.int8.onnx, ``export-model --quantize int8``).
     """
 
     model: str
@@ -108,12 +124,18 @@ class PredictRequest:
     out_dir: Path | None = None
     tiled: bool = False
     via: str = "gigavision predict"
+    variant: str = "fp32"
 
     def __post_init__(self) -> None:
+        from gigavision.models.quantize import check_variant
+
         if not self.model:
             raise InvalidInput("name a model id")
         if self.runtime not in RUNTIME_CHOICES:
             raise InvalidInput(f"runtime must be one of {', '.join(RUNTIME_CHOICES)}, got {self.runtime!r}")
+        check_variant(self.variant)
+        if self.variant != "fp32" and self.runtime == "torch":
+            raise InvalidInput(f"variant {self.variant} runs on onnxruntime: use runtime onnx or auto, not torch")
         for key, value in self.side.items():
             if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
                 raise InvalidInput(f"side feature {key!r} must be a finite number, got {value!r}")
@@ -180,7 +202,7 @@ class PredictRequest:
             info = get_model(ws, resolve(ws, self.model))  # an alias (production) names the model it points at now
         if self.task is not None and info.task != self.task:
             raise InvalidInput(f"model {info.id} is a {info.task} model, not {self.task}; pick a {self.task} model")
-        runtime = resolve_runtime(info, self.runtime)
+        runtime = resolve_runtime(info, self.runtime, self.variant)
         if self.runtime == "auto":
             require_runtime(runtime, feature=self.feature(f"runtime {runtime}"))
         size = info.input.size
@@ -189,7 +211,7 @@ class PredictRequest:
         overlap = min(DEFAULT_OVERLAP, tile // 4) if self.overlap is None else self.overlap
         options = self.options(overlap)
         window_side(options, size, patch, info.id)
-        if (self.tiling_asked or patch) and info.task not in OUTPUTS:
+        if (self.tiling_asked or patch) and engine_task(info) not in OUTPUTS:
             raise InvalidInput(task_message(info.id, info.task))
         dask = self.dask
         if dask is None and self.workspace_dask and ws is not None and ws.settings.dask and self.zoom is None:
@@ -213,9 +235,12 @@ class PredictOutcome:
     runtime: str
     items: list[PredictItem | InferResult]
     stored: dict[str, Any] | None = None  # the whole-image predictions stored (tiled ones count in outputs)
+    variant: str = "fp32"
 
     def as_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"model": self.model, "runtime": self.runtime, "items": [i.as_dict() for i in self.items]}
+        if self.variant != "fp32":
+            doc["variant"] = self.variant
         if self.stored is not None:
             doc["stored"] = self.stored
         return doc
@@ -241,7 +266,7 @@ class Prediction:
         """The loaded model, from the process's predictor cache."""
         from gigavision.infer.predictors import loaded_predictor
 
-        return loaded_predictor(self.info, self.runtime, batch=self.request.batch)
+        return loaded_predictor(self.info, self.runtime, batch=self.request.batch, variant=self.request.variant)
 
     def plan(self, source: ImageSource) -> Plan:
         """Whole or tiled for one opened image (see the module docstring); a tiled plan is checked against
@@ -259,7 +284,7 @@ class Prediction:
             if pixels <= MAX_PREDICT_PIXELS:
                 return Plan(False, f"level {whole_level(source, size)} ({pixels:,} pixels) fits a whole-image read")
             plan = Plan(True, f"{source.width}×{source.height} has no level small enough to predict whole")
-        if self.info.task not in OUTPUTS:
+        if engine_task(self.info) not in OUTPUTS:
             raise InvalidInput(task_message(self.info.id, self.info.task))
         if self.options.level is not None or self.options.mpp is not None:
             from gigavision.infer.reading import resolve_resolution
@@ -299,7 +324,7 @@ class Prediction:
         whole_iter, tiled_iter = iter(whole), iter(many)
         for t in tiled:
             by_input.append(next(tiled_iter) if t else next(whole_iter))
-        return PredictOutcome(self.info.id, self.runtime, by_input, stored)
+        return PredictOutcome(self.info.id, self.runtime, by_input, stored, self.request.variant)
 
     def predict_whole(self, items: list[str]) -> tuple[list[PredictItem], dict[str, Any] | None]:
         """Small images, each whole (``run.predict_whole``); the stored summary with ``store``."""
@@ -311,7 +336,7 @@ class Prediction:
     def predict_tiled(self, items: list[str], progress: Progress | None = None) -> list[InferResult]:
         """Images window by window: here (with the zoom-in's coarse pass) or on the Dask cluster."""
         r = self.request
-        if self.info.task not in OUTPUTS:
+        if engine_task(self.info) not in OUTPUTS:
             raise InvalidInput(task_message(self.info.id, self.info.task))
         predictor = self.predictor()
         if self.dask is not None:

@@ -34,6 +34,30 @@ class ModelInput(BaseModel):
     side_features: list[str] = Field(default_factory=list)
 
 
+class VariantCard(BaseModel):
+    """A compressed copy of the network beside ``model.onnx`` (``gigavision export-model ID --quantize int8``):
+    how it was made and what it weighs. ``method``: ``static`` (weights and activations int8, activation
+    ranges calibrated on ``calibration_samples`` inputs of the training split) or ``dynamic`` (int8 weights,
+    activation ranges computed per batch at run time); ``reason`` says why that method was chosen."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    file: str
+    method: str
+    reason: str
+    calibration_samples: int = 0
+    calibration_data: str | None = Field(None, description="NAME@N/split the activation ranges were measured on.")
+    op_types: list[str] | None = Field(None, description="The operator types quantised (None: every supported one).")
+    per_channel: bool = True
+    bytes: int
+    fp32_bytes: int
+    fidelity_db: float | None = Field(
+        None, description="Worst output signal-to-quantisation-noise ratio vs model.onnx on the calibration inputs."
+    )
+    created_at: str
+    onnxruntime_version: str | None = None
+
+
 class ModelCard(BaseModel):
     """The contents of ``model.json``."""
 
@@ -52,12 +76,19 @@ class ModelCard(BaseModel):
     evaluated_on: str | None = Field(None, description="The split the metrics come from.")
     task_state: dict[str, Any] = Field(default_factory=dict, description="What Task.state() returned.")
     onnx_max_abs_diff: float | None = None
+    variants: dict[str, VariantCard] = Field(
+        default_factory=dict, description="Compressed copies of model.onnx by name (int8), from export-model."
+    )
     gigavision_version: str | None = None
     train_seconds: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON document (the card's fields, then any unknown keys an older or newer version wrote)."""
-        return self.model_dump(mode="json")
+        """The JSON document (the card's fields, then any unknown keys an older or newer version wrote);
+        ``variants`` only once a model has one, so cards without them stay the documents they were."""
+        data = self.model_dump(mode="json")
+        if not self.variants:
+            data.pop("variants", None)
+        return data
 
     def write(self, folder: Path) -> Path:
         """Write ``folder/model.json`` atomically (temporary file and rename)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gigavision.errors import InvalidInput
 from gigavision.models.card import MODEL_JSON, ModelCard
-from gigavision.models.store import CHECKPOINT, ONNX_FILE, RECIPE_JSON
+from gigavision.models.store import CHECKPOINT, ONNX_FILE, PIPELINE, RECIPE_JSON, STAGES_DIR
 from gigavision.store.fsck import Finding
 
 
@@ -25,15 +25,22 @@ def check_models(folder: Path, repair: bool) -> list[Finding]:
     return findings
 
 
-def check_model(model: Path) -> list[Finding]:
-    """What is wrong with one model folder (an empty list: nothing)."""
-    where = f"models/{model.name}"
-    kept = f"kept: retrain the model or restore the file (gigavision models rm {model.name} removes it)"
+def check_model(model: Path, where: str | None = None) -> list[Finding]:
+    """What is wrong with one model folder (an empty list: nothing); a pipeline's: its stages' folders."""
+    where = where or f"models/{model.name}"
+    top = where.split("/")[1]  # the model folder (a pipeline's, for a stage)
+    kept = f"kept: retrain the model or restore the file (gigavision models rm {top} removes it)"
     try:
         card = ModelCard.read(model)
     except InvalidInput as exc:
         problem = "missing" if not (model / MODEL_JSON).exists() else "unreadable"
         return [Finding("model", f"{where}/{MODEL_JSON}", problem, str(exc), kept=kept)]
+    if card.task == PIPELINE:
+        stages = sorted(p for p in (model / STAGES_DIR).glob("*") if p.is_dir())
+        if not stages:
+            detail = f"model {card.id}: a pipeline without its {STAGES_DIR}/ folder"
+            return [Finding("model", f"{where}/{STAGES_DIR}", "missing", detail, kept=kept)]
+        return [f for stage in stages for f in check_model(stage, f"{where}/{STAGES_DIR}/{stage.name}")]
     needed = [RECIPE_JSON, CHECKPOINT] + ([ONNX_FILE] if card.onnx_max_abs_diff is not None else [])
     findings = []
     for name in needed:

@@ -28,6 +28,7 @@ from gigavision.models.side import side_values
 
 if TYPE_CHECKING:
     from gigavision.annotations import Annotations
+    from gigavision.images.resolution import Resolution
     from gigavision.images.source import ImageSource
     from gigavision.models.recipe import PatchConfig
     from gigavision.models.task import Task
@@ -62,14 +63,30 @@ def _too_big(what: str, detail: str) -> LimitExceeded:
 
 
 class Predictor:
-    """A model loaded once for many ``predict`` calls. ``runtime``: "torch" (the checkpoint) or "onnx"."""
+    """A model loaded once for many ``predict`` calls. ``runtime``: "torch" (the checkpoint) or "onnx";
+    ``variant``: which ONNX file onnxruntime runs, ``fp32`` (``model.onnx``) or ``int8``
+    (``model.int8.onnx``, ``gigavision export-model ID --quantize int8``; ``models.quantize``)."""
 
-    def __init__(self, info: store.ModelInfo, runtime: str = "torch", device: str = "cpu", batch: int = BATCH) -> None:
+    def __init__(
+        self,
+        info: store.ModelInfo,
+        runtime: str = "torch",
+        device: str = "cpu",
+        batch: int = BATCH,
+        variant: str = "fp32",
+    ) -> None:
+        from gigavision.models.quantize import FP32, check_variant, variant_path
+
         if runtime not in RUNTIMES:
             raise InvalidInput(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if check_variant(variant) != FP32 and runtime != "onnx":
+            raise InvalidInput(
+                f"variant {variant} runs on onnxruntime: predict with runtime onnx (or auto), not {runtime}"
+            )
         require_runtime(runtime, f"predicting with the {runtime} runtime")
         self.info = info
         self.runtime = runtime
+        self.variant = variant
         self.batch = max(1, int(batch))
         self.size = info.input.size
         self.mean = np.asarray(info.input.mean, dtype=np.float32).reshape(3, 1, 1)
@@ -87,9 +104,7 @@ class Predictor:
             import onnxruntime as ort
 
             self.task = info.task_instance()
-            path = info.path / store.ONNX_FILE
-            if not path.is_file():
-                raise NotFound(f"model {info.id}: {store.ONNX_FILE} is missing; run gigavision export-model {info.id}")
+            path = variant_path(info, variant)  # NotFound naming the export-model command that makes it
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else None
             self._session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
             self._input_names = [i.name for i in self._session.get_inputs()]
@@ -108,6 +123,11 @@ class Predictor:
         attrs = np.empty(len(ann), dtype=object)
         attrs[:] = [{**a, "model": self.info.id} for a in ann.attributes]
         return replace(ann, source=np.asarray([self.source_name] * len(ann), dtype=object), attributes=attrs)
+
+    def finish_image(self, ann: Annotations, source: ImageSource, res: Resolution) -> Annotations:
+        """An image's merged predictions (level-0 pixels; the tiled engine read it at ``res``) as returned:
+        as they are; a pipeline runs its later stages on them here (``models.pipeline``)."""
+        return ann
 
     # -- preprocessing -----------------------------------------------------------------------------------
     def prepare(self, pixels: np.ndarray, name: str = "image") -> tuple[np.ndarray, tuple[int, int] | None]:

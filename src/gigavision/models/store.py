@@ -9,6 +9,7 @@ half-written model there. A model directory holds:
 - ``recipe.json``  the resolved recipe
 - ``checkpoint.pt`` the network's ``state_dict`` (loadable with ``torch.load(weights_only=True)``)
 - ``model.onnx``   the same network for onnxruntime
+- ``model.int8.onnx`` (optional) its int8 copy, ``export-model --quantize int8`` (``models/quantize.py``)
 - ``metrics.json`` and ``report.html`` from the test split
 """
 
@@ -40,6 +41,8 @@ CHECKPOINT = "checkpoint.pt"
 ONNX_FILE = "model.onnx"
 METRICS_JSON = "metrics.json"
 REPORT_HTML = "report.html"
+PIPELINE = "pipeline"  # the task of a pipeline (models/pipeline.py): stage model folders under stages/<stage>/
+STAGES_DIR = "stages"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -115,6 +118,10 @@ class ModelInfo:
 
     @property
     def has_onnx(self) -> bool:
+        """Whether onnxruntime can run it: its ``model.onnx`` (a pipeline: every stage's)."""
+        if self.task == PIPELINE:
+            stages = [p for p in (self.path / STAGES_DIR).glob("*") if p.is_dir()]
+            return bool(stages) and all((p / ONNX_FILE).is_file() for p in stages)
         return (self.path / ONNX_FILE).is_file()
 
     def as_dict(self) -> dict[str, Any]:

@@ -79,6 +79,9 @@ def run_train(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"model": info.id, **info.as_dict()}
 
 
+EVALUATE_PIPELINE = "gigavision.infer.pipeline_eval:evaluate_pipeline"
+
+
 def run_evaluate(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     """``params``: ``{"model", "dataset": NAME@N, "split": "test"}``; metrics.json and report.html become the
     job's output files (``/api/v1/jobs/{id}/files/report.html``)."""
@@ -87,11 +90,14 @@ def run_evaluate(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInput(f"unknown evaluate job parameters {unknown}; known: {', '.join(EVALUATE_KEYS)}")
     if not params.get("model") or not params.get("dataset"):
         raise InvalidInput("an evaluate job needs a model and a dataset (NAME@N)")
+    from gigavision.registry import import_path
     from gigavision.train.assess import evaluate_model
 
     info = store.get_model(ctx.workspace, str(params["model"]))
     out = Path(ctx.output_dir)
-    return evaluate_model(
+    # a pipeline predicts through infer's request, a layer up: named, not imported
+    evaluate = import_path(EVALUATE_PIPELINE) if info.task == store.PIPELINE else evaluate_model
+    return evaluate(
         ctx.workspace,
         info,
         str(params["dataset"]),

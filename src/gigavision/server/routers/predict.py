@@ -60,6 +60,9 @@ class PredictFields(BaseModel):
     runtime: Literal["auto", "torch", "onnx"] | None = Field(
         None, description="auto (default): onnx when the model has model.onnx and onnxruntime is installed"
     )
+    variant: Literal["fp32", "int8"] | None = Field(
+        None, description="fp32 (default): model.onnx; int8: model.int8.onnx (export-model ID --quantize int8)"
+    )
     store: bool = Field(False, description="add the predictions to the workspace as proposals (image_id only)")
     tile: int | None = Field(None, description="tiled: window side in pixels at the level read")
     overlap: int | None = Field(None, ge=0, description="tiled: overlap in pixels (default 64, ≤ a quarter tile)")
@@ -99,6 +102,7 @@ class PredictFields(BaseModel):
             zoom=self.zoom,
             store=self.store,
             via="POST /api/v1/predict",
+            variant=self.variant or "fp32",
         )
 
 
@@ -168,6 +172,7 @@ def _predict_now(prediction: Prediction, item: str, shown: str, source: ImageSou
     body: dict[str, Any] = {
         "model": info.id,
         "runtime": prediction.runtime,
+        "variant": prediction.request.variant,
         "task": info.task,
         "input": shown,
         "image_id": result.image_id,
@@ -198,6 +203,7 @@ def _job_params(prediction: Prediction, image_id: str | None, file: str | None, 
             "overlay": png,
             "side": dict(r.side),
             "zoom": r.zoom,
+            "variant": r.variant,
         }
     )
 
@@ -229,11 +235,12 @@ async def predict(
     ] = "json",
 ) -> Response:
     """Predict one image with a published model: fields ``model`` and ``image_id`` (JSON or form), or
-    ``model`` and a multipart ``file``; optional ``runtime``, ``store`` (image_id only), tiling options
+    ``model`` and a multipart ``file``; optional ``runtime``, ``variant`` (``int8``: the model's quantised
+    ONNX file), ``store`` (image_id only), tiling options
     (``tile``, ``overlap``, ``level``, ``mpp``, ``skip_background``, ``min_foreground``, ``merge``,
     ``merge_threshold``, ``min_score``, ``on_error``), ``batch``, ``side``, ``actor``.
 
-    200: ``{"model", "runtime", "task", "input", "image_id", "width", "height", "n_annotations",
+    200: ``{"model", "runtime", "variant", "task", "input", "image_id", "width", "height", "n_annotations",
     "annotations": [records]}`` (``format=png``: ``image/png``). 202: the ``predict`` job; its result is
     ``{"model", "runtime", "items": [tiled result]}`` and with ``format=png`` its files hold ``overlay.png``.
     """
