@@ -132,7 +132,7 @@ def add_to_index(name: str, body: AddBody, ws: WorkspaceDep, response: Response,
 
 @router.post(
     "/indexes/{name}/search",
-    dependencies=[Allow("view")],
+    dependencies=[Allow("predict")],  # runs the model on an upload, as POST /api/v1/predict; no POST is a viewer's
     openapi_extra=OPENAPI_BODY,
     responses={400: {}, 404: {}, 409: {"description": "model is not the index's model"}, 413: {}, 422: {}},
 )
