@@ -143,3 +143,23 @@ def test_embed_reports_retrieval_metrics_from_annotations() -> None:
     errors = task.errors(truth, preds)
     assert errors is not None and int(np.argmax(errors)) == 4
     assert task.describe(truth[4], preds[4]).startswith("truth b / nearest neighbour a")
+
+
+def test_embed_batches_hold_runs_of_one_class() -> None:
+    """P×K batches: with hundreds of classes a plain shuffle leaves the triplet loss without positives."""
+    from gigavision.models.embed import EmbedTask
+    from gigavision.train.data import EpochShuffle
+
+    labels = np.repeat(np.arange(300), 6)  # 300 pictures, 6 views each (instance discrimination)
+    sampler = EpochShuffle(len(labels), seed=3, groups=labels.tolist(), per_group=EmbedTask.samples_per_class)
+    order = [i for _, i in sampler]
+    assert sorted(order) == list(range(len(labels)))  # every sample once
+    batches = [labels[order[s : s + 64]] for s in range(0, len(order) - 63, 64)]
+    with_positive = [np.mean([(b == c).sum() > 1 for c in b]) for b in batches]
+    assert np.mean(with_positive) > 0.9  # plain shuffling: ~0.17 of the anchors have a positive
+    plain = EpochShuffle(len(labels), seed=3)
+    plain_batches = [labels[[i for _, i in plain][s : s + 64]] for s in range(0, len(labels) - 63, 64)]
+    assert np.mean([np.mean([(b == c).sum() > 1 for c in b]) for b in plain_batches]) < 0.3
+    again = [i for _, i in sampler]
+    sampler.set_epoch(1)
+    assert again == order and [i for _, i in sampler] != order  # a pure function of (seed, epoch)

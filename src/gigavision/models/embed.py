@@ -3,8 +3,9 @@
 A timm backbone and a linear projection to ``recipe.embedding_dim``, L2-normalised, trained with the
 batch-hard triplet loss (Hermans et al. 2017): for every anchor of a batch, its farthest same-class sample and
 its nearest other-class sample, pushed ``recipe.margin`` apart. Labels are image-level tags as in ``classify``
-(one per sample; samples with none or several are left out). Random batches of a few classes already hold
-positives, so the trainer's ordinary shuffle suffices.
+(one per sample; samples with none or several are left out). Training batches are P×K: runs of
+``samples_per_class`` images of one class in a shuffled order (``train.data.EpochShuffle``), so every batch
+holds positives however many classes there are (instance discrimination: one class per picture).
 
 Outputs: one ``tag`` per image whose ``attributes["embedding"]`` is the vector. After training the class
 prototypes (mean validation embedding per class) are saved with the model, so the tag's label is the nearest
@@ -35,6 +36,7 @@ class EmbedTask(Task):
     name = "embed"
     default_arch = "resnet18"
     nets_class = "gigavision.models.nets.embed:EmbedNets"
+    samples_per_class = 4  # training batches are runs of 4 images of a class (P×K: positives in every batch)
 
     def __init__(self, recipe: Recipe, classes: Sequence[str]) -> None:
         super().__init__(recipe, classes)

@@ -86,6 +86,7 @@ class Task(ABC):
     nets_class: ClassVar[str]  # "module:Class" of the torch half (a TaskNets)
     uses_trainer: ClassVar[bool] = True  # False: the task fits itself (probe)
     supports_side: ClassVar[bool] = False  # True: recipe.side_features feed a second network input
+    samples_per_class: ClassVar[int] = 1  # > 1: training batches are runs of that many samples of one class
 
     def __init__(self, recipe: Recipe, classes: Sequence[str]) -> None:
         if not classes:

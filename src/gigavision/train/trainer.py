@@ -213,7 +213,7 @@ def train(
     train_loader = DataLoader(
         train_data.dataset,
         batch_size=recipe.batch_size,
-        sampler=tdata.EpochShuffle(len(train_data.dataset), recipe.seed),
+        sampler=tdata.EpochShuffle(len(train_data.dataset), recipe.seed, **_batch_groups(task, train_data)),
         collate_fn=tdata.collate_for(task),
         drop_last=len(train_data.dataset) > recipe.batch_size,
         **loader_args,
@@ -350,3 +350,11 @@ def _finish(run: _Run, net: torch.nn.Module, progress: Progress | None) -> store
     info = store.publish(run.ws, staging, run.model_id)
     shutil.rmtree(run.folder, ignore_errors=True)
     return info
+
+
+def _batch_groups(task: Task, data: SplitData) -> dict[str, Any]:
+    """``EpochShuffle`` arguments that batch ``samples_per_class`` samples of a class together for tasks that
+    learn from pairs within a batch (embed); nothing for the others."""
+    if task.samples_per_class <= 1 or data.targets is None:
+        return {}
+    return {"groups": [int(t) for t in data.targets], "per_group": task.samples_per_class}
