@@ -130,8 +130,8 @@ def test_image_index_finds_the_same_digit_and_never_the_query(
         scores = [h.score for h in result.hits]
         assert scores == sorted(scores, reverse=True) and len(ids) == 5
         right += labels[ids[0]] == labels[image_id]
-    # over seeds 0-2: precision@1 0.82-0.93 on the 45 test digits (chance: 0.1)
-    assert measured("search.digits_precision_at_1", right / len(test)) >= 0.7
+    # over seeds 0-2: precision@1 0.76-0.87 on the 45 test digits (chance: 0.1; a 3-epoch model, P×K batches)
+    assert measured("search.digits_precision_at_1", right / len(test)) >= 0.65
     # the CLI prints the same first result, and names a file by its path (an ingested file is that image)
     hits = _cli(ws, "search", "digits", test[0], "-k", "3")["results"]
     assert hits[0]["image_id"] == search(ws, "digits", image=test[0], k=1).hits[0].image_id

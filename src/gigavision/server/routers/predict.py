@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from gigavision.errors import GigavisionError, InvalidInput
 from gigavision.infer.engine import BATCH
@@ -37,6 +37,7 @@ from gigavision.infer.jobs import OPTION_KEYS, PredictParams, class_colours, pre
 from gigavision.infer.request import MIN_FOREGROUND, Prediction, PredictRequest
 from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
+from gigavision.server.errors import validated
 from gigavision.server.uploads import FILE_PROPERTY, ReceivedForm, multipart_body, read_body, receive_form
 
 if TYPE_CHECKING:
@@ -120,12 +121,7 @@ OPENAPI_BODY["requestBody"]["content"]["application/json"] = {
 
 # -- reading the request ------------------------------------------------------------------------------------
 def _validated(data: dict[str, Any]) -> PredictFields:
-    try:
-        return PredictFields.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        raise InvalidInput(f"{where}: {first.get('msg')}") from exc
+    return validated(PredictFields, data)
 
 
 def _form_fields(fields: dict[str, str]) -> PredictFields:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from gigavision.errors import InvalidInput
 from gigavision.search.build import RegionSpec
@@ -21,6 +21,7 @@ from gigavision.search.query import MAX_K, search
 from gigavision.search.store import check_index_name, drop, get_card, list_cards
 from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
+from gigavision.server.errors import validated
 from gigavision.server.uploads import FILE_PROPERTY, multipart_body, read_body, receive_form
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
@@ -65,12 +66,7 @@ class SearchFields(BaseModel):
 
 
 def _validated(data: dict[str, Any]) -> SearchFields:
-    try:
-        return SearchFields.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        raise InvalidInput(f"{where}: {first.get('msg')}") from exc
+    return validated(SearchFields, data)
 
 
 _SCHEMA = SearchFields.model_json_schema()
