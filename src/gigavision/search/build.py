@@ -205,12 +205,14 @@ def _grow(
     (``search.distributed``; there an image that fails fails the build)."""
     failed: list[dict[str, str]] = []
     pending: list[np.ndarray] = []
+    added: list[tuple[str, np.ndarray]] = []
     for image_id, boxes, vecs in _embedded(ws, extractor, card, image_ids, progress, dask, failed):
         if card.dim == 0 and len(vecs):
             card.dim = int(vecs.shape[1])
-        entries = entries.extend(image_id, boxes)  # kept with no region too: add does not embed it again
+        added.append((image_id, boxes))  # kept with no region too: add does not embed it again
         if len(vecs):
             pending.append(vecs)
+    entries = entries.extend(added)
     progress(len(image_ids), len(image_ids), "indexing")
     if card.dim == 0:  # nothing embedded yet: the caller learns the dimension from the model
         return index, entries, failed

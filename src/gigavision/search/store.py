@@ -17,7 +17,7 @@ import contextlib
 import fcntl
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,10 +132,16 @@ class Entries:
     def __len__(self) -> int:
         return len(self.image)
 
-    def extend(self, image_id: str, boxes: np.ndarray) -> Entries:
-        ids = [*self.image_ids, image_id]
-        rows = np.full(len(boxes), len(ids) - 1, dtype=np.int32)
-        return Entries(ids, np.concatenate([self.image, rows]), np.concatenate([self.boxes, boxes.astype(np.int64)]))
+    def extend(self, added: Sequence[tuple[str, np.ndarray]]) -> Entries:
+        """These entries, then each ``(image id, level-0 boxes)`` in order (one concatenation for all)."""
+        ids = [*self.image_ids, *(image_id for image_id, _ in added)]
+        first = len(self.image_ids)
+        rows = [np.full(len(boxes), first + k, dtype=np.int32) for k, (_, boxes) in enumerate(added)]
+        return Entries(
+            ids,
+            np.concatenate([self.image, *rows]).astype(np.int32),
+            np.concatenate([self.boxes, *(b.astype(np.int64).reshape(-1, 4) for _, b in added)]),
+        )
 
     def rows_of(self, image_ids: set[str]) -> np.ndarray:
         """Entry ids of the given images."""
