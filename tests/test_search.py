@@ -260,6 +260,11 @@ def test_search_over_rest(searchable: Searchable, digits_index: dict[str, Any], 
                 "/api/v1/indexes/digits/search", files={"file": ("b.png", f, "image/png")}, data={"k": "3"}
             )
         assert upload.status_code == 200 and len(upload.json()["results"]) == 3
+        junk = client.post(
+            "/api/v1/indexes/digits/search", files={"file": ("notes.png", b"not an image", "image/png")}
+        )  # refused naming the file as sent, never the server's spool path
+        message = junk.json()["error"]["message"]
+        assert junk.status_code in (400, 415, 422) and "notes.png" in message and str(ws.root) not in message
         # bad input: 400 / 404 / 409, each naming what is wrong
         outside = client.post("/api/v1/indexes/slides/search", json={**body, "region": "0,0,99999,10"})
         assert outside.status_code == 400 and "outside" in outside.json()["error"]["message"]

@@ -233,7 +233,12 @@ def search(
         build.check_same_model(ws, card, model)
     box = parse_region(region)
     ref = str(upload if upload is not None else image)
-    source, image_id, owned = open_input(None if upload is not None else ws, ref)
+    if upload is not None:  # a file the caller sent: opened under the workspace's limits, never looked up
+        from gigavision.images.registry import open_image
+
+        source, image_id, owned = open_image(upload, limits=ws.settings.limits), None, True
+    else:
+        source, image_id, owned = open_input(ws, ref)
     loaded = store.load(ws, name)
     query: dict[str, Any] = {"image_id": image_id, "input": None if image_id else Path(ref).name}
     if box is not None:

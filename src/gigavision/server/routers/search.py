@@ -9,13 +9,14 @@ index's own model; the results carry a IIIF thumbnail URL of each region and a v
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from gigavision.errors import InvalidInput
+from gigavision.errors import GigavisionError, InvalidInput
 from gigavision.search.build import RegionSpec
 from gigavision.search.query import MAX_K, search
 from gigavision.search.store import check_index_name, drop, get_card, list_cards
@@ -164,23 +165,28 @@ async def search_index(name: str, request: Request, ws: WorkspaceDep, login: Log
             raise InvalidInput("give either an image file (multipart field file) or an image_id, not both")
         if form.file is not None and form.size == 0:
             raise InvalidInput(f"{form.filename}: empty upload (0 bytes)")
-        return await run_in_threadpool(_search, ws, name, fields, form.file)
+        return await run_in_threadpool(_search, ws, name, fields, form.file, form.filename)
 
 
-def _search(ws: Any, name: str, fields: SearchFields, upload: Any) -> dict[str, Any]:
-    return search(
-        ws,
-        name,
-        image=fields.image_id,
-        upload=upload,
-        region=fields.region,
-        k=fields.k,
-        labels=fields.label,
-        dataset=fields.dataset,
-        meta=fields.meta,
-        model=fields.model,
-        include_self=fields.include_self,
-    ).as_dict()
+def _search(ws: Any, name: str, fields: SearchFields, upload: Path | None, shown: str | None = None) -> dict[str, Any]:
+    try:
+        return search(
+            ws,
+            name,
+            image=fields.image_id,
+            upload=upload,
+            region=fields.region,
+            k=fields.k,
+            labels=fields.label,
+            dataset=fields.dataset,
+            meta=fields.meta,
+            model=fields.model,
+            include_self=fields.include_self,
+        ).as_dict()
+    except GigavisionError as exc:  # name an upload as the client did, never by its spool path on the server
+        if upload is None or shown is None:
+            raise
+        raise type(exc)(str(exc).replace(str(upload), shown)) from exc
 
 
 @router.get("/images/{image_id}/similar", dependencies=[Allow("view")], responses={400: {}, 404: {}})
