@@ -9,6 +9,7 @@ Every upload route reads its body through ``receive_form`` and declares its mult
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import urllib.parse
@@ -103,6 +104,19 @@ async def read_body(request: Request, max_bytes: int, what: str) -> bytes:
         if len(data) > max_bytes:
             raise LimitExceeded(f"{what} is at most {max_bytes:,} bytes")
     return bytes(data)
+
+
+async def read_json_object(request: Request, max_bytes: int, what: str, fields: str) -> dict[str, Any]:
+    """A small JSON body that must be an object (``fields``: what it holds, for the message); 413 past
+    ``max_bytes``, 400 for text that is not JSON or not an object."""
+    raw = await read_body(request, max_bytes, what)
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput(f"the JSON body must be an object with {fields}")
+    return body
 
 
 @asynccontextmanager

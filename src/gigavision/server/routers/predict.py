@@ -38,7 +38,7 @@ from gigavision.infer.request import MIN_FOREGROUND, Prediction, PredictRequest
 from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
 from gigavision.server.errors import validated
-from gigavision.server.uploads import FILE_PROPERTY, ReceivedForm, multipart_body, read_body, receive_form
+from gigavision.server.uploads import FILE_PROPERTY, ReceivedForm, multipart_body, read_json_object, receive_form
 
 if TYPE_CHECKING:
     from gigavision.images.source import ImageSource
@@ -135,13 +135,8 @@ def _form_fields(fields: dict[str, str]) -> PredictFields:
 
 
 async def _read_json(request: Request) -> PredictFields:
-    raw = await read_body(request, MAX_JSON_BYTES, "a JSON request (upload images as multipart)")
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidInput("the JSON body must be an object with model and image_id")
+    what = "a JSON request (upload images as multipart)"
+    body = await read_json_object(request, MAX_JSON_BYTES, what, "model and image_id")
     if "file" in body:
         raise InvalidInput("a file cannot travel in JSON: send it as multipart/form-data (field file)")
     return _validated(body)

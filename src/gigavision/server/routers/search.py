@@ -23,7 +23,7 @@ from gigavision.search.store import check_index_name, drop, get_card, list_cards
 from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
 from gigavision.server.errors import validated
-from gigavision.server.uploads import FILE_PROPERTY, multipart_body, read_body, receive_form
+from gigavision.server.uploads import FILE_PROPERTY, multipart_body, read_json_object, receive_form
 
 router = APIRouter(prefix="/api/v1", tags=["search"])
 JOB_KIND = "index"  # jobs/registry.py: gigavision.search.jobs:run_index
@@ -139,14 +139,8 @@ async def search_index(name: str, request: Request, ws: WorkspaceDep, login: Log
     "name", "region", "thumbnail_url", "viewer_url"}]}``; an empty index gives no results, not an error."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "application/json":
-        raw = await read_body(request, MAX_JSON_BYTES, "a JSON search (upload images as multipart)")
-        try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise InvalidInput("the JSON body must be an object with image_id")
-        fields = _validated(body)
+        what = "a JSON search (upload images as multipart)"
+        fields = _validated(await read_json_object(request, MAX_JSON_BYTES, what, "image_id"))
         if fields.image_id is None:
             raise InvalidInput("give image_id (or upload an image file as multipart field file)")
         return await run_in_threadpool(_search, ws, name, fields, None)
