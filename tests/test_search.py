@@ -269,6 +269,10 @@ def test_search_over_rest(searchable: Searchable, digits_index: dict[str, Any], 
         outside = client.post("/api/v1/indexes/slides/search", json={**body, "region": "0,0,99999,10"})
         assert outside.status_code == 400 and "outside" in outside.json()["error"]["message"]
         assert client.post("/api/v1/indexes/nope/search", json=body).status_code == 404
+        headers = {"Content-Type": "application/json"}
+        for raw, why in ((b"{nope", "not valid JSON"), (b"[1]", "must be an object with image_id")):
+            bad = client.post("/api/v1/indexes/slides/search", content=raw, headers=headers)
+            assert bad.status_code == 400 and why in bad.json()["error"]["message"]
         unknown = client.post("/api/v1/indexes/slides/search", json={**body, "model": "nope"})
         assert unknown.status_code == 404
         other = client.post("/api/v1/indexes/slides/search", json={**body, "model": searchable.classifier.id})
