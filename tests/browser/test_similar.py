@@ -71,7 +71,8 @@ def test_draw_a_box_find_similar_regions_and_open_one(page: Page, similar_server
     page.mouse.move(*to_page(page, ax + 126, ay + 126), steps=6)
     page.mouse.up()
     hits = page.get_by_test_id("similar-hit")
-    expect(hits.first).to_be_visible()
+    # the server's first search loads the model (torch and the checkpoint): seconds on a loaded machine
+    expect(hits.first).to_be_visible(timeout=60_000)
     assert hits.count() > 1
     first = hits.first
     # the planted photograph on slide b, at its window (the box covered one window of slide a)
