@@ -595,3 +595,66 @@ def test_ambiguous_file_names_are_reported_never_guessed(
     assert not report.ok and report.annotations == 1  # b/scan.png names one image
     (unmatched,) = report.unmatched
     assert unmatched.ref == "scan.png" and "a/scan.png" in unmatched.reason and "b/scan.png" in unmatched.reason
+
+
+def _coco(images: list[tuple[int, str, int, int]], boxes: list[tuple[int, list[float]]]) -> dict[str, Any]:
+    """A COCO document as the format's documentation specifies it (cocodataset.org/#format-data)."""
+    return {
+        "info": {"description": "export"},
+        "images": [{"id": i, "file_name": f, "width": w, "height": h} for i, f, w, h in images],
+        "categories": [{"id": 1, "name": "thing", "supercategory": "object"}],
+        "annotations": [
+            {"id": k + 1, "image_id": i, "category_id": 1, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
+            for k, (i, b) in enumerate(boxes)
+        ],
+    }
+
+
+def _photo(samples: dict[str, Path], name: str, dest: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(samples[name].read_bytes())
+    with Image.open(dest) as im:
+        return im.size
+
+
+@pytest.mark.parametrize("layout", ["images/<split>", "<split>2017"])
+def test_coco_exports_in_their_usual_layouts_import_with_no_flags(
+    layout: str, tmp_path: Path, samples: dict[str, Path], workspace: gv.Workspace
+) -> None:
+    """``annotations/instances_<split>.json`` beside ``images/<split>/`` (CVAT, Roboflow, FiftyOne) or beside
+    ``<split>2017/`` (COCO's own): the images are found from the file's split, with no --images."""
+    root = tmp_path / "export"
+    year = "2017" if layout == "<split>2017" else ""
+    files = {"train": [("astronaut.jpg", 2), ("coins.png", 0)], "val": [("retina.jpg", 1)]}
+    for split, members in files.items():
+        folder = root / (f"{split}2017" if year else f"images/{split}")
+        images, boxes = [], []
+        for k, (name, n) in enumerate(members, start=1):
+            w, h = _photo(samples, name, folder / name)
+            images.append((k, name, w, h))
+            boxes += [(k, [5.0 + j, 6.0, 20.0, 30.0]) for j in range(n)]
+        (root / "annotations").mkdir(parents=True, exist_ok=True)
+        (root / "annotations" / f"instances_{split}{year}.json").write_text(json.dumps(_coco(images, boxes)))
+    report = import_annotations(workspace, "coco", root)
+    assert report.ok, report.as_dict()
+    assert (report.files, report.images_ingested, report.annotations) == (2, 3, 3)
+
+
+def test_coco_images_found_anywhere_under_images_and_an_ambiguous_name_is_reported(
+    tmp_path: Path, samples: dict[str, Path], workspace: gv.Workspace
+) -> None:
+    photos = tmp_path / "photos"
+    w, h = _photo(samples, "astronaut.jpg", photos / "2024" / "06" / "astronaut.jpg")
+    _photo(samples, "coins.png", photos / "a" / "coins.png")
+    _photo(samples, "retina.jpg", photos / "b" / "coins.png")  # another picture, the same file name
+    doc = _coco([(1, "astronaut.jpg", w, h), (2, "coins.png", 384, 303)], [(1, [1.0, 2, 3, 4]), (2, [1.0, 2, 3, 4])])
+    (tmp_path / "instances.json").write_text(json.dumps(doc))
+    report = import_annotations(
+        workspace, "coco", tmp_path / "instances.json", options=ImportOptions(images_dir=photos)
+    )
+    assert (report.images_ingested, report.annotations) == (1, 1)  # astronaut.jpg, two folders down
+    (unmatched,) = report.unmatched
+    assert unmatched.ref == "coins.png" and "2 files under" in unmatched.reason
+    assert "a/coins.png" in unmatched.reason and "b/coins.png" in unmatched.reason  # reported, never guessed

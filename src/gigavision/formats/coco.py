@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import IO, Any
@@ -224,6 +225,35 @@ def parse(path: Path, session: ImportSession) -> None:
         _import_file(data, file, shown, session)
 
 
+SPLIT_FILE = re.compile(r"^(?:instances|person_keypoints|captions|panoptic)?_?(?P<split>[A-Za-z]+)(?:20\d\d)?\.json$")
+
+
+def split_of(file: Path) -> str | None:
+    """The split a COCO file's name says (``instances_train.json``, ``instances_val2017.json``, ``test.json``):
+    the folders of that split hold its images. None when the name says none."""
+    m = SPLIT_FILE.match(file.name)
+    split = m.group("split").lower() if m else None
+    return split if split not in (None, "instances", "annotations", "coco", "labels", "result", "results") else None
+
+
+def layout_folders(file: Path) -> list[Path]:
+    """Where the images of COCO file ``file`` are, in the layouts exporters write (COCO's own ``train2017/``
+    beside ``annotations/``; CVAT, Roboflow and FiftyOne's ``images/<split>/`` or ``<split>/``): the folder
+    holding ``annotations/`` and the file's own folder, each with ``images/<split>``, ``<split>2017``,
+    ``<split>``, ``images`` and then every ``images/*`` subfolder. Only folders that exist."""
+    split = split_of(file)
+    bases = [file.parent.parent, file.parent] if file.parent.name.lower() == "annotations" else [file.parent]
+    out: list[Path] = []
+    for base in bases:
+        named = [base / "images" / split, base / f"{split}2017", base / split] if split else []
+        for folder in [*named, base / "images", base]:
+            if folder.is_dir() and folder not in out:
+                out.append(folder)
+        if (base / "images").is_dir():
+            out += sorted(p for p in (base / "images").iterdir() if p.is_dir() and p not in out)
+    return out
+
+
 def _load(file: Path, shown: str) -> dict[str, Any]:
     try:
         if file.stat().st_size > MAX_FILE_BYTES:
@@ -308,9 +338,7 @@ def _import_file(data: dict[str, Any], file: Path, shown: str, session: ImportSe
         else:
             by_image[a["image_id"]].append(i)
 
-    search = [file.parent, file.parent / "images"]
-    if (file.parent / "images").is_dir():
-        search += sorted(p for p in (file.parent / "images").iterdir() if p.is_dir())
+    search = layout_folders(file)
     session.prefetch(str(im["file_name"]) for im in images.values())
     total = len(images)
     keypoints_ignored = 0

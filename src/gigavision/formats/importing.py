@@ -140,6 +140,7 @@ class ImportSession:
         self._filtered = 0
         self._applied = 0  # declared classes already put in the schema
         self.images_dir = self._checked_dir(options.images_dir)
+        self._index: dict[str, list[Path]] | None = None  # image files under --images by file name
 
     @staticmethod
     def _checked_dir(path: Path | None) -> Path | None:
@@ -274,10 +275,30 @@ class ImportSession:
                         found = candidate.resolve()
                         if found.is_relative_to(root) and found.is_file():
                             return self._from_file(found, found.name)
+        if self.images_dir is not None:  # anywhere under --images, by file name: one file, never a guess
+            matches = self._images_index().get(name, [])
+            if len(matches) == 1:
+                return self._from_file(matches[0], name)
+            if len(matches) > 1:
+                shown = ", ".join(m.relative_to(self.images_dir).as_posix() for m in matches[:3])
+                return None, (
+                    f"{len(matches)} files under {self.images_dir} are named {name} ({shown}"
+                    f"{', …' if len(matches) > 3 else ''}); refer to one by its path, or pass its folder as --images"
+                )
         target, reason = self._by_name(name, stems, path=clean)
         if target is None and escapes:
             reason += " (the reference is an absolute path or contains '..': only its file name was looked up)"
         return target, reason
+
+    def _images_index(self) -> dict[str, list[Path]]:
+        """Every image file under ``--images`` (recursively) by file name, built once per import."""
+        if self._index is None:
+            self._index = {}
+            assert self.images_dir is not None
+            for path in sorted(self.images_dir.rglob("*")):
+                if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                    self._index.setdefault(path.name, []).append(path)
+        return self._index
 
     def _from_file(self, file: Path, name: str) -> tuple[Target | None, str]:
         if not self.options.ingest:
