@@ -658,3 +658,34 @@ def test_coco_images_found_anywhere_under_images_and_an_ambiguous_name_is_report
     (unmatched,) = report.unmatched
     assert unmatched.ref == "coins.png" and "2 files under" in unmatched.reason
     assert "a/coins.png" in unmatched.reason and "b/coins.png" in unmatched.reason  # reported, never guessed
+
+
+def test_yolo_darknet_layouts_import_with_no_flags(
+    tmp_path: Path, samples: dict[str, Path], workspace: gv.Workspace
+) -> None:
+    """CVAT's "YOLO 1.1" export as its documentation lays it out (obj.data, obj.names, train.txt and
+    obj_train_data/ holding each image beside its label file), and a labels/ + images/ folder with a
+    classes.txt (labelImg): both were refused for lacking a data.yaml."""
+    darknet = tmp_path / "yolo11"
+    w, h = _photo(samples, "astronaut.jpg", darknet / "obj_train_data" / "astronaut.jpg")
+    (darknet / "obj_train_data" / "astronaut.txt").write_text("0 0.5 0.5 0.2 0.4\n1 0.25 0.25 0.1 0.1\n")
+    (darknet / "obj.names").write_text("person\nflag\n")
+    (darknet / "obj.data").write_text("classes = 2\ntrain = data/train.txt\nnames = data/obj.names\nbackup = backup/\n")
+    (darknet / "train.txt").write_text("data/obj_train_data/astronaut.jpg\n")
+    report = import_annotations(workspace, "yolo", darknet)
+    assert report.ok and (report.images_ingested, report.annotations) == (1, 2), report.as_dict()
+    (image_id,) = [i.id for i in workspace.list_images(0, 10)[0] if i.name == "astronaut.jpg"]
+    boxes = workspace.annotations.query(image_id)
+    assert sorted(boxes.label) == ["flag", "person"]
+    person = boxes.xyxy[list(boxes.label).index("person")]
+    assert np.allclose(person, [0.4 * w, 0.3 * h, 0.6 * w, 0.7 * h])
+
+    flat = tmp_path / "labelimg"
+    _photo(samples, "coins.png", flat / "images" / "coins.png")
+    (flat / "labels").mkdir()
+    (flat / "labels" / "coins.txt").write_text("0 0.5 0.5 0.5 0.5\n2 0.5 0.5 0.1 0.1\n")
+    (flat / "labels" / "classes.txt").write_text("coin\n")
+    report = import_annotations(workspace, "yolo", flat)
+    assert report.annotations == 1 and not report.ok  # class 2 is not one of classes.txt's names
+    (rejected,) = report.rejected
+    assert "class 2 is not an index of the 1 names in classes.txt" in rejected.reason

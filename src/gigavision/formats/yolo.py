@@ -1,4 +1,6 @@
-"""YOLO (Ultralytics layout): ``data.yaml``, ``images/<split>/``, ``labels/<split>/<stem>.txt``.
+"""YOLO: the Ultralytics layout (``data.yaml``, ``images/<split>/``, ``labels/<split>/<stem>.txt``) on export;
+on import also YOLO 1.1 / darknet (``obj.names``, ``obj.data``, ``train.txt``, ``obj_<split>_data/`` with each
+image beside its label file: CVAT's "YOLO 1.1") and ``images/`` + ``labels/`` with ``classes.txt``.
 
 Export mapping:
     data.yaml    ``train`` / ``val`` / ``test`` (every split of a dataset version: ``images/<split>``; outside
@@ -119,10 +121,10 @@ def _lines(ann: Annotations, entry: ImageEntry, index: dict[str, int], ctx: Expo
 def parse(path: Path, session: ImportSession) -> None:
     if not path.is_dir():
         raise InvalidInput(f"{path}: a YOLO import is a folder (or .zip) with data.yaml, images/ and labels/")
-    names = _names(path)
+    names, names_file = _names(path)
     for n in names:
         if not n:
-            raise InvalidInput("data.yaml: class names must not be empty")
+            raise InvalidInput(f"{names_file}: class names must not be empty")
     images_root = path / "images" if (path / "images").is_dir() else path
     labels_root = path / "labels" if (path / "labels").is_dir() else images_root
     images = {
@@ -130,10 +132,11 @@ def parse(path: Path, session: ImportSession) -> None:
         for p in sorted(images_root.rglob("*"))
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     }
+    not_labels = _not_label_files(path, names_file)
     labels = {
         p.relative_to(labels_root).with_suffix("").as_posix(): p
         for p in sorted(labels_root.rglob("*.txt"))
-        if p.is_file() and not p.name.startswith(".")
+        if p.is_file() and not p.name.startswith(".") and p.resolve() not in not_labels
     }
     kind = "polygon" if _looks_segmented(labels.values()) else "box"
     for n in names:
@@ -154,20 +157,32 @@ def parse(path: Path, session: ImportSession) -> None:
         if target is not None:
             rows = []
             for number, line in lines:
-                row = _row(line, number, names, target, shown, session)
+                row = _row(line, number, names, names_file, target, shown, session)
                 if row is not None:
                     rows.append(row)
             session.add(target, shown, rows)
         session.progress(done, len(keys), shown)
 
 
-def _names(root: Path) -> list[str]:
+NAMES_FILES = ("obj.names", "classes.txt")  # YOLO 1.1 / darknet (CVAT's "YOLO 1.1" export), labelImg
+
+
+def _names(root: Path) -> tuple[list[str], str]:
+    """The class names and the file they come from: an Ultralytics ``data.yaml`` (or another YAML), else the
+    darknet ``obj.data``'s ``names =`` file, else ``obj.names`` / ``classes.txt`` (one name per line) in the
+    folder or its ``labels/``. Paths in them never leave the folder."""
     import yaml
 
     candidates = [root / "data.yaml", root / "dataset.yaml", *sorted(root.glob("*.yaml")), *sorted(root.glob("*.yml"))]
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
-        raise InvalidInput(f"{root}: no data.yaml (YOLO needs its class names)")
+        text_file = _darknet_names_file(root)
+        if text_file is None:
+            raise InvalidInput(
+                f"{root}: no class names: YOLO needs a data.yaml (Ultralytics) or an obj.names / classes.txt"
+                " (YOLO 1.1, darknet)"
+            )
+        return _text_names(text_file), text_file.name
     try:
         if found.stat().st_size > MAX_YAML_BYTES:
             raise InvalidInput(f"{found.name}: larger than {MAX_YAML_BYTES} bytes")
@@ -182,7 +197,49 @@ def _names(root: Path) -> list[str]:
         names = [names[k] for k in range(len(names))]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise InvalidInput(f"{found.name}: 'names' must be a list of class names or a {{index: name}} mapping")
-    return list(names)
+    return list(names), found.name
+
+
+DARKNET_LISTS = ("train", "valid", "val", "test")  # darknet's image lists (obj.data: train = data/train.txt)
+
+
+def _not_label_files(root: Path, names_file: str) -> set[Path]:
+    """The ``.txt`` files of a YOLO folder that hold no boxes: the class names file and darknet's image lists
+    at the top (``train.txt`` …), which name images rather than describe one."""
+    out = {(folder / names_file).resolve() for folder in (root, root / "labels")}
+    out |= {(root / f"{name}.txt").resolve() for name in DARKNET_LISTS}
+    return out
+
+
+def _darknet_names_file(root: Path) -> Path | None:
+    """``obj.data``'s ``names = data/obj.names`` (darknet paths start at its ``data/`` folder: only the file
+    name is looked up here), else an ``obj.names`` / ``classes.txt`` in the folder or its ``labels/``."""
+    wanted = list(NAMES_FILES)
+    data = root / "obj.data"
+    if data.is_file() and data.stat().st_size <= MAX_YAML_BYTES:
+        for line in data.read_text(encoding="utf-8-sig", errors="replace").splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == "names" and value.strip():
+                wanted.insert(0, Path(value.strip().replace("\\", "/")).name)
+    for name in wanted:
+        for folder in (root, root / "labels"):
+            candidate = (folder / name).resolve()
+            if candidate.is_relative_to(root.resolve()) and candidate.is_file():
+                return candidate
+    return None
+
+
+def _text_names(file: Path) -> list[str]:
+    try:
+        if file.stat().st_size > MAX_YAML_BYTES:
+            raise InvalidInput(f"{file.name}: larger than {MAX_YAML_BYTES} bytes")
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{file.name}: not a readable list of class names ({exc})") from exc
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise InvalidInput(f"{file.name}: no class names in it")
+    return names
 
 
 def _looks_segmented(files: Any) -> bool:
@@ -206,7 +263,9 @@ def _read_lines(file: Path, shown: str, session: ImportSession) -> list[tuple[in
     return [(i, line) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
-def _row(line: str, number: int, names: list[str], target: Target, shown: str, session: ImportSession) -> Row | None:
+def _row(
+    line: str, number: int, names: list[str], names_file: str, target: Target, shown: str, session: ImportSession
+) -> Row | None:
     import shapely
 
     item = f"line {number}"
@@ -226,7 +285,7 @@ def _row(line: str, number: int, names: list[str], target: Target, shown: str, s
         session.reject(shown, item, "class and coordinates must be numbers")
         return None
     if not cls_value.is_integer() or not 0 <= cls_value < len(names):
-        session.reject(shown, item, f"class {tokens[0]} is not an index of the {len(names)} names in data.yaml")
+        session.reject(shown, item, f"class {tokens[0]} is not an index of the {len(names)} names in {names_file}")
         return None
     label = names[int(cls_value)]
     if not np.isfinite(values).all():
