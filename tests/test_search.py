@@ -316,6 +316,14 @@ def test_bad_models_and_names_are_refused(searchable: Searchable, digits_index: 
         check_same_model(ws, card, "no-such-model")
     with pytest.raises(Conflict, match="already exists"):
         build_index(ws, "digits", searchable.model.id)
+    # an index whose files were lost answers 404 naming the fix, never a server error
+    from gigavision.search import store
+
+    build_index(ws, "broken", searchable.model.id, images=["image=digits-0000*"])
+    card = get_card(ws, "broken")
+    (store.indexes_dir(ws) / "broken" / f"vectors-{card.generation}.faiss").unlink()
+    with pytest.raises(NotFound, match="files are missing"):
+        store.load(ws, "broken")
     # a classifier's pooled backbone features make an index too (resnet10t: 512 dimensions)
     doc = build_index(ws, "by-classifier", searchable.classifier.id, images=["image=digits-0000*"])
     assert doc["dim"] == 512 and doc["count"] == 10 and doc["model_task"] == "classify"

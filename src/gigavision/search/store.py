@@ -189,18 +189,25 @@ _LOADED: LRUCache[tuple[str, int, str], LoadedIndex] = LRUCache(KEEP_LOADED, on_
 
 
 def load(ws: Workspace, name: str) -> LoadedIndex:
-    """The index ``name`` in memory (kept per process until its generation changes)."""
-    card = get_card(ws, name)
-    folder = indexes_dir(ws) / name
-    key = (str(folder), card.generation, card.updated_at)
+    """The index ``name`` in memory (kept per process until its generation changes). A writer may replace
+    the generation between reading the card and opening its files: then the new card is read again."""
+    for attempt in range(3):
+        card = get_card(ws, name)
+        folder = indexes_dir(ws) / name
+        key = (str(folder), card.generation, card.updated_at)
 
-    def read() -> LoadedIndex:
-        faiss_path, entries_path = _files(folder, card.generation)
-        with np.load(entries_path, allow_pickle=False) as data:
-            entries = Entries([str(x) for x in data["image_ids"]], data["image"], data["boxes"])
-        return LoadedIndex(card, vectors.read(faiss_path), entries)
+        def read(card: IndexCard = card, folder: Path = folder) -> LoadedIndex:
+            faiss_path, entries_path = _files(folder, card.generation)
+            with np.load(entries_path, allow_pickle=False) as data:
+                entries = Entries([str(x) for x in data["image_ids"]], data["image"], data["boxes"])
+            return LoadedIndex(card, vectors.read(faiss_path), entries)
 
-    return _LOADED.get_or_create(key, read)
+        try:
+            return _LOADED.get_or_create(key, read)
+        except (FileNotFoundError, RuntimeError) as exc:  # FAISS raises RuntimeError for a missing file
+            if attempt == 2 or get_card(ws, name).generation == card.generation:
+                raise NotFound(f"index {name!r}: its files are missing ({exc}); build it again") from exc
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager
