@@ -106,17 +106,22 @@ async def read_body(request: Request, max_bytes: int, what: str) -> bytes:
     return bytes(data)
 
 
-async def read_json_object(request: Request, max_bytes: int, what: str, fields: str) -> dict[str, Any]:
-    """A small JSON body that must be an object (``fields``: what it holds, for the message); 413 past
-    ``max_bytes``, 400 for text that is not JSON or not an object."""
-    raw = await read_body(request, max_bytes, what)
+def json_object(raw: bytes, where: str, requirement: str) -> dict[str, Any]:
+    """``raw`` parsed as a JSON object; 400 (``InvalidInput``) for text that is not JSON (``{where} is not valid
+    JSON``) or not an object (``{where} {requirement}``)."""
     try:
         body = json.loads(raw)
     except ValueError as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+        raise InvalidInput(f"{where} is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
-        raise InvalidInput(f"the JSON body must be an object with {fields}")
+        raise InvalidInput(f"{where} {requirement}")
     return body
+
+
+async def read_json_object(request: Request, max_bytes: int, what: str, fields: str) -> dict[str, Any]:
+    """A small JSON body that must be an object (``fields``: what it holds, for the message); 413 past
+    ``max_bytes``, 400 for text that is not JSON or not an object."""
+    return json_object(await read_body(request, max_bytes, what), "the JSON body", f"must be an object with {fields}")
 
 
 @asynccontextmanager

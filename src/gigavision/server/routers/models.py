@@ -8,7 +8,6 @@ No torch import here: the API starts fast; the worker loads torch when a job run
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,7 @@ from gigavision.extras import require
 from gigavision.models import store
 from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
-from gigavision.server.uploads import FILE_PROPERTY, ReceivedForm, multipart_body, read_body, receive_form
+from gigavision.server.uploads import FILE_PROPERTY, ReceivedForm, json_object, multipart_body, read_body, receive_form
 from gigavision.train.jobs import reserve_model_id, saved_recipe
 from gigavision.train.recipe import IMAGE_SIZE_MAX, Recipe, load_recipe
 
@@ -106,13 +105,7 @@ async def train_model(request: Request, ws: WorkspaceDep, login: LoginDep) -> di
 
 
 def _json_object(raw: bytes, where: str = "the body") -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidInput(f"{where} is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidInput(f"{where} must be a JSON object of recipe fields")
-    return body
+    return json_object(raw, where, "must be a JSON object of recipe fields")
 
 
 def _queue_training(ws: Workspace, login: Login, body: dict[str, Any], upload: ReceivedForm | None) -> dict[str, Any]:
