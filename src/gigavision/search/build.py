@@ -88,16 +88,18 @@ class RegionSpec:
 
 def extractor_for(ws: Workspace, model_ref: str, runtime: str = "auto") -> FeatureExtractor:
     """The loaded feature extractor of a model (an alias, id or prefix), kept per process."""
-    from gigavision.extras import installed
     from gigavision.infer.predictors import loaded_predictor
+    from gigavision.infer.request import resolve_runtime
     from gigavision.models.aliases import resolve
     from gigavision.models.features import FeatureExtractor, check_feature_task
     from gigavision.models.store import get_model
 
     info = get_model(ws, resolve(ws, model_ref))
     check_feature_task(info.id, info.task)
-    if runtime == "auto":  # an embed model runs on onnxruntime where torch is absent; backbones need torch
-        runtime = "torch" if installed("torch") or info.task != "embed" or not info.has_onnx else "onnx"
+    if info.task == "embed":  # its output is the vector: prediction's own runtime choice (auto: ONNX when it can)
+        runtime = resolve_runtime(info, runtime)
+    elif runtime == "auto":  # a backbone's features are read from the checkpoint (FeatureExtractor checks)
+        runtime = "torch"
     return FeatureExtractor(loaded_predictor(info, runtime))
 
 
