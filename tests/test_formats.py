@@ -20,6 +20,7 @@ import gigavision as gv
 from gigavision.annotations import Annotations
 from gigavision.cli.main import main
 from gigavision.cli.transfer import FormatName
+from gigavision.datasets import create_version
 from gigavision.errors import InvalidInput
 from gigavision.formats import (
     FORMATS,
@@ -39,6 +40,8 @@ CASES = [
     ("voc", {}, 5),
     ("yolo", {}, 5),
     ("yolo", {"task": "segment"}, 5),
+    ("yolo", {"task": "obb"}, 5),
+    ("yolo", {"layout": "darknet"}, 5),
     ("geojson", {}, 6),
     ("imagefolder", {}, 2),
     ("csv", {}, 2),
@@ -91,7 +94,7 @@ def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize(("fmt", "opts", "count"), CASES, ids=[f"{c[0]}{c[1].get('task', '')}" for c in CASES])
+@pytest.mark.parametrize(("fmt", "opts", "count"), CASES, ids=[c[0] + "".join(c[1].values()) for c in CASES])
 def test_export_import_export_is_byte_for_byte_stable(
     tmp_path: Path,
     samples: dict[str, Path],
@@ -640,6 +643,13 @@ def test_coco_exports_in_their_usual_layouts_import_with_no_flags(
     report = import_annotations(workspace, "coco", root)
     assert report.ok, report.as_dict()
     assert (report.files, report.images_ingested, report.annotations) == (2, 3, 3)
+    # the file's split is each image's split hint, and a dataset version keeps it
+    hints = {i.name: i.meta.get("split") for i in workspace.list_images(0, 10)[0]}
+    assert hints == {"astronaut.jpg": "train", "coins.png": "train", "retina.jpg": "val"}
+    version = create_version(workspace, "layout", split="train=0.5,val=0.5", dup_distance=None)
+    assert {e.name: e.split for e in version.images()} == hints
+    # COCO's supercategory "object" is no category here: said, not dropped silently
+    assert any("supercategories" in n and "object (1 categories)" in n for n in report.notes), report.notes
 
 
 def test_coco_images_found_anywhere_under_images_and_an_ambiguous_name_is_reported(
@@ -689,3 +699,115 @@ def test_yolo_darknet_layouts_import_with_no_flags(
     assert report.annotations == 1 and not report.ok  # class 2 is not one of classes.txt's names
     (rejected,) = report.rejected
     assert "class 2 is not an index of the 1 names in classes.txt" in rejected.reason
+
+
+def test_roboflow_ultralytics_layout_imports_with_its_splits(
+    tmp_path: Path, samples: dict[str, Path], workspace: gv.Workspace
+) -> None:
+    """Roboflow's "YOLOv8" export: data.yaml with ``train: ../train/images``, ``<split>/images`` beside
+    ``<split>/labels`` and README files at the top, as Roboflow's documentation shows it."""
+    root = tmp_path / "roboflow"
+    (root).mkdir()
+    (root / "data.yaml").write_text(
+        "train: ../train/images\nval: ../valid/images\ntest: ../test/images\n\nnc: 2\nnames: ['coin', 'face']\n"
+    )
+    (root / "README.roboflow.txt").write_text("Exported via roboflow.com\n")
+    members = {
+        "train": ("coins.png", "0 0.5 0.5 0.2 0.2\n0 0.1 0.1 0.05 0.05\n"),
+        "valid": ("astronaut.jpg", "1 0.5 0.3 0.2 0.3\n"),
+    }
+    for split, (name, rows) in members.items():
+        _photo(samples, name, root / split / "images" / name)
+        (root / split / "labels").mkdir(parents=True)
+        (root / split / "labels" / f"{Path(name).stem}.txt").write_text(rows)
+    report = import_annotations(workspace, "yolo", root)
+    assert report.ok and (report.images_ingested, report.annotations) == (2, 3), report.as_dict()
+    assert any("README.roboflow.txt" in n for n in report.notes)  # read as no label file, and said so
+    hints = {i.name: i.meta.get("split") for i in workspace.list_images(0, 10)[0]}
+    assert hints == {"coins.png": "train", "astronaut.jpg": "val"}
+
+
+def test_yolo_oriented_boxes_import_as_polygons_and_export_back(
+    tmp_path: Path, samples: dict[str, Path], workspace: gv.Workspace
+) -> None:
+    """Ultralytics OBB rows (``class x1 y1 x2 y2 x3 y3 x4 y4``, DOTA-style) are polygons here; ``task=obb``
+    writes them back byte for byte, and a box as its 4 corners."""
+    root = tmp_path / "obb"
+    w, h = _photo(samples, "astronaut.jpg", root / "images" / "train" / "astronaut.jpg")
+    (root / "labels" / "train").mkdir(parents=True)
+    rotated = "0 0.5 0.1 0.7 0.3 0.5 0.5 0.3 0.3\n"  # a square turned 45 degrees
+    (root / "labels" / "train" / "astronaut.txt").write_text(rotated + "1 0.1 0.1 0.3 0.1 0.3 0.2 0.1 0.2\n")
+    (root / "data.yaml").write_text(
+        "path: /datasets/dota\ntrain: images/train\nval: images/train\nnames:\n  0: plane\n  1: ship\n"
+    )
+    report = import_annotations(workspace, "yolo", root)
+    assert report.ok and report.by_kind == {"polygon": 2}, report.as_dict()
+    assert any("2 oriented box(es)" in n for n in report.notes)
+    (image_id,) = [i.id for i in workspace.list_images(0, 10)[0]]
+    plane = workspace.annotations.query(image_id)
+    ring = np.asarray(plane.geometry[list(plane.label).index("plane")].exterior.coords)[:4]
+    assert np.allclose(ring, [[0.5 * w, 0.1 * h], [0.7 * w, 0.3 * h], [0.5 * w, 0.5 * h], [0.3 * w, 0.3 * h]])
+    first = export_workspace(workspace, "yolo", tmp_path / "a", options=ExportOptions(task="obb", images="none"))
+    assert first.annotations == 2
+    text = (tmp_path / "a" / "labels" / "astronaut.txt").read_text()
+    assert text.splitlines()[0] == rotated.strip()  # the file's own numbers, unchanged
+
+    workspace.labels.set("tank", "box")
+    workspace.annotations.add(image_id, Annotations.from_boxes([[10.0, 20.0, 50.0, 80.0]], "tank"), actor="t")
+    export_workspace(workspace, "yolo", tmp_path / "b", options=ExportOptions(task="obb", images="none"))
+    last = (tmp_path / "b" / "labels" / "astronaut.txt").read_text().splitlines()[-1].split()
+    corners = np.asarray([float(v) for v in last[1:]]).reshape(4, 2) * (w, h)
+    assert np.allclose(corners, [[10, 20], [50, 20], [50, 80], [10, 80]], atol=1e-4)
+
+
+def test_yolo_darknet_export_layout_and_list_lines_that_leave_the_folder(
+    tmp_path: Path, annotated: tuple[gv.Workspace, dict[str, str]], sqlite_workspace: gv.Workspace
+) -> None:
+    """``--layout darknet`` writes CVAT's YOLO 1.1 (obj.names, obj.data, train.txt, obj_train_data/; the round
+    trip is in the byte-stability cases). A train.txt line that leaves the folder is refused, line by line."""
+    ws, _ = annotated
+    result = export_workspace(ws, "yolo", tmp_path / "a", options=ExportOptions(layout="darknet"))
+    root = tmp_path / "a"
+    obj_data = (root / "obj.data").read_text()
+    assert obj_data == "classes = 3\ntrain = data/train.txt\nnames = data/obj.names\nbackup = backup/\n"
+    listed = (root / "train.txt").read_text().splitlines()
+    assert len(listed) == result.images and all(line.startswith("data/obj_train_data/") for line in listed)
+    with (root / "train.txt").open("a") as fh:
+        fh.write("../../outside.jpg\n/etc/passwd\ndata/obj_train_data/missing.jpg\n")
+    report = import_annotations(sqlite_workspace, "yolo", root)
+    assert report.annotations == result.annotations, report.as_dict()
+    reasons = sorted(r.reason for r in report.rejected)
+    assert len(reasons) == 3 and sum("leaves the folder" in r for r in reasons) == 2, reasons
+
+
+def test_voc_person_layout_parts_are_kept_and_written_back(
+    tmp_path: Path, samples: dict[str, Path], workspace: gv.Workspace
+) -> None:
+    """VOC2012's person layout (2007_000027.xml: a person with <part> head and hands) was dropped silently;
+    the parts are boxes of their own now, tied to their object, and a VOC export nests them back."""
+    root = tmp_path / "VOC2012"
+    _photo(samples, "astronaut.jpg", root / "JPEGImages" / "astronaut.jpg")
+    (root / "Annotations").mkdir()
+    (root / "Annotations" / "astronaut.xml").write_text(
+        "<annotation><folder>VOC2012</folder><filename>astronaut.jpg</filename>"
+        "<source><database>The VOC2007 Database</database></source>"
+        "<size><width>512</width><height>512</height><depth>3</depth></size><segmented>0</segmented>"
+        "<object><name>person</name><pose>Unspecified</pose><truncated>0</truncated><difficult>0</difficult>"
+        "<bndbox><xmin>174</xmin><ymin>101</ymin><xmax>349</xmax><ymax>351</ymax></bndbox>"
+        "<part><name>head</name><bndbox><xmin>169</xmin><ymin>104</ymin><xmax>209</xmax><ymax>146</ymax></bndbox></part>"
+        "<part><name>hand</name><bndbox><xmin>278</xmin><ymin>210</ymin><xmax>297</xmax><ymax>233</ymax></bndbox></part>"
+        "</object></annotation>"
+    )
+    report = import_annotations(workspace, "voc", root)
+    assert report.ok and report.by_kind == {"box": 3}, report.as_dict()
+    (image_id,) = [i.id for i in workspace.list_images(0, 10)[0]]
+    ann = workspace.annotations.query(image_id)
+    head = list(ann.label).index("head")
+    assert ann.attributes[head] == {"part_of": 0} and np.allclose(ann.xyxy[head], [168, 103, 209, 146])
+    export_workspace(workspace, "voc", tmp_path / "a")
+    xml = (tmp_path / "a" / "Annotations" / "astronaut.xml").read_text()
+    assert xml.count("<object>") == 1 and xml.count("<part>") == 2 and "part_of" not in xml
+    with gv.init_workspace(tmp_path / "second") as second:
+        assert import_annotations(second, "voc", tmp_path / "a", options=ImportOptions(images_dir=root)).ok
+        export_workspace(second, "voc", tmp_path / "b")
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")

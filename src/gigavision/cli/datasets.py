@@ -55,6 +55,13 @@ def create(
     reshuffle: Annotated[
         bool, typer.Option("--reshuffle", help="Do not keep the splits of the latest version of NAME.")
     ] = False,
+    split_hints: Annotated[
+        bool,
+        typer.Option(
+            help="Put images whose metadata 'split' names one of the splits there (imports set it from the"
+            " layout: COCO instances_val.json, YOLO images/val/, CVAT subset)."
+        ),
+    ] = True,
     allow_duplicate: Annotated[
         bool, typer.Option("--allow-duplicate", help="Create a version even if one has the same content hash.")
     ] = False,
@@ -82,6 +89,7 @@ def create(
             dup_distance=dup_distance,
             dedupe=dedupe,
             reshuffle=reshuffle,
+            split_hints=split_hints,
             allow_duplicate=allow_duplicate,
             qc_submissions=qc_submissions,
             actor=actor,

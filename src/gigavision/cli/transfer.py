@@ -115,7 +115,17 @@ def export_cmd(
             "imagefolder, none otherwise).",
         ),
     ] = None,
-    task: Annotated[Literal["detect", "segment"], typer.Option(help="YOLO: detect (boxes) or segment.")] = "detect",
+    task: Annotated[
+        Literal["detect", "segment", "obb"], typer.Option(help="YOLO: detect (boxes), segment or obb (oriented boxes).")
+    ] = "detect",
+    layout: Annotated[
+        Literal["ultralytics", "darknet"],
+        typer.Option(help="YOLO: ultralytics (data.yaml) or darknet (YOLO 1.1: obj.names, obj.data, train.txt)."),
+    ] = "ultralytics",
+    crs: Annotated[
+        Literal["image", "map"],
+        typer.Option(help="GeoJSON / GeoParquet: image pixels, or map coordinates of georeferenced images."),
+    ] = "image",
     workspace_opt: WorkspaceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -123,7 +133,7 @@ def export_cmd(
     from gigavision.formats.api import export_workspace
     from gigavision.formats.report import ExportOptions
 
-    options = ExportOptions(images=images, task=task)
+    options = ExportOptions(images=images, task=task, layout=layout, crs=crs)
     with open_ws(workspace_opt) as ws, progress_bar(f"export {fmt}", quiet=json_out) as progress:
         result = export_workspace(
             ws, fmt, out, dataset=dataset, statuses=status, labels=label, options=options, progress=progress

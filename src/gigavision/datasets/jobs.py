@@ -26,6 +26,7 @@ PARAMS = (
     "dup_distance",
     "dedupe",
     "reshuffle",
+    "split_hints",
     "allow_duplicate",
     "qc_submissions",
 )

@@ -39,6 +39,7 @@ from gigavision.datasets.spec import (
 from gigavision.datasets.splits import UnionFind, assign_splits, group_order_key, near_duplicate_pairs
 from gigavision.errors import Conflict, InvalidInput, NotFound
 from gigavision.formats.source import ImageEntry
+from gigavision.images.metadata import SPLIT_HINT
 from gigavision.progress import Progress
 from gigavision.registry import import_path
 from gigavision.store.schema import DatasetImageRow, DatasetVersionRow, utcnow
@@ -238,6 +239,7 @@ def create_version(
     dup_distance: int | None = DEFAULT_DUP_DISTANCE,
     dedupe: str | None = None,
     reshuffle: bool = False,
+    split_hints: bool = True,
     allow_duplicate: bool = False,
     qc_submissions: bool = False,
     actor: str = "anonymous",
@@ -252,7 +254,9 @@ def create_version(
     ``split``: ``train=0.8,val=0.1,test=0.1``. ``group_by``: ``image`` or ``meta:KEY``; near-duplicate
     images (perceptual hashes within ``dup_distance`` bits; None: off) join one group, and so do the pairs
     ``dedupe`` finds (``embed:INDEX[@COSINE]``: embedding near-duplicates by an image index, issue 15); a
-    group never spans splits. Unless ``reshuffle``, images of the dataset's latest version keep their split there.
+    group never spans splits. Unless ``reshuffle``, images of the dataset's latest version keep their split there;
+    with ``split_hints``, images whose metadata ``split`` names one of the splits (set by imports whose layout
+    says it: COCO ``instances_val.json``, YOLO ``images/val/``, CVAT ``subset``) go there, and so does their group.
     ``stratify``: every split gets its share of each class (an image's class: its majority label).
     Raises ``Conflict`` naming the version of ``name`` that already holds identical content (same hash),
     unless ``allow_duplicate``. ``progress(done, total, message)`` is called as work advances.
@@ -320,8 +324,14 @@ def create_version(
     inherited = _inherited_splits(ws, base, ratios) if base is not None else {}
     split_names = list(ratios)
     fixed: dict[int, int] = {}  # group -> split index, by majority of its members' previous splits
+    hinted = 0
     for g, members in enumerate(groups):
         votes = Counter(split_names.index(inherited[frozen[i].id]) for i in members if frozen[i].id in inherited)
+        if not votes and split_hints:
+            votes = Counter(
+                split_names.index(hint) for i in members if (hint := frozen[i].meta.get(SPLIT_HINT)) in ratios
+            )
+            hinted += sum(votes.values())
         if votes:
             fixed[g] = min(votes, key=lambda k: (-votes[k], k))
     strata = [(f.majority_label or NO_LABEL) if stratify else "" for f in frozen]
@@ -344,10 +354,11 @@ def create_version(
         "seed": seed,
         "dup_distance": distance,
         "dedupe": dedupe,
+        "split_hints": bool(split_hints),
         "base": base.ref if base is not None else None,
     }
     counts = _counts(frozen, image_split, ratios, len(groups), dup_pairs, len(dup_images), ungrouped)
-    counts.update({"kept": kept, "moved": moved})
+    counts.update({"kept": kept, "moved": moved, "hinted": hinted})
     report(0, 1, "writing")
     row = _insert(ws, name, content_hash, actor, spec, schema, counts, frozen, image_split, group_of, allow_duplicate)
     report(1, 1, "done")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import IO, Any
 
@@ -303,6 +303,7 @@ def _import_file(data: dict[str, Any], file: Path, shown: str, session: ImportSe
             used.setdefault(a["category_id"], _kind_of(a))
     tag_names = {t for im in data["images"] if isinstance(im, dict) for t in _tags(im) if isinstance(t, str)}
     names = set(categories.values())
+    supers: Counter[str] = Counter()  # supercategories that are not categories: no class to be a parent
     for c in data.get("categories", []):
         if not isinstance(c, dict) or _key(c.get("id")) not in categories or categories[c["id"]] != c.get("name"):
             continue
@@ -310,12 +311,20 @@ def _import_file(data: dict[str, Any], file: Path, shown: str, session: ImportSe
         kind = kind or used.get(c["id"]) or ("tag" if c["name"] in tag_names else "box")
         color = c.get("color") if isinstance(c.get("color"), str) and c.get("color") else None
         parent = c.get("supercategory") if c.get("supercategory") in names else None
+        if parent is None and isinstance(c.get("supercategory"), str) and c["supercategory"] not in ("", c["name"]):
+            supers[c["supercategory"]] += 1
         attrs = c.get("attributes")
         ok_attrs = isinstance(attrs, dict) and all(
             isinstance(v, list) and all(isinstance(x, str) for x in v) for v in attrs.values()
         )
         session.declare_class(c["name"], kind, color, parent, attrs if ok_attrs and isinstance(attrs, dict) else None)
 
+    if supers:
+        shown_supers = ", ".join(f"{k} ({n} categories)" for k, n in sorted(supers.items()))
+        session.report.note(
+            f"{shown}: supercategories that are not categories are not classes here, so not kept as parents: "
+            f"{shown_supers}"
+        )
     images: dict[Any, dict[str, Any]] = {}
     for i, im in enumerate(data["images"]):
         problem = _image_problem(im)
@@ -339,6 +348,7 @@ def _import_file(data: dict[str, Any], file: Path, shown: str, session: ImportSe
             by_image[a["image_id"]].append(i)
 
     search = layout_folders(file)
+    split = split_of(file)
     session.prefetch(str(im["file_name"]) for im in images.values())
     total = len(images)
     keypoints_ignored = 0
@@ -347,6 +357,7 @@ def _import_file(data: dict[str, Any], file: Path, shown: str, session: ImportSe
         tags = [t for t in _tags(im) if isinstance(t, str)]
         size = (im["width"], im["height"])
         target = session.resolve(im["file_name"], shown, search=search, size=size, annotations=len(indexes) + len(tags))
+        session.hint_split(target, split)
         if target is not None:
             rows = [Row(f"image {image_key} tag {j}", t, "tag") for j, t in enumerate(tags)]
             for i in indexes:

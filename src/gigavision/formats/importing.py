@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -23,6 +24,7 @@ from gigavision.annotations import PREDICTION_ATTRIBUTES, Annotations, Canvas, s
 from gigavision.errors import GigavisionError, InvalidInput
 from gigavision.formats.report import ImportOptions, ImportReport, Unmatched
 from gigavision.formats.rle import encode_window
+from gigavision.images.metadata import SPLIT_HINT, split_hint
 from gigavision.progress import Progress, no_progress
 from gigavision.store.blobs import sha256_file
 from gigavision.store.catalog import NamedImage
@@ -80,7 +82,9 @@ class Row:
     """One annotation as a format read it, in level-0 pixels of its image, before validation.
 
     box (x0, y0, x1, y1) for boxes; geometry (shapely Polygon/MultiPolygon/Point) for polygons and points;
-    window + offset (boolean array at level-0 (x0, y0)) for masks; nothing for tags.
+    window + offset (boolean array at level-0 (x0, y0)) for masks; nothing for tags. status / source: what
+    the file records (GeoParquet), instead of the import's ``status`` / ``import:<format>``; a ``source``
+    option still wins.
     """
 
     item: str
@@ -92,6 +96,8 @@ class Row:
     offset: tuple[int, int] = (0, 0)
     score: float = math.nan
     attributes: dict[str, Any] = field(default_factory=dict)
+    status: str | None = None
+    source: str | None = None
 
 
 @dataclass
@@ -141,6 +147,7 @@ class ImportSession:
         self._applied = 0  # declared classes already put in the schema
         self.images_dir = self._checked_dir(options.images_dir)
         self._index: dict[str, list[Path]] | None = None  # image files under --images by file name
+        self._split_hints: dict[str, str] = {}  # image id -> the split the layout puts it in
 
     @staticmethod
     def _checked_dir(path: Path | None) -> Path | None:
@@ -360,6 +367,24 @@ class ImportSession:
             rows = [r for base, found in self._foldered.items() if PurePosixPath(base).stem == name for r in found]
         return rows
 
+    def hint_split(self, target: Target | None, split: str | None) -> None:
+        """The split the import's layout puts ``target`` in (a COCO file's name, a YOLO folder, a CVAT
+        ``subset``): stored as the image's metadata ``split`` at the end, where ``dataset create`` keeps it."""
+        if target is not None and split and split_hint(split):
+            self._split_hints[target.id] = split_hint(split)
+
+    def _store_split_hints(self) -> None:
+        try:
+            self.ws.set_images_meta({i: {SPLIT_HINT: s} for i, s in self._split_hints.items()}, actor=self.actor)
+        except GigavisionError as exc:
+            self.report.note(f"the split the layout gives was not stored as image metadata: {exc}")
+            return
+        counts = Counter(self._split_hints.values())
+        shown = ", ".join(f"{split} {n}" for split, n in sorted(counts.items()))
+        self.report.note(
+            f"splits from the layout: {shown} (image metadata '{SPLIT_HINT}'; dataset create keeps them)"
+        )
+
     def image(self, image_id: str) -> Target:
         """A workspace image by id (``NotFound`` when there is none)."""
         row = self.ws.get_image(image_id)
@@ -471,13 +496,15 @@ class ImportSession:
             geometry=geometry,
             mask=masks,
             score=np.array([r.score for r in rows], dtype=np.float64),
-            source=np.array([self.source] * n, dtype=object),
-            status=np.array([self.options.status] * n, dtype=object),
+            source=np.array([self.options.source or r.source or self.source for r in rows], dtype=object),
+            status=np.array([r.status or self.options.status for r in rows], dtype=object),
             attributes=attributes,
         )
 
     def finish(self) -> ImportReport:
         self._apply_declared()
+        if self._split_hints:
+            self._store_split_hints()
         if self._filtered:
             self.report.note(f"{self._filtered} annotation(s) with labels outside --label were skipped")
         return self.report

@@ -14,6 +14,9 @@ from gigavision.errors import InvalidInput
 """``progress(done, total, message)``; a job's version raises ``JobCancelled`` to stop the work."""
 
 IMAGE_MODES = ("copy", "link", "none")
+YOLO_TASKS = ("detect", "segment", "obb")
+YOLO_LAYOUTS = ("ultralytics", "darknet")
+CRS_MODES = ("image", "map")
 MAX_LISTED = 10_000  # rejections listed one by one in a report; the count is always exact
 
 
@@ -31,17 +34,26 @@ class ExportOptions:
 
     images       copy | link | none: put the image files next to the annotations (``link`` = hard link,
                  symbolic link across file systems); None = the format's default (YOLO, ImageFolder: copy)
-    task         YOLO only: detect (``class cx cy w h``) or segment (``class x1 y1 x2 y2 ...``)
+    task         YOLO only: detect (``class cx cy w h``), segment (``class x1 y1 x2 y2 ...``) or obb (oriented
+                 boxes, ``class x1 y1 x2 y2 x3 y3 x4 y4``)
+    layout       YOLO only: ultralytics (``data.yaml``, ``images/<split>``, ``labels/<split>``) or darknet (YOLO
+                 1.1: ``obj.names``, ``obj.data``, ``train.txt``, ``obj_train_data/``)
+    crs          GeoJSON / GeoParquet: image (level-0 pixels) or map (the coordinates of a georeferenced
+                 image's CRS; images without one are refused)
     """
 
     images: str | None = None
     task: str = "detect"
+    layout: str = "ultralytics"
+    crs: str = "image"
 
     def __post_init__(self) -> None:
         if self.images is not None and (not isinstance(self.images, str) or self.images not in IMAGE_MODES):
             raise InvalidInput(f"images must be one of {', '.join(IMAGE_MODES)}, got {self.images!r}")
-        if not isinstance(self.task, str) or self.task not in ("detect", "segment"):
-            raise InvalidInput(f"task must be detect or segment, got {self.task!r}")
+        for name, allowed in (("task", YOLO_TASKS), ("layout", YOLO_LAYOUTS), ("crs", CRS_MODES)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in allowed:
+                raise InvalidInput(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> ExportOptions:

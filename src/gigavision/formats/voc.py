@@ -8,11 +8,15 @@ Export mapping:
     bndbox       VOC's 1-based pixel convention: xmin = x0 + 1, ymin = y0 + 1, xmax = x1, ymax = y1
                  (as detectron2 and torchvision read it back); integers without decimals
     box          as is; polygon and mask: their bounding box (counted in ``converted``)
+    part         a box with the attribute ``part_of`` = k (what importing a ``<part>`` gives) is written as a
+                 ``<part>`` (name, bndbox) inside the k-th object of its image
     point, tag   not written (counted in ``skipped``)
     ImageSets    ``ImageSets/Main/<split>.txt`` (``default.txt`` outside a dataset version): one stem a line
 
 Import parses with defusedxml: a DTD or entity declaration rejects the file, entities are never resolved.
-An xmin/ymin of 0 (0-based tools) is read as 0, not -1 (noted in the report).
+An xmin/ymin of 0 (0-based tools) is read as 0, not -1 (noted in the report). The person layout's ``<part>``
+boxes (head, hand, foot) become boxes labelled with the part's name and ``part_of`` = the object's index in
+the file; the parts of a rejected object are rejected with it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from gigavision.formats.text import num
 DEFAULT_IMAGES = "none"
 MAX_XML_BYTES = 64 * 1024**2
 FLAGS = ("truncated", "difficult", "occluded")
+PART_OF = "part_of"  # attribute of a <part> box: the index of its <object> in the file
 
 
 # -- export ------------------------------------------------------------------------------------------------
@@ -54,6 +59,7 @@ def export(source: AnnotatedImages, ctx: ExportContext) -> None:
             "\t</size>",
             "\t<segmented>0</segmented>",
         ]
+        objects: list[list[str]] = []
         for i in range(len(ann)):
             kind, label = str(ann.kind[i]), str(ann.label[i])
             if kind in ("point", "tag"):
@@ -64,8 +70,14 @@ def export(source: AnnotatedImages, ctx: ExportContext) -> None:
                 continue
             if kind != "box":
                 ctx.result.converted[f"{kind} written as its bounding box"] += 1
-            lines += _object(label, ann.xyxy[i], dict(ann.attributes[i]), float(ann.score[i]))
+            attributes = dict(ann.attributes[i])
+            owner = attributes.get(PART_OF)
+            if kind == "box" and isinstance(owner, int) and 0 <= owner < len(objects):
+                objects[owner][-1:-1] = _part(label, ann.xyxy[i])  # inside its object, before </object>
+            else:
+                objects.append(_object(label, ann.xyxy[i], attributes, float(ann.score[i])))
             ctx.result.annotations += 1
+        lines += [line for obj in objects for line in obj]
         lines.append("</annotation>")
         ctx.open_text(f"Annotations/{stem}.xml").write_text("\n".join(lines) + "\n", encoding="utf-8")
         sets.setdefault(entry.split or "default", []).append(stem)
@@ -75,22 +87,30 @@ def export(source: AnnotatedImages, ctx: ExportContext) -> None:
         ctx.open_text(f"ImageSets/Main/{split}.txt").write_text("".join(f"{s}\n" for s in stems), encoding="utf-8")
 
 
-def _object(label: str, xyxy: Any, attributes: dict[str, Any], score: float) -> list[str]:
+def _bndbox(xyxy: Any, indent: str) -> list[str]:
     x0, y0, x1, y1 = (float(v) for v in xyxy)
+    return [
+        f"{indent}<bndbox>",
+        f"{indent}\t<xmin>{num(x0 + 1)}</xmin>",
+        f"{indent}\t<ymin>{num(y0 + 1)}</ymin>",
+        f"{indent}\t<xmax>{num(x1)}</xmax>",
+        f"{indent}\t<ymax>{num(y1)}</ymax>",
+        f"{indent}</bndbox>",
+    ]
+
+
+def _part(label: str, xyxy: Any) -> list[str]:
+    return ["\t\t<part>", f"\t\t\t<name>{escape(label)}</name>", *_bndbox(xyxy, "\t\t\t"), "\t\t</part>"]
+
+
+def _object(label: str, xyxy: Any, attributes: dict[str, Any], score: float) -> list[str]:
     pose = attributes.pop("pose", "Unspecified")
     flags = {k: 1 if attributes.pop(k, 0) in (1, True, "1", "true") else 0 for k in FLAGS}
     out = ["\t<object>", f"\t\t<name>{escape(label)}</name>", f"\t\t<pose>{escape(str(pose))}</pose>"]
     out += [f"\t\t<truncated>{flags['truncated']}</truncated>", f"\t\t<difficult>{flags['difficult']}</difficult>"]
     if flags["occluded"]:
         out.append("\t\t<occluded>1</occluded>")
-    out += [
-        "\t\t<bndbox>",
-        f"\t\t\t<xmin>{num(x0 + 1)}</xmin>",
-        f"\t\t\t<ymin>{num(y0 + 1)}</ymin>",
-        f"\t\t\t<xmax>{num(x1)}</xmax>",
-        f"\t\t\t<ymax>{num(y1)}</ymax>",
-        "\t\t</bndbox>",
-    ]
+    out += _bndbox(xyxy, "\t\t")
     if not math.isnan(score):
         out.append(f"\t\t<score>{num(score, 8)}</score>")
     if attributes:
@@ -175,10 +195,22 @@ def _import_doc(doc: Any, file: Path, shown: str, search: list[Path], session: I
     rows = []
     for j, obj in enumerate(objects):
         item = f"object {j}"
+        parts = obj.findall("part")
         try:
             rows.append(_row(obj, item, session))
         except InvalidInput as exc:
             session.reject(shown, item, str(exc))
+            for k, _ in enumerate(parts):
+                session.reject(shown, f"{item} part {k}", f"its object was rejected ({exc})")
+            continue
+        for k, part in enumerate(parts):  # person layout: head, hands, feet as boxes of their own
+            try:
+                row = _row(part, f"{item} part {k}", session)
+            except InvalidInput as exc:
+                session.reject(shown, f"{item} part {k}", str(exc))
+                continue
+            row.attributes[PART_OF] = j
+            rows.append(row)
     session.add(target, shown, rows)
 
 

@@ -37,6 +37,18 @@ INGEST_KEYS = frozenset(
         *("objective_power",),  # images/readers/slide.py
     }
 )
+# The user key naming the dataset split an image belongs in: imports set it where the layout says so (COCO's
+# ``instances_val.json``, YOLO's ``images/val/``, CVAT's ``subset``) and ``dataset create`` keeps it.
+SPLIT_HINT = "split"
+_SPLIT_SPELLINGS = {"valid": "val", "validation": "val", "training": "train", "testing": "test"}
+
+
+def split_hint(name: str) -> str:
+    """A split name as tools spell it (``Train``, ``valid``, ``validation``) in the spelling datasets use."""
+    lowered = name.strip().lower()
+    return _SPLIT_SPELLINGS.get(lowered, lowered)
+
+
 _META_INT_TEXT = re.compile(r"[+-]?(0|[1-9][0-9]*)")
 _META_FLOAT_TEXT = re.compile(r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?[0-9]+[eE][+-]?[0-9]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

@@ -34,6 +34,7 @@ class CreateDataset(BaseModel):
     statuses: list[str] | None = Field(None, description="default: accepted, adjudicated")
     dup_distance: int | None = Field(4, ge=-1, le=32, description="perceptual-hash bits; null or -1: off")
     reshuffle: bool = False
+    split_hints: bool = Field(True, description="keep the split an image's metadata 'split' names (set by imports)")
     allow_duplicate: bool = False
     qc_submissions: bool = Field(False, description="also freeze annotators' QC submissions, not only consensus")
     actor: str = Field("anonymous", min_length=1, max_length=256)
@@ -77,6 +78,7 @@ def create_dataset(body: CreateDataset, ws: WorkspaceDep, response: Response, lo
         statuses=body.statuses,
         dup_distance=body.dup_distance,
         reshuffle=body.reshuffle,
+        split_hints=body.split_hints,
         allow_duplicate=body.allow_duplicate,
         qc_submissions=body.qc_submissions,
         actor=acting_as(login, body.actor),
