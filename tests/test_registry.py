@@ -12,7 +12,10 @@ from gigavision.tiling.merge import MERGERS
 
 
 def test_unknown_names_are_refused_the_same_way_everywhere(tmp_path) -> None:
-    with pytest.raises(InvalidInput, match=r"unknown format 'tiff'; known: coco, csv, geojson, imagefolder, voc"):
+    with pytest.raises(
+        InvalidInput,
+        match=r"unknown format 'tiff'; known: coco, csv, geojson, geoparquet, imagefolder, voc",
+    ):
         get_format("tiff")
     with pytest.raises(InvalidInput, match=r"unknown merge method 'greedy'; known: ios, nms, none, soft_nms, wbf"):
         MERGERS.resolve("greedy")

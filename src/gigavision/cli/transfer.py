@@ -14,7 +14,8 @@ import typer
 
 from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, print_json, progress_bar
 
-FormatName = Literal["coco", "voc", "yolo", "geojson", "imagefolder", "csv"]  # = FORMATS (a test checks)
+# = FORMATS (a test checks)
+FormatName = Literal["coco", "voc", "yolo", "geojson", "imagefolder", "csv", "geoparquet"]
 FormatArg = Annotated[
     FormatName,
     typer.Argument(metavar="FORMAT", help="One of: " + ", ".join(get_args(FormatName)) + ".", show_default=False),

@@ -15,7 +15,8 @@ from gigavision.formats.source import AnnotatedImages
 from gigavision.progress import Progress
 
 if TYPE_CHECKING:
-    from gigavision.formats.exporting import ImageFile
+    from gigavision.formats.exporting import GeorefOf, ImageFile
+    from gigavision.images.georef import Georef
     from gigavision.workspace import Workspace
 
 
@@ -28,23 +29,29 @@ def export_annotations(
     options: ExportOptions | None = None,
     progress: Progress | None = None,
     image_file: ImageFile | None = None,
+    georef_of: GeorefOf | None = None,
 ) -> ExportResult:
     """Write ``source`` as ``fmt`` into the new folder ``out`` (or the zip ``out`` when it ends in .zip).
 
-    ``image_file(image_id) -> Path`` gives the original of an image, for formats that copy images.
+    ``image_file(image_id) -> Path`` gives the original of an image, for formats that copy images;
+    ``georef_of(image_id)`` its georeferencing, for ``crs=map`` (formats with ``MAP_COORDINATES``).
     """
     from gigavision.formats.exporting import run_export
 
     module = get_format(fmt)
+    options = options or ExportOptions()
+    if options.crs == "map" and not getattr(module, "MAP_COORDINATES", False):
+        raise InvalidInput(f"crs=map is for geojson and geoparquet; {fmt} writes level-0 pixel coordinates")
     return run_export(
         fmt,
         module.export,
         source,
         Path(out),
-        options=options or ExportOptions(),
+        options=options,
         progress=progress,
         image_file=image_file,
         default_images=module.DEFAULT_IMAGES,
+        georef_of=georef_of,
     )
 
 
@@ -73,7 +80,15 @@ def export_workspace(
     def image_file(image_id: str) -> Path:
         return ws.blobs.local_path(ws.get_image(image_id).blob_key)
 
-    return export_annotations(source, fmt, out, options=options, progress=progress, image_file=image_file)
+    def georef_of(image_id: str) -> Georef | None:
+        from gigavision.images.georef import Georef
+
+        row = ws.get_image(image_id)
+        return Georef.of(row.crs, row.transform)
+
+    return export_annotations(
+        source, fmt, out, options=options, progress=progress, image_file=image_file, georef_of=georef_of
+    )
 
 
 # -- import -------------------------------------------------------------------------------------------------

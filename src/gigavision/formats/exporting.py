@@ -10,6 +10,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gigavision.errors import InvalidInput
 from gigavision.files import publish, temp_beside
@@ -19,8 +20,13 @@ from gigavision.formats.source import AnnotatedImages, ImageEntry
 from gigavision.formats.text import UniqueNames
 from gigavision.progress import Progress, no_progress
 
+if TYPE_CHECKING:
+    from gigavision.images.georef import Georef
+
 ImageFile = Callable[[str], Path]
 """``image_file(image_id) -> Path``: a local file with the image's original bytes."""
+GeorefOf = Callable[[str], "Georef | None"]
+"""``georef_of(image_id)``: the image's CRS and pixel → map transform, None when it is not georeferenced."""
 
 
 class ExportContext:
@@ -35,6 +41,7 @@ class ExportContext:
         progress: Progress,
         image_file: ImageFile | None,
         default_images: str,
+        georef_of: GeorefOf | None = None,
     ) -> None:
         self.format = fmt
         self.root = root
@@ -44,6 +51,7 @@ class ExportContext:
         self.image_file = image_file
         self.image_mode = options.images or default_images
         self.names = UniqueNames()
+        self.georef_of = georef_of
         if self.image_mode != "none" and image_file is None:
             raise InvalidInput(f"{fmt}: this source cannot provide image files; use images=none")
 
@@ -68,8 +76,22 @@ class ExportContext:
             shutil.copyfile(src, dest)
         self.result.files += 1
 
+    def georef(self, entry: ImageEntry) -> Georef | None:
+        """None with ``crs=image`` (level-0 pixels); with ``crs=map`` the image's georeferencing. An image
+        without one fails the whole export, naming the image: a file that mixes pixels and map
+        coordinates, or silently lacks some images, is worse than no file."""
+        if self.options.crs != "map":
+            return None
+        found = self.georef_of(entry.id) if self.georef_of is not None else None
+        if found is None:
+            raise InvalidInput(
+                f"{self.format}: crs=map, but image {entry.name} ({entry.id[:12]}) is not georeferenced (no CRS "
+                "and transform); export with crs=image, or a dataset version of georeferenced images only"
+            )
+        return found
+
     def open_text(self, relative: str) -> Path:
-        """The path of a text file to write at ``relative`` (its folder created; counted in the result)."""
+        """The path of a file (text or binary) to write at ``relative`` (its folder created; counted)."""
         path = self.root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         self.result.files += 1
@@ -86,6 +108,7 @@ def run_export(
     progress: Progress | None,
     image_file: ImageFile | None,
     default_images: str,
+    georef_of: GeorefOf | None = None,
 ) -> ExportResult:
     """Write into a temp folder beside ``out``, then rename it to ``out`` (or zip it when ``out`` ends .zip)."""
     out = Path(out).expanduser().absolute()
@@ -99,7 +122,7 @@ def run_export(
     tmp.mkdir()
     result = ExportResult(format=fmt, out=str(out))
     try:
-        ctx = ExportContext(fmt, tmp, options, result, progress or no_progress, image_file, default_images)
+        ctx = ExportContext(fmt, tmp, options, result, progress or no_progress, image_file, default_images, georef_of)
         if archive and ctx.image_mode == "link":
             ctx.image_mode = "copy"  # an archive holds bytes, not links
         writer(source, ctx)

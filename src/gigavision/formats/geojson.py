@@ -12,6 +12,12 @@ Export mapping (``<image file name>.geojson`` per image, ``<split>/...`` inside 
     attributes   ``name`` → ``properties.name``; the others in ``properties.attributes`` (ignored by QuPath)
     tag          not written (GeoJSON features need a geometry); counted in ``skipped``
 
+``crs=map`` (georeferenced images only, ``gigavision.images.georef``): coordinates in the image's CRS through
+its affine transform (9 decimals), and a top-level ``"crs": {"type": "name", "properties": {"name":
+"urn:ogc:def:crs:EPSG::<code>"}}`` — the GeoJSON 2008 member GDAL and QGIS read (RFC 7946 drops it and
+assumes WGS 84 longitude/latitude). EPSG:4326 is named ``urn:ogc:def:crs:OGC:1.3:CRS84`` because GeoTIFF
+stores longitude first. Such files are for GIS tools: import reads level-0 pixels.
+
 Import also reads QuPath's older ``classification.colorRGB`` (packed int), MultiPoint (one point each),
 a bare array of features, and a single Feature. LineStrings are rejected (no line kind). Files are scanned
 first (``jsonscan``), so a structurally broken file changes nothing, and features over ``max_vertices`` are
@@ -35,9 +41,12 @@ from gigavision.formats.importing import ImportSession, Row, Target
 from gigavision.formats.jsonscan import read_features, scan_features
 from gigavision.formats.rle import mask_outline
 from gigavision.formats.source import AnnotatedImages
-from gigavision.formats.text import dumps, hex_to_rgb, num, rgb_to_hex, round_array, sorted_dict
+from gigavision.formats.text import PIXEL_DIGITS, dumps, hex_to_rgb, num, rgb_to_hex, round_array, sorted_dict
+from gigavision.images.georef import Georef
 
 DEFAULT_IMAGES = "none"
+MAP_COORDINATES = True  # crs=map: the image's CRS coordinates (ExportContext.georef)
+MAP_DIGITS = 9  # decimals of map coordinates: 1 nm in metres, 0.1 mm in degrees
 SUFFIXES = (".geojson", ".json")
 BATCH = 50_000
 OBJECT_TYPES = ("annotation", "detection", "cell", "tile")
@@ -52,14 +61,20 @@ def export(source: AnnotatedImages, ctx: ExportContext) -> None:
         folder = f"{entry.split}/" if entry.split else ""
         ctx.place_image(entry, f"{folder}images/{file_name}")
         ann = source.annotations(entry.id)
+        georef = ctx.georef(entry)
         with ctx.open_text(f"{folder}{file_name}.geojson").open("w", encoding="utf-8", newline="\n") as out:
-            _write_collection(out, ann, colors, ctx)
+            _write_collection(out, ann, colors, ctx, georef)
         ctx.result.images += 1
         ctx.progress(done, total, file_name)
 
 
-def _write_collection(out: IO[str], ann: Annotations, colors: dict[str, list[int] | None], ctx: ExportContext) -> None:
-    out.write('{"type":"FeatureCollection","features":[')
+def _write_collection(
+    out: IO[str], ann: Annotations, colors: dict[str, list[int] | None], ctx: ExportContext, georef: Georef | None
+) -> None:
+    out.write('{"type":"FeatureCollection",')
+    if georef is not None:
+        out.write('"crs":{"type":"name","properties":{"name":' + dumps(_crs_urn(georef)) + "}},")
+    out.write('"features":[')
     first = True
     for i in range(len(ann)):
         kind, label = str(ann.kind[i]), str(ann.label[i])
@@ -69,7 +84,7 @@ def _write_collection(out: IO[str], ann: Annotations, colors: dict[str, list[int
         if label not in colors:
             ctx.result.skip(f"label {label!r} not in the exported classes")
             continue
-        geometry = _geometry_text(ann, i)
+        geometry = _geometry_text(ann, i, georef)
         attributes = dict(ann.attributes[i])
         object_type = attributes.pop("objectType", "annotation")
         props: dict[str, Any] = {"objectType": object_type if object_type in OBJECT_TYPES else "annotation"}
@@ -92,31 +107,59 @@ def _write_collection(out: IO[str], ann: Annotations, colors: dict[str, list[int
     out.write("\n]}\n")
 
 
-def _geometry_text(ann: Annotations, i: int) -> str:
+def _crs_urn(georef: Georef) -> str:
+    """The OGC URN GDAL reads in a GeoJSON ``crs`` member; CRS84 for EPSG:4326 (longitude first, as stored)."""
+    if georef.epsg is None:
+        raise InvalidInput(f"geojson: crs=map needs an EPSG code to name the CRS, the image has {georef.crs!r}")
+    return "urn:ogc:def:crs:OGC:1.3:CRS84" if georef.epsg == 4326 else f"urn:ogc:def:crs:EPSG::{georef.epsg}"
+
+
+def geometry_of(ann: Annotations, i: int) -> Any:
+    """Annotation ``i`` as a simple feature in level-0 pixels: a box as its rectangle (corners in the order
+    x0y0, x1y0, x1y1, x0y1), a mask as its exact pixel outline, a polygon or point as stored. Not for tags."""
     import shapely
 
     kind = str(ann.kind[i])
     if kind == "point":
+        return shapely.Point(*(float(v) for v in ann.xyxy[i][:2]))
+    if kind == "box":
+        x0, y0, x1, y1 = (float(v) for v in ann.xyxy[i])
+        return shapely.Polygon([(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
+    return ann.geometry[i] if kind == "polygon" else mask_outline(ann.mask[i], ann.xyxy[i])
+
+
+def _geometry_text(ann: Annotations, i: int, georef: Georef | None = None) -> str:
+    import shapely
+
+    kind = str(ann.kind[i])
+    digits = PIXEL_DIGITS
+    if georef is not None:
+        geom = georef.geometry_to_map(geometry_of(ann, i))
+        digits = MAP_DIGITS
+    elif kind == "point":
         x, y = ann.xyxy[i][:2]
         return f'{{"type":"Point","coordinates":[{num(x)},{num(y)}]}}'
-    if kind == "box":
+    elif kind == "box":
         x0, y0, x1, y1 = (num(v) for v in ann.xyxy[i])
         ring = f"[[{x0},{y0}],[{x1},{y0}],[{x1},{y1}],[{x0},{y1}],[{x0},{y0}]]"
         return f'{{"type":"Polygon","coordinates":[{ring}]}}'
-    geom = ann.geometry[i] if kind == "polygon" else mask_outline(ann.mask[i], ann.xyxy[i])
+    else:
+        geom = geometry_of(ann, i)
+    if geom.geom_type == "Point":
+        return f'{{"type":"Point","coordinates":[{num(geom.x, digits)},{num(geom.y, digits)}]}}'
     if geom.geom_type == "Polygon":
-        return f'{{"type":"Polygon","coordinates":{_polygon(geom)}}}'
-    parts = ",".join(_polygon(p) for p in shapely.get_parts(geom))
+        return f'{{"type":"Polygon","coordinates":{_polygon(geom, digits)}}}'
+    parts = ",".join(_polygon(p, digits) for p in shapely.get_parts(geom))
     return f'{{"type":"MultiPolygon","coordinates":[{parts}]}}'
 
 
-def _polygon(poly: Any) -> str:
-    return "[" + ",".join(_ring(r) for r in (poly.exterior, *poly.interiors)) + "]"
+def _polygon(poly: Any, digits: int) -> str:
+    return "[" + ",".join(_ring(r, digits) for r in (poly.exterior, *poly.interiors)) + "]"
 
 
-def _ring(ring: Any) -> str:
-    coords = round_array(np.asarray(ring.coords)[:, :2])
-    return "[" + ",".join(f"[{num(x)},{num(y)}]" for x, y in coords.tolist()) + "]"
+def _ring(ring: Any, digits: int) -> str:
+    coords = round_array(np.asarray(ring.coords)[:, :2], digits)
+    return "[" + ",".join(f"[{num(x, digits)},{num(y, digits)}]" for x, y in coords.tolist()) + "]"
 
 
 # -- import ------------------------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ for _info in (
         "YOLO txt (detect and segment) with data.yaml",
         "gigavision.formats.yolo",
         ("box", "polygon"),
-        "a folder / .zip with data.yaml, images/ and labels/",
+        "a folder / .zip with data.yaml (Ultralytics), obj.names + obj.data (YOLO 1.1 / darknet) or"
+        " classes.txt, with images and labels",
     ),
     FormatInfo(
         "geojson",
@@ -73,6 +74,13 @@ for _info in (
         "gigavision.formats.csv_labels",
         ("tag",),
         "a .csv file, or a folder / .zip with .csv files (and images)",
+    ),
+    FormatInfo(
+        "geoparquet",
+        "GeoParquet: one row per annotation, WKB geometry (GIS, pandas, DuckDB)",
+        "gigavision.formats.geoparquet",
+        ("box", "polygon", "point", "mask"),
+        "a .parquet file written by this exporter (or any GeoParquet with image and label columns)",
     ),
 ):
     register_format(_info)
