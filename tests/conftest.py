@@ -104,6 +104,41 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A new, empty SQLite workspace database starts as a copy of one database migrated once per worker
+    (sqlite3's online backup into the engine's own connection) instead of running every Alembic migration
+    again: 0.06-0.16 s per workspace, about 65 s of the suite's CPU. Databases that hold anything (a test
+    migrating from an old revision) and PostgreSQL take the real ``migrate``, which also built the template."""
+    import sqlite3
+
+    from gigavision.store import db
+
+    template = tmp_path_factory.mktemp("schema") / "template.db"
+    engine = db.make_engine(f"sqlite:///{template}")
+    db.migrate(engine)
+    engine.dispose()
+    real = db.migrate
+
+    def migrate(engine: Any) -> None:
+        if engine.url.get_backend_name() == "sqlite" and engine.url.database:
+            raw = engine.raw_connection()
+            try:
+                target = raw.driver_connection
+                if target.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                    with sqlite3.connect(template) as source:
+                        source.backup(target)
+                    return
+            finally:
+                raw.close()
+        real(engine)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr("gigavision.workspace.migrate", migrate)
+    yield
+    patch.undo()
+
+
 # -- data ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def fixture_cache(request: pytest.FixtureRequest) -> Path:
