@@ -381,9 +381,7 @@ class ImportSession:
             return
         counts = Counter(self._split_hints.values())
         shown = ", ".join(f"{split} {n}" for split, n in sorted(counts.items()))
-        self.report.note(
-            f"splits from the layout: {shown} (image metadata '{SPLIT_HINT}'; dataset create keeps them)"
-        )
+        self.report.note(f"splits from the layout: {shown} (image metadata '{SPLIT_HINT}'; dataset create keeps them)")
 
     def image(self, image_id: str) -> Target:
         """A workspace image by id (``NotFound`` when there is none)."""
