@@ -1,28 +1,34 @@
-"""COCO import and export at scale: 100,000 boxes over 10,000 images (issue 3: import / export).
+"""Import and export at scale, per format: 100,000 boxes over 10,000 images (issues 3 and 16).
 
+Formats: ``coco``, ``cvat`` and ``labelstudio`` (``--format``, repeatable; default all three). One JSON line
+per format; a format whose module is not in this checkout is reported as skipped, with the reason.
 Each step runs as a child process (Python start-up included; exact peak RSS of that child from ``wait4``):
 
-  export      ``gigavision -w A export coco OUT --json``: the live workspace, streamed image by image
-  import      ``gigavision -w B import coco OUT/annotations.json --json`` into a workspace that holds the same
-              images (matched by file name), one transaction per image
-  reference   pycocotools ``COCO(OUT/annotations.json)``: only parses and indexes the file, the floor any COCO
-              reader pays (our import also validates every record and stores it); ``import_vs_reference`` is
-              our import time ÷ its time
-  round trip  B is exported again and compared with A's export byte for byte (``round_trip_identical``)
+  export      ``gigavision -w A export FMT OUT --json``: the live workspace, streamed image by image
+  import      ``gigavision -w B import FMT OUT --json`` into a fresh workspace that holds the same images
+              (matched by file name), one transaction per image
+  reference   COCO only: pycocotools ``COCO(OUT/annotations.json)`` only parses and indexes the file, the
+              floor any COCO reader pays (our import also validates every record and stores it);
+              ``import_vs_reference`` is our import time ÷ its time
+  round trip  B is exported again and compared with A's export byte for byte, every file
+              (``round_trip_identical``)
 
-Fixture: image rows are inserted directly (``--images`` 1024×768 images; a COCO export or import never reads
-pixels), then ``--boxes-per-image`` random boxes per image through ``AnnotationStore.add`` (fractional
-coordinates, 5 classes). Built fresh in ``.bench/formats/`` on every run.
+Fixture: image rows are inserted directly (``--images`` 1024×768 images; an export or import of these formats
+never reads pixels), then ``--boxes-per-image`` random boxes per image through ``AnnotationStore.add``
+(fractional coordinates, 5 classes). Workspace A is built once and shared by the formats; each format
+imports into its own B. Built fresh in ``.bench/formats-<pid>/`` on every run and removed at the end.
 
-Usage: .venv/bin/python benchmarks/bench_formats.py [--quick] [--images N] [--boxes-per-image K]
-                                                    [--db sqlite|postgresql]
+Usage: .venv/bin/python benchmarks/bench_formats.py [--quick] [--format coco|cvat|labelstudio ...]
+                                                    [--images N] [--boxes-per-image K] [--db sqlite|postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
+import os
 import shutil
 import sys
 import time
@@ -37,6 +43,7 @@ import _util as u
 
 PG_ADMIN = "postgresql://127.0.0.1:5432/test"
 LABELS = ("car", "person", "roof", "tree", "window")
+FORMATS = ("coco", "cvat", "labelstudio")
 WIDTH, HEIGHT = 1024, 768
 
 
@@ -98,9 +105,77 @@ def reference_load(path: Path) -> u.ChildResult:
     return u.run_child([u.PY, "-c", code]).check()
 
 
+def missing_reason(fmt: str) -> str | None:
+    """Why ``fmt`` cannot run in this checkout (its module is not there yet), or None."""
+    module = f"gigavision.formats.{fmt}"
+    if importlib.util.find_spec(module) is None:
+        return f"{module} does not exist in this checkout"
+    return None
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def step(result: u.ChildResult, boxes: int, counts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "wall_s": u.rnd(result.wall_s, 2),
+        "peak_rss_mb": u.rnd(result.peak_rss_mb, 1),
+        "boxes_per_s": int(boxes / result.wall_s),
+        **counts,
+    }
+
+
+def run_format(fmt: str, root: Path, b_url: str, rows: list[dict[str, Any]], total_boxes: int) -> dict[str, Any]:
+    """Export A as ``fmt``, import it into a fresh B, export B again; the figures of one format."""
+    make_workspace(root / f"b-{fmt}", b_url, rows, 0)
+    out, again = root / f"out-{fmt}", root / f"again-{fmt}"
+    u.log(f"{fmt}: exporting ...")
+    export = u.run_child([u.GIGAVISION, "-w", str(root / "a"), "export", fmt, str(out), "--json"])
+    if export.returncode != 0:
+        return {"error": f"export failed ({export.returncode}): {export.stderr.strip()[-500:]}"}
+    exported = json.loads(export.stdout)
+    u.log(f"{fmt}: export {export.wall_s:.1f}s; importing ...")
+    imp = u.run_child([u.GIGAVISION, "-w", str(root / f"b-{fmt}"), "import", fmt, str(out), "--json"])
+    if imp.returncode not in (0, 1):
+        return {"error": f"import failed ({imp.returncode}): {imp.stderr.strip()[-500:]}"}
+    report = json.loads(imp.stdout)
+    u.log(f"{fmt}: import {imp.wall_s:.1f}s; round trip ...")
+    second = u.run_child([u.GIGAVISION, "-w", str(root / f"b-{fmt}"), "export", fmt, str(again), "--json"])
+    if second.returncode != 0:
+        return {"error": f"second export failed ({second.returncode}): {second.stderr.strip()[-500:]}"}
+    first_files = files_of(out)
+    figures: dict[str, Any] = {
+        "files": len(first_files),
+        "file_mb": u.rnd(sum(len(v) for v in first_files.values()) / 1e6, 1),
+        "export": step(export, total_boxes, {"annotations": exported["annotations"]}),
+        "import": step(
+            imp,
+            total_boxes,
+            {
+                "annotations": report["annotations"],
+                "rejected": report["rejected_count"],
+                "unmatched": len(report["unmatched"]),
+            },
+        ),
+    }
+    if fmt == "coco":
+        reference = reference_load(out / "annotations.json")
+        figures["reference_pycocotools_load"] = {
+            "wall_s": u.rnd(reference.wall_s, 2),
+            "peak_rss_mb": u.rnd(reference.peak_rss_mb, 1),
+        }
+        figures["import_vs_reference"] = u.rnd(imp.wall_s / reference.wall_s, 2)
+    figures["round_trip_identical"] = files_of(again) == first_files
+    return figures
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1,000 images, 10,000 boxes")
+    ap.add_argument(
+        "--format", dest="formats", action="append", choices=FORMATS, help="repeatable; default: all of them"
+    )
     ap.add_argument("--images", type=int, help="number of images (default 10,000)")
     ap.add_argument("--boxes-per-image", type=int, default=10)
     ap.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
@@ -108,8 +183,9 @@ def main() -> None:
     quick = args.quick or u.quick_requested([])
     count = args.images or (1_000 if quick else 10_000)
     total_boxes = count * args.boxes_per_image
+    formats = list(dict.fromkeys(args.formats or FORMATS))
 
-    root = u.BENCH / "formats"
+    root = u.BENCH / f"formats-{os.getpid()}"  # its own folder: a second run at the same time cannot delete it
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     pg_names: list[str] = []
@@ -125,57 +201,24 @@ def main() -> None:
         pg_names.append(name)
         return f"postgresql+psycopg://127.0.0.1:5432/{name}"
 
+    base = {"benchmark": "formats", "quick": quick, "db": args.db, "images": count, "boxes": total_boxes}
     try:
+        runnable = []
+        for fmt in formats:
+            reason = missing_reason(fmt)
+            if reason:
+                u.emit({**base, "format": fmt, "skipped": reason})
+            else:
+                runnable.append(fmt)
+        if not runnable:
+            return
         rows = image_rows(count)
         u.log(f"fixture: {count:,} images x {args.boxes_per_image} boxes on {args.db} ...")
         build_s = make_workspace(root / "a", db_url(), rows, args.boxes_per_image)
-        make_workspace(root / "b", db_url(), rows, 0)
-        u.log(f"fixture ready in {build_s:.0f}s; exporting ...")
-        export = u.run_child([u.GIGAVISION, "-w", str(root / "a"), "export", "coco", str(root / "out"), "--json"])
-        exported = json.loads(export.check().stdout)
-        coco_file = root / "out" / "annotations.json"
-        u.log(f"export {export.wall_s:.1f}s; importing ...")
-        imp = u.run_child([u.GIGAVISION, "-w", str(root / "b"), "import", "coco", str(coco_file), "--json"])
-        if imp.returncode not in (0, 1):
-            imp.check()
-        report = json.loads(imp.stdout)
-        u.log(f"import {imp.wall_s:.1f}s; reference load and round trip ...")
-        reference = reference_load(coco_file)
-        again = u.run_child([u.GIGAVISION, "-w", str(root / "b"), "export", "coco", str(root / "again"), "--json"])
-        again.check()
-        identical = (root / "again" / "annotations.json").read_bytes() == coco_file.read_bytes()
-        u.emit(
-            {
-                "benchmark": "formats",
-                "quick": quick,
-                "db": args.db,
-                "images": count,
-                "boxes": total_boxes,
-                "file_mb": u.rnd(coco_file.stat().st_size / 1e6, 1),
-                "export": {
-                    "wall_s": u.rnd(export.wall_s, 2),
-                    "peak_rss_mb": u.rnd(export.peak_rss_mb, 1),
-                    "boxes_per_s": int(total_boxes / export.wall_s),
-                    "annotations": exported["annotations"],
-                },
-                "import": {
-                    "wall_s": u.rnd(imp.wall_s, 2),
-                    "peak_rss_mb": u.rnd(imp.peak_rss_mb, 1),
-                    "boxes_per_s": int(total_boxes / imp.wall_s),
-                    "annotations": report["annotations"],
-                    "rejected": report["rejected_count"],
-                    "unmatched": len(report["unmatched"]),
-                },
-                "reference_pycocotools_load": {
-                    "wall_s": u.rnd(reference.wall_s, 2),
-                    "peak_rss_mb": u.rnd(reference.peak_rss_mb, 1),
-                },
-                "import_vs_reference": u.rnd(imp.wall_s / reference.wall_s, 2),
-                "round_trip_identical": identical,
-                "fixture_build_s": u.rnd(build_s, 1),
-                "machine": u.machine(),
-            }
-        )
+        u.log(f"fixture ready in {build_s:.0f}s")
+        for fmt in runnable:
+            figures = run_format(fmt, root, db_url(), rows, total_boxes)
+            u.emit({**base, "format": fmt, **figures, "fixture_build_s": u.rnd(build_s, 1), "machine": u.machine()})
     finally:
         if pg_names:
             import psycopg

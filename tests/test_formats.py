@@ -42,6 +42,8 @@ CASES = [
     ("yolo", {"task": "segment"}, 5),
     ("yolo", {"task": "obb"}, 5),
     ("yolo", {"layout": "darknet"}, 5),
+    ("cvat", {}, 8),
+    ("labelstudio", {}, 8),
     ("geojson", {}, 6),
     ("imagefolder", {}, 2),
     ("csv", {}, 2),

@@ -14,7 +14,7 @@ from gigavision.tiling.merge import MERGERS
 def test_unknown_names_are_refused_the_same_way_everywhere(tmp_path) -> None:
     with pytest.raises(
         InvalidInput,
-        match=r"unknown format 'tiff'; known: coco, csv, geojson, geoparquet, imagefolder, voc",
+        match=r"unknown format 'tiff'; known: coco, csv, cvat, geojson, geoparquet, imagefolder, labelstudio, voc",
     ):
         get_format("tiff")
     with pytest.raises(InvalidInput, match=r"unknown merge method 'greedy'; known: ios, nms, none, soft_nms, wbf"):

@@ -14,8 +14,9 @@ import typer
 
 from gigavision.cli.common import JsonOpt, WorkspaceOpt, err_console, open_ws, print_json, progress_bar
 
-# = FORMATS (a test checks)
-FormatName = Literal["coco", "voc", "yolo", "geojson", "imagefolder", "csv", "geoparquet"]
+FormatName = Literal[
+    "coco", "voc", "yolo", "cvat", "labelstudio", "geojson", "imagefolder", "csv", "geoparquet"
+]  # = FORMATS (a test checks)
 FormatArg = Annotated[
     FormatName,
     typer.Argument(metavar="FORMAT", help="One of: " + ", ".join(get_args(FormatName)) + ".", show_default=False),

@@ -55,6 +55,20 @@ for _info in (
         " classes.txt, with images and labels",
     ),
     FormatInfo(
+        "cvat",
+        "CVAT for images 1.1 XML",
+        "gigavision.formats.cvat",
+        ("box", "polygon", "mask", "point", "tag"),
+        "a CVAT annotations.xml, or a folder / .zip with it (and images/)",
+    ),
+    FormatInfo(
+        "labelstudio",
+        "Label Studio JSON (tasks with results)",
+        "gigavision.formats.labelstudio",
+        ("box", "polygon", "point", "mask", "tag"),
+        "a Label Studio JSON export (a list of tasks), or a folder / .zip with it (and images)",
+    ),
+    FormatInfo(
         "geojson",
         "GeoJSON FeatureCollection as QuPath writes and reads it",
         "gigavision.formats.geojson",

@@ -15,19 +15,22 @@ from pydantic import BaseModel, Field
 
 from gigavision.errors import InvalidInput
 from gigavision.formats.jobs import export_params, import_params
+from gigavision.formats.registry import FORMATS
 from gigavision.server.auth import Allow, LoginDep, acting_as
 from gigavision.server.deps import WorkspaceDep
 from gigavision.server.uploads import FILE_PROPERTY, multipart_body, receive_form
 
 router = APIRouter(prefix="/api/v1", tags=["import / export"])
+FORMAT_NAMES = " | ".join(FORMATS)
 
 
 class ExportRequest(BaseModel):
-    format: str = Field(description="coco | voc | yolo | geojson | imagefolder | csv")
+    format: str = Field(description=FORMAT_NAMES)
     dataset: str | None = Field(None, description="a dataset version NAME@N; omitted: the live workspace")
     options: dict[str, Any] = Field(
         default_factory=dict,
-        description="images (copy|link|none), task (detect|segment, YOLO), status [...], label [...], "
+        description="images (copy|link|none), task (detect|segment|obb, YOLO), layout (ultralytics|darknet, "
+        "YOLO), crs (image|map, GeoJSON/GeoParquet), status [...], label [...], "
         "archive (default true: one .zip)",
     )
     actor: str = Field("anonymous", max_length=256)
@@ -49,7 +52,7 @@ IMPORT_BODY = multipart_body(
     ("POST", f"{router.prefix}/imports"),
     {
         "file": FILE_PROPERTY,
-        "format": {"type": "string", "description": "coco | voc | yolo | geojson | imagefolder | csv"},
+        "format": {"type": "string", "description": FORMAT_NAMES},
         "options": {
             "type": "string",
             "default": "{}",
@@ -81,7 +84,7 @@ async def create_import(request: Request, ws: WorkspaceDep, login: LoginDep) -> 
             raise InvalidInput("no file: send the annotations in the multipart field file")
         fmt = form.fields.get("format")
         if not fmt:
-            raise InvalidInput("format: field required (coco | voc | yolo | geojson | imagefolder | csv)")
+            raise InvalidInput(f"format: field required ({FORMAT_NAMES})")
         actor = form.fields.get("actor") or "anonymous"
         if len(actor) > 256:
             raise InvalidInput("actor: at most 256 characters")
