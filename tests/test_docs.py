@@ -103,6 +103,14 @@ def prepare_readme(files: dict[str, Path], home: Path, cwd: Path) -> None:
         "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [290, 20, 60, 390], "iscrowd": 0}],
     }
     (home / "coco" / "instances.json").write_text(json.dumps(coco))
+    # the same rocket as CVAT's "CVAT for images 1.1" export writes it (its image is in the workspace by then)
+    (home / "cvat-task").mkdir()
+    (home / "cvat-task" / "annotations.xml").write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n<annotations><version>1.1</version><meta><task><labels><label>'
+        "<name>rocket</name><color>#fa3253</color><type>rectangle</type><attributes/></label></labels></task>"
+        '</meta><image id="0" name="rocket.jpg" width="640" height="427"><box label="rocket" occluded="1" '
+        'source="manual" xtl="290" ytl="20" xbr="350" ybr="410" z_order="0"></box></image></annotations>\n'
+    )
     # QuPath annotation objects (cells) on slide.tif, in level-0 pixels
     cells = [
         {
