@@ -17,9 +17,10 @@ PORT ?= 8000
 # Everything comes from the hash-pinned lock (every package, transitive ones and the build backend
 # included); the project itself is then installed editable without dependencies or build isolation, so
 # nothing unpinned is ever fetched. A lock that misses a dependency makes pip refuse (--require-hashes).
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install -q --require-hashes -r requirements.lock
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements-nodeps.txt
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -50,7 +50,7 @@ class Seeded:
 
     def path_values(self, path: str) -> dict[str, list[str]]:
         """Real values for each path parameter of the operation at ``path``."""
-        names = self.datasets if path.startswith("/api/v1/datasets") else self.labels
+        names = self.datasets if path.startswith(("/api/v1/datasets", "/iiif/3/datasets")) else self.labels
         if path.startswith("/api/v1/indexes"):
             names = self.indexes
         return {

@@ -213,6 +213,12 @@ def test_annotator_never_sees_others_labels_of_an_open_item(site: dict[str, Any]
 
     assert not seen_by("ana") & set(bo_ids)
     assert set(bo_ids) <= seen_by("bo") and set(bo_ids) <= seen_by("rey")
+
+    def in_manifest(who: str) -> set[int]:  # IIIF: live annotation ids end in their REST id
+        canvas = client.get(f"/iiif/3/{image}/manifest.json", headers=tokens[who]).json()["items"][0]
+        return {int(a["id"].rsplit("/", 1)[1]) for a in canvas["annotations"][0]["items"]}
+
+    assert not in_manifest("ana") & set(bo_ids) and set(bo_ids) <= in_manifest("rey")
     # the overlay's counts (and total) leave bo's labels out for ana too, not only the items
     view = {"bbox": "100,100,300,300", "sample": "true", "counts": "true", "limit": 1}
     ana_view, rey_view = (

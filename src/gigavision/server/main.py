@@ -25,6 +25,7 @@ from gigavision.server.routers import datasets as dataset_routes
 from gigavision.server.routers import deploy as deploy_routes
 from gigavision.server.routers import health, images, jobs, labels, layers, tiles
 from gigavision.server.routers import label_errors as label_error_routes
+from gigavision.server.routers import manifests as manifest_routes
 from gigavision.server.routers import models as model_routes
 from gigavision.server.routers import predict as predict_routes
 from gigavision.server.routers import quality as quality_routes
@@ -110,6 +111,7 @@ def create_app(workspace: Workspace) -> FastAPI:
     app.include_router(health.router)
     app.include_router(images.router)
     app.include_router(tiles.router)
+    app.include_router(manifest_routes.router)
     app.include_router(layers.router)
     app.include_router(annotation_routes.router)
     app.include_router(jobs.router)
