@@ -6,6 +6,7 @@ Fixtures:
   Set ``GIGAVISION_BROWSER_BASE_URL`` to run the tests against a server that is already running instead.
 - ``chromium_browser``: Debian's chromium (never a downloaded browser), headless.
 - ``html_image_name``: the HTML-looking file name ingested next to the gigapixel image.
+- ``page``: a fresh tab that fails the test on an uncaught page error.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -186,6 +187,20 @@ def chromium_browser() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(chromium_browser: Browser) -> Iterator[Page]:
+    """A fresh 1280 × 800 tab (20 s default timeout); the test fails if the page threw an uncaught error.
+    Modules that also watch the console or responses define their own."""
+    context = chromium_browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=False)
+    context.set_default_timeout(20_000)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    yield tab
+    context.close()
+    assert errors == []
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect
+from playwright.sync_api import Page, Route, expect
 
 import gigavision as gv
 from gigavision.annotations import Annotations
@@ -62,18 +62,6 @@ def mirador_server(tmp_path_factory: pytest.TempPathFactory, samples: dict[str, 
         ws.annotations.add(r.id, ann, actor="ana")
     with run_server(root / "ws", root / "serve.log") as base_url:
         yield base_url, r.id
-
-
-@pytest.fixture
-def page(chromium_browser: Browser) -> Iterator[Page]:
-    context = chromium_browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=False)
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    yield page
-    context.close()
-    assert errors == []
 
 
 def test_mirador_shows_the_image_and_its_annotations(page: Page, mirador_server: tuple[str, str]) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 import gigavision as gv
 from gigavision.models import aliases, store
@@ -54,18 +54,6 @@ def models_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         aliases.set_alias(ws, "production", "digits-a", actor="lead")
     with run_server(root / "ws", root / "serve.log") as base_url:
         yield base_url, root / "ws"
-
-
-@pytest.fixture
-def page(chromium_browser: Browser) -> Iterator[Page]:
-    context = chromium_browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=False)
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    yield page
-    context.close()
-    assert errors == []
 
 
 def test_models_page_promote_and_rollback(page: Page, models_server: tuple[str, Path]) -> None:

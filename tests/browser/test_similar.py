@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 import gigavision as gv
 from gigavision.search.build import RegionSpec, build_index
@@ -42,18 +42,6 @@ def similar_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
         build_index(ws, "slides", model.id, images=["image=?.png"], regions=RegionSpec(tile=64, level=1))
     with run_server(root / "ws", root / "serve.log") as base_url:
         yield base_url, slides
-
-
-@pytest.fixture
-def page(chromium_browser: Browser) -> Iterator[Page]:
-    context = chromium_browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=False)
-    context.set_default_timeout(20_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    yield page
-    context.close()
-    assert errors == []
 
 
 def test_draw_a_box_find_similar_regions_and_open_one(page: Page, similar_server: tuple[str, dict[str, str]]) -> None:
