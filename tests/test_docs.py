@@ -173,7 +173,24 @@ def prepare_inference(files: dict[str, Path], home: Path, cwd: Path) -> None:
     digits_datasets(home, ("digits",)).close()  # digits@1, which the file's first block trains on
 
 
-PREPARE = {"README.md": prepare_readme, "docs/training.md": prepare_training, "docs/inference.md": prepare_inference}
+def prepare_volumes(files: dict[str, Path], home: Path, cwd: Path) -> None:
+    """A CT series (16 slices of 64 x 64, one DICOM file each) and a NIfTI head, as scanners and nibabel write
+    them (tests/volumes.py); no 2D samples: the page needs none."""
+    from tests.volumes import phantom, write_nifti, write_series
+
+    gv.init_workspace(home / "workspace").close()
+    hu = phantom((16, 64, 64), seed=5)
+    write_series(cwd / "ct-series", hu, spacing=0.7, step=2.5)
+    ras = np.array([[1.0, 0, 0, -32], [0, 1.0, 0, -32], [0, 0, 2.0, -16], [0, 0, 0, 1]])
+    write_nifti(cwd / "head.nii.gz", np.ascontiguousarray(hu[:, ::-1].transpose(2, 1, 0)), ras)
+
+
+PREPARE = {
+    "README.md": prepare_readme,
+    "docs/training.md": prepare_training,
+    "docs/inference.md": prepare_inference,
+    "docs/volumes.md": prepare_volumes,
+}
 # seconds a slow file may take (set-up included): 3x its time under `-n 2` on a 2-core machine that was also
 # running the training tests (README 127 s, training.md 57 s, inference.md 56 s; with the fork server)
 TIMEOUTS = {"README.md": 400, "docs/training.md": 180, "docs/inference.md": 180}

@@ -37,6 +37,12 @@ those an expert's answer to a review task adds to link its label to the predicti
 prediction's id and score, the task. Any class accepts them without declaring them in the label schema (a
 declared one keeps its allowed values)."""
 
+VOLUME_ATTRIBUTES = ("plane", "slice", "z0", "z1")
+"""Attributes of annotations on 3D volumes (docs/volumes.md): the ``plane`` (axial, coronal, sagittal) and
+``slice`` a shape was drawn on, its geometry in that slice's display pixels; a 3D box is a ``box`` on the
+axial plane with ``z0``/``z1``, the axial slices ``z0 <= z < z1`` it spans. Any class accepts them without
+declaring them (``images.volumes.Grid.voxel_box`` turns them into voxel boxes)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Canvas:

@@ -34,6 +34,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "redis": ("redis",),
     "geo": ("rasterio",),
     "search": ("faiss",),
+    "volumes": ("nibabel", "monai"),
 }
 
 

@@ -11,8 +11,18 @@ from typing import TYPE_CHECKING, Any
 
 from gigavision import files
 from gigavision.errors import GigavisionError, InvalidInput
-from gigavision.images.ingest import MASK_NAME, PYRAMID_NAME, THUMBNAIL_NAME, Prepared, collect_inputs, prepare
+from gigavision.images.ingest import (
+    MASK_NAME,
+    PYRAMID_NAME,
+    THUMBNAIL_NAME,
+    InputFile,
+    Prepared,
+    collect_inputs,
+    prepare,
+)
 from gigavision.images.metadata import jsonable
+from gigavision.images.volumes.dicom_series import is_series_zip, is_zip, write_series_zip
+from gigavision.images.volumes.ingest import SeriesInput, expand_inputs
 from gigavision.progress import Progress
 from gigavision.store.blobs import blob_key, sha256_file
 from gigavision.store.fsck import Finding, scratch_folder
@@ -39,12 +49,15 @@ class IngestResult:
     crs: str | None = None
     reason: str | None = None
     code: str | None = None  # error code of a rejection (invalid_image, limit_exceeded, ...)
+    depth: int | None = None  # slices of a 3D volume (docs/volumes.md)
+    notes: list[str] | None = None  # what a volume's ingest noticed and handled (mixed series, uneven spacing)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def of(cls, row: ImageRow, path: str, name: str, status: str) -> IngestResult:
+        volume = (row.meta or {}).get("volume")
         return cls(
             path=path,
             name=name,
@@ -55,6 +68,8 @@ class IngestResult:
             levels=len(row.levels),
             mpp=row.mpp_x,
             crs=row.crs,
+            depth=int(volume["shape"][0]) if isinstance(volume, dict) else None,
+            notes=list(volume.get("notes") or []) or None if isinstance(volume, dict) else None,
         )
 
 
@@ -70,19 +85,48 @@ def ingest(
 ) -> list[IngestResult]:
     """Ingest files and folders; returns one result per file, in input order."""
     follow = ws.settings.ingest.follow_symlinks if follow_symlinks is None else follow_symlinks
-    inputs = collect_inputs([Path(p) for p in paths], recursive=recursive, follow_symlinks=follow)
-    if on_start is not None:
-        on_start(len(inputs))
     results = []
-    for item in inputs:
-        if item.rejected:
-            result = IngestResult(str(item.path), item.name, "rejected", reason=item.rejected, code="invalid_input")
-        else:
-            result = ingest_file(ws, item.path, name=item.name, progress=progress)
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
+    # DICOM slices become one volume per series (images/volumes/ingest.py); everything else is a file
+    with expand_inputs(
+        [Path(p) for p in paths], recursive=recursive, follow_symlinks=follow, limits=ws.settings.limits
+    ) as inputs:
+        if on_start is not None:
+            on_start(len(inputs))
+        for item in inputs:
+            if isinstance(item, SeriesInput):
+                result = ingest_series(ws, item, progress=progress)
+            elif item.rejected:
+                result = IngestResult(str(item.path), item.name, "rejected", reason=item.rejected, code="invalid_input")
+            else:
+                result = ingest_file(ws, item.path, name=item.name, progress=progress)
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
     return results
+
+
+def ingest_series(
+    ws: Workspace, item: SeriesInput, *, name: str | None = None, progress: Progress | None = None
+) -> IngestResult:
+    """Ingest one DICOM series as a volume: its slices are zipped in order (the original kept for it, one id
+    however the series arrived), then ingested like any file."""
+    name = name or item.name
+    if item.plan is None:
+        return IngestResult(
+            item.shown, name, "rejected", reason=item.rejected, code="invalid_image", notes=item.notes or None
+        )
+    with scratch_folder(ws.root / "pyramids") as scratch:
+        original = scratch / "series.zip"
+        try:
+            write_series_zip(item.plan, original)
+        except (OSError, GigavisionError) as exc:
+            return IngestResult(
+                item.shown, name, "rejected", reason=f"cannot read the series: {exc}", code="invalid_image"
+            )
+        result = ingest_file(ws, original, name=name, source_path=item.shown, progress=progress)
+    notes = [*item.notes, *(n for n in result.notes or [] if n not in item.notes)]
+    result.notes = notes or None
+    return result
 
 
 def ingest_file(
@@ -100,6 +144,8 @@ def ingest_file(
     checked = collect_inputs([path])[0]
     if checked.rejected:
         return IngestResult(shown, name, "rejected", reason=checked.rejected, code="invalid_image")
+    if is_zip(path) and not is_series_zip(path):  # an uploaded zip of one DICOM series: its canonical zip
+        return _ingest_zip(ws, path, name, shown, progress)
     try:
         sha = sha256_file(path)
     except OSError as exc:
@@ -119,6 +165,21 @@ def ingest_file(
         row = image_row(ws, path, sha, name, shown, prepared)
         published = ws.catalog.publish(row, path, scratch, ws.blobs)
         return IngestResult.of(published, shown, name, "added" if published is row else "duplicate")
+
+
+def _ingest_zip(ws: Workspace, path: Path, name: str, shown: str, progress: Progress | None) -> IngestResult:
+    """A zip given as one file (an upload): ingested when it holds exactly one DICOM series."""
+    with expand_inputs([path], recursive=False, follow_symlinks=False, limits=ws.settings.limits) as found:
+        series = [s for s in found if isinstance(s, SeriesInput)]
+        if len(series) == 1 and len(found) == 1:
+            return ingest_series(ws, series[0], name=Path(name).stem, progress=progress)
+        if not series:
+            rejected = next((f.rejected for f in found if isinstance(f, InputFile) and f.rejected), None)
+            return IngestResult(
+                shown, name, "rejected", reason=rejected or f"{name}: no DICOM series", code="invalid_image"
+            )
+        why = f"{name}: holds {len(series)} DICOM series; ingest it with `gigavision ingest` (one volume per series)"
+        return IngestResult(shown, name, "rejected", reason=why, code="invalid_image")
 
 
 def check_derived(ws: Workspace, row: ImageRow, repair: bool) -> list[Finding]:

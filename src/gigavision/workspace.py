@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from gigavision.images.cache import TileCache
     from gigavision.images.metadata import MetaCsvSummary
     from gigavision.images.source import ImageSource
+    from gigavision.images.volumes import Plane, Volume
     from gigavision.ingest import IngestResult
     from gigavision.jobs.manager import JobManager
     from gigavision.store.annotations import AnnotationStore
@@ -163,7 +164,13 @@ class Workspace:
         from gigavision.annotations import Canvas
 
         image, limits = self.get_image(image_id), self.settings.limits
-        return Canvas(image.width, image.height, limits.max_annotation_vertices, limits.max_tile_pixels)
+        width, height = image.width, image.height
+        volume = (image.meta or {}).get("volume")
+        if isinstance(volume, dict):  # a volume's annotations lie on slices of any plane (docs/volumes.md)
+            from gigavision.images.volumes.geometry import Grid
+
+            width, height = Grid.of(volume).canvas()
+        return Canvas(width, height, limits.max_annotation_vertices, limits.max_tile_pixels)
 
     def find_image(self, ref: str) -> str:
         """The id of the image ``ref`` names: full id, unique id prefix or unique name (``ImageCatalog.find``)."""
@@ -181,12 +188,37 @@ class Workspace:
         if source is not None:
             return source
         row = self.get_image(image_id)
+        if row.reader == "volume":  # 2D consumers of a volume see its middle axial slice
+            return self.open_slice(image_id, "axial", int(row.meta["volume"]["shape"][0]) // 2)
         if row.pyramid:
             path, reader = self.root / row.pyramid, "tiff"
         else:
             path, reader = self.blobs.local_path(row.blob_key), row.reader
         source = open_image(path, reader=reader, limits=self.settings.limits, cache=self.tile_cache)
         return self._sources.add(image_id, source)  # closes ours when another thread opened it meanwhile
+
+    def open_volume(self, image_id: str) -> Volume:
+        """A 3D image's voxels (``images.volumes.Volume``: blocks, slices, spacing, affine); ``InvalidInput``
+        when the image is 2D."""
+        from gigavision.errors import InvalidInput
+        from gigavision.images.volumes import open_volume
+
+        row = self.get_image(image_id)
+        if row.reader != "volume":
+            raise InvalidInput(f"image {row.name!r} is 2D ({row.width}x{row.height}), not a volume")
+        return open_volume(self.image_dir(image_id))
+
+    def open_slice(self, image_id: str, plane: Plane, index: int) -> ImageSource:
+        """Slice ``index`` of a volume's ``plane`` as a 2D image (``images.volumes.VolumeSlice``), kept open
+        beside the other sources."""
+        from gigavision.images.volumes import VolumeSlice
+
+        key = f"{image_id}:{plane}:{index}"
+        source = self._sources.get(key)
+        if source is not None:
+            return source
+        volume = self.open_volume(image_id)
+        return self._sources.add(key, VolumeSlice(volume, plane, index, cache=self.tile_cache))
 
     def thumbnail_path(self, image_id: str) -> Path:
         from gigavision.images.ingest import THUMBNAIL_NAME

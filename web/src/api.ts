@@ -21,6 +21,8 @@ export interface ImageInfo {
   reader: string;
   created_at: string;
   urls: { thumbnail: string; dzi: string; iiif: string };
+  /** What ingest recorded and users set (a volume's `volume`: shape, spacing, planes; volume.ts). */
+  meta?: Record<string, unknown>;
 }
 
 export interface ImagePage {

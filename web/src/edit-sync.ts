@@ -65,6 +65,8 @@ export class EditSync {
   private created = 0;
   /** Called before a drawn shape is stored (e.g. to add a typed label to an empty schema); may throw. */
   adoptLabel: ((label: string, kind: AnnotationKind) => Promise<void>) | null = null;
+  /** Attributes every new annotation gets, read when it is created (a volume's plane and slice: volume.ts). */
+  stamp: (() => Record<string, unknown>) | null = null;
 
   constructor(
     /** The image new annotations are stored on. */
@@ -126,7 +128,8 @@ export class EditSync {
   }
 
   /** Stores a shape drawn here as `payload` (whose level-0 box is `bbox`); the shape is removed if that fails. */
-  create(annoId: string, payload: NewAnnotation, bbox: AnnotationRecord["bbox"]): void {
+  create(annoId: string, drawn: NewAnnotation, bbox: AnnotationRecord["bbox"]): void {
+    const payload = this.stamp ? { ...drawn, attributes: { ...drawn.attributes, ...this.stamp() } } : drawn;
     this.enqueue(annoId, async () => {
       let ids: number[];
       try {

@@ -99,6 +99,13 @@ type Origin = NonNullable<Parameters<Store["deleteAnnotation"]>[1]>;
 /** Changes made by this module (not by the user): Annotorious raises no lifecycle events for them. */
 const REMOTE = "REMOTE" as unknown as Origin;
 
+/** What a volume's overlay shows and stamps (viewer.ts, volume.ts): the annotations of the slice on screen,
+ * and new ones get its plane and slice. */
+export interface OverlayScope {
+  shows: (record: AnnotationRecord) => boolean;
+  attributes: () => Record<string, unknown>;
+}
+
 /** What the page exposes to tests and to the console as `window.__gv.overlay`. */
 export interface OverlayHandle {
   annotator: OpenSeadragonAnnotator;
@@ -119,6 +126,8 @@ export interface OverlayHandle {
   frameStats: () => { frames: number; lastDrawMs: number; renders: number; offThread: boolean };
   /** The visible level-0 rectangle, clamped to the image. */
   visibleRect: () => BBox | null;
+  /** The scope changed (another slice of a volume): draw what it shows now. */
+  rescope: () => void;
   destroy: () => void;
 }
 
@@ -127,8 +136,14 @@ function isAbort(err: unknown): boolean {
 }
 
 /** Attaches the overlay and its side panel (rendered into `panelRoot`) to an open viewer. */
-export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, panelRoot: HTMLElement): OverlayHandle {
+export function attachOverlay(
+  viewer: OpenSeadragon.Viewer,
+  image: ImageInfo,
+  panelRoot: HTMLElement,
+  scope?: OverlayScope,
+): OverlayHandle {
   const extent: Extent = [image.width, image.height]; // what is drawn is stored inside the image
+  const inScope = (record: AnnotationRecord): boolean => !scope || scope.shows(record);
   const annotator = createOSDAnnotator(viewer, {
     drawingEnabled: false,
     drawingMode: "drag",
@@ -228,6 +243,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
     WEB,
     abortAll.signal,
   );
+  if (scope) sync.stamp = () => scope.attributes();
 
   // -- shapes ---------------------------------------------------------------------------------------
   function pointRadius(): number {
@@ -306,7 +322,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
     const shapes: Drawable[] = [];
     for (const id of cache.ids()) {
       const entry = cache.get(id);
-      if (entry && !editing.has(entry.annoId) && passes(entry.record, filter)) {
+      if (entry && !editing.has(entry.annoId) && passes(entry.record, filter) && inScope(entry.record)) {
         shapes.push({ key: entry.annoId, record: entry.record });
       }
     }
@@ -450,7 +466,7 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
     const found: AnnotationRecord[] = [];
     for (const id of cache.ids()) {
       const record = cache.get(id)?.record;
-      if (record?.bbox && intersects(record.bbox, rect)) found.push(record);
+      if (record?.bbox && intersects(record.bbox, rect) && inScope(record)) found.push(record);
     }
     return found;
   }
@@ -656,6 +672,13 @@ export function attachOverlay(viewer: OpenSeadragon.Viewer, image: ImageInfo, pa
       offThread: layer.offThread,
     }),
     visibleRect,
+    rescope: () => {
+      const chosen = annotator.getSelected()[0];
+      const record = chosen && cache.entryOf(chosen.id)?.record;
+      if (record && !inScope(record)) annotator.cancelSelected();
+      rebuild();
+      updateCount();
+    },
     destroy: () => {
       destroyed = true;
       sync.stop();

@@ -7,14 +7,30 @@ import { el } from "./dom";
 import { formatMpp, formatPixels, formatSize } from "./format";
 import { attachLayers, type LayersHandle } from "./layers";
 import type { ToolsHandle } from "./annotate";
-import type { OverlayHandle } from "./overlay";
+import type { OverlayHandle, OverlayScope } from "./overlay";
 import { attachScaleBar } from "./scalebar";
 import { attachSimilar, type SimilarHandle } from "./similar";
+import { middleSlice, onSlice, sliceAttributes, sliceDziUrl, volumeOf, type Plane } from "./volume";
+import { attachVolumePanel, type VolumePanelHandle } from "./volume-panel";
+
+/** The slice of a volume on screen: `shown` is its tile source once its tiles replaced the previous slice's. */
+export interface SliceState {
+  plane: Plane;
+  index: number;
+  shown: string | null;
+}
 
 declare global {
   interface Window {
-    /** Test hook: the open viewer, its image's metadata, its prediction layers and (once loaded) the overlay. */
-    __gv?: { viewer: OpenSeadragon.Viewer; image: ImageInfo; overlay?: OverlayHandle; layers?: LayersHandle };
+    /** Test hook: the open viewer, its image's metadata, its prediction layers and (once loaded) the overlay;
+     * for a volume, the slice on screen. */
+    __gv?: {
+      viewer: OpenSeadragon.Viewer;
+      image: ImageInfo;
+      overlay?: OverlayHandle;
+      layers?: LayersHandle;
+      volume?: SliceState;
+    };
   }
 }
 
@@ -75,7 +91,11 @@ function header(image: ImageInfo | null, title: string): HTMLElement {
   const info = el("div", { class: "info" }, el("h1", { class: "name", title }, title));
   if (image) {
     const parts = [`${formatSize(image.width, image.height)} px`, formatPixels(image.width, image.height)];
-    if (image.mpp_x !== null) parts.push(formatMpp(image.mpp_x, image.mpp_y));
+    const volume = volumeOf(image);
+    if (volume) {
+      const [sx, sy, sz] = volume.spacing.map((s) => Number(s.toFixed(3)));
+      parts.splice(1, 1, `${volume.shape[0]} slices`, `${sx} × ${sy} × ${sz} mm`);
+    } else if (image.mpp_x !== null) parts.push(formatMpp(image.mpp_x, image.mpp_y));
     info.append(el("span", { class: "dims", "data-testid": "image-size" }, parts.join(" · ")));
   }
   return el("header", { class: "bar" }, el("a", { class: "back", href: "#/" }, "← Images"), info);
@@ -91,6 +111,7 @@ export function showViewer(root: HTMLElement, id: string, region: BBox | null = 
   let layers: LayersHandle | null = null;
   let tools: ToolsHandle | null = null;
   let similar: SimilarHandle | null = null;
+  let volumePanel: VolumePanelHandle | null = null;
 
   root.replaceChildren(header(null, "Loading…"), el("div", { class: "status" }, "Loading…"));
 
@@ -128,9 +149,17 @@ export function showViewer(root: HTMLElement, id: string, region: BBox | null = 
         "data-testid": "similar-panel",
         hidden: "",
       });
+      // A 3D volume's planes and slice slider (volume-panel.ts); hidden for 2D images.
+      const volumeSection = el("section", {
+        class: "panel-section",
+        "aria-label": "Volume",
+        "data-testid": "volume-panel",
+        hidden: "",
+      });
       const side = el(
         "aside",
         { class: "panel", "aria-label": "Layers and annotations" },
+        volumeSection,
         layersSection,
         similarSection,
         panel,
@@ -138,7 +167,16 @@ export function showViewer(root: HTMLElement, id: string, region: BBox | null = 
       );
       root.replaceChildren(header(image, image.name), el("div", { class: "stage" }, container, side));
 
-      viewer = OpenSeadragon({ ...viewerOptions(container), tileSources: dziUrl(image.id) });
+      // A volume shows one slice at a time, each an image of its own plane's size (volume.ts).
+      const volume = volumeOf(image);
+      const state: SliceState = { plane: "axial", index: volume ? middleSlice(volume.planes.axial) : 0, shown: null };
+      const planeImage = (): ImageInfo =>
+        volume ? { ...image, width: volume.planes[state.plane].width, height: volume.planes[state.plane].height } : image;
+      const scope: OverlayScope | undefined = volume
+        ? { shows: (r) => onSlice(r, state.plane, state.index), attributes: () => sliceAttributes(state.plane, state.index) }
+        : undefined;
+      const firstUrl = volume ? sliceDziUrl(image.id, state.plane, state.index) : dziUrl(image.id);
+      viewer = OpenSeadragon({ ...viewerOptions(container), tileSources: firstUrl });
       const opened = viewer;
       container.append(toolbar(opened));
       if (region) {
@@ -155,37 +193,110 @@ export function showViewer(root: HTMLElement, id: string, region: BBox | null = 
       if (image.mpp_x !== null && image.mpp_x > 0) {
         detachScaleBar = attachScaleBar(opened, image.mpp_x);
       }
-      layers = attachLayers(opened, image, layersSection);
-      similar = attachSimilar(opened, image, similarSection);
-      const hook: NonNullable<Window["__gv"]> = { viewer: opened, image, layers };
+      const hook: NonNullable<Window["__gv"]> = { viewer: opened, image };
+      if (volume) {
+        hook.volume = state;
+        opened.addOnceHandler("open", () => {
+          state.shown = firstUrl;
+        });
+      } else {
+        // prediction layers and region search are 2D: a volume's slices have neither
+        layers = attachLayers(opened, image, layersSection);
+        similar = attachSimilar(opened, image, similarSection);
+        hook.layers = layers;
+      }
       window.__gv = hook;
 
-      // The overlay (Annotorious + WebGL) is a separate chunk: the image list never loads it.
-      panel.append(el("p", { class: "panel-count" }, "Loading annotations…"));
-      import("./overlay").then(
-        ({ attachOverlay }) => {
-          if (abort.signal.aborted) return;
-          try {
-            overlay = attachOverlay(opened, image, panel);
-            hook.overlay = overlay;
-            const attached = overlay;
-            import("./annotate").then(
-              ({ attachAnnotationTools }) => {
-                if (!abort.signal.aborted) tools = attachAnnotationTools(opened, image, toolsSection, panel, attached);
-              },
-              () => undefined, // the overlay works without the extra tools
-            );
-          } catch (err) {
-            // E.g. no WebGL: the image stays viewable without its annotations.
-            const text = `Annotations unavailable: ${String(err)}`;
-            panel.replaceChildren(el("p", { class: "error", role: "alert" }, text));
-          }
-        },
-        (err: unknown) => {
-          if (abort.signal.aborted) return;
-          panel.replaceChildren(el("p", { class: "error", role: "alert" }, `Annotations unavailable: ${String(err)}`));
-        },
-      );
+      // The overlay (Annotorious + WebGL) is a separate chunk: the image list never loads it. A volume's
+      // overlay is attached again for each plane (the image's size changes with it).
+      let attachments = 0;
+      const attachAnnotations = (): void => {
+        const attempt = ++attachments;
+        tools?.destroy();
+        tools = null;
+        overlay?.destroy();
+        overlay = null;
+        panel.replaceChildren(el("p", { class: "panel-count" }, "Loading annotations…"));
+        const shown = planeImage();
+        import("./overlay").then(
+          ({ attachOverlay }) => {
+            if (abort.signal.aborted || attempt !== attachments) return;
+            try {
+              overlay = attachOverlay(opened, shown, panel, scope);
+              hook.overlay = overlay;
+              const attached = overlay;
+              import("./annotate").then(
+                ({ attachAnnotationTools }) => {
+                  if (abort.signal.aborted || attempt !== attachments) return;
+                  tools = attachAnnotationTools(opened, shown, toolsSection, panel, attached);
+                },
+                () => undefined, // the overlay works without the extra tools
+              );
+            } catch (err) {
+              // E.g. no WebGL: the image stays viewable without its annotations.
+              const text = `Annotations unavailable: ${String(err)}`;
+              panel.replaceChildren(el("p", { class: "error", role: "alert" }, text));
+            }
+          },
+          (err: unknown) => {
+            if (abort.signal.aborted) return;
+            panel.replaceChildren(el("p", { class: "error", role: "alert" }, `Annotations unavailable: ${String(err)}`));
+          },
+        );
+      };
+      attachAnnotations();
+
+      // Moving through slices keeps the zoom and pan: the next slice opens under the current one, which is
+      // removed once the new tiles are all drawn (no blank frame); a newer move supersedes a pending one.
+      let swaps = 0;
+      const showSlice = (plane: Plane, index: number, planeChanged: boolean): void => {
+        Object.assign(state, { plane, index, shown: null });
+        const url = sliceDziUrl(image.id, plane, index);
+        const swap = ++swaps;
+        if (planeChanged) {
+          opened.addOnceHandler("open", () => {
+            if (swap !== swaps) return;
+            state.shown = url;
+            attachAnnotations();
+          });
+          opened.open({ tileSource: url }); // another size: the view starts over on the whole slice
+          return;
+        }
+        overlay?.rescope();
+        opened.addTiledImage({
+          tileSource: url,
+          index: 0,
+          success: (event) => {
+            const item = (event as unknown as { item: OpenSeadragon.TiledImage }).item;
+            if (swap !== swaps) {
+              opened.world.removeItem(item);
+              return;
+            }
+            const done = (): void => {
+              if (swap !== swaps) return;
+              for (let i = opened.world.getItemCount() - 1; i >= 0; i--) {
+                const other = opened.world.getItemAt(i);
+                if (other !== item) opened.world.removeItem(other);
+              }
+              state.shown = url;
+            };
+            if (item.getFullyLoaded()) {
+              done();
+              return;
+            }
+            const onLoaded = (e: OpenSeadragon.FullyLoadedChangeTiledImageEvent): void => {
+              if (!e.fullyLoaded) return;
+              item.removeHandler("fully-loaded-change", onLoaded);
+              done();
+            };
+            item.addHandler("fully-loaded-change", onLoaded);
+          },
+          error: () => {
+            if (swap === swaps) container.append(el("div", { class: "error overlay", role: "alert" }, `Could not open ${url}`));
+          },
+        });
+      };
+      if (volume) volumePanel = attachVolumePanel(volumeSection, volume, state.plane, showSlice);
     },
     (err: unknown) => {
       if (abort.signal.aborted) return;
@@ -196,6 +307,8 @@ export function showViewer(root: HTMLElement, id: string, region: BBox | null = 
 
   return () => {
     abort.abort();
+    volumePanel?.destroy();
+    volumePanel = null;
     tools?.destroy();
     tools = null;
     similar?.destroy();

@@ -171,6 +171,17 @@ describe("EditSync.create", () => {
     expect(view.messages).toEqual([]);
   });
 
+  it("stamps new annotations with the attributes of the moment they are drawn (a volume's slice)", async () => {
+    let slice = 7;
+    sync.stamp = () => ({ plane: "axial", slice });
+    sync.create("drawn-1", { kind: "box", label: "cell", bbox: [1, 2, 3, 4], source: "web", attributes: { a: "b" } }, [1, 2, 3, 4]);
+    slice = 8; // the slider moved while the first was being saved
+    sync.add({ kind: "point", label: "cell", geometry: { type: "Point", coordinates: [5, 5] }, source: "web" }, [5, 5, 5, 5]);
+    await view.idle();
+    const sent = server.sent.map((s) => (s.body as { annotations: NewAnnotation[] }).annotations[0]?.attributes);
+    expect(sent).toEqual([{ a: "b", plane: "axial", slice: 7 }, { plane: "axial", slice: 8 }]);
+  });
+
   it("removes the shape and shows the server's message when the annotation is refused", async () => {
     view.drawn.set("drawn-1", boxRecord(0, [0, 0, 1, 1]));
     server.failNext.set("POST", { status: 400, message: "label 'dog' is not in the schema" });

@@ -44,10 +44,12 @@ def run_ingest(ws: Workspace, paths: list[Path], *, recursive: bool, follow_syml
             bar.advance(files)
             if not json_out:
                 style = {"added": "green", "duplicate": "yellow", "rejected": "red"}[r.status]
-                size = f"{r.width:,}x{r.height:,}" if r.width else ""
+                size = f"{r.width:,}x{r.height:,}" + (f"x{r.depth:,} (volume)" if r.depth else "") if r.width else ""
                 extra = r.reason if r.status == "rejected" else size
                 line = Text.assemble((f"{r.status:9}", style), f" {r.name}  {extra}")
                 bar.console.print(line, highlight=False, soft_wrap=True)
+                for note in r.notes or []:  # what a volume's ingest noticed and handled
+                    bar.console.print(Text(f"          note: {note}", style="dim"), highlight=False, soft_wrap=True)
 
         def on_progress(done: float, total: float, message: str) -> None:
             bar.update(current, visible=True, description=f"  {message}", completed=done / total if total else 0.0)

@@ -149,6 +149,11 @@ def prepare(path: Path, settings: Settings, folder: Path, *, progress: Progress 
 
     Raises ``InvalidImage`` / ``LimitExceeded`` with a one-line reason; the caller discards ``folder``.
     """
+    from gigavision.images.volumes.ingest import prepare_volume, volume_kind
+
+    kind = volume_kind(path)
+    if kind is not None:  # a NIfTI file or a zip of one DICOM series: a 3D volume (images/volumes)
+        return prepare_volume(path, kind, settings, folder, progress=progress)
     limits, opts = settings.limits, settings.ingest
     # A private cache: the pixels of one image are reused while preparing it, then dropped with it,
     # instead of lingering in the process-wide cache through a 1,000-file ingest.

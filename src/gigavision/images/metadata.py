@@ -35,6 +35,7 @@ INGEST_KEYS = frozenset(
         *("display_window", "frames", "transfer_syntax"),  # images/readers/dicom.py
         *("compression", "photometric"),  # images/readers/tiff.py
         *("objective_power",),  # images/readers/slide.py
+        *("volume", "depth", "spacing", "affine", "orientation"),  # images/volumes/ingest.py (3D volumes)
     }
 )
 # The user key naming the dataset split an image belongs in: imports set it where the layout says so (COCO's

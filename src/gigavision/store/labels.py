@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from gigavision.annotations import KINDS, PREDICTION_ATTRIBUTES
+from gigavision.annotations import KINDS, PREDICTION_ATTRIBUTES, VOLUME_ATTRIBUTES
 from gigavision.errors import Conflict, InvalidInput, NotFound
 from gigavision.store.schema import AnnotationRow, LabelClassRow, LabelEventRow, utcnow
 
@@ -251,8 +251,8 @@ class LabelSchema:
                 continue
             for key, value in ann.attributes[i].items():
                 allowed = cls.attributes.get(key)
-                if allowed is None and key in PREDICTION_ATTRIBUTES:
-                    continue  # a prediction's model id and uncertainty need no declaration
+                if allowed is None and key in (*PREDICTION_ATTRIBUTES, *VOLUME_ATTRIBUTES):
+                    continue  # a prediction's model id and uncertainty, a volume slice's place: no declaration
                 if allowed is None:
                     problems.append(f"annotation {i}: class {cls.name!r} has no attribute {key!r}")
                 elif allowed and value not in allowed:
